@@ -1,0 +1,17 @@
+//! What the movie-platform services must agree on, kept in one place so that
+//! the gateway and the billing worker cannot drift apart: the order message and
+//! its validation, the RabbitMQ topology, the JSON error format, and the
+//! conventions for configuration, logging and database start-up.
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod logging;
+pub mod order;
+pub mod topology;
+
+/// HTTP header (and AMQP message header) that carries a request's id from the
+/// gateway to inventory and to the billing worker, so one id follows a request
+/// through every log line it causes.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -1,0 +1,406 @@
+//! The billing order: how a request body or a queued message is validated,
+//! and the JSON message the gateway publishes and the worker stores.
+//!
+//! Users send values as JSON numbers or as strings (`"99"`), so every field is
+//! read from its raw JSON text: money is parsed straight from that text into a
+//! decimal and never passes through a binary float.
+
+use bigdecimal::BigDecimal;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::str::FromStr;
+use uuid::Uuid;
+
+pub const MAX_USER_ID_CHARS: usize = 64;
+pub const MAX_NUMBER_OF_ITEMS: i32 = 1_000_000;
+/// Largest amount `NUMERIC(12,2)` can hold and the API accepts.
+pub const MAX_TOTAL_AMOUNT: &str = "99999999.99";
+pub const AMOUNT_DECIMAL_PLACES: i64 = 2;
+
+/// A validation failure, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FieldError {
+    /// `None` when the body as a whole is wrong (not JSON, not an object).
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl FieldError {
+    fn field(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+    fn body(message: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// A valid order. `order_id` is `None` when the input carried none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderInput {
+    pub order_id: Option<Uuid>,
+    pub user_id: String,
+    pub number_of_items: i32,
+    /// Always at scale 2 (`250` becomes `250.00`).
+    pub total_amount: BigDecimal,
+}
+
+/// The message on `billing_queue` (AMQP `message_id` = `order_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderMessage {
+    pub order_id: Uuid,
+    pub user_id: String,
+    pub number_of_items: i32,
+    /// A decimal string such as `"250.00"`: exact, unlike a JSON float.
+    pub total_amount: String,
+}
+
+impl OrderMessage {
+    pub fn new(order_id: Uuid, input: &OrderInput) -> Self {
+        Self {
+            order_id,
+            user_id: input.user_id.clone(),
+            number_of_items: input.number_of_items,
+            total_amount: input.total_amount.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawOrder<'a> {
+    #[serde(borrow, default)]
+    order_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    number_of_items: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    total_amount: Option<&'a RawValue>,
+}
+
+/// Parses and validates an order from JSON bytes (request body or message).
+/// Unknown fields are ignored; the first invalid field is reported.
+pub fn parse_order(bytes: &[u8]) -> Result<OrderInput, FieldError> {
+    let value: &RawValue = serde_json::from_slice(bytes)
+        .map_err(|e| FieldError::body(format!("body is not valid JSON: {e}")))?;
+    if !value.get().trim_start().starts_with('{') {
+        return Err(FieldError::body("body must be a JSON object"));
+    }
+    let raw: RawOrder<'_> = serde_json::from_str(value.get())
+        .map_err(|e| FieldError::body(format!("body is not a valid order object: {e}")))?;
+
+    let order_id = match present(raw.order_id) {
+        None => None,
+        Some(v) => Some(parse_order_id(v)?),
+    };
+    let user_id = parse_user_id(required("user_id", raw.user_id)?)?;
+    let number_of_items = parse_number_of_items(required("number_of_items", raw.number_of_items)?)?;
+    let total_amount = parse_total_amount(required("total_amount", raw.total_amount)?)?;
+    Ok(OrderInput {
+        order_id,
+        user_id,
+        number_of_items,
+        total_amount,
+    })
+}
+
+/// A field given as JSON `null` counts as absent.
+fn present(v: Option<&RawValue>) -> Option<&RawValue> {
+    v.filter(|v| v.get() != "null")
+}
+
+fn required<'a>(field: &'static str, v: Option<&'a RawValue>) -> Result<&'a RawValue, FieldError> {
+    present(v).ok_or_else(|| FieldError::field(field, format!("{field} is required")))
+}
+
+/// What a scalar field held: the text of a JSON string, or of a JSON number.
+enum Scalar {
+    Str(String),
+    Num(String),
+}
+
+fn scalar(field: &'static str, v: &RawValue, expected: &str) -> Result<Scalar, FieldError> {
+    let text = v.get();
+    if text.starts_with('"') {
+        let s: String = serde_json::from_str(text)
+            .map_err(|_| FieldError::field(field, format!("{field} must be {expected}")))?;
+        Ok(Scalar::Str(s))
+    } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Ok(Scalar::Num(text.to_owned()))
+    } else {
+        Err(FieldError::field(
+            field,
+            format!("{field} must be {expected}"),
+        ))
+    }
+}
+
+fn parse_order_id(v: &RawValue) -> Result<Uuid, FieldError> {
+    match scalar("order_id", v, "a UUID string")? {
+        Scalar::Str(s) => Uuid::parse_str(s.trim())
+            .map_err(|_| FieldError::field("order_id", "order_id must be a UUID")),
+        Scalar::Num(_) => Err(FieldError::field(
+            "order_id",
+            "order_id must be a UUID string",
+        )),
+    }
+}
+
+fn parse_user_id(v: &RawValue) -> Result<String, FieldError> {
+    const EXPECTED: &str = "a non-empty string or an integer";
+    let id = match scalar("user_id", v, EXPECTED)? {
+        Scalar::Str(s) => s.trim().to_owned(),
+        Scalar::Num(n) if is_integer_text(&n) => n,
+        Scalar::Num(_) => {
+            return Err(FieldError::field(
+                "user_id",
+                format!("user_id must be {EXPECTED}"),
+            ))
+        }
+    };
+    if id.is_empty() {
+        return Err(FieldError::field("user_id", "user_id must not be empty"));
+    }
+    if id.chars().count() > MAX_USER_ID_CHARS {
+        return Err(FieldError::field(
+            "user_id",
+            format!("user_id must be at most {MAX_USER_ID_CHARS} characters"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(FieldError::field(
+            "user_id",
+            "user_id must not contain control characters",
+        ));
+    }
+    Ok(id)
+}
+
+fn is_integer_text(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn parse_number_of_items(v: &RawValue) -> Result<i32, FieldError> {
+    let msg = || {
+        FieldError::field(
+            "number_of_items",
+            format!("number_of_items must be a whole number from 1 to {MAX_NUMBER_OF_ITEMS}"),
+        )
+    };
+    let text = match scalar("number_of_items", v, "a positive whole number")? {
+        Scalar::Str(s) => s.trim().to_owned(),
+        Scalar::Num(n) => n,
+    };
+    if !is_integer_text(&text) {
+        return Err(msg());
+    }
+    // Digits only: an overflowing value is simply out of range.
+    let n: i64 = text.parse().unwrap_or(i64::MAX);
+    if n < 1 || n > i64::from(MAX_NUMBER_OF_ITEMS) {
+        return Err(msg());
+    }
+    i32::try_from(n).map_err(|_| msg())
+}
+
+fn parse_total_amount(v: &RawValue) -> Result<BigDecimal, FieldError> {
+    const FIELD: &str = "total_amount";
+    let text = match scalar(FIELD, v, "a decimal number")? {
+        Scalar::Str(s) => s.trim().to_owned(),
+        Scalar::Num(n) => n,
+    };
+    // Plain decimal notation only: digits, an optional point and decimals.
+    let unsigned = text.strip_prefix('-').unwrap_or(&text);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let well_formed = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(unsigned.contains('.') && frac.is_empty())
+        // Bound the work done on hostile input before any arithmetic.
+        && text.len() <= 64;
+    if !well_formed {
+        return Err(FieldError::field(
+            FIELD,
+            "total_amount must be a decimal number like 250 or 250.50",
+        ));
+    }
+    let amount = BigDecimal::from_str(&text)
+        .map_err(|_| FieldError::field(FIELD, "total_amount must be a decimal number"))?;
+    if amount < BigDecimal::from(0) {
+        return Err(FieldError::field(
+            FIELD,
+            "total_amount must not be negative",
+        ));
+    }
+    if amount.normalized().fractional_digit_count() > AMOUNT_DECIMAL_PLACES {
+        return Err(FieldError::field(
+            FIELD,
+            "total_amount must have at most 2 decimal places",
+        ));
+    }
+    let max = BigDecimal::from_str(MAX_TOTAL_AMOUNT)
+        .map_err(|_| FieldError::field(FIELD, "internal limit is not a number"))?;
+    if amount > max {
+        return Err(FieldError::field(
+            FIELD,
+            format!("total_amount must be at most {MAX_TOTAL_AMOUNT}"),
+        ));
+    }
+    Ok(amount.with_scale(AMOUNT_DECIMAL_PLACES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> OrderInput {
+        parse_order(body.as_bytes()).unwrap()
+    }
+    fn err(body: &str) -> FieldError {
+        parse_order(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn strings_and_numbers_are_both_accepted() {
+        let a = ok(r#"{"user_id":"20","number_of_items":"99","total_amount":"250"}"#);
+        let b = ok(r#"{"user_id":20,"number_of_items":99,"total_amount":250}"#);
+        assert_eq!(a, b);
+        assert_eq!(a.user_id, "20");
+        assert_eq!(a.number_of_items, 99);
+        assert_eq!(a.total_amount.to_string(), "250.00");
+        assert_eq!(a.order_id, None);
+    }
+
+    #[test]
+    fn money_is_exact() {
+        let o = ok(r#"{"user_id":1,"number_of_items":1,"total_amount":0.1}"#);
+        assert_eq!(o.total_amount.to_string(), "0.10");
+        let o = ok(r#"{"user_id":1,"number_of_items":1,"total_amount":99999999.99}"#);
+        assert_eq!(o.total_amount.to_string(), "99999999.99");
+        let o = ok(r#"{"user_id":1,"number_of_items":1,"total_amount":"1.500"}"#);
+        assert_eq!(o.total_amount.to_string(), "1.50");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (r#"{"number_of_items":1,"total_amount":1}"#, "user_id"),
+            (
+                r#"{"user_id":"","number_of_items":1,"total_amount":1}"#,
+                "user_id",
+            ),
+            (
+                r#"{"user_id":"   ","number_of_items":1,"total_amount":1}"#,
+                "user_id",
+            ),
+            (
+                r#"{"user_id":1.5,"number_of_items":1,"total_amount":1}"#,
+                "user_id",
+            ),
+            (
+                r#"{"user_id":true,"number_of_items":1,"total_amount":1}"#,
+                "user_id",
+            ),
+            (
+                r#"{"user_id":{},"number_of_items":1,"total_amount":1}"#,
+                "user_id",
+            ),
+            (
+                &format!(
+                    r#"{{"user_id":"{}","number_of_items":1,"total_amount":1}}"#,
+                    "x".repeat(65)
+                ),
+                "user_id",
+            ),
+            (r#"{"user_id":1,"total_amount":1}"#, "number_of_items"),
+            (
+                r#"{"user_id":1,"number_of_items":0,"total_amount":1}"#,
+                "number_of_items",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":-3,"total_amount":1}"#,
+                "number_of_items",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1.5,"total_amount":1}"#,
+                "number_of_items",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":"abc","total_amount":1}"#,
+                "number_of_items",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1000001,"total_amount":1}"#,
+                "number_of_items",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":99999999999999999999999,"total_amount":1}"#,
+                "number_of_items",
+            ),
+            (r#"{"user_id":1,"number_of_items":1}"#, "total_amount"),
+            (
+                r#"{"user_id":1,"number_of_items":1,"total_amount":-1}"#,
+                "total_amount",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1,"total_amount":1.234}"#,
+                "total_amount",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1,"total_amount":"1e3"}"#,
+                "total_amount",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1,"total_amount":"NaN"}"#,
+                "total_amount",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1,"total_amount":100000000}"#,
+                "total_amount",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1,"total_amount":null}"#,
+                "total_amount",
+            ),
+            (
+                r#"{"user_id":1,"number_of_items":1,"total_amount":1,"order_id":"nope"}"#,
+                "order_id",
+            ),
+        ];
+        for (body, field) in cases {
+            assert_eq!(err(body).field, Some(field), "{body}");
+        }
+    }
+
+    #[test]
+    fn whole_body_errors_name_no_field() {
+        for body in ["", "nope", "[1,2]", "42", "\"x\"", "{\"user_id\":"] {
+            assert_eq!(err(body).field, None, "{body}");
+        }
+    }
+
+    #[test]
+    fn order_id_is_read_when_present() {
+        let id = Uuid::new_v4();
+        let o = ok(&format!(
+            r#"{{"order_id":"{id}","user_id":"u","number_of_items":1,"total_amount":"0"}}"#
+        ));
+        assert_eq!(o.order_id, Some(id));
+    }
+
+    #[test]
+    fn message_round_trips_through_validation() {
+        let input = ok(r#"{"user_id":"20","number_of_items":"99","total_amount":"250"}"#);
+        let id = Uuid::new_v4();
+        let json = serde_json::to_vec(&OrderMessage::new(id, &input)).unwrap();
+        let back = parse_order(&json).unwrap();
+        assert_eq!(back.order_id, Some(id));
+        assert_eq!(back.total_amount, input.total_amount);
+    }
+}
