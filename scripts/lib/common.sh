@@ -1,0 +1,100 @@
+# shellcheck shell=bash
+# Shared by the local-run and test scripts: paths, .env loading, logging,
+# privilege helpers. Sourced, never executed.
+
+MP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export MP_ROOT
+
+say() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# Loads .env into the environment (exported). Values already set in the
+# environment win, so `GATEWAY_PORT=9000 scripts/local.sh up` works.
+load_dotenv() {
+	local file=${1:-$MP_ROOT/.env} line key value
+	[[ -f $file ]] || die "$file not found"
+	while IFS= read -r line || [[ -n $line ]]; do
+		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$file: cannot parse line: $line"
+		key=${BASH_REMATCH[1]}
+		value=${BASH_REMATCH[2]}
+		[[ -n ${!key+set} ]] && continue
+		value=$(expand_refs "$value")
+		export "$key=$value"
+	done <"$file"
+}
+
+# Expands ${NAME} references to variables defined earlier; nothing else is
+# interpreted, so a password may contain any character but '${'.
+expand_refs() {
+	local value=$1 out='' name
+	while [[ $value =~ ^([^$]*)\$\{([A-Za-z_][A-Za-z0-9_]*)\}(.*)$ ]]; do
+		name=${BASH_REMATCH[2]}
+		[[ -n ${!name+set} ]] || die ".env: \${$name} is used before it is defined"
+		out+=${BASH_REMATCH[1]}${!name}
+		value=${BASH_REMATCH[3]}
+	done
+	printf '%s' "$out$value"
+}
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# Runs a command as root (directly, or through sudo).
+as_root() {
+	if is_root; then
+		"$@"
+	else
+		sudo "$@"
+	fi
+}
+
+# Installs the Debian packages that are missing; does nothing (and needs no
+# network) when all are there.
+apt_install() {
+	local missing=() pkg
+	for pkg in "$@"; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+	done
+	((${#missing[@]} == 0)) && return 0
+	say "installing ${missing[*]}"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# True when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
+wait_until() {
+	local deadline=$((SECONDS + $1)) what=$2
+	shift 2
+	until "$@"; do
+		((SECONDS < deadline)) || {
+			warn "timed out after waiting for $what"
+			return 1
+		}
+		sleep 0.2
+	done
+}
+
+# True when PID is a live process (not a zombie).
+pid_alive() {
+	[[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null && [[ $(ps -o stat= -p "$1" 2>/dev/null) != Z* ]]
+}
+
+pid_gone() { ! pid_alive "$1"; }
+
+# Sends TERM to PID, waits up to SECONDS, then KILL.
+stop_pid() {
+	local pid=$1 seconds=${2:-15}
+	pid_alive "$pid" || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	wait_until "$seconds" "pid $pid to exit" pid_gone "$pid" || {
+		warn "pid $pid did not stop in ${seconds}s, killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+	}
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian/Ubuntu machine (root or sudo):
+# installs what it needs, starts its own PostgreSQL and RabbitMQ on loopback
+# (on test ports, under .state/test, so a running `scripts/local.sh up` is not
+# disturbed), and runs, in order:
+#   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
+#   unit     cargo test --workspace (integration tests against the real servers)
+#   build    scripts/build.sh: static musl binaries in dist/
+#   e2e      the running system through every route and error, with curl
+#   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
+#   chaos    the resilience scenarios: orders never lost or duplicated
+#   hosts    the three-host test in network namespaces
+#   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
+# Stops everything it started, also when a step fails.
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh unit e2e        only those steps (the infrastructure is started as needed)
+set -euo pipefail
+
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$MP_ROOT"
+
+# Test ports and state, apart from the ones of a local run.
+export MP_STATE_DIR=$MP_ROOT/.state/test
+export LOCAL_GATEWAY_PORT=18080 LOCAL_INVENTORY_PORT=18081 LOCAL_BILLING_HEALTH_PORT=18082
+export LOCAL_PG_INVENTORY_PORT=56432 LOCAL_PG_BILLING_PORT=56433
+export LOCAL_RABBITMQ_PORT=56672 LOCAL_RABBITMQ_MGMT_PORT=56673
+export LOCAL_RABBITMQ_DIST_PORT=56674 LOCAL_EPMD_PORT=56675
+export TEST_INVENTORY_PG_PORT=$LOCAL_PG_INVENTORY_PORT TEST_BILLING_PG_PORT=$LOCAL_PG_BILLING_PORT
+export TEST_RABBITMQ_PORT=$LOCAL_RABBITMQ_PORT TEST_RABBITMQ_MGMT_PORT=$LOCAL_RABBITMQ_MGMT_PORT
+export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
+export MP_SKIP_BUILD=1
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+ALL_STEPS=(lint unit build e2e contract chaos hosts)
+[[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
+STEPS=("$@")
+((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
+
+declare -A RESULT TIME
+started_infra=0
+
+cleanup() {
+	local rc=$?
+	if ((started_infra)); then
+		say "stopping the test infrastructure"
+		scripts/local.sh down || true
+	fi
+	summary
+	exit "$rc"
+}
+trap cleanup EXIT
+
+summary() {
+	local s
+	((${#RESULT[@]})) || return 0
+	printf '\n%-10s %-6s %s\n' STEP RESULT SECONDS >&2
+	for s in "${STEPS[@]}"; do
+		[[ -n ${RESULT[$s]:-} ]] && printf '%-10s %-6s %s\n' "$s" "${RESULT[$s]}" "${TIME[$s]}" >&2
+	done
+	return 0
+}
+
+install_prerequisites() {
+	apt_install build-essential pkg-config musl-tools file curl ca-certificates python3 python3-venv \
+		shellcheck postgresql-15 rabbitmq-server nodejs npm
+	command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+	rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+	rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
+		rustup target add x86_64-unknown-linux-musl
+}
+
+ensure_infra() {
+	((started_infra)) && return 0
+	started_infra=1
+	scripts/local.sh infra
+}
+
+ensure_system() {
+	ensure_infra
+	[[ -x dist/api-gateway ]] || run_step build
+	scripts/local.sh up
+}
+
+step_lint() {
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	scripts/lint-deploy.sh
+}
+
+step_unit() {
+	ensure_infra
+	cargo test --workspace --locked
+}
+
+step_build() { scripts/build.sh; }
+
+step_e2e() {
+	ensure_system
+	scripts/e2e.sh
+}
+
+step_contract() {
+	ensure_system
+	scripts/api-contract.sh
+}
+
+step_chaos() {
+	ensure_system
+	python3 scripts/scenarios.py
+}
+
+step_hosts() {
+	[[ -x dist/api-gateway ]] || run_step build
+	scripts/three-host-test.sh
+}
+
+step_vm() {
+	[[ -x dist/api-gateway ]] || run_step build
+	scripts/vm-test.sh qemu
+}
+
+run_step() {
+	local s=$1 t0=$SECONDS
+	say "step $s"
+	if "step_$s"; then
+		RESULT[$s]=ok
+	else
+		RESULT[$s]=FAILED
+		TIME[$s]=$((SECONDS - t0))
+		die "step $s failed"
+	fi
+	TIME[$s]=$((SECONDS - t0))
+}
+
+install_prerequisites
+for s in "${STEPS[@]}"; do
+	declare -F "step_$s" >/dev/null || die "unknown step $s (steps: ${ALL_STEPS[*]} vm)"
+	[[ -n ${RESULT[$s]:-} ]] || run_step "$s"
+done
+say "all steps passed: ${STEPS[*]}"
