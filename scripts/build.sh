@@ -103,7 +103,9 @@ build() {
 }
 
 install_and_check() {
-    local out="$PROJECT_DIR/target/$TARGET/release"
+    local target_dir="${CARGO_TARGET_DIR:-target}"
+    case "$target_dir" in /*) ;; *) target_dir="$PROJECT_DIR/$target_dir" ;; esac
+    local out="$target_dir/$TARGET/release"
     local b desc failed=0
     mkdir -p "$DIST_DIR"
     for b in "${BINARIES[@]}"; do
@@ -125,6 +127,9 @@ install_and_check() {
         printf '    %-16s %6s KiB  %s\n' "$b" "$(( $(stat -c %s "$DIST_DIR/$b") / 1024 ))" "$desc"
     done
     [ "$failed" -eq 0 ] || die "some binaries failed the static/stripped check"
+    # The Vagrantfile compares the sources' times with this stamp to decide
+    # whether dist/ is stale (the binaries keep their time when unchanged).
+    touch "$DIST_DIR/.build-stamp"
 }
 
 main() {

@@ -1,1 +1,17 @@
+//! api-gateway: the platform's one public entry point. Proxies `/api/movies*`
+//! to inventory-app unchanged and queues billing orders on RabbitMQ, answering
+//! only once the broker has confirmed them.
 
+pub mod billing;
+pub mod body;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod proxy;
+pub mod request_id;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::Application;

@@ -232,7 +232,7 @@ fn parse_total_amount(v: &RawValue) -> Result<BigDecimal, FieldError> {
     }
     let amount = BigDecimal::from_str(&text)
         .map_err(|_| FieldError::field(FIELD, "total_amount must be a decimal number"))?;
-    if amount < BigDecimal::from(0) {
+    if amount < 0 {
         return Err(FieldError::field(
             FIELD,
             "total_amount must not be negative",

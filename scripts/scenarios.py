@@ -1,0 +1,734 @@
+#!/usr/bin/env python3
+"""Resilience scenarios for billing: an order the gateway answered 200 for is
+stored exactly once, whatever crashes or restarts happen meanwhile.
+
+    python3 scripts/scenarios.py          all scenarios
+    python3 scripts/scenarios.py 1 3      only those
+
+  1  worker stopped while 1,000 orders are accepted; all stored once it starts
+  2  worker SIGKILLed repeatedly while it drains a backlog of 20,000
+  3  RabbitMQ stopped and started while orders are posted
+  4  PostgreSQL (orders) down for 20 s while orders flow
+  5  100 malformed messages among 1,000 good ones: dead-lettered, worker lives
+
+Runs against the system scripts/local.sh runs (and drives it with local.sh
+stop/start/kill): $GATEWAY_URL (default http://127.0.0.1:8080), the worker's
+health port $LOCAL_BILLING_HEALTH_PORT (8082), the RabbitMQ management API on
+$LOCAL_RABBITMQ_MGMT_PORT (55673, guest/guest), state in $MP_STATE_DIR
+(<repo>/.state). Each scenario uses its own user_id, so it counts only its own
+rows; every wait is bounded; what a scenario stops it starts again.
+
+Tunables (environment): SCENARIO_POSTERS (32), SCENARIO_RATE (orders/s while
+posting during an outage, 300), SCENARIO_DRAIN_TIMEOUT (s, 120),
+SCENARIO_BACKLOG (scenario 2, 20000), SCENARIO_MIN_KILLS (scenario 2, kills
+while a backlog is left, 5), SCENARIO_KILL_DELAY (scenario 2, seconds from
+the worker's start to its kill, "0.02,0.15").
+
+Python 3 standard library only.
+"""
+
+import base64
+import collections
+import concurrent.futures
+import http.client
+import itertools
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from decimal import Decimal
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCAL_SH = os.path.join(ROOT, "scripts", "local.sh")
+
+
+def env(name, default):
+    return os.environ.get(name) or default
+
+
+def dotenv(name, default):
+    """A plain value from .env (no ${} references needed here)."""
+    if os.environ.get(name):
+        return os.environ[name]
+    try:
+        with open(os.path.join(ROOT, ".env"), encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(name + "="):
+                    return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return default
+
+
+GATEWAY_URL = env("GATEWAY_URL", "http://127.0.0.1:" + env("LOCAL_GATEWAY_PORT", "8080")).rstrip("/")
+_gw = urllib.parse.urlsplit(GATEWAY_URL)
+GATEWAY_HOST, GATEWAY_PORT = _gw.hostname or "127.0.0.1", _gw.port or 80
+WORKER_URL = "http://127.0.0.1:" + env("LOCAL_BILLING_HEALTH_PORT", "8082")
+MGMT_URL = "http://127.0.0.1:" + env("LOCAL_RABBITMQ_MGMT_PORT", "55673") + "/api"
+MGMT_AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
+VHOST = urllib.parse.quote(dotenv("RABBITMQ_VHOST", "/"), safe="")
+STATE_DIR = env("MP_STATE_DIR", os.path.join(ROOT, ".state"))
+WORKER_PIDFILE = os.path.join(STATE_DIR, "run", "billing-worker.pid")
+GATEWAY_PIDFILE = os.path.join(STATE_DIR, "run", "api-gateway.pid")
+
+POSTERS = int(env("SCENARIO_POSTERS", "32"))
+RATE = float(env("SCENARIO_RATE", "300"))
+DRAIN_TIMEOUT = float(env("SCENARIO_DRAIN_TIMEOUT", "120"))
+BACKLOG = int(env("SCENARIO_BACKLOG", "20000"))
+MIN_KILLS = int(env("SCENARIO_MIN_KILLS", "5"))
+KILL_DELAY = tuple(float(x) for x in env("SCENARIO_KILL_DELAY", "0.02,0.15").split(","))
+READY_TIMEOUT = 60
+POST_TIMEOUT = float(env("SCENARIO_POST_TIMEOUT", "300"))
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def log(msg):
+    print(f"# {time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+class ScenarioError(Exception):
+    """The system could not be driven (a local.sh command failed...)."""
+
+
+# ---------------------------------------------------------------- system --
+
+
+def local(*args, timeout=180, check=True):
+    """scripts/local.sh ARGS; raises ScenarioError when it fails."""
+    try:
+        r = subprocess.run(
+            [LOCAL_SH, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ScenarioError(f"local.sh {' '.join(args)} took more than {timeout}s") from e
+    if check and r.returncode != 0:
+        tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-5:])
+        raise ScenarioError(f"local.sh {' '.join(args)} failed ({r.returncode}): {tail}")
+    return r
+
+
+def psql_rows(sql):
+    """Rows (lists of columns) of a COPY ... TO STDOUT, or None if the query failed."""
+    try:
+        r = local("psql", "orders", "-X", "-q", "-tAc", f"COPY ({sql}) TO STDOUT", timeout=60, check=False)
+    except ScenarioError:
+        return None
+    if r.returncode != 0:
+        return None
+    return [line.split("\t") for line in r.stdout.splitlines() if line]
+
+
+def stored(tag):
+    """The rows of user TAG: Counter of order_id, and order_id -> (items, amount)."""
+    rows = psql_rows(
+        f"SELECT order_id, number_of_items, total_amount FROM orders WHERE user_id = '{tag}'"
+    )
+    if rows is None:
+        return None
+    counts, values = collections.Counter(), {}
+    for oid, items, amount in rows:
+        counts[oid] += 1
+        values[oid] = (int(items), Decimal(amount))
+    return counts, values
+
+
+def stored_count(tag):
+    rows = psql_rows(f"SELECT count(*) FROM orders WHERE user_id = '{tag}'")
+    return int(rows[0][0]) if rows else None
+
+
+def read_pid(path):
+    try:
+        with open(path, encoding="ascii") as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def http_get(url, timeout=5):
+    """(status, body text); status 0 when there is no answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as e:
+        return 0, str(e)
+
+
+def wait_until(predicate, timeout, interval=0.5):
+    """True as soon as predicate() is true; False after TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def ready(url):
+    return http_get(url + "/ready", timeout=3)[0] == 200
+
+
+def mgmt(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        MGMT_URL + path,
+        data=data,
+        method=method,
+        headers={"Authorization": MGMT_AUTH, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=15) as r:
+        return json.loads(r.read() or b"null")
+
+
+def queue_depth(name):
+    try:
+        q = mgmt("GET", f"/queues/{VHOST}/{urllib.parse.quote(name, safe='')}")
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    return int(q.get("messages") or 0)
+
+
+def publish_raw(payload, message_id=None, encoding="string"):
+    """Publishes straight into billing_queue through the management API."""
+    props = {"delivery_mode": 2, "content_type": "application/json"}
+    if message_id:
+        props["message_id"] = message_id
+    r = mgmt(
+        "POST",
+        f"/exchanges/{VHOST}/amq.default/publish",
+        {"properties": props, "routing_key": "billing_queue", "payload": payload, "payload_encoding": encoding},
+    )
+    return bool(r and r.get("routed"))
+
+
+def ensure_running():
+    """Starts whatever is not running (idempotent) and waits for readiness."""
+    for name in ("pg-billing", "rabbitmq", "billing-worker", "api-gateway"):
+        local("start", name, timeout=200)
+    if not wait_until(lambda: ready(GATEWAY_URL) and ready(WORKER_URL), READY_TIMEOUT):
+        raise ScenarioError(
+            f"not ready: gateway /ready {http_get(GATEWAY_URL + '/ready')}, "
+            f"worker /ready {http_get(WORKER_URL + '/ready')}"
+        )
+
+
+def restore(*names):
+    """Starts NAMES again; never raises (used in finally)."""
+    for name in names:
+        try:
+            local("start", name, timeout=200)
+        except ScenarioError as e:
+            log(f"could not restart {name}: {e}")
+
+
+# ----------------------------------------------------------------- orders --
+
+
+class Poster:
+    """Posts orders of one user through the gateway, one keep-alive
+    connection per thread, and records what the gateway accepted."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.seq = itertools.count()
+        self.accepted = {}  # order_id -> (number_of_items, total_amount)
+        self.statuses = collections.Counter()  # status or transport error -> count
+        self.problems = []  # answers that break the contract
+        self.sent = 0
+        self.last_ok = 0.0  # monotonic time of the latest 200
+
+    def _conn(self):
+        c = getattr(self.local, "conn", None)
+        if c is None:
+            c = http.client.HTTPConnection(GATEWAY_HOST, GATEWAY_PORT, timeout=30)
+            self.local.conn = c
+        return c
+
+    def _drop_conn(self):
+        c = getattr(self.local, "conn", None)
+        if c is not None:
+            c.close()
+        self.local.conn = None
+
+    def problem(self, text):
+        with self.lock:
+            if len(self.problems) < 20:
+                self.problems.append(text)
+
+    def post_one(self):
+        n = next(self.seq)
+        items = random.randint(1, 1000)
+        amount = Decimal(random.randint(0, 10**8)).scaleb(-2)  # 0.00 .. 1000000.00
+        if n % 2:  # both accepted forms: JSON numbers and strings
+            body = f'{{"user_id":"{self.tag}","number_of_items":{items},"total_amount":{amount}}}'
+        else:
+            body = f'{{"user_id":"{self.tag}","number_of_items":"{items}","total_amount":"{amount}"}}'
+        with self.lock:
+            self.sent += 1
+        try:
+            conn = self._conn()
+            conn.request(
+                "POST",
+                "/api/billing",
+                body=body.encode(),
+                headers={"Content-Type": "application/json", "X-Request-Id": f"{self.tag}-{n}"},
+            )
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.will_close:
+                self._drop_conn()
+        except (OSError, http.client.HTTPException) as e:
+            self._drop_conn()
+            with self.lock:
+                self.statuses[f"transport:{type(e).__name__}"] += 1
+            return False
+        with self.lock:
+            self.statuses[resp.status] += 1
+        ctype = resp.getheader("Content-Type", "")
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            answer = None
+        if resp.status == 200:
+            oid = answer.get("order_id") if isinstance(answer, dict) else None
+            if not (isinstance(oid, str) and UUID_RE.match(oid) and answer.get("status") == "queued"):
+                self.problem(f"200 without a queued order_id: {data[:200]!r}")
+                return False
+            with self.lock:
+                if oid in self.accepted:
+                    self.problems.append(f"order_id {oid} returned twice")
+                self.accepted[oid] = (items, amount)
+                self.last_ok = time.monotonic()
+            return True
+        if not ctype.startswith("application/json") or not isinstance(answer, dict) or "error" not in answer:
+            self.problem(f"{resp.status} without a JSON error: {ctype} {data[:200]!r}")
+        return False
+
+    def post_many(self, count, workers=POSTERS, timeout=POST_TIMEOUT):
+        """Posts COUNT orders; gives up on those not sent within TIMEOUT s."""
+        deadline = time.monotonic() + timeout
+
+        def one():
+            if time.monotonic() < deadline:
+                self.post_one()
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            for f in [ex.submit(one) for _ in range(count)]:
+                f.result()
+        if self.sent < count:
+            self.problem(f"only {self.sent} of {count} orders sent within {timeout:.0f}s")
+
+    def start_flow(self, workers=16, rate=RATE):
+        """Posts continuously (about RATE orders/s) until stop_flow()."""
+        self.stop = threading.Event()
+        interval = workers / rate
+
+        def loop():
+            while not self.stop.is_set():
+                t0 = time.monotonic()
+                ok = self.post_one()
+                # After an error, pause a little so an outage is not a busy loop.
+                pause = interval - (time.monotonic() - t0) if ok else max(interval, 0.1)
+                if pause > 0:
+                    self.stop.wait(pause)
+
+        self.threads = [threading.Thread(target=loop, daemon=True) for _ in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def stop_flow(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+    def status_text(self):
+        return " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.items(), key=str))
+
+
+def new_tag(n):
+    return f"scn{n}-{uuid.uuid4().hex[:10]}"
+
+
+class Result:
+    """What a scenario measured, and the checks it failed."""
+
+    def __init__(self, number, title):
+        self.number, self.title = number, title
+        self.counts = {}
+        self.failures = []
+        self.notes = []
+        self.started = time.monotonic()
+
+    def require(self, condition, text):
+        if not condition:
+            self.failures.append(text)
+        return condition
+
+    def line(self):
+        counts = " ".join(f"{k}={v}" for k, v in self.counts.items())
+        verdict = "ok" if not self.failures else "FAILED: " + "; ".join(self.failures)
+        secs = time.monotonic() - self.started
+        return f"scenario {self.number} ({self.title}): {counts} {verdict} [{secs:.0f}s]"
+
+
+def verify(res, tag, expected, timeout=DRAIN_TIMEOUT, forbid_extra=False):
+    """Waits (bounded) until every expected order_id is stored, then counts
+    lost, duplicated, extra and mismatched rows into RES and asserts them."""
+    last = [None]
+
+    def drained():
+        s = stored(tag)
+        if s is None:
+            return False
+        last[0] = s
+        return all(s[0].get(oid, 0) >= 1 for oid in expected)
+
+    t0 = time.monotonic()
+    done = wait_until(drained, timeout, interval=1)
+    res.notes.append(f"drained in {time.monotonic() - t0:.1f}s" if done else f"not drained after {timeout:.0f}s")
+    if last[0] is None:
+        res.require(False, "could not read the orders table")
+        res.counts.update(stored="?", lost="?", duplicated="?")
+        return
+    counts, values = last[0]
+    lost = [o for o in expected if counts.get(o, 0) == 0]
+    duplicated = sum(c - 1 for c in counts.values() if c > 1)
+    extra = [o for o in counts if o not in expected]
+    mismatched = [o for o in expected if o in values and values[o] != expected[o]]
+    res.counts.update(stored=sum(counts.values()), lost=len(lost), duplicated=duplicated)
+    if extra:
+        res.counts["unconfirmed-stored"] = len(extra)
+    res.require(not lost, f"{len(lost)} accepted orders lost (e.g. {lost[:3]})")
+    res.require(not duplicated, f"{duplicated} duplicate rows")
+    res.require(not mismatched, f"{len(mismatched)} rows differ from what was sent (e.g. {mismatched[:1]})")
+    if forbid_extra:
+        res.require(not extra, f"{len(extra)} rows that were never accepted (e.g. {extra[:3]})")
+
+
+def record_posts(res, poster):
+    res.counts.update(sent=poster.sent, accepted=len(poster.accepted))
+    res.require(not poster.problems, "bad answers: " + " | ".join(poster.problems[:3]))
+
+
+# -------------------------------------------------------------- scenarios --
+
+
+def scenario_1(res):
+    tag = new_tag(1)
+    poster = Poster(tag)
+    local("stop", "billing-worker")
+    try:
+        poster.post_many(1000)
+        record_posts(res, poster)
+        res.require(len(poster.accepted) == 1000, f"not all 1000 accepted ({poster.status_text()})")
+        time.sleep(1)
+        early = stored_count(tag)
+        res.counts["stored-while-stopped"] = early
+        res.require(early == 0, f"{early} rows stored while the worker was stopped")
+    finally:
+        restore("billing-worker")
+    verify(res, tag, poster.accepted)
+
+
+def scenario_2(res):
+    tag = new_tag(2)
+    poster = Poster(tag)
+    kills = kills_in_backlog = 0
+    local("stop", "billing-worker")
+    try:
+        t0 = time.monotonic()
+        poster.post_many(BACKLOG)
+        res.notes.append(f"posted {BACKLOG} in {time.monotonic() - t0:.1f}s")
+        record_posts(res, poster)
+        res.require(len(poster.accepted) == BACKLOG, f"not all {BACKLOG} accepted ({poster.status_text()})")
+        total = len(poster.accepted)
+        deadline = time.monotonic() + DRAIN_TIMEOUT * 2
+        while True:
+            before = stored_count(tag)
+            drained = before is not None and before >= total
+            if kills >= MIN_KILLS and drained:
+                break
+            if time.monotonic() > deadline:
+                res.require(False, f"kill loop did not finish in {DRAIN_TIMEOUT * 2:.0f}s (stored {before}/{total})")
+                break
+            # `local.sh start` waits for /ready; run it aside so the kill can
+            # land while the worker is mid-backlog (it drains thousands of
+            # orders per second, so a fixed 0.5-1.5 s period would mostly
+            # kill an idle worker).
+            old_pid = read_pid(WORKER_PIDFILE)
+            starter = subprocess.Popen(
+                [LOCAL_SH, "start", "billing-worker"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                if drained:
+                    starter.wait(READY_TIMEOUT + 10)
+                    time.sleep(random.uniform(0.5, 1.5))
+                else:
+                    # Shortly after it started: connecting, or mid-batch with
+                    # unacknowledged messages in flight.
+                    wait_until(lambda: read_pid(WORKER_PIDFILE) not in (None, old_pid), 10, interval=0.01)
+                    time.sleep(random.uniform(*KILL_DELAY))
+                local("kill", "billing-worker")
+            finally:
+                if starter.poll() is None:
+                    starter.terminate()  # it would wait 60 s for a /ready that never comes
+                starter.wait(10)
+            # Nothing is stored after the kill, so this tells whether it hit mid-backlog.
+            n = stored_count(tag)
+            kills += 1
+            kills_in_backlog += n is None or n < total
+            log(f"SIGKILL {kills} with {n}/{total} stored")
+    finally:
+        restore("billing-worker")
+    res.title = f"SIGKILL x{kills} during {BACKLOG} backlog, {kills_in_backlog} mid-backlog"
+    res.require(kills >= MIN_KILLS, f"only {kills} kills")
+    res.require(
+        kills_in_backlog >= MIN_KILLS,
+        f"only {kills_in_backlog} kills landed before the backlog was drained (shorten SCENARIO_KILL_DELAY)",
+    )
+    verify(res, tag, poster.accepted, timeout=DRAIN_TIMEOUT)
+
+
+def scenario_3(res):
+    tag = new_tag(3)
+    poster = Poster(tag)
+    gw_pid, worker_pid = read_pid(GATEWAY_PIDFILE), read_pid(WORKER_PIDFILE)
+    rabbit_down = False
+    outage_ready = None
+    try:
+        poster.start_flow()
+        time.sleep(3)
+        log("stopping rabbitmq")
+        rabbit_down = True
+        local("stop", "rabbitmq")
+        time.sleep(2)
+        outage_ready = http_get(GATEWAY_URL + "/ready")
+        worker_ready = http_get(WORKER_URL + "/ready")
+        res.notes.append(f"during the outage: gateway /ready {outage_ready[0]}, worker /ready {worker_ready[0]}")
+        time.sleep(2)
+        log("starting rabbitmq")
+        local("start", "rabbitmq", timeout=200)
+        rabbit_down = False
+        back = time.monotonic()
+        recovered = wait_until(lambda: poster.last_ok > back, 60)
+        if res.require(recovered, "no order accepted within 60s after RabbitMQ came back"):
+            res.notes.append(f"first 200 {poster.last_ok - back:.1f}s after RabbitMQ was back")
+        time.sleep(3)
+    finally:
+        if getattr(poster, "threads", None):
+            poster.stop_flow()
+        if rabbit_down:
+            restore("rabbitmq")
+    record_posts(res, poster)
+    res.counts["statuses"] = poster.status_text().replace(" ", ",")
+    other = {k: v for k, v in poster.statuses.items() if k not in (200, 503)}
+    res.require(not other, f"answers other than 200/503: {other}")
+    res.require(poster.statuses.get(503, 0) > 0, "no 503 during the outage")
+    res.require(
+        outage_ready is not None and outage_ready[0] == 503 and re.search("rabbit|amqp|broker", outage_ready[1], re.I),
+        f"gateway /ready during the outage was not a 503 naming RabbitMQ: {outage_ready}",
+    )
+    res.require(
+        wait_until(lambda: ready(GATEWAY_URL), READY_TIMEOUT), "gateway /ready not 200 within 60s after the outage"
+    )
+    res.require(
+        wait_until(lambda: ready(WORKER_URL), READY_TIMEOUT), "worker /ready not 200 within 60s after the outage"
+    )
+    res.require(read_pid(GATEWAY_PIDFILE) == gw_pid, "the gateway was restarted (pid changed)")
+    res.require(read_pid(WORKER_PIDFILE) == worker_pid, "the worker was restarted (pid changed)")
+    verify(res, tag, poster.accepted)
+
+
+def scenario_4(res):
+    tag = new_tag(4)
+    poster = Poster(tag)
+    worker_pid = read_pid(WORKER_PIDFILE)
+    pg_down = False
+    seen_ready = collections.Counter()
+    try:
+        poster.start_flow()
+        time.sleep(2)
+        log("stopping pg-billing for 20 s")
+        pg_down = True
+        local("stop", "pg-billing")
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end:
+            seen_ready[http_get(WORKER_URL + "/ready", timeout=2)[0]] += 1
+            time.sleep(1)
+        log("starting pg-billing")
+        local("start", "pg-billing")
+        pg_down = False
+        time.sleep(3)
+    finally:
+        if getattr(poster, "threads", None):
+            poster.stop_flow()
+        if pg_down:
+            restore("pg-billing")
+    record_posts(res, poster)
+    res.notes.append(f"worker /ready during the outage: {dict(seen_ready)}")
+    res.require(len(poster.accepted) == poster.sent, f"gateway refused orders while only PostgreSQL was down ({poster.status_text()})")
+    verify(res, tag, poster.accepted)
+    res.require(read_pid(WORKER_PIDFILE) == worker_pid, f"the worker was restarted or died (pid {worker_pid} -> {read_pid(WORKER_PIDFILE)})")
+    res.require(wait_until(lambda: ready(WORKER_URL), READY_TIMEOUT), "worker /ready not 200 within 60s after PostgreSQL came back")
+
+
+def malformed_messages(tag):
+    """100 messages the worker must dead-letter: not JSON, not an object, or bad fields."""
+
+    def order(**fields):
+        base = {"order_id": str(uuid.uuid4()), "user_id": tag, "number_of_items": 1, "total_amount": "1.00"}
+        base.update(fields)
+        return json.dumps({k: v for k, v in base.items() if v is not ...})
+
+    kinds = [
+        lambda: ("nope", "string"),
+        lambda: ("{", "string"),
+        lambda: ("", "string"),
+        lambda: (base64.b64encode(b"\xff\xfe{\x00").decode(), "base64"),
+        lambda: ('{"order_id":', "string"),
+        lambda: ("[1,2]", "string"),
+        lambda: ("42", "string"),
+        lambda: ("null", "string"),
+        lambda: ('"order"', "string"),
+        lambda: (order(number_of_items=0), "string"),
+        lambda: (order(number_of_items=-1), "string"),
+        lambda: (order(number_of_items="abc"), "string"),
+        lambda: (order(number_of_items=1.5), "string"),
+        lambda: (order(number_of_items=...), "string"),
+        lambda: (order(total_amount="-1.00"), "string"),
+        lambda: (order(total_amount="1e3"), "string"),
+        lambda: (order(total_amount=1.234), "string"),
+        lambda: (order(total_amount=100000000), "string"),
+        lambda: (order(total_amount=...), "string"),
+        lambda: (order(user_id=""), "string"),
+        lambda: (order(user_id=...), "string"),
+        lambda: (order(user_id={"a": 1}), "string"),
+        lambda: (order(order_id="not-a-uuid"), "string"),
+        lambda: (order(order_id=42), "string"),
+        lambda: (order(user_id="x" * 65), "string"),
+    ]
+    return [kinds[i % len(kinds)]() for i in range(100)]
+
+
+def scenario_5(res):
+    tag = new_tag(5)
+    poster = Poster(tag)
+    worker_pid = read_pid(WORKER_PIDFILE)
+    dlq_before = queue_depth("billing_queue.dlq")
+    if not res.require(dlq_before is not None, "cannot read billing_queue.dlq through the management API"):
+        return
+    direct = {}  # good orders published straight into the queue
+    unrouted = []
+    lock = threading.Lock()
+
+    def publish_good():
+        oid, items = str(uuid.uuid4()), random.randint(1, 1000)
+        amount = Decimal(random.randint(0, 10**8)).scaleb(-2)
+        msg = {"order_id": oid, "user_id": tag, "number_of_items": items, "total_amount": str(amount)}
+        if publish_raw(json.dumps(msg), message_id=oid):
+            with lock:
+                direct[oid] = (items, amount)
+        else:
+            unrouted.append(oid)
+
+    def publish_bad(payload, encoding):
+        if not publish_raw(payload, encoding=encoding):
+            unrouted.append("malformed")
+
+    jobs = [publish_good] * 500 + [poster.post_one] * 500
+    jobs += [(lambda p=p, e=e: publish_bad(p, e)) for p, e in malformed_messages(tag)]
+    random.shuffle(jobs)
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        for f in [ex.submit(j) for j in jobs]:
+            f.result()
+    record_posts(res, poster)
+    res.counts["sent"] = poster.sent + 600
+    res.counts["accepted"] = len(poster.accepted) + len(direct)
+    res.require(not unrouted, f"{len(unrouted)} management-API publishes were not routed")
+    res.require(len(poster.accepted) == 500, f"gateway accepted {len(poster.accepted)}/500 ({poster.status_text()})")
+    expected = dict(direct)
+    expected.update(poster.accepted)
+    verify(res, tag, expected, forbid_extra=True)
+    got = [None]
+
+    def dead_lettered():
+        got[0] = queue_depth("billing_queue.dlq")
+        return got[0] is not None and got[0] - dlq_before >= 100
+
+    wait_until(dead_lettered, DRAIN_TIMEOUT, interval=1)
+    # The management API's counters lag by a few seconds: read once more.
+    time.sleep(6)
+    got[0] = queue_depth("billing_queue.dlq")
+    delta = None if got[0] is None else got[0] - dlq_before
+    res.counts["dead-lettered"] = delta
+    res.require(delta == 100, f"dead-letter queue grew by {delta}, not 100")
+    res.require(read_pid(WORKER_PIDFILE) == worker_pid, f"the worker was restarted or died (pid {worker_pid} -> {read_pid(WORKER_PIDFILE)})")
+    res.require(ready(WORKER_URL), "worker /ready is not 200")
+
+
+SCENARIOS = {
+    1: ("worker stopped during 1000 orders", scenario_1),
+    2: (f"SIGKILL during {BACKLOG} backlog", scenario_2),
+    3: ("RabbitMQ restarted while posting", scenario_3),
+    4: ("PostgreSQL down 20s while posting", scenario_4),
+    5: ("100 malformed among 1000 good messages", scenario_5),
+}
+
+
+def main(argv):
+    try:
+        chosen = [int(a) for a in argv] or sorted(SCENARIOS)
+    except ValueError:
+        chosen = [0]
+    if any(n not in SCENARIOS for n in chosen):
+        print(__doc__, file=sys.stderr)
+        return 2
+    log(f"gateway {GATEWAY_URL}, worker {WORKER_URL}, management {MGMT_URL}, state {STATE_DIR}")
+    passed = failed = 0
+    for n in chosen:
+        title, run = SCENARIOS[n]
+        res = Result(n, title)
+        log(f"scenario {n}: {title}")
+        try:
+            ensure_running()
+            run(res)
+        except ScenarioError as e:
+            res.require(False, str(e))
+        except Exception as e:  # a broken scenario must not stop the others
+            res.require(False, f"{type(e).__name__}: {e}")
+        finally:
+            try:
+                ensure_running()
+            except ScenarioError as e:
+                res.require(False, f"system not restored: {e}")
+        for note in res.notes:
+            log(f"scenario {n}: {note}")
+        print(res.line(), flush=True)
+        if res.failures:
+            failed += 1
+        else:
+            passed += 1
+    print(f"scenarios: {passed} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

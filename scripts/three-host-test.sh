@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# The three-VM deployment on one machine: three network namespaces stand for
+# gateway-vm, inventory-vm and billing-vm, a fourth for "the host" (the
+# client), all linked by a bridge that lives in a fifth namespace. Each runs
+# what its VM runs, configured the way provisioning configures the VM:
+#   - env files from .env by the SAME code (scripts/provision/common.sh
+#     render_service_env), only the host addresses overridden to the test subnet;
+#   - PostgreSQL with deploy/postgresql/movie-platform.conf.in, role and
+#     database by pg_ensure_db; RabbitMQ with deploy/rabbitmq/rabbitmq.conf.in
+#     and enabled_plugins, user by rabbitmq_ensure_user;
+#   - each VM's nftables ruleset (firewall_ruleset) loaded in its namespace;
+#   - the static binaries from dist/ as an unprivileged user.
+# Then, from the client namespace through the gateway: the movies API, orders
+# stored once, the worker stopped (orders still accepted, not stored) and
+# started again (all stored exactly once); and the network promises: databases
+# unreachable from other hosts and bound to 127.0.0.1, inventory reachable
+# from the gateway only, AMQP from the gateway only, management UI from the
+# private network.
+#
+# Usage: scripts/three-host-test.sh     (root; needs dist/ from scripts/build.sh)
+# Env:   THREE_HOST_SUBNET (default 10.203.0, a /24 that exists only inside
+#        the namespaces), THREE_HOST_KEEP=1 keeps the work dir (logs) after the run,
+#        DIST_DIR (default dist/).
+# Prints PASS/FAIL per check; exits non-zero if any check fails. Stops every
+# process it started and deletes its namespaces, whatever happens.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=provision/common.sh
+. "$ROOT/scripts/provision/common.sh"
+
+DIST_DIR="${DIST_DIR:-$ROOT/dist}"
+DEPLOY_DIR="$ROOT/deploy"
+PG_BIN=/usr/lib/postgresql/15/bin
+NET="${THREE_HOST_SUBNET:-10.203.0}"
+TAG="mp3h$$"
+declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100")
+declare -A NS=([gateway]="$TAG-gateway" [inventory]="$TAG-inventory" [billing]="$TAG-billing"
+    [client]="$TAG-client")
+NS_BRIDGE="$TAG-bridge"
+HOSTS=(gateway inventory billing client)
+
+[ "$(id -u)" -eq 0 ] || die "three-host-test needs root (network namespaces, runuser)"
+
+# --- results ---------------------------------------------------------------
+failures=0
+checks=0
+pass() {
+    checks=$((checks + 1))
+    printf 'PASS  %s  [%ss]\n' "$*" "$SECONDS"
+}
+fail() {
+    checks=$((checks + 1))
+    failures=$((failures + 1))
+    printf 'FAIL  %s  [%ss]\n' "$*" "$SECONDS"
+}
+# check DESCRIPTION COMMAND...: PASS if COMMAND succeeds.
+check() {
+    local what="$1"
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+# abort DESCRIPTION: a set-up step failed, nothing after it can be meaningful.
+abort() {
+    fail "$*"
+    exit 1
+}
+
+# --- prerequisites ---------------------------------------------------------
+missing=()
+for p in postgresql-15 rabbitmq-server nftables curl python3 iproute2 util-linux; do
+    package_installed "$p" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    ensure_packages "${missing[@]}"
+fi
+for b in api-gateway inventory-app billing-worker; do
+    [ -x "$DIST_DIR/$b" ] || die "$DIST_DIR/$b missing: run scripts/build.sh first"
+done
+
+# --- clean-up ----------------------------------------------------------------
+WORK="$(mktemp -d /tmp/mp-three-host.XXXXXX)"
+chmod 0755 "$WORK"
+declare -A SERVICE_PID=()
+PG_DIRS=()
+
+stop_pid() {
+    local pid="$1" i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? name pid dir ns
+    trap - EXIT INT TERM
+    set +e
+    for name in "${!SERVICE_PID[@]}"; do
+        stop_pid "${SERVICE_PID[$name]}"
+    done
+    for dir in "${PG_DIRS[@]}"; do
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
+    done
+    if [ -f "$WORK/rabbitmq/rabbitmq.pid" ]; then
+        stop_pid "$(cat "$WORK/rabbitmq/rabbitmq.pid")"
+    fi
+    # Whatever is left in our namespaces (epmd, a stuck child) was started by
+    # this script: those namespaces exist only for it.
+    for ns in "${NS[@]}" "$NS_BRIDGE"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            stop_pid "$pid"
+        done
+        ip netns delete "$ns" 2>/dev/null
+    done
+    if [ "${THREE_HOST_KEEP:-0}" = 1 ]; then
+        echo "three-host-test: kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+in_ns() {
+    local host="$1"
+    shift
+    ip netns exec "${NS[$host]}" "$@"
+}
+
+# --- settings: .env with the test subnet instead of 192.168.56.x ---------------
+# Forget any .env variable the caller's environment holds, so only the file
+# and the address overrides count (the same precedence as on a VM).
+while IFS= read -r key; do
+    unset "$key"
+done < <(sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\?\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' .env)
+export VM_GATEWAY_IP="${IP[gateway]}" VM_INVENTORY_IP="${IP[inventory]}" VM_BILLING_IP="${IP[billing]}"
+load_dotenv "$ROOT/.env"
+
+step "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
+render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
+render_service_env INVENTORY_ "$WORK/inventory-app.env" 0600 >/dev/null
+render_service_env BILLING_ "$WORK/billing-worker.env" 0600 >/dev/null
+check "gateway env file points at the inventory and RabbitMQ hosts" \
+    grep -qx "GATEWAY_INVENTORY_URL=http://${IP[inventory]}:$INVENTORY_PORT" "$WORK/api-gateway.env"
+own_variables_only() {
+    local f file prefix
+    for f in api-gateway:GATEWAY_ inventory-app:INVENTORY_ billing-worker:BILLING_; do
+        file="$WORK/${f%%:*}.env" prefix="${f##*:}"
+        [ "$(stat -c %a "$file")" = 600 ] || return 1
+        if grep -v "^#" "$file" | grep -v -e "^$prefix" -e "^RUST_LOG=" | grep -q .; then
+            return 1
+        fi
+    done
+}
+check "each env file: mode 0600, only its service's variables (and RUST_LOG)" own_variables_only
+
+# --- network -----------------------------------------------------------------------
+step "network namespaces: bridge + ${HOSTS[*]}"
+ip netns add "$NS_BRIDGE"
+ip -n "$NS_BRIDGE" link set lo up
+ip -n "$NS_BRIDGE" link add br0 type bridge
+ip -n "$NS_BRIDGE" link set br0 up
+for h in "${HOSTS[@]}"; do
+    ip netns add "${NS[$h]}"
+    ip -n "$NS_BRIDGE" link add "v-$h" type veth peer name eth0 netns "${NS[$h]}"
+    ip -n "$NS_BRIDGE" link set "v-$h" master br0 up
+    ip -n "${NS[$h]}" link set lo up
+    ip -n "${NS[$h]}" addr add "${IP[$h]}/24" dev eth0
+    ip -n "${NS[$h]}" link set eth0 up
+done
+for h in gateway inventory billing; do
+    firewall_ruleset "$h" >"$WORK/firewall-$h.nft"
+    in_ns "$h" nft -f "$WORK/firewall-$h.nft" || abort "load the $h-vm nftables rules"
+done
+pass "namespaces up, each VM's nftables rules loaded"
+
+# --- PostgreSQL, as on inventory-vm and billing-vm ------------------------------------
+# pg_up HOST: initdb (Debian's defaults: peer on the socket, scram on TCP),
+# our config snippet, start inside the namespace, role + database by the
+# provisioning code.
+pg_up() {
+    local host="$1" db="$2" role="$3" password="$4" dir="$WORK/pg-$1"
+    install -d -o postgres -g postgres -m 0700 "$dir" "$dir/data" "$dir/sock"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres \
+        --auth-local=peer --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; abort "initdb for $host-vm"; }
+    render_template "$DEPLOY_DIR/postgresql/movie-platform.conf.in" "$dir/movie-platform.conf" 0644 \
+        postgres:postgres >/dev/null
+    printf "include '%s'\nunix_socket_directories = '%s'\n" "$dir/movie-platform.conf" "$dir/sock" \
+        >>"$dir/data/postgresql.conf"
+    PG_DIRS+=("$dir")
+    in_ns "$host" runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+        >/dev/null || { tail -n 20 "$dir/server.log" >&2; abort "start PostgreSQL on $host-vm"; }
+    pg_target "$host"
+    pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" >/dev/null \
+        || abort "role and database on $host-vm"
+    pass "$host-vm: PostgreSQL up, database $db owned by $role (scram login over 127.0.0.1)"
+}
+
+# pg_target HOST: points pg_ensure_db (provisioning code) at HOST's instance.
+# shellcheck disable=SC2034 # PG_SUPER/PG_CLIENT are read by pg_ensure_db
+pg_target() {
+    PG_SUPER=(ip netns exec "${NS[$1]}" runuser -u postgres -- psql -h "$WORK/pg-$1/sock" -p "$POSTGRES_PORT" -d postgres)
+    PG_CLIENT=(ip netns exec "${NS[$1]}")
+}
+
+# sql HOST DB QUERY: as the postgres superuser over the socket (the audit's
+# `sudo -u postgres psql`), unaligned output.
+sql() {
+    in_ns "$1" runuser -u postgres -- psql -X -q -h "$WORK/pg-$1/sock" -p "$POSTGRES_PORT" -d "$2" -tAc "$3"
+}
+
+step "PostgreSQL on inventory-vm and billing-vm"
+pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
+pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD"
+
+# --- RabbitMQ, as on billing-vm ---------------------------------------------------------
+step "RabbitMQ on billing-vm"
+RMQ="$WORK/rabbitmq"
+install -d -o rabbitmq -g rabbitmq -m 0750 "$RMQ" "$RMQ/mnesia" "$RMQ/log"
+render_template "$DEPLOY_DIR/rabbitmq/rabbitmq.conf.in" "$RMQ/rabbitmq.conf" 0644 rabbitmq:rabbitmq >/dev/null
+install -o rabbitmq -g rabbitmq -m 0644 "$DEPLOY_DIR/rabbitmq/enabled_plugins" "$RMQ/enabled_plugins"
+install -o rabbitmq -g rabbitmq -m 0644 /dev/null "$RMQ/rabbitmq-env.conf"
+RMQ_ENV=(HOME=/var/lib/rabbitmq RABBITMQ_NODENAME=rabbit@localhost
+    RABBITMQ_CONFIG_FILE="$RMQ/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ/enabled_plugins"
+    RABBITMQ_CONF_ENV_FILE="$RMQ/rabbitmq-env.conf" RABBITMQ_MNESIA_BASE="$RMQ/mnesia"
+    RABBITMQ_LOG_BASE="$RMQ/log" RABBITMQ_PID_FILE="$RMQ/rabbitmq.pid")
+RABBITMQCTL=(ip netns exec "${NS[billing]}" runuser -u rabbitmq -- env "${RMQ_ENV[@]}"
+    /usr/lib/rabbitmq/bin/rabbitmqctl)
+in_ns billing runuser -u rabbitmq -- env "${RMQ_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server -detached \
+    >"$RMQ/start.log" 2>&1 || true
+"${RABBITMQCTL[@]}" -q --timeout 120 wait "$RMQ/rabbitmq.pid" >/dev/null 2>&1 \
+    || { tail -n 30 "$RMQ/start.log" "$RMQ"/log/*.log >&2 2>/dev/null; abort "start RabbitMQ on billing-vm"; }
+rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" management >/dev/null \
+    || abort "RabbitMQ user $RABBITMQ_USER"
+pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), user $RABBITMQ_USER on vhost $RABBITMQ_VHOST"
+# Provisioning is idempotent: a second run creates nothing, resets nothing.
+setup_again() {
+    local out
+    out="$(
+        rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" management
+        pg_target inventory
+        pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+        pg_target billing
+        pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+    )" || return 1
+    ! grep -e created -e "set from" -e "now owned" <<<"$out"
+}
+check "user/database set-up run again: nothing created or reset" setup_again
+
+# --- services ------------------------------------------------------------------------------
+# start_service HOST NAME: the binary from dist/, its env file and nothing else
+# in its environment, as nobody, log in the work dir.
+start_service() {
+    local host="$1" name="$2" envargs
+    mapfile -t envargs < <(env_file_args "$WORK/$name.env")
+    # A plain command (not a function) in the background: $! is then the
+    # service itself (ip netns exec, setpriv and env all exec), the pid the
+    # worker test stops.
+    ip netns exec "${NS[$host]}" setpriv --reuid=65534 --regid=65534 --clear-groups -- \
+        env -i PATH=/usr/bin:/bin "${envargs[@]}" "$DIST_DIR/$name" >>"$WORK/$name.log" 2>&1 &
+    SERVICE_PID[$name]=$!
+}
+
+# listening HOST PORT: something listens on PORT in HOST's namespace.
+listening() { in_ns "$1" ss -Hltn "sport = :$2" | grep -q .; }
+
+# wait_for SECONDS COMMAND...
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.3
+    done
+}
+
+service_up() {
+    local host="$1" name="$2" port="$3"
+    if wait_for 60 listening "$host" "$port" && kill -0 "${SERVICE_PID[$name]}" 2>/dev/null; then
+        pass "$host-vm: $name running (pid ${SERVICE_PID[$name]}), listening on port $port"
+    else
+        tail -n 30 "$WORK/$name.log" >&2
+        abort "$host-vm: $name did not start (log above)"
+    fi
+}
+
+step "services from $DIST_DIR"
+start_service inventory inventory-app
+start_service billing billing-worker
+start_service gateway api-gateway
+service_up inventory inventory-app "$INVENTORY_PORT"
+service_up billing billing-worker "$BILLING_HEALTH_PORT"
+service_up gateway api-gateway "$GATEWAY_PORT"
+
+# --- the API through the gateway, from the client --------------------------------------------
+GW="http://${IP[gateway]}:$GATEWAY_PORT"
+# http METHOD PATH [JSON]: sets STATUS and BODY (curl runs in the client namespace).
+http() {
+    local out
+    out="$(in_ns client curl -sS -m 15 -o - -w '\n%{http_code}' -X "$1" \
+        -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$GW$2" 2>&1)" || true
+    STATUS="${out##*$'\n'}"
+    BODY="${out%$'\n'*}"
+}
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$BODY" "$1" 2>/dev/null; }
+
+step "movies API through the gateway"
+movies_ready() {
+    http GET /api/movies
+    [ "$STATUS" = 200 ]
+}
+check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" wait_for 60 movies_ready
+TITLE="Three hosts $TAG"
+http POST /api/movies "{\"title\":\"$TITLE\",\"description\":\"created by three-host-test\"}"
+MOVIE_ID="$(json_field id || true)"
+check "POST /api/movies: 201 with an id (got $STATUS)" test "$STATUS" = 201 -a -n "$MOVIE_ID"
+http GET /api/movies
+check "GET /api/movies lists it" grep -qF "$TITLE" <<<"$BODY"
+http GET "/api/movies/$MOVIE_ID"
+check "GET /api/movies/$MOVIE_ID: 200 and the title (got $STATUS)" \
+    test "$STATUS" = 200 -a "$(json_field title || true)" = "$TITLE"
+check "inventory-vm: the row is in table movies of database $INVENTORY_DB_NAME" \
+    test "$(sql inventory "$INVENTORY_DB_NAME" "SELECT count(*) FROM movies WHERE id = ${MOVIE_ID:-0}" || true)" = 1
+
+step "orders through the gateway, RabbitMQ and billing-worker"
+order() { http POST /api/billing "{\"user_id\":\"$1\",\"number_of_items\":2,\"total_amount\":\"19.90\"}"; }
+# stored REGEX: how many orders have a user_id matching REGEX.
+stored() { sql billing "$BILLING_DB_NAME" "SELECT count(*) FROM orders WHERE user_id ~ '^$1\$'" || echo -1; }
+stored_is() { [ "$(stored "$1")" = "$2" ]; }
+queued() {
+    "${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
+        awk '$1 == "billing_queue" { print $2 }'
+}
+
+order "$TAG-1"
+check "POST /api/billing: 200 (got $STATUS)" test "$STATUS" = 200
+check "billing-vm: the order is stored in table orders of database $BILLING_DB_NAME" \
+    wait_for 30 stored_is "$TAG-1" 1
+
+step "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID[billing-worker]})"
+stop_pid "${SERVICE_PID[billing-worker]}"
+wait "${SERVICE_PID[billing-worker]}" 2>/dev/null || true
+gone() { ! kill -0 "$1" 2>/dev/null; }
+no_worker_left() { ! in_ns billing ps -o comm= -p "$(ip netns pids "${NS[billing]}" | paste -sd,)" | grep -qx billing-worker; }
+worker_stopped() { gone "$1" && no_worker_left; }
+check "billing-worker exited after SIGTERM (no billing-worker process left on billing-vm)" \
+    worker_stopped "${SERVICE_PID[billing-worker]}"
+unset 'SERVICE_PID[billing-worker]'
+ok=1
+for i in 2 3 4; do
+    order "$TAG-$i"
+    [ "$STATUS" = 200 ] || ok=0
+done
+check "3 orders while the worker is down: all answered 200" test "$ok" = 1
+sleep 2
+check "...and none of them is stored" stored_is "$TAG-[234]" 0
+depth="$(queued)"
+check "...they wait in billing_queue (got ${depth:-nothing}, want 3 messages)" test "$depth" = 3
+
+step "billing-worker started again"
+start_service billing billing-worker
+service_up billing billing-worker "$BILLING_HEALTH_PORT"
+check "the backlog is stored: all 3 orders" wait_for 60 stored_is "$TAG-[234]" 3
+check "every order stored exactly once (4 rows, 4 distinct order ids)" test \
+    "$(sql billing "$BILLING_DB_NAME" "SELECT count(*) || '/' || count(DISTINCT order_id) FROM orders WHERE user_id ~ '^$TAG-'" || true)" = 4/4
+queue_empty() { [ "$(queued)" = 0 ]; }
+check "billing_queue is empty" wait_for 15 queue_empty
+
+# --- network promises ----------------------------------------------------------------------
+step "who can reach what"
+# reach HOST IP PORT: a TCP connection from HOST's namespace succeeds within 2 s.
+reach() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    in_ns "$1" timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$2" "$3" 2>/dev/null
+}
+reachable() { check "$1 -> $2:$3 reachable${4:+ ($4)}" reach "$1" "${IP[$2]}" "$3"; }
+unreachable() { ! reach "$@"; }
+blocked() { check "$1 -> $2:$3 unreachable${4:+ ($4)}" unreachable "$1" "${IP[$2]}" "$3"; }
+
+blocked gateway inventory "$POSTGRES_PORT" "inventory's PostgreSQL"
+blocked gateway billing "$POSTGRES_PORT" "billing's PostgreSQL"
+blocked client inventory "$POSTGRES_PORT" "inventory's PostgreSQL"
+blocked client billing "$POSTGRES_PORT" "billing's PostgreSQL"
+blocked billing inventory "$POSTGRES_PORT" "inventory's PostgreSQL"
+blocked inventory billing "$POSTGRES_PORT" "billing's PostgreSQL"
+reachable gateway inventory "$INVENTORY_PORT" "inventory-app"
+blocked client inventory "$INVENTORY_PORT" "inventory-app is for the gateway only"
+blocked billing inventory "$INVENTORY_PORT" "inventory-app is for the gateway only"
+reachable gateway billing "$RABBITMQ_PORT" "AMQP"
+blocked client billing "$RABBITMQ_PORT" "AMQP is for the gateway only"
+blocked inventory billing "$RABBITMQ_PORT" "AMQP is for the gateway only"
+blocked client billing 4369 "epmd"
+blocked client billing 25672 "Erlang distribution"
+blocked client billing "$BILLING_HEALTH_PORT" "worker health is local"
+reachable client gateway "$GATEWAY_PORT" "api-gateway"
+reachable client billing "$RABBITMQ_MANAGEMENT_PORT" "management UI"
+
+mgmt_status() {
+    in_ns client curl -s -m 10 -o /dev/null -w '%{http_code}' -u "$1" \
+        "http://${IP[billing]}:$RABBITMQ_MANAGEMENT_PORT/api/whoami" || true
+}
+check "management UI: $RABBITMQ_USER logs in from the private network" \
+    test "$(mgmt_status "$RABBITMQ_USER:$RABBITMQ_PASSWORD")" = 200
+check "management UI: guest is refused from the private network (loopback only)" \
+    test "$(mgmt_status guest:guest)" = 401
+
+# only_on HOST PORT ADDRESS...: every listener on PORT is bound to one of ADDRESSES.
+only_on() {
+    local host="$1" port="$2" addrs
+    shift 2
+    addrs="$(in_ns "$host" ss -Hltn "sport = :$port" | awk '{ a = $4; sub(/:[0-9]+$/, "", a); print a }' | sort -u)"
+    [ -n "$addrs" ] || return 1
+    local a want ok
+    while IFS= read -r a; do
+        ok=0
+        for want in "$@"; do [ "$a" = "$want" ] && ok=1; done
+        [ "$ok" = 1 ] || return 1
+    done <<<"$addrs"
+}
+check "inventory-vm: PostgreSQL listens on 127.0.0.1 only" only_on inventory "$POSTGRES_PORT" 127.0.0.1
+check "billing-vm: PostgreSQL listens on 127.0.0.1 only" only_on billing "$POSTGRES_PORT" 127.0.0.1
+check "billing-vm: AMQP listens on 127.0.0.1 and ${IP[billing]} only" \
+    only_on billing "$RABBITMQ_PORT" 127.0.0.1 "${IP[billing]}"
+check "billing-vm: management listens on ${IP[billing]} only" \
+    only_on billing "$RABBITMQ_MANAGEMENT_PORT" "${IP[billing]}"
+check "billing-vm: worker health listens on 127.0.0.1 only" only_on billing "$BILLING_HEALTH_PORT" 127.0.0.1
+
+echo
+if [ "$failures" -gt 0 ]; then
+    echo "three-host-test: $failures of $checks checks FAILED (logs: THREE_HOST_KEEP=1 keeps $WORK)"
+    exit 1
+fi
+echo "three-host-test: all $checks checks passed"

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds (or finds in the cache) the Debian 12 image vm-test boots, from Debian
+# packages only: debootstrap from this machine's apt mirror, then the packages of
+# scripts/vm/packages.txt, then the files of scripts/vm/image/.
+# Prints the image directory on stdout: base.qcow2 (root fs on the whole disk, no
+# partition table), vmlinuz, initrd.img, packages.lst.
+# The directory name is a hash of every input, so changing an input rebuilds.
+#   usage: scripts/vm/build-image.sh [--print-hash]
+set -euo pipefail
+# shellcheck source=scripts/vm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+IMAGE_SIZE=${VM_IMAGE_SIZE:-6G}
+SUITE=bookworm
+
+mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' "$VM_LIB_DIR/packages.txt")
+MIRROR=$(apt_mirror_for "$SUITE")
+[[ -n $MIRROR ]] || MIRROR=http://deb.debian.org/debian
+SECURITY_MIRROR=$(apt_mirror_for "$SUITE-security")
+
+image_hash() {
+	{
+		printf 'suite=%s mirror=%s security=%s size=%s\n' "$SUITE" "$MIRROR" "$SECURITY_MIRROR" "$IMAGE_SIZE"
+		cat "$VM_LIB_DIR/packages.txt" "$VM_LIB_DIR/build-image.sh"
+		(cd "$VM_LIB_DIR/image" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+		cat "$(vagrant_insecure_pubkey)"
+	} | sha256sum | cut -c1-16
+}
+
+build_rootfs() {
+	local rootfs=$1 pubkey
+	pubkey=$(vagrant_insecure_pubkey) || die "Vagrant's insecure key not found (Debian package vagrant)"
+
+	log "debootstrap $SUITE from $MIRROR (minbase; output in $BUILD_LOG)"
+	timeout 1800 debootstrap --variant=minbase --include=apt-utils,ca-certificates "$SUITE" "$rootfs" "$MIRROR" >>"$BUILD_LOG" 2>&1 ||
+		die "debootstrap failed: see $BUILD_LOG"
+
+	{
+		printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+			"$MIRROR" "$SUITE" "$SUITE"
+		if [[ -n $SECURITY_MIRROR ]]; then
+			printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+				"$SECURITY_MIRROR" "$SUITE"
+		fi
+	} >"$rootfs/etc/apt/sources.list.d/debian.sources"
+	rm -f "$rootfs/etc/apt/sources.list"
+	# Nothing starts inside the chroot; systemd starts what is enabled when the VM boots.
+	printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+	chmod 755 "$rootfs/usr/sbin/policy-rc.d"
+	cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+
+	log "apt-get install in the chroot: ${PACKAGES[*]}"
+	# A private mount namespace: /proc, /sys and /dev vanish with it, even on failure.
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	timeout 2400 unshare --mount --propagation private -- bash -euo pipefail -c '
+		r=$1; shift
+		mount -t proc proc "$r/proc"
+		mount -t sysfs sys "$r/sys"
+		mount --bind /dev "$r/dev"
+		mount -t devpts devpts "$r/dev/pts" -o newinstance,ptmxmode=0666
+		export DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 LC_ALL=C.UTF-8
+		chroot "$r" apt-get update -q
+		chroot "$r" apt-get install -y -q --no-install-recommends "$@"
+		chroot "$r" apt-get clean
+	' build "$rootfs" "${PACKAGES[@]}" >>"$BUILD_LOG" 2>&1 || die "apt-get in the chroot failed: see $BUILD_LOG"
+
+	log "configuring the image"
+	(cd "$VM_LIB_DIR/image" && tar -cf - --owner=root --group=root .) | tar -xf - -C "$rootfs" --no-same-owner --no-overwrite-dir
+	chmod 440 "$rootfs/etc/sudoers.d/vagrant"
+	rm -f "$rootfs/usr/sbin/policy-rc.d" "$rootfs"/etc/ssh/ssh_host_*
+	# Empty machine-id: systemd makes a new one on each VM's first boot.
+	: >"$rootfs/etc/machine-id"
+	rm -f "$rootfs/var/lib/dbus/machine-id"
+	: >"$rootfs/etc/resolv.conf"
+	printf 'localhost\n' >"$rootfs/etc/hostname"
+	printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$rootfs/etc/hosts"
+	printf '/dev/vda\t/\text4\tdefaults,errors=remount-ro\t0\t1\n' >"$rootfs/etc/fstab"
+
+	chroot "$rootfs" useradd --create-home --shell /bin/bash vagrant
+	install -d -m 700 -o 0 -g 0 "$rootfs/home/vagrant/.ssh"
+	install -m 600 "$pubkey" "$rootfs/home/vagrant/.ssh/authorized_keys"
+	chroot "$rootfs" chown -R vagrant:vagrant /home/vagrant/.ssh
+
+	chroot "$rootfs" systemctl enable systemd-networkd.service vm-seed.service >>"$BUILD_LOG" 2>&1
+	# Timers that only cost CPU under TCG during a test.
+	chroot "$rootfs" systemctl disable apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+		e2scrub_all.timer fstrim.timer man-db.timer >>"$BUILD_LOG" 2>&1 || true
+	# shellcheck disable=SC2016 # a dpkg-query format
+	chroot "$rootfs" dpkg-query -W -f '${Package} ${Version}\n' >"$rootfs/../packages.lst"
+}
+
+main() {
+	local hash dir tmp
+	ensure_host_tools image
+	hash=$(image_hash)
+	if [[ ${1:-} == --print-hash ]]; then
+		printf '%s\n' "$hash"
+		return 0
+	fi
+	dir=$VM_CACHE/image-$hash
+	mkdir -p "$VM_CACHE"
+	exec 9>"$VM_CACHE/image.lock"
+	timeout 3600 flock 9 || die "another image build holds $VM_CACHE/image.lock"
+	if [[ -f $dir/done ]]; then
+		log "image cache hit: $dir"
+		printf '%s\n' "$dir"
+		return 0
+	fi
+	log "image cache miss: building $dir"
+	tmp=$VM_CACHE/build-$hash
+	rm -rf "$tmp" "$dir"
+	mkdir -p "$tmp"
+	BUILD_LOG=$VM_CACHE/image-build.log
+	: >"$BUILD_LOG"
+	build_rootfs "$tmp/rootfs"
+	mkdir -p "$dir"
+	cp -L "$tmp/rootfs/vmlinuz" "$dir/vmlinuz"
+	cp -L "$tmp/rootfs/initrd.img" "$dir/initrd.img"
+	mv "$tmp/packages.lst" "$dir/packages.lst"
+	log "mkfs.ext4 -d rootfs ($IMAGE_SIZE, sparse) and qemu-img convert to qcow2"
+	truncate -s "$IMAGE_SIZE" "$tmp/root.raw"
+	mkfs.ext4 -q -L vmroot -d "$tmp/rootfs" "$tmp/root.raw"
+	qemu-img convert -O qcow2 "$tmp/root.raw" "$dir/base.qcow2"
+	rm -rf "$tmp"
+	# Older images are useless once the inputs changed.
+	find "$VM_CACHE" -maxdepth 1 -name 'image-*' ! -name "image-$hash" -exec rm -rf {} +
+	touch "$dir/done"
+	log "image ready: $dir ($(du -sh "$dir/base.qcow2" | cut -f1) qcow2)"
+	printf '%s\n' "$dir"
+}
+
+main "$@"

@@ -1,0 +1,316 @@
+# shellcheck shell=bash
+# The user's demo as checks that can fail, shared by the qemu and vagrant modes
+# (sourced). The mode provides, before calling run_demo_checks:
+#   VMS                 (gateway inventory billing)
+#   vm NAME SCRIPT      runs SCRIPT with bash in the VM as the vagrant user, prints its stdout
+#   provision_all TAG   runs every VM's provisioning again (as `vagrant provision` does)
+#   reboot_vm NAME      asks the VM to reboot
+# Everything here runs inside the test's network namespace; the gateway's port is
+# forwarded to 127.0.0.1:$HOST_GATEWAY_PORT there, as the Vagrantfile forwards it.
+
+# Units each VM must run: ours first, then the infrastructure ones they need.
+declare -A VM_UNITS=(
+	[gateway]="api-gateway.service"
+	[inventory]="inventory-app.service postgresql.service"
+	[billing]="billing-worker.service postgresql.service rabbitmq-server.service"
+)
+declare -A VM_MAIN_UNIT=([gateway]=api-gateway.service [inventory]=inventory-app.service [billing]=billing-worker.service)
+# What the state snapshot (re-provisioning must not change it) watches per VM.
+SNAPSHOT_UNITS="api-gateway.service inventory-app.service billing-worker.service movie-platform-firewall.service postgresql@15-main.service rabbitmq-server.service"
+
+# api METHOD PATH [JSON]: calls the gateway; sets API_CODE and API_BODY.
+api() {
+	local method=$1 path=$2 body=${3:-}
+	local -a args=(-sS -m 60 -o "$RUN_DIR/api-body" -w '%{http_code}' -X "$method" -H 'Accept: application/json')
+	[[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data "$body")
+	: >"$RUN_DIR/api-body"
+	API_CODE=$(curl "${args[@]}" "${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}$path" 2>>"$RUN_DIR/curl.log") || API_CODE=000
+	API_BODY=$(cat "$RUN_DIR/api-body")
+	printf '%s %s -> %s %s\n' "$method" "$path" "$API_CODE" "$API_BODY" >>"$RUN_DIR/api.log"
+}
+
+# expect_code WHAT CODES...: passes when API_CODE is one of CODES.
+expect_code() {
+	local what=$1 code
+	shift
+	for code in "$@"; do
+		if [[ $API_CODE == "$code" ]]; then
+			pass "$what (HTTP $API_CODE)"
+			return 0
+		fi
+	done
+	fail "$what: HTTP $API_CODE, expected $*: ${API_BODY:0:300}"
+	return 1
+}
+
+# body_has_movie ID [TITLE]: the JSON body holds, anywhere, a movie with that id (and title).
+body_has_movie() {
+	jq -e --argjson id "$1" --arg t "${2:-}" \
+		'[.. | objects | select(.id == $id and ($t == "" or .title == $t))] | length > 0' \
+		<<<"$API_BODY" >/dev/null 2>&1
+}
+
+psql_in() { # VM DB SQL: one value per line, as the user would ask (sudo -i -u postgres psql)
+	vm "$1" "sudo -i -u postgres psql -d $2 -v ON_ERROR_STOP=1 -Atc $(printf '%q' "$3")"
+}
+
+orders_count() { # ORDER_ID: rows with that order_id in billing-vm's orders table
+	psql_in billing "$BILLING_DB_NAME" "SELECT count(*) FROM orders WHERE order_id = '$1'" | tr -d '[:space:]'
+}
+
+# wait_count ORDER_ID N SECS: until the order is stored N times.
+wait_count() {
+	local id=$1 n=$2 secs=$3 deadline got
+	deadline=$(($(date +%s) + secs))
+	while :; do
+		got=$(orders_count "$id" 2>/dev/null || echo "?")
+		[[ $got == "$n" ]] && return 0
+		(($(date +%s) < deadline)) || {
+			log "order $id: count $got, expected $n after ${secs}s"
+			return 1
+		}
+		sleep 3
+	done
+}
+
+queue_messages() { # messages in billing_queue, from rabbitmqctl list_queues
+	vm billing "sudo rabbitmqctl list_queues -q --no-table-headers -p $(printf '%q' "$RABBITMQ_VHOST") name messages" |
+		awk '$1 == "billing_queue" { print $2 }'
+}
+
+new_uuid() { cat /proc/sys/kernel/random/uuid; }
+
+order_json() { # ORDER_ID USER
+	printf '{"order_id":"%s","user_id":"%s","number_of_items":3,"total_amount":"42.50"}' "$1" "$2"
+}
+
+# --- phases ------------------------------------------------------------------------
+check_network() {
+	local vm ip out
+	for vm in "${VMS[@]}"; do
+		# shellcheck disable=SC2016 # expanded in the VM
+		out=$(vm "$vm" 'hostname; grep -c "^127.0.1.1[[:space:]]\+$(hostname)\b" /etc/hosts; ip -4 -o addr show' 2>&1) || true
+		if [[ $(sed -n 1p <<<"$out") == "$vm-vm" && $(sed -n 2p <<<"$out") == 1 ]]; then
+			pass "$vm-vm: hostname $vm-vm, 127.0.1.1 in /etc/hosts"
+		else
+			fail "$vm-vm: hostname/hosts: $(head -n 2 <<<"$out" | tr '\n' ' ')"
+		fi
+		for ip in "$VM_GATEWAY_IP" "$VM_INVENTORY_IP" "$VM_BILLING_IP"; do
+			if vm "$vm" "ping -c 2 -W 5 $ip" >/dev/null 2>&1; then
+				pass "$vm-vm reaches $ip across the bridge"
+			else
+				fail "$vm-vm reaches $ip across the bridge"
+			fi
+		done
+	done
+}
+
+# check_units TAG: every unit of every VM is active and enabled.
+check_units() {
+	local tag=$1 vm out unit state enabled
+	for vm in "${VMS[@]}"; do
+		out=$(vm "$vm" "for u in ${VM_UNITS[$vm]}; do printf '%s %s %s\n' \"\$u\" \"\$(systemctl is-active \$u)\" \"\$(systemctl is-enabled \$u 2>/dev/null)\"; done; \
+			for f in /vagrant/deploy/systemd/*.service; do u=\$(basename \$f); [ -e /etc/systemd/system/\$u ] || continue; \
+			case ' ${VM_UNITS[$vm]} ' in *\" \$u \"*) continue;; esac; \
+			printf '%s %s %s\n' \"\$u\" \"\$(systemctl is-active \$u)\" \"\$(systemctl is-enabled \$u 2>/dev/null)\"; done" 2>&1) || true
+		while read -r unit state enabled; do
+			[[ -n $unit ]] || continue
+			if [[ $state == active && $enabled == enabled ]]; then
+				pass "$tag: $vm-vm $unit active and enabled"
+			else
+				fail "$tag: $vm-vm $unit is $state/$enabled (want active/enabled)"
+			fi
+		done <<<"$out"
+		grep -q "^${VM_MAIN_UNIT[$vm]} " <<<"$out" || fail "$tag: $vm-vm: cannot read the state of ${VM_MAIN_UNIT[$vm]}: $out"
+	done
+}
+
+# wait_units_active SECS: after boot or provisioning, until every unit is active.
+wait_units_active() {
+	local secs=$1 vm deadline
+	deadline=$(($(date +%s) + secs))
+	for vm in "${VMS[@]}"; do
+		until vm "$vm" "for u in ${VM_UNITS[$vm]}; do systemctl is-active --quiet \$u || exit 1; done" >/dev/null 2>&1; do
+			(($(date +%s) < deadline)) || {
+				log "$vm-vm: units not all active after ${secs}s"
+				return 1
+			}
+			sleep 5
+		done
+	done
+}
+
+check_security() {
+	local vm unit line
+	for vm in "${VMS[@]}"; do
+		unit=${VM_MAIN_UNIT[$vm]}
+		line=$(vm "$vm" "systemd-analyze security --no-pager $unit | tail -n 1" 2>&1 | tail -n 1) || true
+		# "→ Overall exposure level for X.service: 1.9 OK 🙂"; better levels: SAFE.
+		if [[ $line =~ exposure\ level\ for\ [^:]+:\ ([0-9.]+)\ (SAFE|OK) ]]; then
+			pass "$vm-vm: systemd-analyze security $unit: ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
+		else
+			fail "$vm-vm: systemd-analyze security $unit is not OK or better: $line"
+		fi
+	done
+}
+
+check_movies() {
+	local run=$1 id keep_id title
+	title="vm-test $run"
+	api POST /api/movies "{\"title\":\"$title\",\"description\":\"created through the gateway\"}"
+	expect_code "movies: create" 200 201 || return 0
+	id=$(jq -r '.id // empty' <<<"$API_BODY")
+	[[ $id =~ ^[0-9]+$ ]] || {
+		fail "movies: create returned no id: $API_BODY"
+		return 0
+	}
+	api GET /api/movies
+	expect_code "movies: list" 200 && check "movies: list holds movie $id" body_has_movie "$id" "$title"
+	api GET "/api/movies?title=$(jq -rn --arg t "${run:0:8}" '$t|@uri')"
+	expect_code "movies: search ?title=" 200 && check "movies: search finds movie $id" body_has_movie "$id" "$title"
+	api PUT "/api/movies/$id" "{\"title\":\"$title (updated)\",\"description\":\"updated through the gateway\"}"
+	expect_code "movies: update" 200
+	api GET "/api/movies/$id"
+	expect_code "movies: get" 200 && check "movies: update is stored" body_has_movie "$id" "$title (updated)"
+	api DELETE "/api/movies/$id"
+	expect_code "movies: delete" 200 204
+	api GET "/api/movies/$id"
+	expect_code "movies: deleted movie is gone" 404
+
+	# One that stays, for psql and for after the reboot.
+	api POST /api/movies "{\"title\":\"$title kept\",\"description\":\"stays for psql\"}"
+	expect_code "movies: create a movie that stays" 200 201 || return 0
+	keep_id=$(jq -r '.id // empty' <<<"$API_BODY")
+	KEPT_MOVIE_ID=$keep_id
+	KEPT_MOVIE_TITLE="$title kept"
+
+	local dbs rows
+	dbs=$(vm inventory 'sudo -i -u postgres psql -Atc "SELECT datname FROM pg_database"' 2>&1) || true
+	check "inventory-vm: sudo -i -u postgres psql lists database $INVENTORY_DB_NAME" grep -qx "$INVENTORY_DB_NAME" <<<"$dbs"
+	rows=$(psql_in inventory "$INVENTORY_DB_NAME" "SELECT id, title FROM movies ORDER BY id" 2>&1) || true
+	check "inventory-vm: psql shows movie $keep_id in table movies" grep -qx "$keep_id|$title kept" <<<"$rows"
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	check "inventory-vm: psql no longer shows deleted movie $id" bash -c '! grep -q "^$1|" <<<"$2"' _ "$id" "$rows"
+}
+
+check_billing() {
+	local run=$1 a b out journal n
+	a=$(new_uuid)
+	b=$(new_uuid)
+	api POST /api/billing "$(order_json "$a" "vm-test-$run")"
+	expect_code "billing: order A accepted" 200
+	check "billing-vm: order A is stored in orders (once)" wait_count "$a" 1 180
+
+	out=$(vm billing 'sudo systemctl stop billing-worker; systemctl is-active billing-worker' 2>&1) || true
+	check "billing-vm: sudo systemctl stop billing-worker stops it ($(tail -n 1 <<<"$out"))" grep -qx inactive <<<"$(tail -n 1 <<<"$out")"
+	api POST /api/billing "$(order_json "$b" "vm-test-$run")"
+	expect_code "billing: order B accepted while the worker is stopped" 200
+	sleep 5
+	n=$(orders_count "$b" 2>&1) || true
+	check "billing-vm: order B is not stored while the worker is stopped (count $n)" test "$n" = 0
+	n=$(queue_messages 2>&1) || true
+	check "billing-vm: rabbitmqctl list_queues: billing_queue holds order B ($n message(s))" test "${n:-0}" -ge 1 2>/dev/null
+
+	out=$(vm billing 'sudo systemctl start billing-worker; systemctl is-active billing-worker' 2>&1) || true
+	check "billing-vm: sudo systemctl start billing-worker" grep -qx active <<<"$(tail -n 1 <<<"$out")"
+	check "billing-vm: order B is stored after the start" wait_count "$b" 1 300
+	sleep 3
+	check "billing-vm: order A stored exactly once" test "$(orders_count "$a")" = 1
+	check "billing-vm: order B stored exactly once" test "$(orders_count "$b")" = 1
+	n=$(queue_messages 2>&1) || true
+	check "billing-vm: billing_queue drained ($n message(s))" test "$n" = 0
+
+	journal=$(vm billing 'sudo journalctl -u billing-worker --no-pager -o cat' 2>&1) || true
+	printf '%s\n' "$journal" >"$RUN_DIR/billing-worker.journal"
+	check "billing-vm: journalctl -u billing-worker shows order A stored" grep -q "order $a stored" <<<"$journal"
+	check "billing-vm: journalctl -u billing-worker shows the stop (SIGTERM)" grep -q "SIGTERM received" <<<"$journal"
+	check "billing-vm: journalctl -u billing-worker shows order B stored" grep -q "order $b stored" <<<"$journal"
+}
+
+snapshot() { # VM: checksums of /etc and /usr/local, and when each service last started
+	vm "$1" "sudo bash -c 'find /etc /usr/local -xdev -type f -print0 | sort -z | xargs -0 sha256sum; \
+		for u in $SNAPSHOT_UNITS; do systemctl show -p Id -p ActiveState -p ActiveEnterTimestamp -p MainPID -p NRestarts \$u; done'"
+}
+
+check_reprovision() {
+	local vm
+	for vm in "${VMS[@]}"; do snapshot "$vm" >"$RUN_DIR/$vm.snapshot-before" 2>&1 || true; done
+	provision_all again || true
+	sleep 5
+	for vm in "${VMS[@]}"; do
+		snapshot "$vm" >"$RUN_DIR/$vm.snapshot-after" 2>&1 || true
+		if [[ -s $RUN_DIR/$vm.snapshot-before ]] && diff -q "$RUN_DIR/$vm.snapshot-before" "$RUN_DIR/$vm.snapshot-after" >/dev/null; then
+			pass "$vm-vm: re-provisioning changed no file in /etc, /usr/local and restarted no service"
+		else
+			fail "$vm-vm: re-provisioning changed something: $(diff "$RUN_DIR/$vm.snapshot-before" "$RUN_DIR/$vm.snapshot-after" | grep '^[<>]' | head -n 6 | tr '\n' ' ')"
+		fi
+	done
+}
+
+boot_id_of() { VM_CMD_TIMEOUT=30 vm "$1" 'cat /proc/sys/kernel/random/boot_id' 2>/dev/null || true; }
+
+check_reboot() {
+	local vm deadline now c
+	declare -A boot_id=()
+	for vm in "${VMS[@]}"; do
+		boot_id[$vm]=$(boot_id_of "$vm")
+		reboot_vm "$vm"
+	done
+	log "rebooting ${VMS[*]}"
+	deadline=$(($(date +%s) + 900))
+	for vm in "${VMS[@]}"; do
+		while :; do
+			now=$(boot_id_of "$vm")
+			[[ $now =~ ^[0-9a-f-]{36}$ && $now != "${boot_id[$vm]}" ]] && break
+			(($(date +%s) < deadline)) || break
+			sleep 5
+		done
+		check "$vm-vm rebooted (new boot id)" test "$now" != "${boot_id[$vm]}" -a -n "$now"
+	done
+	wait_units_active 900 || true
+	check_units "after reboot"
+	# The mode may have to reach the gateway another way once it rebooted (Vagrant's
+	# ssh port forward does not survive a reboot from inside the guest).
+	API_BASE=${API_BASE_AFTER_REBOOT:-${API_BASE:-}}
+	log "gateway after the reboot: ${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}"
+	wait_for 300 "the gateway answers after the reboot" curl -fsS -m 10 "${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}/api/movies" || true
+	if [[ -n ${KEPT_MOVIE_ID:-} ]]; then
+		api GET "/api/movies/$KEPT_MOVIE_ID"
+		expect_code "after reboot: movie $KEPT_MOVIE_ID still there" 200 &&
+			check "after reboot: movie $KEPT_MOVIE_ID unchanged" body_has_movie "$KEPT_MOVIE_ID" "$KEPT_MOVIE_TITLE"
+	fi
+	c=$(new_uuid)
+	api POST /api/billing "$(order_json "$c" "vm-test-after-reboot")"
+	expect_code "after reboot: order C accepted" 200
+	check "after reboot: order C stored once" wait_count "$c" 1 300
+}
+
+run_demo_checks() {
+	local run
+	run=$(new_uuid)
+	run=${run:0:8}
+
+	phase "services up (units active and enabled)"
+	wait_units_active 600 || true
+	check_units "after provisioning"
+	if wait_for 300 "the gateway on 127.0.0.1:$HOST_GATEWAY_PORT" curl -fsS -m 10 "http://127.0.0.1:$HOST_GATEWAY_PORT/api/movies"; then
+		pass "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
+	else
+		fail "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
+	fi
+
+	phase "demo: movies API through the gateway + psql"
+	check_movies "$run"
+
+	phase "demo: orders, worker stopped and started"
+	check_billing "$run"
+
+	phase "systemd-analyze security"
+	check_security
+
+	phase "re-provisioning changes nothing"
+	check_reprovision
+
+	phase "reboot: every service comes back"
+	check_reboot
+}

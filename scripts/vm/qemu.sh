@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# vm-test, qemu mode. Runs INSIDE the network namespace that scripts/vm-test.sh
+# created (never call it directly): builds the bridge, boots the three VMs under qemu
+# TCG, provisions them with the real scripts/setup_*.sh over ssh, as Vagrant would,
+# then runs the demo checks (scripts/vm/checks.sh).
+set -euo pipefail
+# shellcheck source=scripts/vm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/vm/checks.sh
+source "$VM_LIB_DIR/checks.sh"
+
+: "${RUN_DIR:?run by scripts/vm-test.sh}" "${IMAGE_DIR:?run by scripts/vm-test.sh}"
+load_env "$PROJECT_ROOT/.env"
+
+VMS=(gateway inventory billing)
+declare -A VM_IP=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
+# Memory and vCPUs as the Vagrantfile gives them.
+declare -A VM_MEM=([gateway]=512 [inventory]=1024 [billing]=1536)
+declare -A VM_CPUS=([gateway]=1 [inventory]=1 [billing]=${VM_TEST_BILLING_CPUS:-2})
+declare -A SSH_PORT=([gateway]=2210 [inventory]=2211 [billing]=2212)
+declare -A QEMU_PID=()
+# Services the VM does not use stay installed (one image for all) but masked, so
+# they cost no CPU under TCG: the same set of running services as a real deployment.
+declare -A VM_MASK=(
+	[gateway]="postgresql.service postgresql@15-main.service rabbitmq-server.service epmd.service epmd.socket"
+	[inventory]="rabbitmq-server.service epmd.service epmd.socket"
+	[billing]=""
+)
+SSH_KEY=$RUN_DIR/id_ed25519
+BRIDGE=br-mp
+# The host side of the private network, like the host-only adapter Vagrant creates.
+BRIDGE_IP=${VM_GATEWAY_IP%.*}.1
+
+# shellcheck disable=SC2317 # run by the EXIT trap
+stop_vms() {
+	local vm pid
+	for vm in "${!QEMU_PID[@]}"; do
+		pid=${QEMU_PID[$vm]}
+		kill -TERM "$pid" 2>/dev/null || continue
+		timeout 20 tail --pid="$pid" -f /dev/null || kill -KILL "$pid" 2>/dev/null || true
+		log "stopped $vm-vm (qemu pid $pid)"
+	done
+	QEMU_PID=()
+}
+# shellcheck disable=SC2317 # the EXIT trap
+on_exit() {
+	local rc=$? vm
+	trap - EXIT INT TERM
+	phase_end FAIL
+	for vm in "${VMS[@]}"; do
+		[[ -S $RUN_DIR/ssh-${SSH_PORT[$vm]}.sock ]] &&
+			ssh -o "ControlPath=$RUN_DIR/ssh-${SSH_PORT[$vm]}.sock" -O exit x >/dev/null 2>&1
+	done
+	stop_vms
+	exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# --- network -----------------------------------------------------------------------
+make_bridge() {
+	local i=0 vm
+	ip link add "$BRIDGE" type bridge
+	ip addr add "$BRIDGE_IP/24" dev "$BRIDGE"
+	ip link set "$BRIDGE" up
+	for vm in "${VMS[@]}"; do
+		ip tuntap add dev "tap-$vm" mode tap
+		ip link set "tap-$vm" master "$BRIDGE" up
+		i=$((i + 1))
+	done
+	log "bridge $BRIDGE ($BRIDGE_IP/24) with taps for ${VMS[*]}"
+}
+
+# --- disks -----------------------------------------------------------------------
+# /vagrant: the project as Vagrant's rsync would copy it (no .git, target, caches).
+make_project_disk() {
+	local dir=$RUN_DIR/project size_mb
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	rsync -a --exclude /.git/ --exclude /target/ --exclude /.cache/ --exclude /.state/ \
+		--exclude /.vagrant/ "$PROJECT_ROOT/" "$dir/"
+	size_mb=$(($(du -sm "$dir" | cut -f1) * 2 + 64))
+	truncate -s "${size_mb}M" "$RUN_DIR/project.img"
+	mkfs.ext4 -q -L vagrant -d "$dir" "$RUN_DIR/project.img"
+	log "project disk: ${size_mb} MiB ($(du -sh "$dir" | cut -f1) of files)"
+}
+
+# The seed disk: an apply.sh the image's vm-seed.service runs at every boot.
+make_seed_disk() {
+	local vm=$1 dir=$RUN_DIR/seed-$1 host=$1-vm idx=$2
+	mkdir -p "$dir"
+	cat >"$dir/apply.sh" <<EOF
+set -eu
+echo $host >/etc/hostname
+hostname $host
+# As Vagrant writes it: RabbitMQ needs its host name to resolve locally.
+cat >/etc/hosts <<'HOSTS'
+127.0.0.1	localhost
+127.0.1.1	$host $host
+::1	localhost ip6-localhost ip6-loopback
+HOSTS
+mkdir -p /etc/systemd/network
+cat >/etc/systemd/network/10-private.network <<'NET'
+[Match]
+MACAddress=52:54:00:56:00:1$idx
+
+[Network]
+Address=${VM_IP[$vm]}/24
+NET
+cat >/home/vagrant/.ssh/authorized_keys <<'KEYS'
+$(cat "$SSH_KEY.pub")
+KEYS
+chown vagrant:vagrant /home/vagrant/.ssh/authorized_keys
+chmod 600 /home/vagrant/.ssh/authorized_keys
+mkdir -p /vagrant
+mountpoint -q /vagrant || mount /dev/vdb /vagrant
+EOF
+	truncate -s 8M "$RUN_DIR/seed-$vm.img"
+	mkfs.ext4 -q -L vmseed -d "$dir" "$RUN_DIR/seed-$vm.img"
+}
+
+# --- VMs ---------------------------------------------------------------------------
+start_vm() {
+	local vm=$1 idx=$2 fwd masks="" unit
+	qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE_DIR/base.qcow2" "$RUN_DIR/$vm.qcow2"
+	# Each VM gets its own copy of /vagrant, as Vagrant's rsync gives each its own.
+	cp --sparse=always "$RUN_DIR/project.img" "$RUN_DIR/project-$vm.img"
+	make_seed_disk "$vm" "$idx"
+	fwd=hostfwd=tcp:127.0.0.1:${SSH_PORT[$vm]}-:22
+	# Like the Vagrantfile's forwarded port: the gateway's port on the (namespace's) host.
+	[[ $vm == gateway ]] && fwd+=,hostfwd=tcp:127.0.0.1:$HOST_GATEWAY_PORT-:$GATEWAY_PORT
+	for unit in ${VM_MASK[$vm]}; do masks+=" systemd.mask=$unit"; done
+	qemu-system-x86_64 -name "$vm-vm" -accel tcg -machine pc -nodefaults -display none \
+		-smp "${VM_CPUS[$vm]}" -m "${VM_MEM[$vm]}" \
+		-kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img" \
+		-append "root=/dev/vda rw console=ttyS0 systemd.hostname=$vm-vm vmseed$masks" \
+		-drive "file=$RUN_DIR/$vm.qcow2,if=virtio,format=qcow2,cache=unsafe" \
+		-drive "file=$RUN_DIR/project-$vm.img,if=virtio,format=raw,cache=unsafe" \
+		-drive "file=$RUN_DIR/seed-$vm.img,if=virtio,format=raw,readonly=on" \
+		-netdev "user,id=nat,restrict=on,$fwd" -device "virtio-net-pci,netdev=nat,mac=52:54:00:00:00:1$idx" \
+		-netdev "tap,id=priv,ifname=tap-$vm,script=no,downscript=no" \
+		-device "virtio-net-pci,netdev=priv,mac=52:54:00:56:00:1$idx" \
+		-device virtio-rng-pci -serial "file:$RUN_DIR/$vm.console.log" -monitor none \
+		</dev/null >"$RUN_DIR/$vm.qemu.log" 2>&1 &
+	QEMU_PID[$vm]=$!
+	log "started $vm-vm (qemu pid ${QEMU_PID[$vm]}, ${VM_CPUS[$vm]} vCPU, ${VM_MEM[$vm]} MiB, ssh 127.0.0.1:${SSH_PORT[$vm]})"
+}
+
+SSH_OPTS=(-i "$SSH_KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+	-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=10 -o ServerAliveCountMax=6
+	# One ssh connection per VM, reused: a handshake costs seconds under TCG.
+	-o ControlMaster=auto -o "ControlPath=$RUN_DIR/ssh-%p.sock" -o ControlPersist=900)
+
+# vm NAME SCRIPT: runs SCRIPT with bash in the VM as the vagrant user (like `vagrant ssh -c`).
+vm() {
+	local name=$1
+	shift
+	timeout "${VM_CMD_TIMEOUT:-600}" ssh "${SSH_OPTS[@]}" -p "${SSH_PORT[$name]}" vagrant@127.0.0.1 "bash -c $(printf '%q' "$*")"
+}
+
+vm_alive() { [[ -n ${QEMU_PID[$1]:-} ]] && kill -0 "${QEMU_PID[$1]}" 2>/dev/null; }
+
+# wait_ssh NAME SECONDS
+wait_ssh() {
+	local name=$1 secs=$2 deadline
+	deadline=$(($(date +%s) + secs))
+	until VM_CMD_TIMEOUT=30 vm "$name" true >/dev/null 2>&1; do
+		vm_alive "$name" || {
+			log "$name-vm: qemu exited (see $RUN_DIR/$name.qemu.log, $RUN_DIR/$name.console.log)"
+			return 1
+		}
+		(($(date +%s) < deadline)) || {
+			log "$name-vm: no ssh after ${secs}s (console: $RUN_DIR/$name.console.log)"
+			tail -n 20 "$RUN_DIR/$name.console.log" >&2 || true
+			return 1
+		}
+		sleep 3
+	done
+}
+
+# The environment the Vagrantfile gives the provisioners (PROVISION_ENV): every
+# .env value, resolved, and where the synced project is.
+provision_env() {
+	local key out="PROJECT_DIR=/vagrant DIST_DIR=/vagrant/dist"
+	for key in "${ENV_KEYS[@]}"; do out+=" $key=$(printf '%q' "${!key}")"; done
+	printf '%s' "$out"
+}
+
+# provision NAME LOGFILE: as Vagrant's shell provisioner does it: the script alone
+# uploaded to /tmp/vagrant-shell, run as root with the variables in the environment.
+provision() {
+	local name=$1 logfile=$2
+	VM_CMD_TIMEOUT=1800 vm "$name" "sudo install -m 0755 /vagrant/scripts/setup_$name.sh /tmp/vagrant-shell &&
+		sudo -H env $(provision_env) /tmp/vagrant-shell" >"$logfile" 2>&1
+}
+
+# provision_all TAG: all three in parallel, like `vagrant up` / `vagrant provision`.
+provision_all() {
+	local tag=$1 vm rc=0
+	declare -A pids=()
+	for vm in "${VMS[@]}"; do
+		provision "$vm" "$RUN_DIR/$vm.provision-$tag.log" &
+		pids[$vm]=$!
+	done
+	for vm in "${VMS[@]}"; do
+		if wait "${pids[$vm]}"; then
+			pass "provisioning ($tag) of $vm-vm exits 0"
+		else
+			fail "provisioning ($tag) of $vm-vm exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
+			tail -n 25 "$RUN_DIR/$vm.provision-$tag.log" >&2 || true
+			rc=1
+		fi
+	done
+	return "$rc"
+}
+
+# reboot_vm NAME: reboots from inside; qemu restarts the guest with the same disks.
+reboot_vm() {
+	vm "$1" 'sudo systemctl reboot' >/dev/null 2>&1 || true
+}
+
+# -----------------------------------------------------------------------------------
+phase "qemu: bridge, disks, boot 3 VMs"
+make_bridge
+ssh-keygen -q -t ed25519 -N '' -C "vm-test-$$" -f "$SSH_KEY"
+make_project_disk
+idx=0
+for vm in "${VMS[@]}"; do
+	start_vm "$vm" "$idx"
+	idx=$((idx + 1))
+done
+
+phase "qemu: wait for ssh"
+for vm in "${VMS[@]}"; do
+	if wait_ssh "$vm" 900; then
+		pass "$vm-vm boots and answers ssh"
+	else
+		fail "$vm-vm boots and answers ssh"
+		exit 1
+	fi
+done
+
+phase "network across the bridge"
+check_network
+
+if [[ ${VM_TEST_ONLY_BOOT:-0} == 1 ]]; then
+	phase_end
+	checks_failed && exit 1
+	exit 0
+fi
+
+phase "provisioning (setup_*.sh)"
+provision_all first || exit 1
+
+run_demo_checks
+phase_end
+checks_failed && exit 1
+exit 0

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# vm-test, vagrant mode. Runs INSIDE the network namespace that scripts/vm-test.sh
+# created (never call it directly). `ip netns exec` gave it a mount namespace of its
+# own too, so the libvirt state bind-mounted here (/etc/libvirt, /run/libvirt,
+# /var/lib/libvirt, /var/log/libvirt) belongs to this run and vanishes with it.
+# Starts virtlogd and libvirtd by hand, adds a local box made from the vm-test image,
+# runs `vagrant up --provider=libvirt` with the project's real Vagrantfile, then the
+# demo checks (scripts/vm/checks.sh) through `vagrant ssh`.
+set -euo pipefail
+# shellcheck source=scripts/vm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/vm/checks.sh
+source "$VM_LIB_DIR/checks.sh"
+
+: "${RUN_DIR:?run by scripts/vm-test.sh}" "${IMAGE_DIR:?run by scripts/vm-test.sh}"
+load_env "$PROJECT_ROOT/.env"
+
+VMS=(gateway inventory billing)
+IMAGE_HASH=${IMAGE_DIR##*/image-}
+BOX_NAME=movie-platform-vmtest-$IMAGE_HASH
+LV=$RUN_DIR/libvirt
+# Kept across runs: Vagrant's boxes, and libvirt's copy of the box in its pool.
+export VAGRANT_HOME=$VM_CACHE/vagrant.d
+POOL_DIR=$VM_CACHE/libvirt-images
+export VAGRANT_DOTFILE_PATH=$RUN_DIR/dot-vagrant
+export VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_NO_COLOR=1
+export MP_VAGRANT_BOX=$BOX_NAME
+[[ ${VM_TEST_SKIP_BUILD:-0} == 1 ]] && export MP_SKIP_BUILD=1
+LIBVIRTD_PID="" VIRTLOGD_PID="" VAGRANT_UP_DONE=0
+
+# shellcheck disable=SC2317 # run by the EXIT trap
+daemon_stop() { # PIDFILE
+	local pid
+	[[ -f $1 ]] || return 0
+	pid=$(cat "$1")
+	kill -TERM "$pid" 2>/dev/null || return 0
+	timeout 20 tail --pid="$pid" -f /dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317 # the EXIT trap
+on_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	phase_end FAIL
+	if ((VAGRANT_UP_DONE)) || [[ -d $VAGRANT_DOTFILE_PATH/machines ]]; then
+		log "vagrant destroy -f"
+		(cd "$PROJECT_ROOT" && timeout 600 vagrant destroy -f) >"$RUN_DIR/vagrant-destroy.log" 2>&1 ||
+			log "vagrant destroy failed (log: $RUN_DIR/vagrant-destroy.log); the namespace sweep stops qemu"
+	fi
+	[[ -n $LIBVIRTD_PID ]] && daemon_stop "$LV/libvirtd.pid"
+	[[ -n $VIRTLOGD_PID ]] && daemon_stop "$LV/virtlogd.pid"
+	exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# --- libvirt, private to this run ---------------------------------------------------
+start_libvirt() {
+	local d
+	mkdir -p "$LV/etc" "$LV/run" "$LV/lib" "$LV/log" "$POOL_DIR"
+	[[ -d /etc/libvirt ]] && cp -a /etc/libvirt/. "$LV/etc/"
+	# qemu as root without a security driver: the namespace is the isolation here,
+	# and the box's kernel/initrd stay readable where they are.
+	cat >"$LV/etc/qemu.conf" <<'EOF'
+user = "root"
+group = "root"
+dynamic_ownership = 0
+security_driver = "none"
+EOF
+	for d in /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt; do mkdir -p "$d"; done
+	mount --bind "$LV/etc" /etc/libvirt
+	mount --bind "$LV/run" /run/libvirt
+	mount --bind "$LV/lib" /var/lib/libvirt
+	mount --bind "$LV/log" /var/log/libvirt
+	mkdir -p /var/lib/libvirt/images
+	mount --bind "$POOL_DIR" /var/lib/libvirt/images
+	# Disks of machines from an earlier run that died before `vagrant destroy`.
+	find "$POOL_DIR" -maxdepth 1 -type f ! -name "${BOX_NAME}_vagrant_box_image_*" -delete
+
+	export LIBVIRT_LOG_OUTPUTS="3:file:$LV/libvirtd.log"
+	virtlogd -d -p "$LV/virtlogd.pid"
+	wait_for 30 "virtlogd" test -s "$LV/virtlogd.pid"
+	VIRTLOGD_PID=$(cat "$LV/virtlogd.pid")
+	libvirtd -d -p "$LV/libvirtd.pid"
+	# The first start probes qemu's capabilities: slow under load.
+	wait_for 300 "libvirtd" virsh -c qemu:///system version
+	LIBVIRTD_PID=$(cat "$LV/libvirtd.pid")
+	log "libvirtd pid $LIBVIRTD_PID, virtlogd pid $VIRTLOGD_PID (state under $LV)"
+}
+
+# --- the box ------------------------------------------------------------------------
+# box.img (the image as qcow2) + metadata.json + a Vagrantfile that boots the image's
+# own kernel and initrd directly (the image has no boot loader) under plain qemu.
+ensure_box() {
+	local dir=$RUN_DIR/box size_gb
+	if vagrant box list 2>/dev/null | grep -q "^$BOX_NAME "; then
+		log "box $BOX_NAME already added ($VAGRANT_HOME)"
+		return 0
+	fi
+	# Boxes of older images are useless now.
+	vagrant box list 2>/dev/null | awk '$1 ~ /^movie-platform-vmtest-/ { print $1 }' | sort -u |
+		while read -r old; do vagrant box remove --force --all "$old" >&2 || true; done
+	find "$POOL_DIR" -maxdepth 1 -type f -delete
+	mkdir -p "$dir"
+	size_gb=$(($(qemu-img info --output=json "$IMAGE_DIR/base.qcow2" | jq '."virtual-size"') / 1024 / 1024 / 1024))
+	printf '{"provider":"libvirt","format":"qcow2","virtual_size":%s}\n' "$size_gb" >"$dir/metadata.json"
+	cat >"$dir/Vagrantfile" <<EOF
+# vm-test box: Debian 12 from Debian packages (scripts/vm/build-image.sh), TCG.
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |lv|
+    lv.driver = "qemu"
+    lv.cpu_mode = "custom"
+    lv.cpu_model = "qemu64"
+    lv.kernel = "$IMAGE_DIR/vmlinuz"
+    lv.initrd = "$IMAGE_DIR/initrd.img"
+    lv.cmd_line = "root=/dev/vda rw console=ttyS0"
+    lv.disk_bus = "virtio"
+    lv.graphics_type = "none"
+    lv.video_type = "none"
+  end
+end
+EOF
+	ln -f "$IMAGE_DIR/base.qcow2" "$dir/box.img" 2>/dev/null || cp "$IMAGE_DIR/base.qcow2" "$dir/box.img"
+	log "packing and adding box $BOX_NAME"
+	tar -C "$dir" -cf "$RUN_DIR/vmtest.box" metadata.json Vagrantfile box.img
+	timeout 1200 vagrant box add --force --name "$BOX_NAME" "$RUN_DIR/vmtest.box" >&2
+	rm -rf "$RUN_DIR/vmtest.box" "$dir"
+}
+
+# --- what checks.sh needs -----------------------------------------------------------
+vm() {
+	local name=$1
+	shift
+	(cd "$PROJECT_ROOT" && timeout "${VM_CMD_TIMEOUT:-600}" vagrant ssh "$name-vm" -c "bash -c $(printf '%q' "$*")" 2>>"$RUN_DIR/vagrant-ssh.log")
+}
+
+provision_all() {
+	local tag=$1 vm rc=0
+	for vm in "${VMS[@]}"; do
+		if (cd "$PROJECT_ROOT" && timeout 1800 vagrant provision "$vm-vm") >"$RUN_DIR/$vm.provision-$tag.log" 2>&1; then
+			pass "vagrant provision $vm-vm ($tag) exits 0"
+		else
+			fail "vagrant provision $vm-vm ($tag) exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
+			tail -n 25 "$RUN_DIR/$vm.provision-$tag.log" >&2 || true
+			rc=1
+		fi
+	done
+	return "$rc"
+}
+
+# vagrant-libvirt forwards the gateway's port with an ssh -L process, which dies with
+# the guest's sshd on a reboot from inside (a `vagrant reload` would start it again):
+# after the reboot the checks use the gateway's private address, from the namespace.
+API_BASE_AFTER_REBOOT=http://$VM_GATEWAY_IP:$GATEWAY_PORT
+
+reboot_vm() {
+	vm "$1" 'sudo systemctl reboot' >/dev/null 2>&1 || true
+}
+
+# -----------------------------------------------------------------------------------
+phase "vagrant: libvirtd in the namespace"
+start_libvirt
+
+phase "vagrant: box from the image"
+ensure_box
+
+phase "vagrant up --provider=libvirt (boot + provisioning)"
+VAGRANT_UP_DONE=1
+up_rc=0
+(cd "$PROJECT_ROOT" && timeout 3600 vagrant up --provider=libvirt) >"$RUN_DIR/vagrant-up.log" 2>&1 || up_rc=$?
+grep -E '^==> [a-z-]+: (Running provisioner|Machine booted|Setting hostname|Configuring and enabling network|Rsyncing folder)' \
+	"$RUN_DIR/vagrant-up.log" >&2 || true
+if ((up_rc == 0)); then
+	pass "vagrant up --provider=libvirt exits 0"
+else
+	fail "vagrant up --provider=libvirt exits 0 (exit $up_rc, log: $RUN_DIR/vagrant-up.log)"
+	tail -n 40 "$RUN_DIR/vagrant-up.log" >&2
+	exit 1
+fi
+(cd "$PROJECT_ROOT" && vagrant status) >&2 || true
+
+phase "network across the bridge"
+check_network
+
+run_demo_checks
+phase_end
+checks_failed && exit 1
+exit 0

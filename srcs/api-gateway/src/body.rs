@@ -1,0 +1,33 @@
+//! Reading a request body into memory with a size limit, so an oversized
+//! body is refused with 413 JSON before it is buffered (or forwarded).
+
+use actix_web::http::header::{HeaderMap, CONTENT_LENGTH};
+use actix_web::web::{self, Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::error::GatewayError;
+
+/// Reads the whole body, refusing it as soon as it exceeds `limit` bytes
+/// (at once when `Content-Length` already says so).
+pub async fn read_limited(
+    mut payload: web::Payload,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::BadBody(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

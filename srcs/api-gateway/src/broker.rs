@@ -1,0 +1,388 @@
+//! The gateway's one RabbitMQ connection and confirm-mode channel, kept alive
+//! by a reconnect loop of our own (lapin's built-in recovery is young), and
+//! publishing with publisher confirms.
+//!
+//! Requests never wait for a connection: while there is none they get 503 at
+//! once, and the loop keeps trying in the background with capped backoff. All
+//! requests share the current channel (lapin channels are concurrent) and each
+//! awaits its own confirm.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use common::order::OrderMessage;
+use common::{topology, REQUEST_ID_HEADER};
+use futures_util::StreamExt;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionStatus, Event};
+
+use crate::config::Config;
+use crate::error::GatewayError;
+
+/// Name shown in RabbitMQ's connection list and stamped as `app_id`.
+pub const APP_ID: &str = "api-gateway";
+
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Bounds one connect + channel + topology attempt; lapin's own connection
+/// timeout covers only the TCP/AMQP handshake.
+const CONNECT_BUDGET: Duration = Duration::from_secs(10);
+/// How often the loop looks at the link's state besides the error events.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Cheap to clone; every clone shares one connection.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    /// `true` asks the loop to close the connection and end; the loop also
+    /// ends when every clone (so this sender) is gone.
+    stop: Arc<watch::Sender<bool>>,
+}
+
+struct Shared {
+    link: RwLock<Option<Link>>,
+    publish_timeout: Duration,
+}
+
+/// A usable connection: the channel publishers share, and the connection's
+/// status (to see a broker-side block without a round trip).
+#[derive(Clone)]
+struct Link {
+    /// Tells links apart so a late failure report about an old link cannot
+    /// tear down its replacement.
+    generation: u64,
+    channel: Channel,
+    connection: ConnectionStatus,
+}
+
+impl Broker {
+    /// Starts the connection loop in the background and returns at once, so
+    /// the gateway starts (and answers 503 on billing) while RabbitMQ is down.
+    /// Must be called inside a tokio runtime. The loop ends on [`stop`]
+    /// or when the last clone of the handle is dropped; the returned task
+    /// finishes once it has closed the connection.
+    ///
+    /// [`stop`]: Broker::stop
+    pub fn start(config: &Config) -> (Self, JoinHandle<()>) {
+        let shared = Arc::new(Shared {
+            link: RwLock::new(None),
+            publish_timeout: config.publish_timeout(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(Arc::downgrade(&shared), config.clone(), stopped));
+        let broker = Self {
+            shared,
+            stop: Arc::new(stop),
+        };
+        (broker, task)
+    }
+
+    /// Asks the loop to close the connection (cleanly, so RabbitMQ logs no
+    /// lost client) and end. New publishes get 503 from then on.
+    pub fn stop(&self) {
+        self.shared.set(None);
+        self.stop.send_replace(true);
+    }
+
+    /// Whether a connection with a confirm-mode channel is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.current().is_some_and(|l| l.is_usable())
+    }
+
+    /// Publishes `order` persistently to `billing_queue` and returns only
+    /// once RabbitMQ has confirmed it (it is then on disk: the queue is
+    /// durable and the message persistent). Any other outcome is an error
+    /// and the order must not be reported as accepted.
+    pub async fn publish(
+        &self,
+        order: &OrderMessage,
+        request_id: &str,
+    ) -> Result<(), GatewayError> {
+        let link = self
+            .shared
+            .current()
+            .filter(Link::is_usable)
+            .ok_or_else(|| GatewayError::BrokerUnavailable("not connected to RabbitMQ".into()))?;
+        // While RabbitMQ blocks publishers (memory or disk alarm), a confirm
+        // would only arrive after the alarm clears: fail now instead.
+        if link.connection.blocked() {
+            return Err(GatewayError::BrokerUnavailable(
+                "RabbitMQ is blocking publishers (resource alarm)".into(),
+            ));
+        }
+        let payload =
+            serde_json::to_vec(order).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let properties = properties(order, request_id);
+
+        let publish = async {
+            link.channel
+                .basic_publish(
+                    "".into(),
+                    topology::BILLING_QUEUE.into(),
+                    // Without `mandatory`, an order for a missing queue would
+                    // be dropped silently and still be acked.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &payload,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let timeout = self.shared.publish_timeout;
+        match tokio::time::timeout(timeout, publish).await {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                // The queue is gone (deleted by hand?): declare it again so
+                // the next order finds it.
+                let channel = link.channel.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = topology::declare(&channel).await {
+                        log::warn!("re-declaring the RabbitMQ topology failed: {e}");
+                    }
+                });
+                Err(GatewayError::OrderNotQueued {
+                    order_id: order.order_id,
+                    reason: format!(
+                        "returned as unroutable ({} {})",
+                        returned.reply_code, returned.reply_text
+                    ),
+                })
+            }
+            Ok(Ok(Confirmation::Nack(_))) => Err(GatewayError::OrderNotQueued {
+                order_id: order.order_id,
+                reason: "negatively acknowledged (nack)".into(),
+            }),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                self.shared.mark_broken(link.generation);
+                Err(GatewayError::Internal(
+                    "channel is not in confirm mode".into(),
+                ))
+            }
+            Ok(Err(e)) => {
+                // Most likely the channel or connection died under us; let the
+                // loop replace it now rather than at its next check.
+                self.shared.mark_broken(link.generation);
+                Err(GatewayError::BrokerUnavailable(format!(
+                    "publish failed: {e}"
+                )))
+            }
+            Err(_) => Err(GatewayError::PublishTimeout {
+                order_id: order.order_id,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+}
+
+fn properties(order: &OrderMessage, request_id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from(REQUEST_ID_HEADER),
+        AMQPValue::LongString(LongString::from(request_id)),
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    BasicProperties::default()
+        // 2 = persistent: written to disk before the broker confirms.
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(order.order_id.to_string().into())
+        .with_timestamp(now)
+        .with_app_id(APP_ID.into())
+        .with_headers(headers)
+}
+
+impl Shared {
+    fn current(&self) -> Option<Link> {
+        self.link
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, link: Option<Link>) {
+        *self
+            .link
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
+    }
+
+    /// Drops the link of `generation` if it is still the current one.
+    fn mark_broken(&self, generation: u64) {
+        let mut slot = self
+            .link
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|l| l.generation == generation) {
+            *slot = None;
+        }
+    }
+
+    fn holds(&self, generation: u64) -> bool {
+        self.current().is_some_and(|l| l.generation == generation)
+    }
+}
+
+impl Link {
+    fn is_usable(&self) -> bool {
+        self.connection.connected() && self.channel.status().connected()
+    }
+}
+
+/// Connects, keeps the link while it is healthy, and reconnects with capped
+/// exponential backoff whenever it is lost, until asked to stop.
+async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<bool>) {
+    let target = format!("{:?}", config.amqp_target());
+    let mut delay = FIRST_RETRY;
+    let mut attempt = 0u32;
+    let mut generation = 0u64;
+    while !*stop.borrow() {
+        let connected = tokio::select! {
+            r = tokio::time::timeout(CONNECT_BUDGET, connect(&config)) => {
+                r.unwrap_or_else(|_| Err(format!("no answer within {CONNECT_BUDGET:?}")))
+            }
+            _ = stop.changed() => return,
+        };
+        match connected {
+            Ok((connection, channel)) => {
+                generation += 1;
+                let Some(strong) = shared.upgrade() else {
+                    close(&connection).await;
+                    return;
+                };
+                strong.set(Some(Link {
+                    generation,
+                    channel: channel.clone(),
+                    connection: connection.status().clone(),
+                }));
+                drop(strong);
+                if attempt > 0 {
+                    log::info!("connected to RabbitMQ {target} after {attempt} failed attempt(s)");
+                } else {
+                    log::info!("connected to RabbitMQ {target}");
+                }
+                attempt = 0;
+                delay = FIRST_RETRY;
+
+                let lost = watch_link(&shared, &connection, &channel, generation, &mut stop).await;
+                if let Some(strong) = shared.upgrade() {
+                    strong.mark_broken(generation);
+                }
+                match lost {
+                    Lost::Stop => {
+                        close(&connection).await;
+                        log::info!("RabbitMQ connection closed");
+                        return;
+                    }
+                    Lost::Broken(reason) => {
+                        log::warn!("RabbitMQ connection lost ({reason}); reconnecting");
+                        close(&connection).await;
+                    }
+                }
+            }
+            Err(e) => {
+                attempt += 1;
+                log::warn!(
+                    "cannot connect to RabbitMQ {target} (attempt {attempt}): {e}; retrying in {delay:?}"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+                delay = (delay * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+/// One connection with a confirm-mode channel and the topology declared, so
+/// an order published before any worker ever ran still finds its queue.
+async fn connect(config: &Config) -> Result<(Connection, Channel), String> {
+    let connection = config
+        .amqp_target()
+        .connect(APP_ID)
+        .await
+        .map_err(|e| e.to_string())?;
+    let setup = async {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        topology::declare(&channel).await?;
+        Ok::<_, lapin::Error>(channel)
+    };
+    match setup.await {
+        Ok(channel) => Ok((connection, channel)),
+        Err(e) => {
+            close(&connection).await;
+            Err(format!("setting up the channel failed: {e}"))
+        }
+    }
+}
+
+enum Lost {
+    /// The gateway is stopping (or every handle is gone).
+    Stop,
+    /// The link broke, for this reason.
+    Broken(String),
+}
+
+/// Waits until the link of `generation` is no longer usable and says why.
+async fn watch_link(
+    shared: &Weak<Shared>,
+    connection: &Connection,
+    channel: &Channel,
+    generation: u64,
+    stop: &mut watch::Receiver<bool>,
+) -> Lost {
+    let mut events = Box::pin(connection.events_listener());
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Lost::Stop,
+            event = events.next() => match event {
+                Some(Event::Error(e)) => return Lost::Broken(format!("connection error: {e}")),
+                Some(Event::ConnectionBlocked(why)) => {
+                    log::warn!("RabbitMQ blocks publishers: {why}");
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    log::info!("RabbitMQ unblocked publishers");
+                }
+                Some(_) => {}
+                None => return Lost::Broken("connection closed".to_owned()),
+            },
+            _ = tick.tick() => {
+                let Some(strong) = shared.upgrade() else {
+                    return Lost::Stop;
+                };
+                if !strong.holds(generation) {
+                    return Lost::Broken("a publish on it failed".to_owned());
+                }
+                if !connection.status().connected() {
+                    return Lost::Broken(format!("connection status {:?}", connection.status()));
+                }
+                if !channel.status().connected() {
+                    return Lost::Broken(format!("channel status {:?}", channel.status()));
+                }
+            }
+        }
+    }
+}
+
+async fn close(connection: &Connection) {
+    // Best effort: when the link broke, the connection is dead already.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        connection.close(200, "api-gateway closing".into()),
+    )
+    .await;
+}

@@ -1,0 +1,319 @@
+//! `/api/movies*`: forwarded to inventory-app as they are, and inventory's
+//! answer returned as it is (status, body, content type and end-to-end
+//! headers). The gateway never parses movie bodies; only hop-by-hop headers
+//! are dropped and `X-Forwarded-For` / `X-Request-Id` are set.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::error::PayloadError;
+use actix_web::http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+};
+use actix_web::http::{Method, StatusCode};
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use awc::error::{ConnectError, SendRequestError};
+
+use crate::body;
+use crate::error::GatewayError;
+use crate::request_id::{self, RequestId};
+
+/// Largest request body forwarded (inventory itself accepts far less).
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
+/// Largest inventory response the gateway buffers and forwards.
+pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+/// Readiness probes must answer quickly even when inventory hangs.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// plus the non-standard ones proxies also drop.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The HTTP client for inventory-app. One per worker thread (awc clients are
+/// not `Send`), each with its own keep-alive connection pool.
+pub struct Inventory {
+    client: awc::Client,
+    base: String,
+    timeout: Duration,
+}
+
+/// What inventory answered, fully read.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Inventory {
+    /// `base` is the inventory URL without a trailing slash; `timeout` bounds
+    /// a whole exchange (connect, send, response head and body).
+    pub fn new(base: String, timeout: Duration) -> Self {
+        let connector = awc::Connector::new().timeout(timeout);
+        let client = awc::Client::builder()
+            .connector(connector)
+            // The deadline is ours (below), over the whole exchange; two
+            // timers racing would turn some 504s into 502s.
+            .disable_timeout()
+            .disable_redirects()
+            // Forward the client's User-Agent and Date, not awc's.
+            .no_default_headers()
+            .finish();
+        Self {
+            client,
+            base,
+            timeout,
+        }
+    }
+
+    /// Whether inventory answers its `/health` with a 2xx, quickly.
+    pub async fn is_up(&self, request_id: &str) -> bool {
+        let probe = self
+            .client
+            .get(format!("{}/health", self.base))
+            .insert_header((request_id::header_name(), request_id))
+            .send();
+        match tokio::time::timeout(self.timeout.min(PROBE_TIMEOUT), probe).await {
+            Ok(Ok(resp)) => resp.status().is_success(),
+            _ => false,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<Answer, GatewayError> {
+        // A pooled keep-alive connection that inventory closed (say, on a
+        // restart) fails on first use; one retry is safe when the method is
+        // idempotent. A refused or timed-out connect is not retried.
+        let attempts = if is_idempotent(method) { 2 } else { 1 };
+        let exchange = async {
+            let mut failure = String::new();
+            for _ in 0..attempts {
+                let mut request = self.client.request(method.clone(), url);
+                *request.headers_mut() = headers.clone();
+                let sent = match &body {
+                    Some(body) => request.send_body(body.clone()).await,
+                    None => request.send().await,
+                };
+                match sent {
+                    Ok(mut resp) => {
+                        let body =
+                            resp.body()
+                                .limit(MAX_RESPONSE_BODY)
+                                .await
+                                .map_err(|e| match e {
+                                    PayloadError::Overflow => GatewayError::UpstreamBadResponse(
+                                        format!("response body is over {MAX_RESPONSE_BODY} bytes"),
+                                    ),
+                                    other => GatewayError::UpstreamBadResponse(format!(
+                                        "reading the response body failed: {other}"
+                                    )),
+                                })?;
+                        return Ok(Answer {
+                            status: resp.status(),
+                            headers: resp.headers().clone(),
+                            body,
+                        });
+                    }
+                    Err(
+                        SendRequestError::Timeout
+                        | SendRequestError::Connect(ConnectError::Timeout),
+                    ) => return Err(self.timed_out()),
+                    Err(e @ SendRequestError::Connect(_)) => {
+                        return Err(GatewayError::UpstreamUnavailable(format!("{url}: {e}")))
+                    }
+                    Err(e) => failure = format!("{url}: {e}"),
+                }
+            }
+            Err(GatewayError::UpstreamUnavailable(failure))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()))
+    }
+
+    fn timed_out(&self) -> GatewayError {
+        GatewayError::UpstreamTimeout {
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Handler for every method on `/api/movies` and everything below it.
+pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    inventory: web::Data<Inventory>,
+) -> Result<HttpResponse, GatewayError> {
+    let body = body::read_limited(payload, req.headers(), MAX_REQUEST_BODY).await?;
+    // Send a body (even an empty one) only if the client framed one, so a
+    // GET stays a GET without `Content-Length: 0`.
+    let framed =
+        req.headers().contains_key(CONTENT_LENGTH) || req.headers().contains_key(TRANSFER_ENCODING);
+    let body = (framed || !body.is_empty()).then_some(body);
+
+    let request_id = RequestId::of(&req);
+    let headers = upstream_headers(req.headers(), req.peer_addr(), &request_id);
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let url = format!("{}{path}", inventory.base);
+
+    let answer = inventory
+        .exchange(req.method(), &url, &headers, body)
+        .await?;
+    Ok(client_response(answer))
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
+/// The hop-by-hop headers of a message: the fixed list and those its
+/// `Connection` header names.
+fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = HOP_BY_HOP
+        .iter()
+        .map(|n| HeaderName::from_static(n))
+        .collect();
+    for value in headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        names.extend(
+            value
+                .split(',')
+                .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok()),
+        );
+    }
+    names
+}
+
+/// What inventory gets: the client's end-to-end headers, `Host` of its own
+/// (set by awc from the URL), `X-Forwarded-For` extended with the client's
+/// address, and the request id.
+fn upstream_headers(incoming: &HeaderMap, peer: Option<SocketAddr>, request_id: &str) -> HeaderMap {
+    let drop = hop_by_hop(incoming);
+    let forwarded_for = HeaderName::from_static(X_FORWARDED_FOR);
+    let rid = request_id::header_name();
+    let mut out = HeaderMap::new();
+    for (name, value) in incoming.iter() {
+        // Length and Expect are the gateway's business: the body is buffered.
+        let ours = [&HOST, &CONTENT_LENGTH, &EXPECT, &forwarded_for, &rid];
+        if drop.contains(name) || ours.contains(&name) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+
+    let mut chain: Vec<u8> = Vec::new();
+    for prior in incoming.get_all(&forwarded_for) {
+        if !chain.is_empty() {
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(prior.as_bytes());
+    }
+    if let Some(peer) = peer {
+        if !chain.is_empty() {
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(peer.ip().to_string().as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&chain) {
+        if !chain.is_empty() {
+            out.insert(forwarded_for, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        out.insert(rid, value);
+    }
+    out
+}
+
+/// Inventory's answer for the client: same status, headers and body, minus
+/// hop-by-hop headers; `Content-Length` is recomputed by actix.
+fn client_response(answer: Answer) -> HttpResponse {
+    let drop = hop_by_hop(&answer.headers);
+    let mut resp = HttpResponse::build(answer.status);
+    for (name, value) in answer.headers.iter() {
+        if drop.contains(name) || name == CONTENT_LENGTH {
+            continue;
+        }
+        resp.append_header((name.clone(), value.clone()));
+    }
+    resp.body(answer.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let incoming = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("accept", "application/json"),
+            ("host", "gateway"),
+        ]);
+        let out = upstream_headers(&incoming, None, "rid");
+        let names: Vec<_> = out.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(out.get("accept").unwrap(), "application/json");
+        assert_eq!(out.get("x-request-id").unwrap(), "rid");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let incoming = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        let out = upstream_headers(&incoming, Some(peer), "rid");
+        assert_eq!(
+            out.get("x-forwarded-for").unwrap(),
+            "1.1.1.1, 2.2.2.2, 10.1.2.3"
+        );
+        let out = upstream_headers(&HeaderMap::new(), Some(peer), "rid");
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "10.1.2.3");
+    }
+
+    #[test]
+    fn client_request_id_is_replaced_by_the_accepted_one() {
+        let incoming = map(&[("x-request-id", "bad id")]);
+        let out = upstream_headers(&incoming, None, "good");
+        let all: Vec<_> = out.get_all("x-request-id").collect();
+        assert_eq!(all, vec!["good"]);
+    }
+}

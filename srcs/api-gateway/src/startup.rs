@@ -1,0 +1,142 @@
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::header::{HeaderValue, ALLOW};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
+use common::config::ConfigError;
+use common::http::{json_error_pages, method_not_allowed, not_found};
+use futures_util::future::LocalBoxFuture;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::proxy::Inventory;
+use crate::{billing, health, openapi, proxy, request_id};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet serving gateway.
+pub struct Application {
+    port: u16,
+    server: Server,
+    broker: Broker,
+    broker_task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Checks the configuration, binds the port (0 picks a free one), and
+    /// starts the RabbitMQ connection loop in the background: nothing here
+    /// waits for inventory or RabbitMQ. Call inside the actix runtime.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        config.validate()?;
+        let inventory_base = config.inventory_base()?;
+        let inventory_timeout = config.inventory_timeout();
+        let address = format!("{}:{}", config.host, config.port);
+        let bind_error = |source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&address).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+
+        let (broker, broker_task) = Broker::start(&config);
+        let shared_broker = web::Data::new(broker.clone());
+        let server = HttpServer::new(move || {
+            // Per worker: awc clients are not Send, and a pool per worker
+            // keeps connections to inventory on the thread that uses them.
+            let inventory =
+                web::Data::new(Inventory::new(inventory_base.clone(), inventory_timeout));
+            App::new()
+                .app_data(inventory)
+                .app_data(shared_broker.clone())
+                .wrap(from_fn(request_id::middleware))
+                // No JSON rewriting here: whatever inventory answers (even a
+                // non-JSON error) reaches the client unchanged.
+                .service(web::scope("/api/movies").default_service(web::to(proxy::forward)))
+                .service(
+                    web::scope("")
+                        .wrap(json_error_pages())
+                        .service(
+                            web::resource(["/api/billing", "/api/billing/"])
+                                .route(web::post().to(billing::create_order))
+                                .default_service(web::to(only("POST"))),
+                        )
+                        .service(
+                            web::resource("/api/openapi.yaml")
+                                .route(web::get().to(openapi::spec))
+                                .default_service(web::to(only("GET"))),
+                        )
+                        .service(
+                            web::resource("/health")
+                                .route(web::get().to(health::health))
+                                .default_service(web::to(only("GET"))),
+                        )
+                        .service(
+                            web::resource("/ready")
+                                .route(web::get().to(health::ready))
+                                .default_service(web::to(only("GET"))),
+                        )
+                        .default_service(web::to(not_found)),
+                )
+        })
+        .listen(listener)
+        .map_err(bind_error)?;
+        let server = match config.workers {
+            Some(n) => server.workers(n),
+            None => server,
+        };
+        log::info!(
+            "api-gateway listening on {}:{port}, inventory at {}, RabbitMQ at {:?}",
+            config.host,
+            config.inventory_url,
+            config.amqp_target()
+        );
+        Ok(Self {
+            port,
+            server: server.shutdown_timeout(10).run(),
+            broker,
+            broker_task,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM). Requests in flight
+    /// finish first (their confirms included); then the RabbitMQ connection is
+    /// closed.
+    pub async fn run(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.broker.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.broker_task).await;
+        result
+    }
+}
+
+/// A 405 handler for a resource that takes only `allow` (RFC 9110 wants the
+/// `Allow` header on every 405).
+fn only(
+    allow: &'static str,
+) -> impl Fn(HttpRequest) -> LocalBoxFuture<'static, HttpResponse> + Clone {
+    move |req| {
+        Box::pin(async move {
+            let mut resp = method_not_allowed(req).await;
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+            resp
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! Through the gateway to the real inventory-app (in-process, on a database
+//! of its own): every answer must equal the one inventory gives directly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use actix_web::http::{Method, StatusCode};
+use serde_json::json;
+use support::inventory::spawn_inventory;
+use support::{client, closed_port, config, send, spawn_gateway, Reply};
+
+/// Sends the same request to inventory and through the gateway.
+async fn both(
+    inventory: &str,
+    gateway: &str,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (Reply, Reply) {
+    let client = client();
+    let mut replies = Vec::new();
+    for base in [inventory, gateway] {
+        let mut req = client.request(method.clone(), format!("{base}{path}"));
+        if let Some(ct) = content_type {
+            req = req.insert_header(("content-type", ct));
+        }
+        replies.push(send(req, body.clone()).await);
+    }
+    let through = replies.pop().unwrap();
+    (replies.pop().unwrap(), through)
+}
+
+#[track_caller]
+fn assert_same(direct: &Reply, through: &Reply) {
+    assert_eq!(through.status, direct.status, "{through:?} vs {direct:?}");
+    assert_eq!(through.content_type(), direct.content_type());
+    assert_eq!(through.body, direct.body, "{through:?} vs {direct:?}");
+    assert_eq!(through.header("location"), direct.header("location"));
+}
+
+#[actix_web::test]
+async fn movie_crud_through_the_gateway() {
+    let inventory = spawn_inventory().await;
+    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+
+    let created = gateway
+        .post_json(
+            "/api/movies",
+            &json!({"title": "Alien", "description": "1979"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let movie = created.json();
+    let id = movie["id"].as_i64().unwrap();
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/api/movies/{id}").as_str())
+    );
+    assert_eq!(movie["title"], "Alien");
+
+    let fetched = gateway.get(&format!("/api/movies/{id}")).await;
+    assert_eq!(fetched.json(), movie);
+    let listed = gateway.get("/api/movies/?title=ali").await;
+    assert_eq!(listed.json(), json!([movie]));
+
+    let req = gateway
+        .request(Method::PUT, &format!("/api/movies/{id}/"))
+        .insert_header(("content-type", "application/json"));
+    let updated = send(req, Some(br#"{"description":"Ridley Scott"}"#.to_vec())).await;
+    assert_eq!(updated.status, StatusCode::OK, "{updated:?}");
+    assert_eq!(updated.json()["description"], "Ridley Scott");
+
+    let deleted = send(
+        gateway.request(Method::DELETE, &format!("/api/movies/{id}")),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
+    let gone = gateway.get(&format!("/api/movies/{id}")).await;
+    gone.assert_error(404, "not_found", None);
+}
+
+/// Method, path, content type, body.
+type Case = (Method, &'static str, Option<&'static str>, Option<Vec<u8>>);
+
+#[actix_web::test]
+async fn inventory_answers_including_errors_pass_unchanged() {
+    let inventory = spawn_inventory().await;
+    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+    gateway
+        .post_json("/api/movies", &json!({"title": "Heat", "description": ""}))
+        .await;
+    let json = Some("application/json");
+    let cases: Vec<Case> = vec![
+        (Method::GET, "/api/movies", None, None),
+        (Method::GET, "/api/movies/", None, None),
+        (Method::GET, "/api/movies?limit=1&offset=0", None, None),
+        (Method::GET, "/api/movies?limit=-1", None, None),
+        (Method::GET, "/api/movies/999999", None, None),
+        (Method::GET, "/api/movies/abc", None, None),
+        (
+            Method::POST,
+            "/api/movies",
+            json,
+            Some(br#"{"description":"no title"}"#.to_vec()),
+        ),
+        (
+            Method::POST,
+            "/api/movies",
+            json,
+            Some(b"{not json".to_vec()),
+        ),
+        (
+            Method::POST,
+            "/api/movies",
+            Some("text/plain"),
+            Some(b"title".to_vec()),
+        ),
+        (
+            Method::POST,
+            "/api/movies",
+            json,
+            Some(vec![b' '; 70 * 1024]),
+        ),
+        (
+            Method::PUT,
+            "/api/movies/999999",
+            json,
+            Some(br#"{"title":"x"}"#.to_vec()),
+        ),
+        (Method::PATCH, "/api/movies", json, Some(b"{}".to_vec())),
+        (Method::DELETE, "/api/movies/0", None, None),
+    ];
+    for (method, path, content_type, body) in cases {
+        let (direct, through) = both(
+            &inventory.url,
+            &gateway.url,
+            method.clone(),
+            path,
+            content_type,
+            body,
+        )
+        .await;
+        assert_same(&direct, &through);
+        assert!(through.header("x-request-id").is_some());
+    }
+}

@@ -1,0 +1,101 @@
+//! Log lines: one access line per request and the error detail, each with
+//! the request id. A test binary of its own, as it installs the process-wide
+//! logger.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Mutex;
+
+use actix_web::http::Method;
+use support::{closed_port, config, send, spawn_gateway, wait_for};
+
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target().starts_with("api_gateway")
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            LINES.lock().unwrap().push(format!(
+                "{} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn lines_with(needle: &str) -> Vec<String> {
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .cloned()
+        .collect()
+}
+
+#[actix_web::test]
+async fn every_request_is_logged_once_with_its_id_and_errors_with_detail() {
+    log::set_boxed_logger(Box::new(Capture)).unwrap();
+    log::set_max_level(log::LevelFilter::Debug);
+    let inventory_port = closed_port();
+    let gateway = spawn_gateway(config(
+        &format!("http://127.0.0.1:{inventory_port}"),
+        closed_port(),
+        "/",
+    ))
+    .await;
+
+    let req = gateway
+        .request(Method::GET, "/api/movies?secret=x")
+        .insert_header(("x-request-id", "log-test-502"));
+    send(req, None).await;
+    let req = gateway
+        .request(Method::GET, "/health")
+        .insert_header(("x-request-id", "log-test-200"));
+    send(req, None).await;
+    let generated = gateway.get("/nope").await;
+    let generated = generated.header("x-request-id").unwrap().to_owned();
+
+    // The access line is written after the response is handed over.
+    let access = wait_for("three access lines", || async {
+        let lines = lines_with("api_gateway::access");
+        (lines.len() >= 3).then_some(lines)
+    })
+    .await;
+    assert_eq!(access.len(), 3, "{access:#?}");
+    assert!(access[0].contains("GET /api/movies 502 "), "{access:#?}");
+    assert!(
+        access[0].ends_with("request_id=log-test-502"),
+        "{access:#?}"
+    );
+    assert!(!access[0].contains("secret"), "the query string was logged");
+    assert!(access[1].contains("GET /health 200 "), "{access:#?}");
+    assert!(
+        access[1].ends_with("request_id=log-test-200"),
+        "{access:#?}"
+    );
+    assert!(access[2].contains("GET /nope 404 "), "{access:#?}");
+    assert!(
+        access[2].ends_with(&format!("request_id={generated}")),
+        "{access:#?}"
+    );
+
+    let errors: Vec<String> = lines_with("request_id=log-test-502")
+        .into_iter()
+        .filter(|l| !l.contains("api_gateway::access"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].starts_with("WARN"), "{errors:#?}");
+    assert!(
+        errors[0].contains(&format!("127.0.0.1:{inventory_port}")),
+        "the error line lacks the detail: {errors:#?}"
+    );
+}

@@ -1,0 +1,288 @@
+//! Settling one batch of deliveries: dead-letter what can never be an order,
+//! store the orders in one transaction (retrying while the database is
+//! unavailable), and only then acknowledge them.
+
+use crate::batch::{decode, Content, IdSource, Received};
+use crate::error::{one_line, WorkerError};
+use crate::shutdown::Shutdown;
+use crate::status::WorkerStatus;
+use crate::store::{self, NewOrder};
+use common::db::PgPool;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// First pause after a failed store; doubled after each further failure.
+const RETRY_INITIAL: Duration = Duration::from_millis(250);
+/// Longest pause between two tries, so the worker resumes within a few
+/// seconds of the database coming back.
+const RETRY_MAX: Duration = Duration::from_secs(4);
+/// How long a store already running when a stop is requested may still take.
+/// Its messages are acked if it commits in time; else they stay in the queue.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every delivery was acked or dead-lettered.
+    Settled,
+    /// A stop was requested before the orders could be stored: nothing of
+    /// them was acked, so RabbitMQ keeps them for the next start.
+    Abandoned,
+}
+
+enum Stored {
+    /// The order ids that were new (the others were stored before).
+    Done(Vec<Uuid>),
+    /// The database refused a row for its content: retrying cannot help.
+    Refused(diesel::result::Error),
+    Abandoned,
+}
+
+enum OneByOne {
+    /// Index of the last order stored (to ack through), if any was.
+    Settled(Option<usize>),
+    Abandoned,
+}
+
+pub struct Processor {
+    pub pool: PgPool,
+    pub status: Arc<WorkerStatus>,
+    pub shutdown: Shutdown,
+}
+
+/// Tally of one batch, for the summary log line.
+#[derive(Default)]
+struct Tally {
+    stored: u64,
+    duplicates: u64,
+    dead_lettered: u64,
+}
+
+impl Processor {
+    /// Settles a batch. An error means the channel is unusable (an ack or a
+    /// reject could not be sent): the caller reconnects and the broker
+    /// redelivers whatever was not acked.
+    pub async fn process(&self, deliveries: Vec<Delivery>) -> Result<Outcome, WorkerError> {
+        let started = Instant::now();
+        let received = deliveries.len();
+        let mut tally = Tally::default();
+        let mut orders = Vec::with_capacity(received);
+        for r in deliveries.into_iter().map(decode) {
+            match &r.content {
+                Content::Order { .. } => orders.push(r),
+                Content::Invalid(e) => {
+                    let why = match e.field {
+                        Some(field) => format!("invalid field {field}: {e}"),
+                        None => format!("invalid message: {e}"),
+                    };
+                    self.dead_letter(&r, &why).await?;
+                    tally.dead_lettered += 1;
+                }
+            }
+        }
+        if orders.is_empty() {
+            self.summary(received, &tally, started);
+            return Ok(Outcome::Settled);
+        }
+
+        let rows: Arc<Vec<NewOrder>> = Arc::new(orders.iter().filter_map(row_of).collect());
+        let last = match self.store_with_retry(rows).await {
+            Stored::Done(inserted) => {
+                self.report(&orders, inserted, &mut tally);
+                orders.last()
+            }
+            Stored::Abandoned => return Ok(Outcome::Abandoned),
+            Stored::Refused(e) => {
+                log::warn!(
+                    "the database refused a batch of {} order(s) ({}); storing them one by one to find the one(s) at fault",
+                    orders.len(),
+                    one_line(&e)
+                );
+                match self.store_one_by_one(&orders, &mut tally).await? {
+                    OneByOne::Settled(last) => last.and_then(|i| orders.get(i)),
+                    OneByOne::Abandoned => return Ok(Outcome::Abandoned),
+                }
+            }
+        };
+        // Every delivery of this channel with a lower tag is either in this
+        // batch (stored now, or already rejected: that frame went out first)
+        // or was settled with an earlier batch, so one multiple-ack on the
+        // highest tag acknowledges exactly this batch's stored orders.
+        if let Some(last) = last {
+            ack_through(last).await?;
+        }
+        self.summary(received, &tally, started);
+        Ok(Outcome::Settled)
+    }
+
+    /// Stores each order in a transaction of its own, dead-lettering those
+    /// the database refuses.
+    async fn store_one_by_one(
+        &self,
+        orders: &[Received],
+        tally: &mut Tally,
+    ) -> Result<OneByOne, WorkerError> {
+        let mut last_stored = None;
+        for (i, r) in orders.iter().enumerate() {
+            let Some(row) = row_of(r) else { continue };
+            match self.store_with_retry(Arc::new(vec![row])).await {
+                Stored::Done(inserted) => {
+                    self.report(std::slice::from_ref(r), inserted, tally);
+                    last_stored = Some(i);
+                }
+                Stored::Refused(e) => {
+                    self.dead_letter(r, &format!("refused by the database: {}", one_line(&e)))
+                        .await?;
+                    tally.dead_lettered += 1;
+                }
+                Stored::Abandoned => return Ok(OneByOne::Abandoned),
+            }
+        }
+        Ok(OneByOne::Settled(last_stored))
+    }
+
+    /// Runs the insert on a blocking thread, retrying the very same rows with
+    /// capped exponential backoff while the database is unavailable. The
+    /// deliveries stay unacknowledged (held by this worker) meanwhile, so
+    /// nothing is lost and RabbitMQ is not asked to redeliver in a hot loop.
+    async fn store_with_retry(&self, rows: Arc<Vec<NewOrder>>) -> Stored {
+        let mut delay = RETRY_INITIAL;
+        let mut attempt = 1u32;
+        loop {
+            let pool = self.pool.clone();
+            let batch = Arc::clone(&rows);
+            let task = tokio::task::spawn_blocking(move || -> Result<Vec<Uuid>, WorkerError> {
+                let mut conn = pool.get()?;
+                Ok(store::insert_orders(&mut conn, &batch)?)
+            });
+            let result = tokio::select! {
+                joined = task => joined.unwrap_or_else(|e| Err(WorkerError::Task(e.to_string()))),
+                () = self.shutdown.requested_then(STOP_GRACE) => {
+                    log::warn!(
+                        "stop requested: a store of {} order(s) is still running after {STOP_GRACE:?}; leaving them unacknowledged in the queue",
+                        rows.len()
+                    );
+                    return Stored::Abandoned;
+                }
+            };
+            match result {
+                Ok(inserted) => {
+                    if attempt > 1 {
+                        log::info!(
+                            "database is back: {} order(s) stored on try {attempt}",
+                            rows.len()
+                        );
+                    }
+                    return Stored::Done(inserted);
+                }
+                Err(WorkerError::Database(e)) if store::is_row_rejection(&e) => {
+                    return Stored::Refused(e)
+                }
+                Err(e) => {
+                    self.status.add_database_retry();
+                    log::warn!(
+                        "cannot store {} order(s) (try {attempt}): {}; they stay unacknowledged, retrying in {delay:?}",
+                        rows.len(),
+                        one_line(&e)
+                    );
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.requested() => {
+                    log::info!(
+                        "stop requested while the database is unavailable: {} order(s) stay in the queue",
+                        rows.len()
+                    );
+                    return Stored::Abandoned;
+                }
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+            attempt += 1;
+        }
+    }
+
+    /// Logs one line per order (so an order id or a request id can be
+    /// grepped) and counts stored orders and duplicates.
+    fn report(&self, orders: &[Received], inserted: Vec<Uuid>, tally: &mut Tally) {
+        let mut new: HashSet<Uuid> = inserted.into_iter().collect();
+        for r in orders {
+            let Content::Order { order, id_source } = &r.content else {
+                continue;
+            };
+            let id = order.order_id;
+            if new.remove(&id) {
+                tally.stored += 1;
+                if *id_source == IdSource::Generated {
+                    log::info!(
+                        "order {id} stored (request {}; the message had no id, so this one was generated: a redelivery of it would be stored again)",
+                        r.request()
+                    );
+                } else {
+                    log::info!("order {id} stored (request {})", r.request());
+                }
+            } else {
+                tally.duplicates += 1;
+                log::info!(
+                    "order {id} was already stored, duplicate skipped (request {}, redelivered: {})",
+                    r.request(),
+                    r.redelivered
+                );
+            }
+        }
+    }
+
+    async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), WorkerError> {
+        log::warn!(
+            "dead-lettering message ({}{}): {why}",
+            r.describe(),
+            r.order_id()
+                .map(|id| format!(", order {id}"))
+                .unwrap_or_default()
+        );
+        let sent = r
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await?;
+        if !sent {
+            return Err(WorkerError::ChannelLost);
+        }
+        self.status.add_dead_lettered(1);
+        Ok(())
+    }
+
+    fn summary(&self, received: usize, tally: &Tally, started: Instant) {
+        self.status.add_stored(tally.stored);
+        self.status.add_duplicates(tally.duplicates);
+        // A lone delivery already has its own line.
+        if received > 1 {
+            log::info!(
+                "batch of {received}: stored {} order(s), {} duplicate(s) skipped, {} dead-lettered, in {} ms",
+                tally.stored,
+                tally.duplicates,
+                tally.dead_lettered,
+                started.elapsed().as_millis()
+            );
+        }
+    }
+}
+
+fn row_of(r: &Received) -> Option<NewOrder> {
+    match &r.content {
+        Content::Order { order, .. } => Some(order.clone()),
+        Content::Invalid(_) => None,
+    }
+}
+
+async fn ack_through(last: &Received) -> Result<(), WorkerError> {
+    let sent = last.acker.ack(BasicAckOptions { multiple: true }).await?;
+    if sent {
+        Ok(())
+    } else {
+        Err(WorkerError::ChannelLost)
+    }
+}

@@ -1,0 +1,517 @@
+//! Test fixtures on the real servers: a database and a RabbitMQ vhost of
+//! each test's own, a publisher that sends orders the way the gateway does,
+//! and the worker itself, started and stopped inside the test.
+
+use bigdecimal::BigDecimal;
+use billing_worker::config::Config;
+use billing_worker::schema::orders;
+use billing_worker::startup::Application;
+use common::order::OrderMessage;
+use common::topology::{self, BILLING_QUEUE, DEAD_LETTER_QUEUE};
+use diesel::prelude::*;
+use diesel::{Connection, PgConnection};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Confirmation};
+use secrecy::SecretString;
+use serde_json::Value;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn port_var(name: &str) -> u16 {
+    let value = std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests through scripts/test.sh, or start \
+             `scripts/local.sh infra` and export TEST_BILLING_PG_PORT, \
+             TEST_RABBITMQ_PORT and TEST_RABBITMQ_MGMT_PORT"
+        )
+    });
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}={value} is not a port number"))
+}
+
+pub fn pg_port() -> u16 {
+    port_var("TEST_BILLING_PG_PORT")
+}
+pub fn amqp_port() -> u16 {
+    port_var("TEST_RABBITMQ_PORT")
+}
+pub fn mgmt_port() -> u16 {
+    port_var("TEST_RABBITMQ_MGMT_PORT")
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", Uuid::new_v4().simple())
+}
+
+// ------------------------------------------------------------ PostgreSQL --
+
+fn connect(dbname: &str) -> PgConnection {
+    let url = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+        pg_port()
+    );
+    PgConnection::establish(&url).unwrap_or_else(|e| panic!("cannot connect to {dbname}: {e}"))
+}
+
+/// A database of the test's own (created now, or only named, see
+/// [`TestDb::named`]), dropped when the value goes out of scope.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn create() -> Self {
+        let db = Self::named();
+        db.create_now();
+        db
+    }
+
+    /// Only a name: the database does not exist until [`TestDb::create_now`].
+    pub fn named() -> Self {
+        Self {
+            name: unique("billing_test"),
+        }
+    }
+
+    pub fn create_now(&self) {
+        diesel::sql_query(format!("CREATE DATABASE {}", self.name))
+            .execute(&mut connect("postgres"))
+            .unwrap();
+    }
+
+    pub fn conn(&self) -> PgConnection {
+        connect(&self.name)
+    }
+
+    /// Makes the database refuse connections and cuts those it has: to the
+    /// worker this looks like PostgreSQL going down, while the other tests on
+    /// the same server carry on.
+    pub fn block(&self) {
+        let mut admin = connect("postgres");
+        diesel::sql_query(format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+            self.name
+        ))
+        .execute(&mut admin)
+        .unwrap();
+        self.terminate_sessions(&mut admin);
+    }
+
+    pub fn unblock(&self) {
+        diesel::sql_query(format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+            self.name
+        ))
+        .execute(&mut connect("postgres"))
+        .unwrap();
+    }
+
+    fn terminate_sessions(&self, admin: &mut PgConnection) {
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.name
+        ))
+        .execute(admin)
+        .unwrap();
+    }
+
+    /// Sessions of this database waiting for a lock (seen from outside).
+    pub fn sessions_waiting_for_a_lock(&self) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let rows: Vec<Count> = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = '{}' AND wait_event_type = 'Lock'",
+            self.name
+        ))
+        .load(&mut connect("postgres"))
+        .unwrap();
+        rows.first().map_or(0, |c| c.n)
+    }
+
+    /// Rows in `orders`; 0 while the worker has not created the table yet.
+    pub fn count(&self) -> i64 {
+        match orders::table.count().get_result(&mut self.conn()) {
+            Ok(n) => n,
+            Err(e) if e.to_string().contains("does not exist") => 0,
+            Err(e) => panic!("counting orders: {e}"),
+        }
+    }
+
+    /// (order_id, user_id, number_of_items, total_amount) of every row.
+    pub fn rows(&self) -> Vec<(Uuid, String, i32, BigDecimal)> {
+        orders::table
+            .select((
+                orders::order_id,
+                orders::user_id,
+                orders::number_of_items,
+                orders::total_amount,
+            ))
+            .order(orders::id)
+            .load(&mut self.conn())
+            .unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Best effort: a test that failed may leave its worker connected.
+        if let Ok(mut admin) = PgConnection::establish(&format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            pg_port()
+        )) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin);
+        }
+    }
+}
+
+// -------------------------------------------------------------- RabbitMQ --
+
+fn mgmt_url(path: &str) -> String {
+    format!("http://127.0.0.1:{}/api{path}", mgmt_port())
+}
+
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A RabbitMQ vhost of the test's own, with `guest` allowed everything.
+pub struct TestVhost {
+    pub name: String,
+}
+
+impl TestVhost {
+    pub async fn create() -> Self {
+        let name = unique("billing-test");
+        let client = awc::Client::default();
+        let status = client
+            .put(mgmt_url(&format!("/vhosts/{}", encode(&name))))
+            .basic_auth("guest", "guest")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "creating vhost {name}: {status}");
+        let status = client
+            .put(mgmt_url(&format!("/permissions/{}/guest", encode(&name))))
+            .basic_auth("guest", "guest")
+            .send_json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "permissions on {name}: {status}");
+        Self { name }
+    }
+
+    pub async fn delete(self) {
+        let _ = awc::Client::default()
+            .delete(mgmt_url(&format!("/vhosts/{}", encode(&self.name))))
+            .basic_auth("guest", "guest")
+            .send()
+            .await;
+    }
+
+    /// Names of the client connections to this vhost.
+    pub async fn connections(&self) -> Vec<(String, String)> {
+        let mut resp = awc::Client::default()
+            .get(mgmt_url(&format!(
+                "/vhosts/{}/connections",
+                encode(&self.name)
+            )))
+            .basic_auth("guest", "guest")
+            .send()
+            .await
+            .unwrap();
+        let list: Value = resp.json().limit(1 << 20).await.unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let name = c["name"].as_str().unwrap_or_default().to_owned();
+                let client = c["client_properties"]["connection_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                (name, client)
+            })
+            .collect()
+    }
+
+    /// Has the broker close a connection, as an administrator would.
+    pub async fn close_connection(&self, name: &str) {
+        let status = awc::Client::default()
+            .delete(mgmt_url(&format!("/connections/{}", encode(name))))
+            .basic_auth("guest", "guest")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "closing connection {name}: {status}");
+    }
+}
+
+/// Publishes like the gateway: declared topology, persistent messages,
+/// publisher confirms awaited.
+pub struct Publisher {
+    _connection: lapin::Connection,
+    channel: lapin::Channel,
+}
+
+impl Publisher {
+    pub async fn connect(vhost: &TestVhost) -> Self {
+        let uri = format!(
+            "amqp://guest:guest@127.0.0.1:{}/{}",
+            amqp_port(),
+            encode(&vhost.name)
+        );
+        let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        topology::declare(&channel).await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Self {
+            _connection: connection,
+            channel,
+        }
+    }
+
+    pub async fn publish_raw(&self, body: &[u8], properties: BasicProperties) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                BILLING_QUEUE.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            matches!(confirm, Confirmation::Ack(None)),
+            "not confirmed: {confirm:?}"
+        );
+    }
+
+    /// What the gateway publishes for an accepted order.
+    pub async fn publish_order(&self, order: &OrderMessage, request_id: &str) {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(common::REQUEST_ID_HEADER),
+            AMQPValue::LongString(LongString::from(request_id)),
+        );
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(order.order_id.to_string()))
+            .with_headers(headers);
+        self.publish_raw(&serde_json::to_vec(order).unwrap(), properties)
+            .await;
+    }
+
+    /// Publishes `n` new orders; returns their ids.
+    pub async fn publish_orders(&self, n: usize) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let order = order(&format!("user-{i}"), 1 + (i % 5) as i32, "12.34");
+            self.publish_order(&order, &format!("req-{i}")).await;
+            ids.push(order.order_id);
+        }
+        ids
+    }
+
+    /// Messages ready in a queue (not counting those a consumer holds).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    pub async fn queued(&self) -> u32 {
+        self.ready(BILLING_QUEUE).await
+    }
+
+    pub async fn dead_lettered(&self) -> u32 {
+        self.ready(DEAD_LETTER_QUEUE).await
+    }
+
+    /// Takes every ready message off `billing_queue` (acking them) and
+    /// returns their bodies.
+    pub async fn drain(&self) -> Vec<Vec<u8>> {
+        let mut bodies = Vec::new();
+        while let Some(m) = self
+            .channel
+            .basic_get(
+                BILLING_QUEUE.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            bodies.push(m.delivery.data);
+        }
+        bodies
+    }
+}
+
+pub fn order(user_id: &str, items: i32, amount: &str) -> OrderMessage {
+    OrderMessage {
+        order_id: Uuid::new_v4(),
+        user_id: user_id.to_owned(),
+        number_of_items: items,
+        total_amount: amount.to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------- worker --
+
+pub fn config(db: &TestDb, vhost: &TestVhost, prefetch: u16, batch_size: usize) -> Config {
+    Config {
+        health_host: "127.0.0.1".into(),
+        health_port: 0,
+        db_host: "127.0.0.1".into(),
+        db_port: pg_port(),
+        db_name: db.name.clone(),
+        db_user: "postgres".into(),
+        db_password: SecretString::from(""),
+        db_pool_size: 3,
+        rabbitmq_host: "127.0.0.1".into(),
+        rabbitmq_port: amqp_port(),
+        rabbitmq_user: "guest".into(),
+        rabbitmq_password: SecretString::from("guest"),
+        rabbitmq_vhost: vhost.name.clone(),
+        prefetch,
+        batch_size,
+    }
+    .validated()
+    .unwrap()
+}
+
+/// A worker running inside the test, stoppable like SIGTERM would.
+pub struct Worker {
+    pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: actix_web::rt::task::JoinHandle<Result<(), billing_worker::error::WorkerError>>,
+}
+
+impl Worker {
+    pub fn start(config: Config) -> Self {
+        // RUST_LOG=info cargo test ... shows the worker's log lines.
+        let _ = env_logger::builder().is_test(true).try_init();
+        let app = Application::build(config).unwrap();
+        let port = app.health_port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = actix_web::rt::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            port,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Requests a stop and waits until the worker has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("the worker did not stop within 30 s");
+        result.unwrap().unwrap();
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        get_json(self.port, path).await
+    }
+
+    pub async fn ready(&self) -> (u16, Value) {
+        self.get("/ready").await
+    }
+
+    /// Waits until `/ready` answers 200 (consuming, database up).
+    pub async fn wait_ready(&self) {
+        eventually("the worker to be ready", || async {
+            self.ready().await.0 == 200
+        })
+        .await;
+    }
+
+    pub async fn counter(&self, name: &str) -> u64 {
+        self.ready().await.1["orders"][name].as_u64().unwrap_or(0)
+    }
+}
+
+pub async fn get_json(port: u16, path: &str) -> (u16, Value) {
+    let mut resp = awc::Client::default()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.body().await.unwrap();
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path} answered non-JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+/// Polls `check` until it holds; fails the test after a generous deadline
+/// (this waits for work to happen, it does not measure speed).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

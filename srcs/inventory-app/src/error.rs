@@ -1,0 +1,107 @@
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use common::http::error_response;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// Every way a request can fail, with its status and stable error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `field` names the body field, query or path parameter at fault.
+    #[error("{message}")]
+    Validation {
+        field: Option<&'static str>,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    /// Pool checkout failed, the connection broke, or migrations are pending.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    pub fn body(message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn movie_not_found(id: i64) -> Self {
+        Self::NotFound(format!("movie {id} not found"))
+    }
+}
+
+impl From<DieselError> for ApiError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::NotFound => Self::NotFound("record not found".to_owned()),
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => Self::DatabaseUnavailable(info.message().to_owned()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for ApiError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Self::DatabaseUnavailable(e.to_string())
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            Self::Validation { field, message } => {
+                error_response(status, "validation_failed", message, *field)
+            }
+            Self::NotFound(message) => error_response(status, "not_found", message, None),
+            Self::DatabaseUnavailable(detail) => {
+                // libpq messages span lines; keep one log line per event.
+                let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+                log::warn!("database unavailable: {detail}");
+                let mut resp = error_response(
+                    status,
+                    "database_unavailable",
+                    "the database is unavailable, try again shortly",
+                    None,
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                resp
+            }
+            // The detail goes to the log only: it may show SQL or internals.
+            Self::Internal(detail) => {
+                log::error!("internal error: {detail}");
+                error_response(status, "internal_error", "internal server error", None)
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+use crate::error::ApiError;
+use actix_web::web;
+use common::db::PgPool;
+use diesel::pg::PgConnection;
+use diesel::QueryResult;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Shared by every worker: the pool, and whether migrations have finished
+/// (until then the schema may not exist, so data routes answer 503).
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub migrated: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            migrated: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    /// Runs `query` on a pooled connection off the async workers.
+    pub async fn db<T, F>(&self, query: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut PgConnection) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if !self.is_migrated() {
+            return Err(ApiError::DatabaseUnavailable(
+                "migrations have not run yet".to_owned(),
+            ));
+        }
+        let pool = self.pool.clone();
+        web::block(move || -> Result<T, ApiError> {
+            let mut conn = pool.get()?;
+            Ok(query(&mut conn)?)
+        })
+        .await?
+    }
+}

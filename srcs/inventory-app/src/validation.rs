@@ -1,0 +1,190 @@
+//! Turns untrusted input (JSON bodies, query strings, path segments) into the
+//! typed values of `models`, or an error naming the field at fault.
+
+use crate::error::ApiError;
+use crate::models::{MovieChanges, MovieFilter, NewMovie};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub const MAX_TITLE_CHARS: usize = 255;
+pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
+pub const MAX_LIMIT: i64 = 1000;
+
+/// The query string as sent: numbers stay text so a bad one is reported by
+/// name, not as a generic query parse failure.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawMovieQuery {
+    pub title: Option<String>,
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+}
+
+pub fn new_movie(body: &Value) -> Result<NewMovie, ApiError> {
+    let fields = object(body)?;
+    let title = match fields.get("title") {
+        None => return Err(ApiError::field("title", "title is required")),
+        Some(v) => title(v)?,
+    };
+    let description = match fields.get("description") {
+        None => String::new(),
+        Some(v) => description(v)?,
+    };
+    Ok(NewMovie { title, description })
+}
+
+pub fn movie_changes(body: &Value) -> Result<MovieChanges, ApiError> {
+    let fields = object(body)?;
+    Ok(MovieChanges {
+        title: fields.get("title").map(title).transpose()?,
+        description: fields.get("description").map(description).transpose()?,
+    })
+}
+
+pub fn movie_filter(raw: RawMovieQuery) -> Result<MovieFilter, ApiError> {
+    if let Some(title) = &raw.title {
+        if title.contains('\0') {
+            return Err(ApiError::field(
+                "title",
+                "title must not contain NUL characters",
+            ));
+        }
+    }
+    let limit = raw
+        .limit
+        .as_deref()
+        .map(|v| non_negative("limit", v, MAX_LIMIT))
+        .transpose()?;
+    let offset = raw
+        .offset
+        .as_deref()
+        .map(|v| non_negative("offset", v, i64::MAX))
+        .transpose()?;
+    Ok(MovieFilter {
+        title: raw.title,
+        limit,
+        offset,
+    })
+}
+
+/// Ids are BIGSERIAL values: 1 to i64::MAX.
+pub fn movie_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::field(
+            "id",
+            format!("id must be a positive integer up to {}", i64::MAX),
+        )
+    })
+}
+
+fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
+    body.as_object()
+        .ok_or_else(|| ApiError::body("request body must be a JSON object"))
+}
+
+fn title(value: &Value) -> Result<String, ApiError> {
+    let text = string("title", value)?.trim();
+    if text.is_empty() {
+        return Err(ApiError::field("title", "title must not be empty"));
+    }
+    check_length("title", text, MAX_TITLE_CHARS)?;
+    Ok(text.to_owned())
+}
+
+fn description(value: &Value) -> Result<String, ApiError> {
+    let text = string("description", value)?;
+    check_length("description", text, MAX_DESCRIPTION_CHARS)?;
+    Ok(text.to_owned())
+}
+
+fn string<'a>(field: &'static str, value: &'a Value) -> Result<&'a str, ApiError> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| ApiError::field(field, format!("{field} must be a string")))?;
+    // PostgreSQL text cannot hold NUL; refuse it here rather than fail in SQL.
+    if text.contains('\0') {
+        return Err(ApiError::field(
+            field,
+            format!("{field} must not contain NUL characters"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Counted in characters, as PostgreSQL's VARCHAR(n) counts them.
+fn check_length(field: &'static str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.chars().count() > max {
+        return Err(ApiError::field(
+            field,
+            format!("{field} must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn non_negative(name: &'static str, raw: &str, max: i64) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| (0..=max).contains(n))
+        .ok_or_else(|| ApiError::field(name, format!("{name} must be an integer from 0 to {max}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(e: ApiError) -> Option<&'static str> {
+        match e {
+            ApiError::Validation { field, .. } => field,
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn title_is_trimmed_and_description_defaults_to_empty() {
+        let m = new_movie(&json!({"title": "  Alien  ", "extra": 1})).unwrap();
+        assert_eq!(m.title, "Alien");
+        assert_eq!(m.description, "");
+    }
+
+    #[test]
+    fn title_length_counts_characters_not_bytes() {
+        assert!(new_movie(&json!({ "title": "é".repeat(255) })).is_ok());
+        let e = new_movie(&json!({ "title": "é".repeat(256) })).unwrap_err();
+        assert_eq!(field_of(e), Some("title"));
+    }
+
+    #[test]
+    fn null_fields_in_an_update_are_rejected_by_name() {
+        let e = movie_changes(&json!({"description": null})).unwrap_err();
+        assert_eq!(field_of(e), Some("description"));
+        assert_eq!(movie_changes(&json!({})).unwrap(), MovieChanges::default());
+    }
+
+    #[test]
+    fn nul_characters_are_rejected() {
+        let e = new_movie(&json!({"title": "a\u{0}b"})).unwrap_err();
+        assert_eq!(field_of(e), Some("title"));
+    }
+
+    #[test]
+    fn ids_must_be_positive_64_bit_integers() {
+        assert_eq!(movie_id("7").unwrap(), 7);
+        for bad in ["0", "-1", "abc", "", "1.5", "99999999999999999999"] {
+            assert_eq!(field_of(movie_id(bad).unwrap_err()), Some("id"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paging_bounds() {
+        let raw = |limit: &str| RawMovieQuery {
+            limit: Some(limit.to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(movie_filter(raw("1000")).unwrap().limit, Some(1000));
+        assert_eq!(movie_filter(raw("0")).unwrap().limit, Some(0));
+        for bad in ["1001", "-1", "x", ""] {
+            assert_eq!(field_of(movie_filter(raw(bad)).unwrap_err()), Some("limit"));
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Start-up, schema and database outages, against a real PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use actix_web::http::{Method, StatusCode};
+use diesel::pg::PgConnection;
+use diesel::sql_types::{Bool, Text};
+use diesel::{QueryableByName, RunQueryDsl};
+use diesel_migrations::MigrationHarness;
+use inventory_app::MIGRATIONS;
+use serde_json::json;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use support::*;
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    exists: bool,
+}
+
+fn exists(conn: &mut PgConnection, sql: &str) -> bool {
+    diesel::sql_query(format!("SELECT EXISTS ({sql}) AS exists"))
+        .get_result::<Exists>(conn)
+        .unwrap()
+        .exists
+}
+
+fn schema_present(conn: &mut PgConnection) -> (bool, bool, bool) {
+    (
+        exists(conn, "SELECT 1 FROM pg_class WHERE relname = 'movies'"),
+        exists(
+            conn,
+            "SELECT 1 FROM pg_class WHERE relname = 'movies_title_trgm_idx'",
+        ),
+        exists(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'"),
+    )
+}
+
+#[test]
+fn migrations_apply_revert_completely_and_apply_again() {
+    let name = unique_db_name();
+    create_database(&name);
+    let mut conn = connect(&name);
+
+    assert_eq!(conn.run_pending_migrations(MIGRATIONS).unwrap().len(), 2);
+    assert_eq!(schema_present(&mut conn), (true, true, true));
+
+    conn.revert_all_migrations(MIGRATIONS).unwrap();
+    assert_eq!(schema_present(&mut conn), (false, false, false));
+
+    assert_eq!(conn.run_pending_migrations(MIGRATIONS).unwrap().len(), 2);
+    assert_eq!(schema_present(&mut conn), (true, true, true));
+    drop(conn);
+    drop_database(&name);
+}
+
+#[derive(QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+#[test]
+fn title_search_can_use_the_trigram_index() {
+    let name = unique_db_name();
+    create_database(&name);
+    let mut conn = connect(&name);
+    conn.run_pending_migrations(MIGRATIONS).unwrap();
+    // On an empty table the planner prefers a scan; forbid it to see whether
+    // the index can serve an ILIKE '%...%' search at all.
+    diesel::sql_query("SET enable_seqscan = off")
+        .execute(&mut conn)
+        .unwrap();
+    let plan: Vec<PlanLine> =
+        diesel::sql_query("EXPLAIN SELECT id FROM movies WHERE title ILIKE '%matrix%'")
+            .load(&mut conn)
+            .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+    assert!(
+        plan.iter().any(|l| l.contains("movies_title_trgm_idx")),
+        "{plan:#?}"
+    );
+    drop(conn);
+    drop_database(&name);
+}
+
+#[actix_web::test]
+async fn unreachable_database_gives_503_json_and_health_stays_up() {
+    let app = spawn_with(config(closed_port(), "movies"), None);
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    app.get("/ready")
+        .await
+        .assert_error(503, "database_unavailable", None);
+    app.get("/api/movies")
+        .await
+        .assert_error(503, "database_unavailable", None);
+    let reply = app.get("/api/movies/1").await;
+    reply.assert_error(503, "database_unavailable", None);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    app.post_json("/api/movies", &json!({"title": "x"}))
+        .await
+        .assert_error(503, "database_unavailable", None);
+    app.put_json("/api/movies/1", &json!({"title": "x"}))
+        .await
+        .assert_error(503, "database_unavailable", None);
+    app.delete("/api/movies/1")
+        .await
+        .assert_error(503, "database_unavailable", None);
+    app.delete("/api/movies")
+        .await
+        .assert_error(503, "database_unavailable", None);
+    // Input is still checked first: a bad request is a 400, not a 503.
+    app.post_json("/api/movies", &json!({"title": ""}))
+        .await
+        .assert_error(400, "validation_failed", Some("title"));
+}
+
+#[actix_web::test]
+async fn a_database_that_appears_later_is_picked_up() {
+    let name = unique_db_name();
+    let mut app = spawn_with(config(pg_port(), &name), None);
+    app.get("/ready")
+        .await
+        .assert_error(503, "database_unavailable", None);
+    app.get("/api/movies")
+        .await
+        .assert_error(503, "database_unavailable", None);
+
+    create_database(&name);
+    app.db_name = Some(name);
+    app.wait_until_ready(Duration::from_secs(60)).await;
+    let created = app.create("Late", "").await;
+    assert_eq!(app.get("/api/movies").await.body, json!([created]));
+}
+
+/// Captures log lines so a test can look for the access-log line.
+struct Capture(Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}", record.target(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+fn captured_logs() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(capture).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        capture
+    })
+}
+
+#[actix_web::test]
+async fn access_log_line_carries_the_request_id() {
+    let logs = captured_logs();
+    let app = spawn_app().await;
+    let rid = format!("rid-{}", unique_db_name());
+    let reply = app
+        .send(Method::GET, "/api/movies/", None, None, Some(&rid))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    app.send(Method::GET, "/api/movies/0", None, None, None)
+        .await
+        .assert_error(400, "validation_failed", Some("id"));
+
+    // The logger runs after the response is sent; give it a moment.
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = logs
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("actix_web::middleware::logger"))
+            .cloned()
+            .collect();
+        if lines.iter().any(|l| l.contains("/api/movies/0 ")) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tagged: Vec<_> = lines.iter().filter(|l| l.contains(&rid)).collect();
+    assert_eq!(tagged.len(), 1, "{lines:#?}");
+    assert!(
+        tagged[0].contains("GET /api/movies/ HTTP/1.1 200 ")
+            && tagged[0].ends_with(&format!("rid={rid}")),
+        "{tagged:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("GET /api/movies/0 HTTP/1.1 400 ") && l.ends_with("rid=-")),
+        "{lines:#?}"
+    );
+}
