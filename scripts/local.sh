@@ -69,9 +69,11 @@ install_prerequisites() {
 
 # The OS user the servers run as: postgres when we are root (initdb refuses
 # root), else ourselves.
+# setpriv execs (runuser would fork and stay the parent), so $! of a
+# backgrounded call is the server's own pid.
 run_as_owner() {
 	if is_root; then
-		runuser -u "$1" -- "${@:2}"
+		setpriv --reuid="$1" --regid="$1" --init-groups -- "${@:2}"
 	else
 		"${@:2}"
 	fi

@@ -64,7 +64,9 @@ summary() {
 
 install_prerequisites() {
 	apt_install build-essential pkg-config musl-tools file curl ca-certificates python3 python3-venv \
-		shellcheck postgresql-15 rabbitmq-server nodejs npm
+		shellcheck postgresql-15 rabbitmq-server
+	# newman (Postman's runner) needs node and npm; keep an existing install.
+	command -v npm >/dev/null || apt_install nodejs npm
 	command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 	rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 	rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||

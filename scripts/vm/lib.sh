@@ -43,14 +43,14 @@ phase_end() {
 
 print_summary() {
 	local name secs result passed=0 failed=0
-	printf '\n%-46s %8s  %s\n' "phase" "seconds" "result" >&2
-	printf '%-46s %8s  %s\n' "----------------------------------------------" "-------" "------" >&2
+	printf '\n%-56s %8s  %s\n' "phase" "seconds" "result" >&2
+	printf '%-56s %8s  %s\n' "--------------------------------------------------------" "-------" "------" >&2
 	if [[ -f $PHASE_FILE ]]; then
 		while IFS=$'\t' read -r name secs result; do
-			printf '%-46s %8s  %s\n' "$name" "$secs" "$result" >&2
+			printf '%-56s %8s  %s\n' "$name" "$secs" "$result" >&2
 		done <"$PHASE_FILE"
 	fi
-	printf '%-46s %8s\n' "total (wall clock)" "$(($(date +%s) - VM_T0))" >&2
+	printf '%-56s %8s\n' "total (wall clock)" "$(($(date +%s) - VM_T0))" >&2
 	if [[ -f $CHECK_FILE ]]; then
 		passed=$(grep -c '^PASS' "$CHECK_FILE" || true)
 		failed=$(grep -c '^FAIL' "$CHECK_FILE" || true)

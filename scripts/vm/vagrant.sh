@@ -17,7 +17,6 @@ load_env "$PROJECT_ROOT/.env"
 
 VMS=(gateway inventory billing)
 IMAGE_HASH=${IMAGE_DIR##*/image-}
-BOX_NAME=movie-platform-vmtest-$IMAGE_HASH
 LV=$RUN_DIR/libvirt
 # Kept across runs: Vagrant's boxes, and libvirt's copy of the box in its pool.
 export VAGRANT_HOME=$VM_CACHE/vagrant.d
@@ -91,22 +90,13 @@ EOF
 # --- the box ------------------------------------------------------------------------
 # box.img (the image as qcow2) + metadata.json + a Vagrantfile that boots the image's
 # own kernel and initrd directly (the image has no boot loader) under plain qemu.
-ensure_box() {
-	local dir=$RUN_DIR/box size_gb
-	if vagrant box list 2>/dev/null | grep -q "^$BOX_NAME "; then
-		log "box $BOX_NAME already added ($VAGRANT_HOME)"
-		return 0
-	fi
-	# Boxes of older images are useless now.
-	vagrant box list 2>/dev/null | awk '$1 ~ /^movie-platform-vmtest-/ { print $1 }' | sort -u |
-		while read -r old; do vagrant box remove --force --all "$old" >&2 || true; done
-	find "$POOL_DIR" -maxdepth 1 -type f -delete
-	mkdir -p "$dir"
-	size_gb=$(($(qemu-img info --output=json "$IMAGE_DIR/base.qcow2" | jq '."virtual-size"') / 1024 / 1024 / 1024))
-	printf '{"provider":"libvirt","format":"qcow2","virtual_size":%s}\n' "$size_gb" >"$dir/metadata.json"
-	cat >"$dir/Vagrantfile" <<EOF
+box_vagrantfile() {
+	cat <<EOF
 # vm-test box: Debian 12 from Debian packages (scripts/vm/build-image.sh), TCG.
 Vagrant.configure("2") do |config|
+  # Three VMs under TCG on a shared 2-core host boot far slower than Vagrant's
+  # default 300 s allows for.
+  config.vm.boot_timeout = 1800
   config.vm.provider :libvirt do |lv|
     lv.driver = "qemu"
     lv.cpu_mode = "custom"
@@ -120,10 +110,29 @@ Vagrant.configure("2") do |config|
   end
 end
 EOF
+}
+# The box's name follows the image and its Vagrantfile: change either, get a new box.
+BOX_NAME=movie-platform-vmtest-$IMAGE_HASH-$(box_vagrantfile | sha256sum | cut -c1-8)
+
+ensure_box() {
+	local dir=$RUN_DIR/box size_gb
+	if vagrant box list 2>/dev/null | grep -q "^$BOX_NAME "; then
+		log "box $BOX_NAME already added ($VAGRANT_HOME)"
+		return 0
+	fi
+	# Boxes of older images are useless now.
+	vagrant box list 2>/dev/null | awk '$1 ~ /^movie-platform-vmtest-/ { print $1 }' | sort -u |
+		while read -r old; do vagrant box remove --force --all "$old" >>"$RUN_DIR/vagrant-box-add.log" 2>&1 || true; done
+	find "$POOL_DIR" -maxdepth 1 -type f -delete
+	mkdir -p "$dir"
+	size_gb=$(($(qemu-img info --output=json "$IMAGE_DIR/base.qcow2" | jq '."virtual-size"') / 1024 / 1024 / 1024))
+	printf '{"provider":"libvirt","format":"qcow2","virtual_size":%s}\n' "$size_gb" >"$dir/metadata.json"
+	box_vagrantfile >"$dir/Vagrantfile"
 	ln -f "$IMAGE_DIR/base.qcow2" "$dir/box.img" 2>/dev/null || cp "$IMAGE_DIR/base.qcow2" "$dir/box.img"
 	log "packing and adding box $BOX_NAME"
 	tar -C "$dir" -cf "$RUN_DIR/vmtest.box" metadata.json Vagrantfile box.img
-	timeout 1200 vagrant box add --force --name "$BOX_NAME" "$RUN_DIR/vmtest.box" >&2
+	timeout 1200 vagrant box add --force --name "$BOX_NAME" "$RUN_DIR/vmtest.box" >"$RUN_DIR/vagrant-box-add.log" 2>&1 ||
+		die "vagrant box add failed: see $RUN_DIR/vagrant-box-add.log"
 	rm -rf "$RUN_DIR/vmtest.box" "$dir"
 }
 

@@ -98,9 +98,10 @@ impl Inventory {
         headers: &HeaderMap,
         body: Option<Bytes>,
     ) -> Result<Answer, GatewayError> {
-        // A pooled keep-alive connection that inventory closed (say, on a
-        // restart) fails on first use; one retry is safe when the method is
-        // idempotent. A refused or timed-out connect is not retried.
+        // A pooled keep-alive connection that inventory closes just as it is
+        // reused (say, on a restart) fails without an answer; one retry on a
+        // fresh connection is safe when the method is idempotent. A refused
+        // or timed-out connect is not retried: it fails the same way again.
         let attempts = if is_idempotent(method) { 2 } else { 1 };
         let exchange = async {
             let mut failure = String::new();
@@ -135,6 +136,12 @@ impl Inventory {
                         SendRequestError::Timeout
                         | SendRequestError::Connect(ConnectError::Timeout),
                     ) => return Err(self.timed_out()),
+                    // awc reports a pooled connection that ended without an
+                    // answer as `Disconnected`; the request may have been
+                    // sent, so it counts as a failed exchange, not a connect.
+                    Err(e @ SendRequestError::Connect(ConnectError::Disconnected)) => {
+                        failure = format!("{url}: {e}");
+                    }
                     Err(e @ SendRequestError::Connect(_)) => {
                         return Err(GatewayError::UpstreamUnavailable(format!("{url}: {e}")))
                     }

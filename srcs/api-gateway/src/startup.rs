@@ -2,13 +2,10 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::http::header::{HeaderValue, ALLOW};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use actix_web::{HttpRequest, HttpResponse};
 use common::config::ConfigError;
 use common::http::{json_error_pages, method_not_allowed, not_found};
-use futures_util::future::LocalBoxFuture;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -71,22 +68,22 @@ impl Application {
                         .service(
                             web::resource(["/api/billing", "/api/billing/"])
                                 .route(web::post().to(billing::create_order))
-                                .default_service(web::to(only("POST"))),
+                                .default_service(web::to(method_not_allowed("POST"))),
                         )
                         .service(
                             web::resource("/api/openapi.yaml")
                                 .route(web::get().to(openapi::spec))
-                                .default_service(web::to(only("GET"))),
+                                .default_service(web::to(method_not_allowed("GET"))),
                         )
                         .service(
                             web::resource("/health")
                                 .route(web::get().to(health::health))
-                                .default_service(web::to(only("GET"))),
+                                .default_service(web::to(method_not_allowed("GET"))),
                         )
                         .service(
                             web::resource("/ready")
                                 .route(web::get().to(health::ready))
-                                .default_service(web::to(only("GET"))),
+                                .default_service(web::to(method_not_allowed("GET"))),
                         )
                         .default_service(web::to(not_found)),
                 )
@@ -126,17 +123,3 @@ impl Application {
     }
 }
 
-/// A 405 handler for a resource that takes only `allow` (RFC 9110 wants the
-/// `Allow` header on every 405).
-fn only(
-    allow: &'static str,
-) -> impl Fn(HttpRequest) -> LocalBoxFuture<'static, HttpResponse> + Clone {
-    move |req| {
-        Box::pin(async move {
-            let mut resp = method_not_allowed(req).await;
-            resp.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(allow));
-            resp
-        })
-    }
-}

@@ -5,7 +5,10 @@
 mod support;
 
 use actix_web::http::{Method, StatusCode};
-use support::upstream::{spawn_raw_upstream, spawn_upstream, spawn_upstream_on, Upstream};
+use support::upstream::{
+    spawn_closing_keepalive_upstream, spawn_raw_upstream, spawn_upstream, spawn_upstream_on,
+    Upstream,
+};
 use support::{closed_port, config, raw_exchange, raw_headers, send, spawn_gateway, Gateway};
 
 /// A gateway in front of `upstream`; RabbitMQ is not needed here.
@@ -315,6 +318,58 @@ async fn unreachable_inventory_is_502_and_recovers_without_restart() {
     let reply = gateway.get("/api/movies/1").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(upstream.last().path_and_query, "/api/movies/1");
+}
+
+#[actix_web::test]
+async fn restarted_inventory_is_served_without_a_502_from_stale_pooled_connections() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = spawn_upstream_on(listener);
+    let gateway = gateway_for(&upstream).await;
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let reply = send(gateway.request(method, "/api/movies/1"), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+
+    upstream.stop().await;
+    let restarted = spawn_upstream_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let reply = send(gateway.request(method.clone(), "/api/movies/2"), None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{method} after restart: {reply:?}"
+        );
+        assert_eq!(restarted.last().method, method.as_str());
+    }
+}
+
+#[actix_web::test]
+async fn a_reused_connection_closed_by_inventory_is_retried_only_for_idempotent_methods() {
+    let (port, accepted) = spawn_closing_keepalive_upstream().await;
+    let gateway = spawn_gateway(config(
+        &format!("http://127.0.0.1:{port}"),
+        closed_port(),
+        "/",
+    ))
+    .await;
+    let first = gateway.get("/api/movies/1").await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    // Goes out on the pooled connection, which inventory drops: retried on
+    // a new one.
+    let second = gateway.get("/api/movies/1").await;
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // A POST may have been processed before the connection dropped: not
+    // retried, reported as 502.
+    let req = gateway
+        .request(Method::POST, "/api/movies")
+        .insert_header(("content-type", "application/json"));
+    send(req, Some(b"{}".to_vec()))
+        .await
+        .assert_error(502, "upstream_unavailable", None);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 #[actix_web::test]

@@ -105,10 +105,19 @@ impl Received {
         format!(
             "delivery tag {}, message id {}, request {}",
             self.delivery_tag,
-            self.message_id.as_deref().unwrap_or("-"),
+            self.message_id.as_deref().map_or("-".into(), printable),
             self.request()
         )
     }
+}
+
+/// A publisher-chosen text made safe for one log line: control characters
+/// (a newline could forge a log entry) replaced, length bounded.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(100)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Reads a delivery. Never fails: a body that is not a valid order becomes
@@ -252,6 +261,14 @@ mod tests {
             ));
             assert_eq!(r.request_id.as_deref(), Some("req-1"));
         }
+    }
+
+    #[test]
+    fn a_message_id_cannot_forge_log_lines() {
+        let props =
+            BasicProperties::default().with_message_id(ShortString::from("x\nERROR forged"));
+        let r = decode(delivery("nope", props));
+        assert!(!r.describe().contains('\n'), "{}", r.describe());
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Config {
     }
 
     /// Same as [`Config::from_env`] over an explicit set of variables.
-    pub fn from_iter<I>(vars: I) -> Result<Self, ConfigError>
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn the_env_file_values_are_accepted() {
-        let c = Config::from_iter(vars(&[])).unwrap();
+        let c = Config::from_vars(vars(&[])).unwrap();
         assert_eq!(c.prefetch, 1000);
         assert_eq!(c.batch_size, 500);
         assert_eq!(c.health_port, 8082);
@@ -131,31 +131,31 @@ mod tests {
 
     #[test]
     fn zero_batch_size_names_the_variable() {
-        let e = Config::from_iter(vars(&[("BATCH_SIZE", "0")])).unwrap_err();
+        let e = Config::from_vars(vars(&[("BATCH_SIZE", "0")])).unwrap_err();
         assert!(e.to_string().contains("BILLING_BATCH_SIZE"), "{e}");
     }
 
     #[test]
     fn prefetch_below_batch_size_names_the_variable() {
-        let e = Config::from_iter(vars(&[("PREFETCH", "10"), ("BATCH_SIZE", "11")])).unwrap_err();
+        let e = Config::from_vars(vars(&[("PREFETCH", "10"), ("BATCH_SIZE", "11")])).unwrap_err();
         assert!(e.to_string().contains("BILLING_PREFETCH"), "{e}");
     }
 
     #[test]
     fn prefetch_out_of_range_names_the_variable() {
-        let e = Config::from_iter(vars(&[("PREFETCH", "70000")])).unwrap_err();
+        let e = Config::from_vars(vars(&[("PREFETCH", "70000")])).unwrap_err();
         assert!(e.to_string().contains("BILLING_PREFETCH"), "{e}");
     }
 
     #[test]
     fn missing_variable_is_named() {
-        let e = Config::from_iter(vars(&[("RABBITMQ_VHOST", "")])).unwrap_err();
+        let e = Config::from_vars(vars(&[("RABBITMQ_VHOST", "")])).unwrap_err();
         assert!(e.to_string().contains("BILLING_RABBITMQ_VHOST"), "{e}");
     }
 
     #[test]
     fn debug_output_hides_passwords() {
-        let c = Config::from_iter(vars(&[])).unwrap();
+        let c = Config::from_vars(vars(&[])).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }

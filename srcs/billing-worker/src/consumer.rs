@@ -58,13 +58,19 @@ impl Consumer {
                 Err(e) => e,
             };
             if consumed {
-                // It worked until now: retry at once, then back off again.
+                // It worked until now: start the backoff over.
                 delay = RECONNECT_INITIAL;
-                attempt = 1;
+                attempt = 0;
                 self.status.add_reconnect();
-                log::warn!("rabbitmq connection lost: {err}; reconnecting");
+                log::warn!(
+                    "rabbitmq connection lost: {}; reconnecting in {delay:?}",
+                    one_line(&err)
+                );
             } else {
-                log::warn!("rabbitmq unavailable (try {attempt}): {err}; retrying in {delay:?}");
+                log::warn!(
+                    "rabbitmq unavailable (try {attempt}): {}; retrying in {delay:?}",
+                    one_line(&err)
+                );
             }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}

@@ -78,12 +78,12 @@ pub fn server(
             .service(
                 web::resource("/health")
                     .route(web::get().to(health))
-                    .default_service(web::to(common::http::method_not_allowed)),
+                    .default_service(web::to(common::http::method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/ready")
                     .route(web::get().to(ready))
-                    .default_service(web::to(common::http::method_not_allowed)),
+                    .default_service(web::to(common::http::method_not_allowed("GET"))),
             )
             .default_service(web::to(common::http::not_found))
     })

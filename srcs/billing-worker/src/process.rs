@@ -22,7 +22,7 @@ const RETRY_INITIAL: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(4);
 /// How long a store already running when a stop is requested may still take.
 /// Its messages are acked if it commits in time; else they stay in the queue.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// How a batch ended.
 #[derive(Debug, PartialEq, Eq)]

@@ -144,14 +144,23 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     )
 }
 
-/// Per-resource default for methods a route does not take: 405 JSON.
-pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("method {} is not allowed on {}", req.method(), req.path()),
-        None,
-    )
+/// Per-resource default for methods a route does not take: 405 JSON with
+/// the `Allow` header listing the methods it does take (RFC 9110 requires it),
+/// e.g. `.default_service(web::to(method_not_allowed("GET, POST")))`.
+pub fn method_not_allowed(
+    allow: &'static str,
+) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone + 'static {
+    move |req: HttpRequest| {
+        let mut resp = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("method {} is not allowed on {}", req.method(), req.path()),
+            None,
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        std::future::ready(resp)
+    }
 }
 
 /// Safety net for errors actix produces without a body of ours (for example a

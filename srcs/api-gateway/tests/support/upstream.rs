@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
@@ -42,9 +43,16 @@ pub struct Upstream {
     pub url: String,
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    handle: ServerHandle,
 }
 
 impl Upstream {
+    /// Stops the server as a restart would: idle keep-alive connections
+    /// are closed.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
@@ -80,11 +88,13 @@ pub fn spawn_upstream_on(listener: TcpListener) -> Upstream {
     .listen(listener)
     .unwrap()
     .run();
+    let handle = server.handle();
     actix_web::rt::spawn(server);
     Upstream {
         url: format!("http://127.0.0.1:{port}"),
         port,
         seen,
+        handle,
     }
 }
 
@@ -169,4 +179,40 @@ pub async fn spawn_raw_upstream(response: &'static str) -> u16 {
         }
     });
     port
+}
+
+/// An upstream that answers the first request of each connection with
+/// `200 ok` and keeps the connection open, then drops the connection without
+/// an answer when a second request arrives on it: the race of a keep-alive
+/// connection the server closes just as the client reuses it. Returns the
+/// port and the number of connections accepted so far.
+pub async fn spawn_closing_keepalive_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer =
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                // The next request on this connection gets no answer.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    (port, accepted)
 }

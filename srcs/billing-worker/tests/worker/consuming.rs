@@ -35,7 +35,6 @@ async fn an_order_published_like_the_gateway_does_is_stored_once_and_acked() {
     // With the worker gone, an unacked message would be back in the queue.
     assert_eq!(publisher.queued().await, 0);
     assert_eq!(publisher.dead_lettered().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -71,7 +70,6 @@ async fn the_same_order_id_published_twice_makes_one_row() {
         .iter()
         .any(|r| r.0 == by_message_id && r.3 == BigDecimal::from_str("3.50").unwrap()));
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -99,7 +97,6 @@ async fn a_hand_published_message_without_any_id_and_string_values_is_stored() {
     assert_eq!(*items, 3);
     assert_eq!(amount.to_string(), "19.90");
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -151,7 +148,6 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored() {
     let expected: HashSet<Uuid> = good.iter().chain([&later]).map(|o| o.order_id).collect();
     assert_eq!(stored, expected);
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -188,7 +184,6 @@ async fn a_row_the_database_refuses_is_dead_lettered_without_blocking_the_others
         HashSet::from(["good-1".to_owned(), "good-2".to_owned()])
     );
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -206,5 +201,4 @@ async fn a_backlog_published_before_the_worker_starts_is_drained() {
     let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
     assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }

@@ -47,7 +47,6 @@ async fn with_the_database_missing_at_start_nothing_is_taken_until_it_exists() {
     let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
     assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -77,7 +76,6 @@ async fn a_database_outage_while_consuming_holds_the_orders_and_stores_them_when
     let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
     assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -105,7 +103,6 @@ async fn stopping_during_a_database_outage_acks_nothing_and_loses_nothing() {
     let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
     assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -147,7 +144,37 @@ async fn a_graceful_stop_acks_the_batch_in_flight_and_leaves_the_rest_queued() {
     assert!(stored.is_disjoint(&queued), "what is stored was acked");
     let all: HashSet<Uuid> = stored.union(&queued).copied().collect();
     assert_eq!(all, ids.into_iter().collect::<HashSet<_>>());
-    vhost.delete().await;
+}
+
+#[actix_web::test]
+async fn a_store_stuck_past_the_grace_period_is_abandoned_and_its_messages_stay_queued() {
+    let db = TestDb::create();
+    let vhost = TestVhost::create().await;
+    let publisher = Publisher::connect(&vhost).await;
+    let worker = Worker::start(config(&db, &vhost, 5, 5));
+    worker.wait_ready().await;
+
+    let mut locker = db.conn();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let ids = publisher.publish_orders(20).await;
+    eventually("the worker's insert to wait for the lock", || async {
+        db.sessions_waiting_for_a_lock() >= 1
+    })
+    .await;
+
+    // The lock outlives the grace period: the stop must not wait for it.
+    worker.stop().await;
+    assert_eq!(publisher.queued().await, 20, "nothing was acked");
+
+    locker.batch_execute("COMMIT").unwrap();
+    let worker = Worker::start(config(&db, &vhost, 1000, 500));
+    eventually("every order to be stored", || async { db.count() == 20 }).await;
+    worker.stop().await;
+    let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
+    assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+    assert_eq!(publisher.queued().await, 0);
 }
 
 #[actix_web::test]
@@ -196,7 +223,6 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_consuming_resumes() {
         first.into_iter().chain(second).collect::<HashSet<_>>()
     );
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -235,5 +261,4 @@ async fn orders_published_while_the_worker_is_stopped_appear_once_when_it_starts
             .collect::<HashSet<_>>()
     );
     assert_eq!(publisher.queued().await, 0);
-    vhost.delete().await;
 }

@@ -32,7 +32,6 @@ async fn ready_when_consuming_and_the_database_answers() {
     assert_eq!(resp.status().as_u16(), 405);
 
     worker.stop().await;
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -54,7 +53,6 @@ async fn not_ready_while_rabbitmq_is_unreachable() {
     assert_eq!(get_json(worker.port, "/health").await.0, 200);
 
     worker.stop().await;
-    vhost.delete().await;
 }
 
 #[actix_web::test]
@@ -73,5 +71,4 @@ async fn not_ready_while_the_database_is_unreachable() {
 
     // And it still stops promptly although the database never came up.
     worker.stop().await;
-    vhost.delete().await;
 }

@@ -228,14 +228,6 @@ impl TestVhost {
         Self { name }
     }
 
-    pub async fn delete(self) {
-        let _ = awc::Client::default()
-            .delete(mgmt_url(&format!("/vhosts/{}", encode(&self.name))))
-            .basic_auth("guest", "guest")
-            .send()
-            .await;
-    }
-
     /// Names of the client connections to this vhost.
     pub async fn connections(&self) -> Vec<(String, String)> {
         let mut resp = awc::Client::default()
@@ -272,6 +264,28 @@ impl TestVhost {
             .unwrap()
             .status();
         assert!(status.is_success(), "closing connection {name}: {status}");
+    }
+}
+
+impl Drop for TestVhost {
+    /// Deletes the vhost even when the test failed. Drop cannot await, so this
+    /// is a plain blocking HTTP request; best effort.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", mgmt_port())) else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        // "guest:guest" in base64.
+        let request = format!(
+            "DELETE /api/vhosts/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            encode(&self.name)
+        );
+        if stream.write_all(request.as_bytes()).is_ok() {
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
     }
 }
 
