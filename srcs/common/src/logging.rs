@@ -9,7 +9,13 @@ use std::io::Write;
 pub fn init() {
     // systemd sets JOURNAL_STREAM when stderr is connected to the journal.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(log::LevelFilter::Info)
+        // lapin's tracing bridge logs an "io_loop" span line on every
+        // connect; noise unless asked for. RUST_LOG, parsed last, overrides.
+        .filter_module("tracing::span", log::LevelFilter::Warn)
+        .parse_env(env_logger::Env::default())
         .format(move |buf, record| {
             if journald {
                 writeln!(
