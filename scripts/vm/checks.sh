@@ -78,10 +78,25 @@ queue_messages() { # messages in billing_queue, from rabbitmqctl list_queues
 		awk '$1 == "billing_queue" { print $2 }'
 }
 
+is_positive() { [[ $1 =~ ^[0-9]+$ ]] && (($1 >= 1)); }
+
 new_uuid() { cat /proc/sys/kernel/random/uuid; }
 
-order_json() { # ORDER_ID USER
-	printf '{"order_id":"%s","user_id":"%s","number_of_items":3,"total_amount":"42.50"}' "$1" "$2"
+order_json() { # USER
+	printf '{"user_id":"%s","number_of_items":3,"total_amount":"42.50"}' "$1"
+}
+
+# post_order WHAT USER: places an order through the gateway, expects 200; sets
+# ORDER_ID to the id the gateway answered with (the gateway assigns it).
+post_order() {
+	ORDER_ID=""
+	api POST /api/billing "$(order_json "$2")"
+	expect_code "$1" 200 || return 0
+	ORDER_ID=$(jq -r '.order_id // empty' <<<"$API_BODY" 2>/dev/null)
+	[[ $ORDER_ID =~ ^[0-9a-f-]{36}$ ]] || {
+		fail "$1: no order_id in the answer: ${API_BODY:0:300}"
+		ORDER_ID=00000000-0000-0000-0000-000000000000
+	}
 }
 
 # --- phases ------------------------------------------------------------------------
@@ -195,21 +210,19 @@ check_movies() {
 
 check_billing() {
 	local run=$1 a b out journal n
-	a=$(new_uuid)
-	b=$(new_uuid)
-	api POST /api/billing "$(order_json "$a" "vm-test-$run")"
-	expect_code "billing: order A accepted" 200
+	post_order "billing: order A accepted" "vm-test-$run-a"
+	a=$ORDER_ID
 	check "billing-vm: order A is stored in orders (once)" wait_count "$a" 1 180
 
 	out=$(vm billing 'sudo systemctl stop billing-worker; systemctl is-active billing-worker' 2>&1) || true
 	check "billing-vm: sudo systemctl stop billing-worker stops it ($(tail -n 1 <<<"$out"))" grep -qx inactive <<<"$(tail -n 1 <<<"$out")"
-	api POST /api/billing "$(order_json "$b" "vm-test-$run")"
-	expect_code "billing: order B accepted while the worker is stopped" 200
+	post_order "billing: order B accepted while the worker is stopped" "vm-test-$run-b"
+	b=$ORDER_ID
 	sleep 5
 	n=$(orders_count "$b" 2>&1) || true
 	check "billing-vm: order B is not stored while the worker is stopped (count $n)" test "$n" = 0
 	n=$(queue_messages 2>&1) || true
-	check "billing-vm: rabbitmqctl list_queues: billing_queue holds order B ($n message(s))" test "${n:-0}" -ge 1 2>/dev/null
+	check "billing-vm: rabbitmqctl list_queues: billing_queue holds order B ($n message(s))" is_positive "$n"
 
 	out=$(vm billing 'sudo systemctl start billing-worker; systemctl is-active billing-worker' 2>&1) || true
 	check "billing-vm: sudo systemctl start billing-worker" grep -qx active <<<"$(tail -n 1 <<<"$out")"
@@ -279,9 +292,8 @@ check_reboot() {
 		expect_code "after reboot: movie $KEPT_MOVIE_ID still there" 200 &&
 			check "after reboot: movie $KEPT_MOVIE_ID unchanged" body_has_movie "$KEPT_MOVIE_ID" "$KEPT_MOVIE_TITLE"
 	fi
-	c=$(new_uuid)
-	api POST /api/billing "$(order_json "$c" "vm-test-after-reboot")"
-	expect_code "after reboot: order C accepted" 200
+	post_order "after reboot: order C accepted" "vm-test-after-reboot"
+	c=$ORDER_ID
 	check "after reboot: order C stored once" wait_count "$c" 1 300
 }
 
