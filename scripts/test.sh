@@ -39,14 +39,12 @@ STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
 
 declare -A RESULT TIME
-started_infra=0
 
 cleanup() {
 	local rc=$?
-	if ((started_infra)); then
-		say "stopping the test infrastructure"
-		scripts/local.sh down || true
-	fi
+	# Steps run in subshells, so stop whatever may have been started.
+	say "stopping the test infrastructure"
+	scripts/local.sh down >/dev/null || true
 	summary
 	exit "$rc"
 }
@@ -73,11 +71,7 @@ install_prerequisites() {
 		rustup target add x86_64-unknown-linux-musl
 }
 
-ensure_infra() {
-	((started_infra)) && return 0
-	started_infra=1
-	scripts/local.sh infra
-}
+ensure_infra() { scripts/local.sh infra; }
 
 ensure_system() {
 	ensure_infra
@@ -124,16 +118,25 @@ step_vm() {
 }
 
 run_step() {
-	local s=$1 t0=$SECONDS
+	local s=$1 t0=$SECONDS rc=0
 	say "step $s"
-	if "step_$s"; then
+	# In a subshell that is not part of a condition: bash ignores `set -e`
+	# inside anything called from `if`/`||`, which would let a failing
+	# command in the middle of a step pass unnoticed.
+	set +e
+	(
+		set -e
+		"step_$s"
+	)
+	rc=$?
+	set -e
+	TIME[$s]=$((SECONDS - t0))
+	if ((rc == 0)); then
 		RESULT[$s]=ok
 	else
 		RESULT[$s]=FAILED
-		TIME[$s]=$((SECONDS - t0))
 		die "step $s failed"
 	fi
-	TIME[$s]=$((SECONDS - t0))
 }
 
 install_prerequisites

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: raw-consume --count N [--prefetch P] [--ack-every B] [--timeout SECONDS]
+const USAGE: &str =
+    "usage: raw-consume --count N [--prefetch P] [--ack-every B] [--timeout SECONDS]
   Consumes N messages from billing_queue (prefetch P, default 1000), acking every
   B (default 500) with one multiple-ack. Prints: consumed=N seconds=S rate=R
   Env: BENCH_AMQP_HOST, BENCH_AMQP_PORT, BENCH_AMQP_USER, BENCH_AMQP_PASSWORD, BENCH_AMQP_VHOST";
@@ -55,8 +56,7 @@ async fn run() -> Result<bool, String> {
     if ack_every == 0 {
         return Err(format!("--ack-every must be > 0\n{USAGE}"));
     }
-    let config: AmqpConfig =
-        common::config::from_env("BENCH_AMQP_").map_err(|e| e.to_string())?;
+    let config: AmqpConfig = common::config::from_env("BENCH_AMQP_").map_err(|e| e.to_string())?;
     let target = AmqpTarget {
         host: &config.host,
         port: config.port,
@@ -106,7 +106,7 @@ async fn run() -> Result<bool, String> {
             }
         };
         consumed += 1;
-        if consumed % ack_every == 0 || consumed == count {
+        if consumed.is_multiple_of(ack_every) || consumed == count {
             next.acker
                 .ack(BasicAckOptions { multiple: true })
                 .await
