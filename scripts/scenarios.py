@@ -460,32 +460,32 @@ def scenario_2(res):
         record_posts(res, poster)
         res.require(len(poster.accepted) == BACKLOG, f"not all {BACKLOG} accepted ({poster.status_text()})")
         total = len(poster.accepted)
+        delay = KILL_DELAY
         deadline = time.monotonic() + DRAIN_TIMEOUT * 2
-        while True:
-            before = stored_count(tag)
-            drained = before is not None and before >= total
-            if kills >= MIN_KILLS and drained:
-                break
+        # The worker drains thousands of orders per second, so a kill can
+        # miss the backlog. Until MIN_KILLS have landed mid-backlog: kill
+        # sooner after each miss, and refill the backlog (the worker is dead
+        # between kills) whenever it got drained.
+        while kills_in_backlog < MIN_KILLS:
             if time.monotonic() > deadline:
-                res.require(False, f"kill loop did not finish in {DRAIN_TIMEOUT * 2:.0f}s (stored {before}/{total})")
+                res.require(False, f"kill loop did not finish in {DRAIN_TIMEOUT * 2:.0f}s")
                 break
-            # `local.sh start` waits for /ready; run it aside so the kill can
-            # land while the worker is mid-backlog (it drains thousands of
-            # orders per second, so a fixed 0.5-1.5 s period would mostly
-            # kill an idle worker).
+            before = stored_count(tag)
+            if before is not None and before >= total:
+                poster.post_many(BACKLOG // 4)
+                record_posts(res, poster)
+                total = len(poster.accepted)
+                log(f"backlog drained before enough kills: refilled to {total} orders")
             old_pid = read_pid(WORKER_PIDFILE)
+            # `local.sh start` waits for /ready; run it aside so the kill
+            # lands shortly after start: connecting, or mid-batch with
+            # unacknowledged messages in flight.
             starter = subprocess.Popen(
                 [LOCAL_SH, "start", "billing-worker"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             try:
-                if drained:
-                    starter.wait(READY_TIMEOUT + 10)
-                    time.sleep(random.uniform(0.5, 1.5))
-                else:
-                    # Shortly after it started: connecting, or mid-batch with
-                    # unacknowledged messages in flight.
-                    wait_until(lambda: read_pid(WORKER_PIDFILE) not in (None, old_pid), 10, interval=0.01)
-                    time.sleep(random.uniform(*KILL_DELAY))
+                wait_until(lambda: read_pid(WORKER_PIDFILE) not in (None, old_pid), 10, interval=0.01)
+                time.sleep(random.uniform(*delay))
                 local("kill", "billing-worker")
             finally:
                 if starter.poll() is None:
@@ -494,11 +494,14 @@ def scenario_2(res):
             # Nothing is stored after the kill, so this tells whether it hit mid-backlog.
             n = stored_count(tag)
             kills += 1
-            kills_in_backlog += n is None or n < total
+            if n is None or n < total:
+                kills_in_backlog += 1
+            else:
+                delay = (delay[0] / 2, delay[1] / 2)
             log(f"SIGKILL {kills} with {n}/{total} stored")
     finally:
         restore("billing-worker")
-    res.title = f"SIGKILL x{kills} during {BACKLOG} backlog, {kills_in_backlog} mid-backlog"
+    res.title = f"SIGKILL x{kills} during a {len(poster.accepted)}-order backlog, {kills_in_backlog} mid-backlog"
     res.require(kills >= MIN_KILLS, f"only {kills} kills")
     res.require(
         kills_in_backlog >= MIN_KILLS,
