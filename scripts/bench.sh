@@ -14,7 +14,8 @@
 #                  nginx in front of inventory, the gateway in front of inventory
 #   2. write path  POST /api/movies (same three); POST /api/billing against
 #                  raw confirmed publishes to the same RabbitMQ (bench-tools raw-publish)
-#   3. drain       a 100,000-order backlog into PostgreSQL against one plain INSERT
+#   3. drain       a 100,000-order backlog into PostgreSQL against the broker alone
+#                  (bench-tools raw-consume) and the database alone (one plain INSERT)
 #   4. scale       search and paging latency with 1k, 100k, 1M movies
 #   5. footprint   binary sizes, RSS idle / after load / peak, start-up time to ready
 #
@@ -660,7 +661,7 @@ report() {
 	printf '### 1. Read path (%s movies)\n\n' "$READ_DATASET"
 	printf 'req/s, p50 / p99 latency in ms. *direct*: wrk → inventory-app; *nginx*: wrk → nginx → inventory-app; '
 	printf '*gateway*: wrk → api-gateway → inventory-app. *CPU/req*: CPU time of the proxy process(es) per request, in µs.\n'
-	printf 'Search: `?title=%s` (%s matching rows).\n\n' "$(val read.term)" "$(val read.matches)"
+	printf 'Search: `?title=%s` (%s matching row(s)).\n\n' "$(val read.term)" "$(val read.matches)"
 	printf '| request | conns | direct req/s | p50 / p99 | nginx req/s | p50 / p99 | CPU/req | gateway req/s | p50 / p99 | CPU/req | gateway / direct | gateway / nginx |\n'
 	printf '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n'
 	for ep in by_id search; do

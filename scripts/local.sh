@@ -185,9 +185,13 @@ rabbitmq_ready() {
 epmd_start() {
 	local pidfile=$RMQ_DIR/epmd.pid
 	pid_alive "$(cat "$pidfile" 2>/dev/null || true)" && return 0
-	# Started by us (not by the node's -daemon fork) so we know its pid.
-	run_as_owner "$RMQ_OWNER" env ERL_EPMD_ADDRESS=127.0.0.1 \
-		setsid epmd -port "$LOCAL_EPMD_PORT" >>"$LOGS/epmd.log" 2>&1 &
+	# Started by us (not by the node's -daemon fork) so we know its pid; a
+	# plain command, not a function, so $! is epmd itself (setsid, setpriv
+	# and env all exec).
+	local as_owner=()
+	is_root && as_owner=(setpriv --reuid="$RMQ_OWNER" --regid="$RMQ_OWNER" --init-groups --)
+	setsid "${as_owner[@]}" env ERL_EPMD_ADDRESS=127.0.0.1 \
+		epmd -port "$LOCAL_EPMD_PORT" >>"$LOGS/epmd.log" 2>&1 &
 	echo $! >"$pidfile"
 	wait_until 10 "epmd" port_open "$LOCAL_EPMD_PORT"
 }

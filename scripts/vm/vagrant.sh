@@ -23,7 +23,6 @@ export VAGRANT_HOME=$VM_CACHE/vagrant.d
 POOL_DIR=$VM_CACHE/libvirt-images
 export VAGRANT_DOTFILE_PATH=$RUN_DIR/dot-vagrant
 export VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_NO_COLOR=1
-export MP_VAGRANT_BOX=$BOX_NAME
 [[ ${VM_TEST_SKIP_BUILD:-0} == 1 ]] && export MP_SKIP_BUILD=1
 LIBVIRTD_PID="" VIRTLOGD_PID="" VAGRANT_UP_DONE=0
 
@@ -113,6 +112,8 @@ EOF
 }
 # The box's name follows the image and its Vagrantfile: change either, get a new box.
 BOX_NAME=movie-platform-vmtest-$IMAGE_HASH-$(box_vagrantfile | sha256sum | cut -c1-8)
+# The project's Vagrantfile takes its box from here (default debian/bookworm64).
+export MP_VAGRANT_BOX=$BOX_NAME
 
 ensure_box() {
 	local dir=$RUN_DIR/box size_gb

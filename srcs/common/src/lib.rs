@@ -3,12 +3,15 @@
 //! its validation, the RabbitMQ topology, the JSON error format, and the
 //! conventions for configuration, logging and database start-up.
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod config;
+#[cfg(feature = "db")]
 pub mod db;
 pub mod http;
 pub mod logging;
 pub mod order;
+#[cfg(feature = "amqp")]
 pub mod topology;
 
 /// HTTP header (and AMQP message header) that carries a request's id from the
