@@ -59,10 +59,10 @@ while (($#)); do
 done
 
 if ((QUICK)); then
-	WARMUP=1 DURATION=3 SCALE_WARMUP=1 SCALE_DURATION=2
+	WARMUP=1 DURATION=3 ROUNDS=3 SLICE=1 SCALE_WARMUP=1 SCALE_DURATION=2
 	BACKLOG=10000 SIZES=(1000 100000) STARTUP_RUNS=2
 else
-	WARMUP=3 DURATION=10 SCALE_WARMUP=2 SCALE_DURATION=5
+	WARMUP=3 DURATION=10 ROUNDS=5 SLICE=2 SCALE_WARMUP=2 SCALE_DURATION=5
 	BACKLOG=100000 SIZES=(1000 100000 1000000) STARTUP_RUNS=5
 fi
 CONNS=(1 16 64)
@@ -200,6 +200,16 @@ lua_script() {
 	printf '%s' "$WORK/lua/$name.lua"
 }
 
+# wrk_fields: the fields of WRK_LINE (requests=, status=, p50_us=, ...) into M.
+declare -A M=()
+wrk_fields() {
+	local kv
+	M=()
+	for kv in $WRK_LINE; do [[ $kv == *=* ]] && M[${kv%%=*}]=${kv#*=}; done
+	# Only successful answers count as throughput (errors fail the run anyway).
+	M[ok]=$((M[requests] - M[status]))
+}
+
 # wrk_point KEY URL CONNS SCRIPT WARMUP DURATION [PROXY_PIDS...]
 # Warm-up run (discarded, but its errors count), then the measured run. Sets
 # R[KEY.rps], R[KEY.p50], R[KEY.p99] (ms), R[KEY.cpu_us] (CPU of PROXY_PIDS per
@@ -207,7 +217,7 @@ lua_script() {
 wrk_point() {
 	local key=$1 url=$2 conns=$3 script=$4 warm=$5 dur=$6
 	shift 6
-	local c0 c1 kv
+	local c0 c1
 	if ((warm > 0)); then
 		wrk_once "$key (warm-up)" "$url" "$conns" "$script" "$warm" || true
 	fi
@@ -218,18 +228,71 @@ wrk_point() {
 		R[$key.rps]=n/a R[$key.p50]=n/a R[$key.p99]=n/a
 		return 0
 	fi
-	local -A m=()
-	for kv in $WRK_LINE; do [[ $kv == *=* ]] && m[${kv%%=*}]=${kv#*=}; done
-	# Only successful answers count as throughput (errors fail the run anyway).
-	R[$key.requests]=$((m[requests] - m[status]))
-	R[$key.rps]=$(calc "${R[$key.requests]} / (${m[duration_us]} / 1000000)" 0)
-	R[$key.p50]=$(calc "${m[p50_us]} / 1000" 2)
-	R[$key.p99]=$(calc "${m[p99_us]} / 1000" 2)
-	if (($# > 0 && R[$key.requests] > 0)); then
-		R[$key.cpu_us]=$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / ${R[$key.requests]}" 0)
+	wrk_fields
+	R[$key.requests]=${M[ok]}
+	R[$key.rps]=$(calc "${M[ok]} / (${M[duration_us]} / 1000000)" 0)
+	R[$key.p50]=$(calc "${M[p50_us]} / 1000" 2)
+	R[$key.p99]=$(calc "${M[p99_us]} / 1000" 2)
+	if (($# > 0 && M[ok] > 0)); then
+		R[$key.cpu_us]=$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / ${M[ok]}" 0)
 	fi
 	printf '    %-34s c=%-3s %8s req/s  p50 %7s ms  p99 %7s ms\n' "$key" "$conns" \
 		"${R[$key.rps]}" "${R[$key.p50]}" "${R[$key.p99]}" >&2
+}
+
+# median VALUES...: the middle value (the lower of the two middle ones).
+median() {
+	local -a v
+	mapfile -t v < <(printf '%s\n' "$@" | sort -g)
+	printf '%s' "${v[$(((${#v[@]} - 1) / 2))]}"
+}
+
+# wrk_compare KEY PATH CONNS SCRIPT: the same requests to inventory directly,
+# through nginx and through the gateway, in ROUNDS interleaved rounds of
+# SLICE seconds (after one warm-up each), so that a burst of outside load on
+# a shared machine hits all three alike instead of one. Sets, for T in
+# direct, nginx, gateway: R[KEY.T.rps] over all rounds, R[KEY.T.p50] and
+# R[KEY.T.p99] (median of the rounds, ms), R[KEY.T.cpu_us] (the proxy's CPU
+# per request).
+wrk_compare() {
+	local key=$1 path=$2 conns=$3 script=$4 t round c0 c1
+	local -a ngx
+	mapfile -t ngx < <(nginx_pids)
+	local -A at=([direct]=$INVENTORY_URL$path [nginx]=$NGINX_URL$path [gateway]=$GATEWAY_URL$path)
+	local -A pids=([direct]='' [nginx]="${ngx[*]}" [gateway]=$(service_pid api-gateway))
+	local -A ok=() us=() ticks=() p50=() p99=()
+	for t in direct nginx gateway; do
+		wrk_once "$key.$t (warm-up)" "${at[$t]}" "$conns" "$script" "$WARMUP" || true
+		ok[$t]=0 us[$t]=0 ticks[$t]=0
+	done
+	for ((round = 1; round <= ROUNDS; round++)); do
+		for t in direct nginx gateway; do
+			# shellcheck disable=SC2086 # a list of pids
+			c0=$(cpu_ticks ${pids[$t]})
+			wrk_once "$key.$t (round $round)" "${at[$t]}" "$conns" "$script" "$SLICE" || continue
+			# shellcheck disable=SC2086
+			c1=$(cpu_ticks ${pids[$t]})
+			wrk_fields
+			ok[$t]=$((ok[$t] + M[ok])) us[$t]=$((us[$t] + M[duration_us])) ticks[$t]=$((ticks[$t] + c1 - c0))
+			p50[$t]+="${M[p50_us]} " p99[$t]+="${M[p99_us]} "
+		done
+	done
+	for t in direct nginx gateway; do
+		if ((us[$t] == 0)); then
+			R[$key.$t.rps]=n/a R[$key.$t.p50]=n/a R[$key.$t.p99]=n/a
+			continue
+		fi
+		R[$key.$t.rps]=$(calc "${ok[$t]} / (${us[$t]} / 1000000)" 0)
+		# shellcheck disable=SC2086 # space-separated lists
+		R[$key.$t.p50]=$(calc "$(median ${p50[$t]}) / 1000" 2)
+		# shellcheck disable=SC2086
+		R[$key.$t.p99]=$(calc "$(median ${p99[$t]}) / 1000" 2)
+		if [[ -n ${pids[$t]} ]] && ((ok[$t] > 0)); then
+			R[$key.$t.cpu_us]=$(calc "${ticks[$t]} * 1000000 / $CLK_TCK / ${ok[$t]}" 0)
+		fi
+		printf '    %-34s c=%-3s %8s req/s  p50 %7s ms  p99 %7s ms\n' "$key.$t" "$conns" \
+			"${R[$key.$t.rps]}" "${R[$key.$t.p50]}" "${R[$key.$t.p99]}" >&2
+	done
 }
 
 # wrk_once LABEL URL CONNS SCRIPT SECONDS: sets WRK_LINE to wrk's BENCH line
@@ -375,17 +438,14 @@ section_idle_footprint() {
 }
 
 section_read() {
-	say "1. read path ($READ_DATASET movies; ${WARMUP}s warm-up + ${DURATION}s per point)"
+	say "1. read path ($READ_DATASET movies; ${WARMUP}s warm-up + $ROUNDS interleaved rounds of ${SLICE}s per point)"
 	seed_movies "$READ_DATASET"
-	local term by_id search c ep url gw_pid
+	local term by_id search c ep url
 	# A word that occurs in a few titles: a search that finds something.
 	term=$(movies_sql -c "SELECT lower(split_part(title, ' ', 2)) FROM movies WHERE id = $((READ_DATASET / 2))")
 	R[read.term]=$term
 	by_id=$(lua_script get-by-id get-by-id.lua -e "s|@IDS@|$READ_DATASET|")
 	search=$(lua_script search '')
-	gw_pid=$(service_pid api-gateway)
-	local -a ngx
-	mapfile -t ngx < <(nginx_pids)
 	for ep in by_id search; do
 		for c in "${CONNS[@]}"; do
 			if [[ $ep == by_id ]]; then
@@ -395,9 +455,7 @@ section_read() {
 				url="/api/movies?title=$term"
 				script=$search
 			fi
-			wrk_point "read.$ep.$c.direct" "$INVENTORY_URL$url" "$c" "$script" "$WARMUP" "$DURATION"
-			wrk_point "read.$ep.$c.nginx" "$NGINX_URL$url" "$c" "$script" "$WARMUP" "$DURATION" "${ngx[@]}"
-			wrk_point "read.$ep.$c.gateway" "$GATEWAY_URL$url" "$c" "$script" "$WARMUP" "$DURATION" "$gw_pid"
+			wrk_compare "read.$ep.$c" "$url" "$c" "$script"
 		done
 	done
 }
@@ -408,12 +466,8 @@ section_write() {
 	post_movie=$(lua_script post-movie post-movie.lua)
 	post_order=$(lua_script post-order post-order.lua)
 	gw_pid=$(service_pid api-gateway)
-	local -a ngx
-	mapfile -t ngx < <(nginx_pids)
 	c=$WRITE_CONNS
-	wrk_point "write.movie.$c.direct" "$INVENTORY_URL/api/movies" "$c" "$post_movie" "$WARMUP" "$DURATION"
-	wrk_point "write.movie.$c.nginx" "$NGINX_URL/api/movies" "$c" "$post_movie" "$WARMUP" "$DURATION" "${ngx[@]}"
-	wrk_point "write.movie.$c.gateway" "$GATEWAY_URL/api/movies" "$c" "$post_movie" "$WARMUP" "$DURATION" "$gw_pid"
+	wrk_compare "write.movie.$c" /api/movies "$c" "$post_movie"
 
 	for c in "${CONNS[@]}"; do
 		raw_publish_point "write.raw.$c" --concurrency "$c" --channels 1
@@ -624,7 +678,8 @@ report() {
 	printf '%s x %s, %s RAM; %s; %s. Commit %s.  \n' "$(val nproc)" "$(val cpu)" "$(val ram)" "$(val kernel)" "$(val os)" "$(val commit)"
 	printf 'rustc %s, PostgreSQL %s, RabbitMQ %s, nginx %s, wrk %s. ' "$(val rustc)" "$(val postgres)" "$(val rabbitmq)" "$(val nginx)" "$(val wrk)"
 	printf 'Load average at start %s, at end %s. ' "$(val load_start)" "$(val load_end)"
-	printf 'Each point: %s s warm-up, then %s s measured; wrk -t1; RUST_LOG=%s.\n\n' "$WARMUP" "$DURATION" "$RUST_LOG"
+	printf 'Each point: %s s warm-up, then %s s measured; direct / nginx / gateway comparisons in %s interleaved rounds of %s s each; wrk -t1; RUST_LOG=%s.\n\n' \
+		"$WARMUP" "$DURATION" "$ROUNDS" "$SLICE" "$RUST_LOG"
 
 	# Ratios first: they are what the targets are about.
 	for ep in by_id search; do

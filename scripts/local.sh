@@ -208,6 +208,8 @@ rabbitmq_start() {
 		loopback_users.guest = true
 		# A dev machine's disk may be small; don't block publishers at 50 MB free.
 		disk_free_limit.absolute = 10MB
+		# As deploy/rabbitmq/rabbitmq.conf.in: new classic queues use the v2 store.
+		classic_queue.default_version = 2
 	EOF
 	echo '[rabbitmq_management].' >"$RMQ_DIR/enabled_plugins"
 	# The Erlang cookie lives in HOME; keep it private as Erlang requires.

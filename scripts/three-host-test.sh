@@ -410,6 +410,17 @@ check "management UI: $RABBITMQ_USER logs in from the private network" \
 check "management UI: guest is refused from the private network (loopback only)" \
     test "$(mgmt_status guest:guest)" = 401
 
+# deploy/rabbitmq/rabbitmq.conf.in makes new classic queues v2 (the faster store).
+queue_version() {
+    local vhost
+    vhost=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$RABBITMQ_VHOST")
+    in_ns client curl -s -m 10 -u "$RABBITMQ_USER:$RABBITMQ_PASSWORD" \
+        "http://${IP[billing]}:$RABBITMQ_MANAGEMENT_PORT/api/queues/$vhost/$1" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["backing_queue_status"]["version"])' 2>/dev/null || true
+}
+check "billing_queue is a classic queue v2 (classic_queue.default_version)" \
+    test "$(queue_version billing_queue)" = 2
+
 # only_on HOST PORT ADDRESS...: every listener on PORT is bound to one of ADDRESSES.
 only_on() {
     local host="$1" port="$2" addrs

@@ -2,6 +2,11 @@ use std::process::ExitCode;
 
 use api_gateway::{Application, Config};
 
+// musl's allocator takes a global lock and maps and unmaps memory on nearly
+// every request; mimalloc keeps per-thread heaps (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     common::logging::init();

@@ -3,6 +3,11 @@ use billing_worker::startup::Application;
 use std::process::ExitCode;
 use std::time::Duration;
 
+// musl's allocator takes a global lock and maps and unmaps memory on nearly
+// every request; mimalloc keeps per-thread heaps (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     common::logging::init();
     let config = match Config::from_env() {

@@ -1,21 +1,28 @@
+use std::process::ExitCode;
+
 use inventory_app::config::Config;
 use inventory_app::startup::Application;
 
+// musl's allocator takes a global lock and maps and unmaps memory on nearly
+// every request; mimalloc keeps per-thread heaps (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
-async fn main() {
+async fn main() -> ExitCode {
     common::logging::init();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
             log::error!("{e}");
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
     };
     let app = match Application::build(&config) {
         Ok(app) => app,
         Err(e) => {
             log::error!("cannot listen on {}:{}: {e}", config.host, config.port);
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
     };
     log::info!(
@@ -26,6 +33,7 @@ async fn main() {
     );
     if let Err(e) = app.run().await {
         log::error!("server failed: {e}");
-        std::process::exit(1);
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }
