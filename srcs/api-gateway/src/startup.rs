@@ -5,7 +5,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use common::config::ConfigError;
-use common::http::{json_error_pages, method_not_allowed, not_found};
+use common::http::{get_or_head, json_error_pages, method_not_allowed, not_found};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -72,18 +72,18 @@ impl Application {
                         )
                         .service(
                             web::resource("/api/openapi.yaml")
-                                .route(web::get().to(openapi::spec))
-                                .default_service(web::to(method_not_allowed("GET"))),
+                                .route(get_or_head().to(openapi::spec))
+                                .default_service(web::to(method_not_allowed("GET, HEAD"))),
                         )
                         .service(
                             web::resource("/health")
-                                .route(web::get().to(health::health))
-                                .default_service(web::to(method_not_allowed("GET"))),
+                                .route(get_or_head().to(health::health))
+                                .default_service(web::to(method_not_allowed("GET, HEAD"))),
                         )
                         .service(
                             web::resource("/ready")
-                                .route(web::get().to(health::ready))
-                                .default_service(web::to(method_not_allowed("GET"))),
+                                .route(get_or_head().to(health::ready))
+                                .default_service(web::to(method_not_allowed("GET, HEAD"))),
                         )
                         .default_service(web::to(not_found)),
                 )

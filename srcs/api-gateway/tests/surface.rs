@@ -89,15 +89,25 @@ async fn unknown_paths_are_404_and_wrong_methods_405_in_json() {
         gateway.get(path).await.assert_error(404, "not_found", None);
     }
     for (method, path, allow) in [
-        (Method::POST, "/health", "GET"),
-        (Method::PUT, "/ready", "GET"),
-        (Method::DELETE, "/api/openapi.yaml", "GET"),
+        (Method::POST, "/health", "GET, HEAD"),
+        (Method::PUT, "/ready", "GET, HEAD"),
+        (Method::DELETE, "/api/openapi.yaml", "GET, HEAD"),
         (Method::PATCH, "/api/billing/", "POST"),
         (Method::TRACE, "/api/billing", "POST"),
     ] {
         let reply = send(gateway.request(method, path), None).await;
         reply.assert_error(405, "method_not_allowed", None);
         assert_eq!(reply.header("allow"), Some(allow), "{path}");
+    }
+    // HEAD is GET without the body.
+    for (path, status) in [
+        ("/health", 200),
+        ("/api/openapi.yaml", 200),
+        ("/ready", 503),
+    ] {
+        let reply = send(gateway.request(Method::HEAD, path), None).await;
+        assert_eq!(reply.status.as_u16(), status, "HEAD {path}");
+        assert!(reply.body.is_empty(), "HEAD {path} sent a body");
     }
     assert!(upstream.seen().is_empty());
 }

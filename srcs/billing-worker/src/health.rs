@@ -77,13 +77,13 @@ pub fn server(
             .app_data(status.clone())
             .service(
                 web::resource("/health")
-                    .route(web::get().to(health))
-                    .default_service(web::to(common::http::method_not_allowed("GET"))),
+                    .route(common::http::get_or_head().to(health))
+                    .default_service(web::to(common::http::method_not_allowed("GET, HEAD"))),
             )
             .service(
                 web::resource("/ready")
-                    .route(web::get().to(ready))
-                    .default_service(web::to(common::http::method_not_allowed("GET"))),
+                    .route(common::http::get_or_head().to(ready))
+                    .default_service(web::to(common::http::method_not_allowed("GET, HEAD"))),
             )
             .default_service(web::to(common::http::not_found))
     })

@@ -9,7 +9,7 @@ use actix_web::error::{InternalError, JsonPayloadError, PathError, QueryPayloadE
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +161,12 @@ pub fn method_not_allowed(
             .insert(header::ALLOW, HeaderValue::from_static(allow));
         std::future::ready(resp)
     }
+}
+
+/// The route of a GET handler, answering HEAD too (RFC 9110 9.3.2: a GET
+/// resource supports HEAD). actix sends a HEAD response's headers only.
+pub fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// Safety net for errors actix produces without a body of ours (for example a

@@ -407,18 +407,42 @@ async fn unknown_routes_and_wrong_methods_are_json() {
     for path in ["/", "/api", "/api/movie", "/api/movies/1/extra", "/nope/"] {
         app.get(path).await.assert_error(404, "not_found", None);
     }
-    for (method, path) in [
-        (Method::PATCH, "/api/movies"),
-        (Method::PUT, "/api/movies/"),
-        (Method::POST, "/api/movies/1"),
-        (Method::PATCH, "/api/movies/1/"),
-        (Method::POST, "/health"),
-        (Method::DELETE, "/ready"),
+    for (method, path, allow) in [
+        (Method::PATCH, "/api/movies", "GET, HEAD, POST, DELETE"),
+        (Method::PUT, "/api/movies/", "GET, HEAD, POST, DELETE"),
+        (Method::POST, "/api/movies/1", "GET, HEAD, PUT, DELETE"),
+        (Method::PATCH, "/api/movies/1/", "GET, HEAD, PUT, DELETE"),
+        (Method::POST, "/health", "GET, HEAD"),
+        (Method::DELETE, "/ready", "GET, HEAD"),
     ] {
-        app.send(method, path, None, None, None).await.assert_error(
-            405,
-            "method_not_allowed",
-            None,
-        );
+        let reply = app.send(method, path, None, None, None).await;
+        reply.assert_error(405, "method_not_allowed", None);
+        assert_eq!(reply.header("allow"), Some(allow), "{path}");
     }
+}
+
+#[actix_web::test]
+async fn head_answers_like_get_without_a_body() {
+    let app = spawn_app().await;
+    let id = app.create("Heat", "LA, 1995").await["id"].as_i64().unwrap();
+    for path in [
+        format!("/api/movies/{id}"),
+        format!("/api/movies/{id}/"),
+        "/api/movies?title=heat".to_owned(),
+        "/health".to_owned(),
+        "/ready".to_owned(),
+    ] {
+        let get = app.get(&path).await;
+        let (status, headers, body) = app.head(&path).await;
+        assert_eq!(status, get.status, "{path}");
+        assert_eq!(
+            headers.get("content-type").unwrap(),
+            "application/json",
+            "{path}"
+        );
+        assert!(body.is_empty(), "HEAD {path} sent a body: {body:?}");
+    }
+    let (status, _, body) = app.head("/api/movies/999999999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.is_empty());
 }

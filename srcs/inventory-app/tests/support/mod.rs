@@ -4,6 +4,7 @@
 
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
+use actix_web::web::Bytes;
 use diesel::pg::PgConnection;
 use diesel::{Connection, RunQueryDsl};
 use inventory_app::config::Config;
@@ -210,6 +211,18 @@ impl TestApp {
             headers: resp.headers().clone(),
             body,
         }
+    }
+
+    /// A HEAD request: its status, headers and (what should be an empty) body.
+    pub async fn head(&self, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+        let mut resp = self
+            .client
+            .head(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {path}: {e}"));
+        let body = resp.body().await.unwrap();
+        (resp.status(), resp.headers().clone(), body)
     }
 
     pub async fn get(&self, path: &str) -> Reply {
