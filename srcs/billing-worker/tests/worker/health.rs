@@ -30,6 +30,21 @@ async fn ready_when_consuming_and_the_database_answers() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers().get("allow").unwrap(), "GET, HEAD");
+
+    // HEAD is GET without the body.
+    for path in ["/health", "/ready"] {
+        let mut resp = awc::Client::default()
+            .head(format!("http://127.0.0.1:{}{path}", worker.port))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "HEAD {path}");
+        assert!(
+            resp.body().await.unwrap().is_empty(),
+            "HEAD {path} sent a body"
+        );
+    }
 
     worker.stop().await;
 }
