@@ -183,7 +183,7 @@ pub async fn forward(
     let answer = inventory
         .exchange(req.method(), &url, &headers, body)
         .await?;
-    Ok(client_response(answer))
+    Ok(client_response(answer, req.method() == Method::HEAD))
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -253,8 +253,10 @@ fn upstream_headers(incoming: &HeaderMap, peer: Option<SocketAddr>, request_id: 
 }
 
 /// Inventory's answer for the client: same status, headers and body, minus
-/// hop-by-hop headers; `Content-Length` is recomputed by actix.
-fn client_response(answer: Answer) -> HttpResponse {
+/// hop-by-hop headers; `Content-Length` is recomputed by actix, except for
+/// HEAD, where it must stay the length a GET would have (RFC 9110 8.6), not
+/// that of the empty body.
+fn client_response(answer: Answer, head: bool) -> HttpResponse {
     let drop = hop_by_hop(&answer.headers);
     let mut resp = HttpResponse::build(answer.status);
     for (name, value) in answer.headers.iter() {
@@ -263,7 +265,19 @@ fn client_response(answer: Answer) -> HttpResponse {
         }
         resp.append_header((name.clone(), value.clone()));
     }
-    resp.body(answer.body)
+    let head_length = answer
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .filter(|_| head);
+    match head_length {
+        // A body of unknown size with chunking off: actix then writes the
+        // header given here, and sends no body for HEAD anyway.
+        Some(len) => resp
+            .no_chunking(len)
+            .streaming(futures_util::stream::empty::<Result<Bytes, PayloadError>>()),
+        None => resp.body(answer.body),
+    }
 }
 
 #[cfg(test)]

@@ -146,3 +146,43 @@ async fn inventory_answers_including_errors_pass_unchanged() {
         assert!(through.header("x-request-id").is_some());
     }
 }
+
+#[actix_web::test]
+async fn head_through_the_gateway_keeps_inventorys_content_length() {
+    let inventory = spawn_inventory().await;
+    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+    let created = gateway
+        .post_json(
+            "/api/movies",
+            &json!({"title": "Heat", "description": "LA"}),
+        )
+        .await;
+    let id = created.json()["id"].as_i64().unwrap();
+
+    for path in [
+        format!("/api/movies/{id}"),
+        "/api/movies?title=heat".to_owned(),
+    ] {
+        let get = gateway.get(&path).await;
+        let (direct, through) = both(
+            &inventory.url,
+            &gateway.url,
+            Method::HEAD,
+            &path,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(through.status, StatusCode::OK, "{through:?}");
+        assert!(through.body.is_empty(), "{through:?}");
+        assert_eq!(through.content_type(), direct.content_type());
+        // The length a GET has (RFC 9110 8.6), not the empty body's 0.
+        let get_length = get.body.len().to_string();
+        assert_eq!(direct.header("content-length"), Some(get_length.as_str()));
+        assert_eq!(
+            through.header("content-length"),
+            Some(get_length.as_str()),
+            "{path}"
+        );
+    }
+}
