@@ -6,7 +6,7 @@
 #   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
 #   unit     cargo test --workspace (integration tests against the real servers)
 #   build    scripts/build.sh: static musl binaries in dist/
-#   e2e      the running system through every route and error, with curl
+#   e2e      scripts/e2e.py: the running system through every route and error
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
 #   hosts    the three-host test in network namespaces
@@ -96,7 +96,7 @@ step_build() { scripts/build.sh; }
 
 step_e2e() {
 	ensure_system
-	scripts/e2e.sh
+	python3 scripts/e2e.py
 }
 
 step_contract() {
