@@ -60,17 +60,25 @@ def request(method, url, body=None, headers=None, timeout=20):
     if isinstance(body, str):
         body = body.encode("utf-8")
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+    sending = None
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
         for name, value in (headers or {}).items():
             conn.putheader(name, value)
         if body is not None:
             conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
+        try:
+            conn.endheaders(body)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            # A server may answer (413...) and close before reading a large
+            # body; its answer is still there to read, as curl reads it.
+            sending = e
         resp = conn.getresponse()
         data = resp.read()
         return Response(resp.status, resp.headers, data)
     except (OSError, http.client.HTTPException) as e:
+        if sending is not None:
+            e = sending
         return Response(error=f"{type(e).__name__}: {e}")
     finally:
         conn.close()
