@@ -350,16 +350,9 @@ def inventory_suite(base, label):
         expect(d("GET /api/movies/ (trailing slash) lists movies"), slash, 200, listed)
 
     # search: case-insensitive contains; % _ ' \ are literal characters
-    fixtures = dict(
-        zip(
-            ["100% pure", "100x pure", "a_b", "axb", "back\\slash", "backslash", "O'Brien"],
-            create_all(
-                d("create the 7 search fixtures (201 each)"),
-                m,
-                [f"{tag} {s}" for s in ["100% pure", "100x pure", "a_b", "axb", "back\\slash", "backslash", "O'Brien"]],
-            ),
-        )
-    )
+    names = ["100% pure", "100x pure", "a_b", "axb", "back\\slash", "backslash", "O'Brien"]
+    made = create_all(d("create the 7 search fixtures (201 each)"), m, [f"{tag} {n}" for n in names])
+    fixtures = dict(zip(names, made))
     every = [first, second, uni, *fixtures.values()]
 
     def search(path, title):
