@@ -391,7 +391,7 @@ async fn stalled_inventory_is_504_and_the_gateway_keeps_serving() {
 }
 
 #[actix_web::test]
-async fn request_bodies_over_one_mebibyte_are_refused_before_forwarding() {
+async fn request_bodies_over_inventorys_limit_are_refused_before_forwarding() {
     let upstream = spawn_upstream();
     let gateway = gateway_for(&upstream).await;
     let limit = api_gateway::proxy::MAX_REQUEST_BODY;
@@ -413,7 +413,7 @@ async fn request_bodies_over_one_mebibyte_are_refused_before_forwarding() {
 
     // Without a Content-Length (chunked), the limit holds while streaming.
     let chunks = futures_util::stream::iter(
-        (0..5).map(|_| Ok::<_, std::io::Error>(actix_web::web::Bytes::from(vec![b'b'; 300_000]))),
+        (0..5).map(|_| Ok::<_, std::io::Error>(actix_web::web::Bytes::from(vec![b'b'; 20_000]))),
     );
     let reply = gateway
         .request(Method::PUT, "/api/movies/1")

@@ -59,6 +59,12 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         rabbitmq_vhost: vhost.to_owned(),
         publish_timeout_ms: 5_000,
         workers: Some(1),
+        inventory_idle_timeout_ms: 5_000,
+        body_timeout_ms: 10_000,
+        max_connections: 1024,
+        backlog: 1024,
+        keep_alive_ms: 5_000,
+        request_head_timeout_ms: 5_000,
     }
 }
 
