@@ -3,6 +3,7 @@
 //! vhost of its own per test, and a TCP relay to cut or stall the broker.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod capture;
 pub mod inventory;
 pub mod rabbit;
 pub mod relay;
@@ -234,6 +235,16 @@ pub async fn raw_exchange(port: u16, request: &[u8]) -> String {
     tokio::time::timeout(PATIENCE, exchange)
         .await
         .expect("raw HTTP exchange hung")
+}
+
+/// This process's resident memory, in KiB (`VmRSS` of /proc/self/status).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
 }
 
 /// The header lines of a raw HTTP response, lower-cased names.
