@@ -298,8 +298,12 @@ fn client_response(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     if head {
-        // actix writes a HEAD answer's length but never its body.
-        return resp.body(HeadBody(length));
+        if let Some(length) = length {
+            resp.no_chunking(length);
+        }
+        return resp.body(HeadBody {
+            length_set: length.is_some(),
+        });
     }
     if bodiless {
         return resp.finish();
@@ -310,16 +314,28 @@ fn client_response(
     resp.body(relay)
 }
 
-/// The (empty) body of a HEAD answer, announcing the length of the GET's.
-/// Sized, not streamed: actix then keeps the connection usable for the next
-/// pipelined request.
-struct HeadBody(Option<u64>);
+/// The (empty) body of a HEAD answer. actix decides whether a response
+/// answers a HEAD from the last request it has *read*, so when a GET is
+/// pipelined behind the HEAD it frames the HEAD's answer as a GET's. A body
+/// of known size then fails (no bytes for its length: the connection drops
+/// with nothing sent) and a chunked one gets a last chunk the client does
+/// not expect. An unsized stream without chunking is framed right either
+/// way: the `Content-Length` header set by hand, and no body bytes.
+struct HeadBody {
+    /// Whether `Content-Length` was set (`no_chunking`); without it, no
+    /// framing at all.
+    length_set: bool,
+}
 
 impl MessageBody for HeadBody {
     type Error = std::convert::Infallible;
 
     fn size(&self) -> BodySize {
-        self.0.map_or(BodySize::None, BodySize::Sized)
+        if self.length_set {
+            BodySize::Stream
+        } else {
+            BodySize::None
+        }
     }
 
     fn poll_next(

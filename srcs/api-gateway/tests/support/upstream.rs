@@ -93,6 +93,7 @@ pub fn spawn_upstream() -> Upstream {
 /// - `/api/movies/status/{code}?ct=..&body=..`: that status, content type
 ///   (none without `ct`) and body;
 /// - `/api/movies/slow`: answers after 3 s;
+/// - `/api/movies/chunked`: 200, `[1,2,3]` in three chunks (no length);
 /// - `/api/movies/stall`: 200, streams one chunk (`first chunk;`), then
 ///   nothing, forever;
 /// - `/api/movies/endless`: 200, streams 64 KiB chunks for as long as it is
@@ -168,6 +169,14 @@ async fn answer(
             resp.insert_header(("content-type", ct.as_str()));
         }
         return resp.body(query.get("body").cloned().unwrap_or_default());
+    }
+    if path == "/api/movies/chunked" {
+        let chunks = futures_util::stream::iter(
+            [&b"[1,"[..], b"2,", b"3]"].map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
+        );
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(chunks);
     }
     if path == "/api/movies/stall" {
         let first = futures_util::stream::once(async {
