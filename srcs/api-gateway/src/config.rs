@@ -3,6 +3,7 @@ use std::time::Duration;
 use awc::http::Uri;
 use common::amqp::AmqpTarget;
 use common::config::ConfigError;
+use common::http::ServerLimits;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -29,10 +30,46 @@ pub struct Config {
     /// HTTP worker threads; `None` lets actix use one per core.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Longest wait for the next piece of a response body from inventory;
+    /// past it the response is cut (a head deadline alone would let a
+    /// stalled listing hang forever).
+    #[serde(default = "default_timeout_ms")]
+    pub inventory_idle_timeout_ms: u64,
+    /// Total time a client has to send a request body (then 408).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Concurrent client connections per worker thread.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections the kernel queues beyond those.
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+    /// How long an idle keep-alive client connection stays open.
+    #[serde(default = "default_timeout_ms")]
+    pub keep_alive_ms: u64,
+    /// Time a new connection has to send its first request head (then 408).
+    #[serde(default = "default_timeout_ms")]
+    pub request_head_timeout_ms: u64,
 }
 
 fn default_timeout_ms() -> u64 {
     5_000
+}
+
+fn default_body_timeout_ms() -> u64 {
+    duration_ms(ServerLimits::default().body_timeout)
+}
+
+fn default_max_connections() -> usize {
+    ServerLimits::default().max_connections
+}
+
+fn default_backlog() -> u32 {
+    ServerLimits::default().backlog
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Config {
@@ -50,6 +87,10 @@ impl Config {
         for (name, value) in [
             ("INVENTORY_TIMEOUT_MS", self.inventory_timeout_ms),
             ("PUBLISH_TIMEOUT_MS", self.publish_timeout_ms),
+            ("INVENTORY_IDLE_TIMEOUT_MS", self.inventory_idle_timeout_ms),
+            ("BODY_TIMEOUT_MS", self.body_timeout_ms),
+            ("KEEP_ALIVE_MS", self.keep_alive_ms),
+            ("REQUEST_HEAD_TIMEOUT_MS", self.request_head_timeout_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!(
@@ -57,12 +98,33 @@ impl Config {
                 )));
             }
         }
-        if self.workers == Some(0) {
-            return Err(ConfigError(format!(
-                "bad variable {ENV_PREFIX}WORKERS: must be at least 1"
-            )));
+        for (name, value) in [
+            ("WORKERS", self.workers.unwrap_or(1)),
+            ("MAX_CONNECTIONS", self.max_connections),
+            ("BACKLOG", self.backlog as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "bad variable {ENV_PREFIX}{name}: must be at least 1"
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// What one client may hold on the gateway.
+    pub fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            max_connections: self.max_connections,
+            backlog: self.backlog,
+            keep_alive: Duration::from_millis(self.keep_alive_ms),
+            request_head_timeout: Duration::from_millis(self.request_head_timeout_ms),
+        }
+    }
+
+    pub fn inventory_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.inventory_idle_timeout_ms)
     }
 
     /// The inventory base URL without a trailing slash, ready for a request
@@ -171,6 +233,47 @@ mod tests {
     fn trailing_slash_is_dropped_from_the_base() {
         let c = read(&[("GATEWAY_INVENTORY_URL", "http://10.0.0.1:8080/")]).unwrap();
         assert_eq!(c.inventory_base().unwrap(), "http://10.0.0.1:8080");
+    }
+
+    #[test]
+    fn limits_default_to_the_shared_ones_and_are_read() {
+        let c = read(&[]).unwrap();
+        assert_eq!(c.limits(), ServerLimits::default());
+        assert_eq!(c.inventory_idle_timeout(), Duration::from_secs(5));
+        let c = read(&[
+            ("GATEWAY_BODY_TIMEOUT_MS", "250"),
+            ("GATEWAY_MAX_CONNECTIONS", "7"),
+            ("GATEWAY_BACKLOG", "9"),
+            ("GATEWAY_KEEP_ALIVE_MS", "1500"),
+            ("GATEWAY_REQUEST_HEAD_TIMEOUT_MS", "2500"),
+            ("GATEWAY_INVENTORY_IDLE_TIMEOUT_MS", "300"),
+        ])
+        .unwrap();
+        let limits = c.limits();
+        assert_eq!(limits.body_timeout, Duration::from_millis(250));
+        assert_eq!(limits.max_connections, 7);
+        assert_eq!(limits.backlog, 9);
+        assert_eq!(limits.keep_alive, Duration::from_millis(1500));
+        assert_eq!(limits.request_head_timeout, Duration::from_millis(2500));
+        assert_eq!(c.inventory_idle_timeout(), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn zero_limits_are_rejected_by_name() {
+        for name in [
+            "GATEWAY_BODY_TIMEOUT_MS",
+            "GATEWAY_INVENTORY_IDLE_TIMEOUT_MS",
+            "GATEWAY_KEEP_ALIVE_MS",
+            "GATEWAY_REQUEST_HEAD_TIMEOUT_MS",
+            "GATEWAY_MAX_CONNECTIONS",
+            "GATEWAY_BACKLOG",
+            "GATEWAY_WORKERS",
+        ] {
+            let err = read(&[(name, "0")]).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+        let err = read(&[("GATEWAY_MAX_CONNECTIONS", "lots")]).unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_MAX_CONNECTIONS"), "{err}");
     }
 
     #[test]

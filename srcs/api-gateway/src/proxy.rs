@@ -2,10 +2,20 @@
 //! answer returned as it is (status, body, content type and end-to-end
 //! headers). The gateway never parses movie bodies; only hop-by-hop headers
 //! are dropped and `X-Forwarded-For` / `X-Request-Id` are set.
+//!
+//! The request body is buffered (it is small: [`MAX_REQUEST_BODY`]), so a
+//! slow client never holds a connection to inventory and an idempotent
+//! request can be re-sent. The response body is streamed as inventory sends
+//! it, whatever its size: the gateway holds at most a few chunks of it, and a
+//! slow client slows inventory down (TCP backpressure) rather than fill memory.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
@@ -14,15 +24,17 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
 
 use crate::body;
 use crate::error::GatewayError;
 use crate::request_id::{self, RequestId};
 
-/// Largest request body forwarded (inventory itself accepts far less).
-pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
-/// Largest inventory response the gateway buffers and forwards.
-pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+/// Largest request body forwarded: what inventory accepts (its JSON limit),
+/// so a bigger one is refused here, with the same 413, before it costs
+/// anything upstream.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Readiness probes must answer quickly even when inventory hangs.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -48,19 +60,23 @@ pub struct Inventory {
     client: awc::Client,
     base: String,
     timeout: Duration,
+    idle_timeout: Duration,
 }
 
-/// What inventory answered, fully read.
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
+
+/// What inventory answered: the head, and the body still to be read.
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
-    body: Bytes,
+    body: BodyStream,
 }
 
 impl Inventory {
     /// `base` is the inventory URL without a trailing slash; `timeout` bounds
-    /// a whole exchange (connect, send, response head and body).
-    pub fn new(base: String, timeout: Duration) -> Self {
+    /// the exchange up to inventory's response head (connect, send, wait),
+    /// `idle_timeout` each wait for the next piece of the response body.
+    pub fn new(base: String, timeout: Duration, idle_timeout: Duration) -> Self {
         let connector = awc::Connector::new().timeout(timeout);
         let client = awc::Client::builder()
             .connector(connector)
@@ -75,6 +91,7 @@ impl Inventory {
             client,
             base,
             timeout,
+            idle_timeout,
         }
     }
 
@@ -113,23 +130,13 @@ impl Inventory {
                     None => request.send().await,
                 };
                 match sent {
-                    Ok(mut resp) => {
-                        let body =
-                            resp.body()
-                                .limit(MAX_RESPONSE_BODY)
-                                .await
-                                .map_err(|e| match e {
-                                    PayloadError::Overflow => GatewayError::UpstreamBadResponse(
-                                        format!("response body is over {MAX_RESPONSE_BODY} bytes"),
-                                    ),
-                                    other => GatewayError::UpstreamBadResponse(format!(
-                                        "reading the response body failed: {other}"
-                                    )),
-                                })?;
+                    // The head has arrived: from here on nothing is retried,
+                    // as the answer is on its way to the client.
+                    Ok(resp) => {
                         return Ok(Answer {
                             status: resp.status(),
                             headers: resp.headers().clone(),
-                            body,
+                            body: Box::pin(resp),
                         });
                     }
                     Err(
@@ -183,7 +190,21 @@ pub async fn forward(
     let answer = inventory
         .exchange(req.method(), &url, &headers, body)
         .await?;
-    Ok(client_response(answer, req.method() == Method::HEAD))
+    let relay = Relay {
+        body: answer.body,
+        size: BodySize::Stream,
+        idle_timeout: inventory.idle_timeout,
+        idle: Box::pin(tokio::time::sleep(inventory.idle_timeout)),
+        waiting: false,
+        sent: 0,
+        what: format!("request_id={request_id} {} {}", req.method(), req.path()),
+    };
+    Ok(client_response(
+        answer.status,
+        &answer.headers,
+        relay,
+        req.method() == Method::HEAD,
+    ))
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -253,30 +274,144 @@ fn upstream_headers(incoming: &HeaderMap, peer: Option<SocketAddr>, request_id: 
 }
 
 /// Inventory's answer for the client: same status, headers and body, minus
-/// hop-by-hop headers; `Content-Length` is recomputed by actix, except for
-/// HEAD, where it must stay the length a GET would have (RFC 9110 8.6), not
-/// that of the empty body.
-fn client_response(answer: Answer, head: bool) -> HttpResponse {
-    let drop = hop_by_hop(&answer.headers);
-    let mut resp = HttpResponse::build(answer.status);
-    for (name, value) in answer.headers.iter() {
+/// hop-by-hop headers. The body keeps inventory's framing: a known length is
+/// sent as `Content-Length` (for HEAD too: the length a GET would have, RFC
+/// 9110 8.6), an unknown one chunked.
+fn client_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    mut relay: Relay,
+    head: bool,
+) -> HttpResponse {
+    let drop = hop_by_hop(headers);
+    let mut resp = HttpResponse::build(status);
+    for (name, value) in headers.iter() {
         if drop.contains(name) || name == CONTENT_LENGTH {
             continue;
         }
         resp.append_header((name.clone(), value.clone()));
     }
-    let head_length = answer
-        .headers
+    let length = headers
         .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .filter(|_| head);
-    match head_length {
-        // A body of unknown size with chunking off: actix then writes the
-        // header given here, and sends no body for HEAD anyway.
-        Some(len) => resp
-            .no_chunking(len)
-            .streaming(futures_util::stream::empty::<Result<Bytes, PayloadError>>()),
-        None => resp.body(answer.body),
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if head {
+        if let Some(length) = length {
+            resp.no_chunking(length);
+        }
+        return resp.body(HeadBody {
+            length_set: length.is_some(),
+        });
+    }
+    if bodiless {
+        return resp.finish();
+    }
+    if let Some(length) = length {
+        relay.size = BodySize::Sized(length);
+    }
+    resp.body(relay)
+}
+
+/// The (empty) body of a HEAD answer. actix decides whether a response
+/// answers a HEAD from the last request it has *read*, so when a GET is
+/// pipelined behind the HEAD it frames the HEAD's answer as a GET's. A body
+/// of known size then fails (no bytes for its length: the connection drops
+/// with nothing sent) and a chunked one gets a last chunk the client does
+/// not expect. An unsized stream without chunking is framed right either
+/// way: the `Content-Length` header set by hand, and no body bytes.
+struct HeadBody {
+    /// Whether `Content-Length` was set (`no_chunking`); without it, no
+    /// framing at all.
+    length_set: bool,
+}
+
+impl MessageBody for HeadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        if self.length_set {
+            BodySize::Stream
+        } else {
+            BodySize::None
+        }
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(None)
+    }
+}
+
+/// Inventory's response body on its way to the client, one chunk at a time:
+/// actix asks for the next chunk only once the previous one is written, so
+/// a slow client holds back inventory instead of filling memory. Waiting for
+/// inventory is bounded by the idle timeout; past it, or on an upstream
+/// error, the stream fails, and actix aborts the response (the connection
+/// is closed with the body incomplete, so no client takes it as whole).
+struct Relay {
+    body: BodyStream,
+    size: BodySize,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    /// Whether the idle timer runs: only while the gateway waits for
+    /// inventory, not while the client takes its time reading.
+    waiting: bool,
+    sent: u64,
+    /// Request id, method and path, for the log line of a cut.
+    what: String,
+}
+
+impl MessageBody for Relay {
+    type Error = GatewayError;
+
+    fn size(&self) -> BodySize {
+        self.size
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        match this.body.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.waiting = false;
+                this.sent += chunk.len() as u64;
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                log::warn!(
+                    "{}: response cut after {} bytes: inventory's body failed: {e}",
+                    this.what,
+                    this.sent
+                );
+                Poll::Ready(Some(Err(GatewayError::UpstreamBadResponse(e.to_string()))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                }
+                match this.idle.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        let timeout_ms =
+                            u64::try_from(this.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+                        log::warn!(
+                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms",
+                            this.what,
+                            this.sent
+                        );
+                        Poll::Ready(Some(Err(GatewayError::UpstreamTimeout { timeout_ms })))
+                    }
+                }
+            }
+        }
     }
 }
 

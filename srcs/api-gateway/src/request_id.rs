@@ -35,12 +35,13 @@ pub fn header_name() -> HeaderName {
     HeaderName::from_static(REQUEST_ID_HEADER)
 }
 
-/// A client-sent id is kept when it is 1..=128 visible ASCII characters, so
-/// it cannot break a log line or a header; anything else is replaced.
+/// A client-sent id is kept when it is 1..=128 characters of
+/// `[A-Za-z0-9._-]`, so it can neither break a log line or a header nor forge
+/// a `key=value` token or a quoted string in one; anything else is replaced.
 pub fn accept(value: Option<&HeaderValue>) -> Option<String> {
     let bytes = value?.as_bytes();
-    let visible = |b: &u8| (0x21..=0x7e).contains(b);
-    if bytes.is_empty() || bytes.len() > MAX_LEN || !bytes.iter().all(visible) {
+    let safe = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if bytes.is_empty() || bytes.len() > MAX_LEN || !bytes.iter().all(safe) {
         return None;
     }
     String::from_utf8(bytes.to_vec()).ok()
@@ -134,6 +135,13 @@ mod tests {
         let latin1 = HeaderValue::from_bytes(b"caf\xe9").unwrap();
         assert_eq!(accept(Some(&latin1)), None);
         assert_eq!(accept(Some(&hv("tab\there"))), None);
+        for forged in [
+            "a\" b=c", "x=y", "\"q\"", "a/b", "a;b", "a,b", "a:b", "a%20b",
+        ] {
+            assert_eq!(accept(Some(&hv(forged))), None, "{forged}");
+        }
+        let every_safe = "AZaz09._-";
+        assert_eq!(accept(Some(&hv(every_safe))).as_deref(), Some(every_safe));
     }
 
     #[test]

@@ -1,11 +1,12 @@
-use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use common::config::ConfigError;
-use common::http::{get_or_head, json_error_pages, method_not_allowed, not_found};
+use common::http::{
+    bound_requests, get_or_head, json_error_pages, method_not_allowed, not_found, BodyDeadline,
+};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -45,7 +46,9 @@ impl Application {
             address: address.clone(),
             source,
         };
-        let listener = TcpListener::bind(&address).map_err(bind_error)?;
+        let limits = config.limits();
+        let inventory_idle_timeout = config.inventory_idle_timeout();
+        let listener = common::http::listen(&address, limits.backlog).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
 
         let (broker, broker_task) = Broker::start(&config);
@@ -53,11 +56,18 @@ impl Application {
         let server = HttpServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
-            let inventory =
-                web::Data::new(Inventory::new(inventory_base.clone(), inventory_timeout));
+            let inventory = web::Data::new(Inventory::new(
+                inventory_base.clone(),
+                inventory_timeout,
+                inventory_idle_timeout,
+            ));
             App::new()
                 .app_data(inventory)
                 .app_data(shared_broker.clone())
+                .app_data(BodyDeadline(limits.body_timeout))
+                // Inside the request-id middleware, so refusals carry an id
+                // and an access-log line.
+                .wrap(from_fn(bound_requests))
                 .wrap(from_fn(request_id::middleware))
                 // No JSON rewriting here: whatever inventory answers (even a
                 // non-JSON error) reaches the client unchanged.
@@ -90,6 +100,7 @@ impl Application {
         })
         .listen(listener)
         .map_err(bind_error)?;
+        let server = common::bounded_server!(server, limits);
         let server = match config.workers {
             Some(n) => server.workers(n),
             None => server,

@@ -186,3 +186,48 @@ async fn head_through_the_gateway_keeps_inventorys_content_length() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_request_pipelined_after_a_head_gets_its_answer() {
+    let inventory = spawn_inventory().await;
+    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+    let created = gateway
+        .post_json(
+            "/api/movies",
+            &json!({"title": "Ran", "description": "Kurosawa"}),
+        )
+        .await;
+    let id = created.json()["id"].as_i64().unwrap();
+    let get = gateway.get(&format!("/api/movies/{id}")).await;
+    let length = get.body.len();
+
+    // Both requests in one write: the HEAD's answer (no body) must be
+    // followed by the GET's, on the same connection.
+    let requests = format!(
+        "HEAD /api/movies/{id} HTTP/1.1\r\nHost: g\r\nX-Request-Id: head-1\r\n\r\n\
+         GET /api/movies/{id} HTTP/1.1\r\nHost: g\r\nX-Request-Id: get-2\r\nConnection: close\r\n\r\n"
+    );
+    let response = support::raw_exchange(gateway.port, requests.as_bytes()).await;
+    let (head_answer, rest) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete answer: {response:?}"));
+    assert!(head_answer.starts_with("HTTP/1.1 200"), "{response}");
+    let head_headers = support::raw_headers(&format!("{head_answer}\r\n\r\n"));
+    assert!(
+        head_headers.contains(&("content-length".to_owned(), length.to_string())),
+        "{response}"
+    );
+    assert!(
+        head_headers.contains(&("x-request-id".to_owned(), "head-1".to_owned())),
+        "{response}"
+    );
+    // Right after the HEAD's head: the GET's answer, with the movie.
+    assert!(rest.starts_with("HTTP/1.1 200"), "{response}");
+    let get_headers = support::raw_headers(rest);
+    assert!(
+        get_headers.contains(&("x-request-id".to_owned(), "get-2".to_owned())),
+        "{response}"
+    );
+    let body = rest.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body.as_bytes(), &get.body[..], "{response}");
+}

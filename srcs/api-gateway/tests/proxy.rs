@@ -391,7 +391,7 @@ async fn stalled_inventory_is_504_and_the_gateway_keeps_serving() {
 }
 
 #[actix_web::test]
-async fn request_bodies_over_one_mebibyte_are_refused_before_forwarding() {
+async fn request_bodies_over_inventorys_limit_are_refused_before_forwarding() {
     let upstream = spawn_upstream();
     let gateway = gateway_for(&upstream).await;
     let limit = api_gateway::proxy::MAX_REQUEST_BODY;
@@ -413,7 +413,7 @@ async fn request_bodies_over_one_mebibyte_are_refused_before_forwarding() {
 
     // Without a Content-Length (chunked), the limit holds while streaming.
     let chunks = futures_util::stream::iter(
-        (0..5).map(|_| Ok::<_, std::io::Error>(actix_web::web::Bytes::from(vec![b'b'; 300_000]))),
+        (0..5).map(|_| Ok::<_, std::io::Error>(actix_web::web::Bytes::from(vec![b'b'; 20_000]))),
     );
     let reply = gateway
         .request(Method::PUT, "/api/movies/1")
@@ -451,4 +451,26 @@ async fn gateway_errors_carry_the_client_request_id() {
         assert_eq!(reply.header("x-request-id"), Some("err-id-1"), "{path}");
         assert_eq!(reply.content_type(), Some("application/json"), "{path}");
     }
+}
+
+#[actix_web::test]
+async fn chunked_answers_stream_through_and_a_pipelined_head_of_one_keeps_the_connection_in_sync() {
+    let upstream = spawn_upstream();
+    let gateway = gateway_for(&upstream).await;
+    let reply = gateway.get("/api/movies/chunked").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.text(), "[1,2,3]");
+
+    // Unknown length: the HEAD's answer has no framing header and no body
+    // (not even a last chunk), and the GET behind it is answered.
+    let requests = "HEAD /api/movies/chunked HTTP/1.1\r\nHost: g\r\n\r\n\
+                    GET /api/movies/chunked HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n";
+    let response = raw_exchange(gateway.port, requests.as_bytes()).await;
+    let (head_answer, rest) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head_answer.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(rest.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert!(
+        rest.ends_with("\r\n\r\n3\r\n[1,\r\n2\r\n2,\r\n2\r\n3]\r\n0\r\n\r\n"),
+        "{rest:?}"
+    );
 }

@@ -5,8 +5,10 @@ use crate::error::WorkerError;
 use crate::status::{Counters, WorkerStatus};
 use crate::store;
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use common::db::PgPool;
+use common::http::ServerLimits;
 use serde::Serialize;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -70,8 +72,14 @@ pub fn server(
 ) -> Result<Server, WorkerError> {
     let pool = web::Data::new(pool);
     let status = web::Data::new(status);
+    // Probes only: a few connections are plenty, and none may hold more.
+    let limits = ServerLimits {
+        max_connections: 64,
+        ..ServerLimits::default()
+    };
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(common::http::bound_requests))
             .wrap(common::http::json_error_pages())
             .app_data(pool.clone())
             .app_data(status.clone())
@@ -91,7 +99,6 @@ pub fn server(
     .disable_signals()
     .shutdown_timeout(2)
     .listen(listener)
-    .map_err(WorkerError::Http)?
-    .run();
-    Ok(server)
+    .map_err(WorkerError::Http)?;
+    Ok(common::bounded_server!(server, limits).run())
 }

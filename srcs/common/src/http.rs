@@ -3,14 +3,30 @@
 //! method, oversized body) use it too:
 //! `{"error":{"code":"validation_failed","message":"...","field":"title"}}`.
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
-use actix_web::dev::ServiceResponse;
-use actix_web::error::{InternalError, JsonPayloadError, PathError, QueryPayloadError};
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::net::{TcpListener, ToSocketAddrs};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::{
+    InternalError, JsonPayloadError, PathError, PayloadError, QueryPayloadError,
+};
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{guard, web, HttpRequest, HttpResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
+use actix_web::web::Bytes;
+use actix_web::{guard, web, HttpMessage, HttpRequest, HttpResponse};
+use futures_util::Stream;
+use pin_project_lite::pin_project;
 use serde::Serialize;
+use socket2::{Domain, Socket, Type};
+use tokio::time::{sleep, Sleep};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorBody {
@@ -222,6 +238,233 @@ fn status_code_text(status: StatusCode) -> (&'static str, String) {
 
 /// Type alias for services that wrap their app in [`json_error_pages`].
 pub type WrappedBody<B> = EitherBody<B, BoxBody>;
+
+// --- Resource bounds shared by the services' HTTP servers -------------------
+
+/// What one client may hold on a server: every service applies these, so
+/// slow or oversized requests cost a bounded amount of memory and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Total time to receive a request body, counted from its head: a body
+    /// dribbled more slowly is cut with 408 and the connection closed.
+    pub body_timeout: Duration,
+    /// Concurrent connections per worker thread; more wait in the backlog.
+    pub max_connections: usize,
+    /// Connections the kernel queues beyond those, not yet accepted.
+    pub backlog: u32,
+    /// How long an idle keep-alive connection is kept open.
+    pub keep_alive: Duration,
+    /// Time to receive the first request head of a new connection.
+    pub request_head_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            body_timeout: Duration::from_secs(10),
+            // Measured: a slow upload near the 64 KiB limit costs the
+            // gateway ~145 KiB, so 512 of them on one worker ~75 MB.
+            max_connections: 512,
+            backlog: 1024,
+            keep_alive: Duration::from_secs(5),
+            request_head_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A listening socket on `address` whose accept queue holds `backlog`
+/// connections (std's `TcpListener::bind` fixes it at 128).
+pub fn listen(address: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
+    for addr in address.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As std does on Unix: a restart may bind while old connections linger.
+        socket.set_reuse_address(true)?;
+        let bound = socket
+            .bind(&addr.into())
+            .and_then(|()| socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX)));
+        match bound {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// `$server` (an `HttpServer`) with the connection cap and the keep-alive
+/// and request-head timeouts of `$limits` (a `ServerLimits`); the body
+/// deadline is [`bound_requests`]' job. A macro, as `HttpServer`'s type
+/// parameters name crates the services do not depend on.
+#[macro_export]
+macro_rules! bounded_server {
+    ($server:expr, $limits:expr) => {{
+        let limits: &$crate::http::ServerLimits = &$limits;
+        $server
+            .max_connections(limits.max_connections)
+            .keep_alive(limits.keep_alive)
+            .client_request_timeout(limits.request_head_timeout)
+            // After an answer to a request whose body was not read (408,
+            // 413): how long the rest is read and discarded before the socket
+            // closes, so that the client gets to read the answer.
+            .client_disconnect_timeout(::std::time::Duration::from_secs(1))
+    }};
+}
+
+/// The request body deadline, as app data: `.app_data(BodyDeadline(d))`
+/// beside `.wrap(from_fn(bound_requests))`. Without it, the default
+/// [`ServerLimits::body_timeout`] applies.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub Duration);
+
+/// Middleware for every service (`.wrap(from_fn(bound_requests))`):
+/// - refuses `CONNECT` and `Upgrade:` before reading anything of the body
+///   (actix would otherwise read such a request's body until the client
+///   closes);
+/// - gives the body a total deadline: past it, reading fails and the answer
+///   is 408 JSON, whatever the handler made of the failure;
+/// - closes the connection after an answer whose request body was not read
+///   to its end, instead of reading (draining) the rest of a chunked body for
+///   as long as the client keeps sending it.
+pub async fn bound_requests(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<HoldPayload<EitherBody<impl MessageBody>>>, actix_web::Error> {
+    if req.method() == Method::CONNECT {
+        let resp = error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "connect_not_supported",
+            "CONNECT is not supported: this server is not a tunnel",
+            None,
+        );
+        return Ok(refuse(req, resp));
+    }
+    if req.headers().contains_key(header::UPGRADE) {
+        let resp = error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "upgrade_not_supported",
+            "protocol upgrades are not supported: send the request without an Upgrade header",
+            Some("Upgrade"),
+        );
+        return Ok(refuse(req, resp));
+    }
+    // No body framed (a GET, most often): nothing to bound, no timer.
+    let framed = req.headers().contains_key(header::CONTENT_LENGTH)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !framed {
+        return Ok(next
+            .call(req)
+            .await?
+            .map_into_left_body()
+            .map_body(|_, body| HoldPayload {
+                body,
+                _payload: None,
+            }));
+    }
+    let timeout = req
+        .app_data::<BodyDeadline>()
+        .map_or(ServerLimits::default().body_timeout, |d| d.0);
+    let body = Rc::new(RefCell::new(DeadlineBody {
+        payload: req.take_payload(),
+        deadline: Box::pin(sleep(timeout)),
+        timed_out: false,
+    }));
+    req.set_payload(Payload::from(
+        Box::pin(DeadlinePayload(Rc::clone(&body))) as PayloadStream
+    ));
+    let res = next.call(req).await?;
+    let timed_out = body.borrow().timed_out;
+    let res = if timed_out {
+        let ms = timeout.as_millis();
+        let resp = error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {ms} ms"),
+            None,
+        );
+        ServiceResponse::new(res.request().clone(), resp).map_into_right_body()
+    } else {
+        res.map_into_left_body()
+    };
+    Ok(res.map_body(|_, body_out| HoldPayload {
+        body: body_out,
+        _payload: Some(body),
+    }))
+}
+
+fn refuse<B>(
+    req: ServiceRequest,
+    resp: HttpResponse,
+) -> ServiceResponse<HoldPayload<EitherBody<B>>> {
+    // The body is never read; actix closes the connection after the answer.
+    req.into_response(resp)
+        .map_into_right_body::<B>()
+        .map_body(|_, body| HoldPayload {
+            body,
+            _payload: None,
+        })
+}
+
+type PayloadStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
+
+struct DeadlineBody {
+    payload: Payload,
+    deadline: Pin<Box<Sleep>>,
+    timed_out: bool,
+}
+
+/// The request's payload as handlers see it: the original one, failing with
+/// `TimedOut` once the deadline has passed.
+struct DeadlinePayload(Rc<RefCell<DeadlineBody>>);
+
+impl Stream for DeadlinePayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut body = self.0.borrow_mut();
+        if body.timed_out {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = Pin::new(&mut body.payload).poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        match body.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                body.timed_out = true;
+                Poll::Ready(Some(Err(PayloadError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request body deadline passed",
+                )))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that keeps the request's payload alive until the
+    /// answer has been written: actix then sees the body unfinished and closes
+    /// the connection, where a dropped chunked payload would be drained.
+    pub struct HoldPayload<B> {
+        #[pin]
+        body: B,
+        _payload: Option<Rc<RefCell<DeadlineBody>>>,
+    }
+}
+
+impl<B: MessageBody> MessageBody for HoldPayload<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        self.project().body.poll_next(cx)
+    }
+}
 
 #[cfg(test)]
 mod tests {

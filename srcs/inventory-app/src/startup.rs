@@ -2,10 +2,12 @@ use crate::config::Config;
 use crate::state::AppState;
 use crate::{routes, MIGRATIONS};
 use actix_web::dev::Server;
-use actix_web::middleware::{Logger, NormalizePath};
+use actix_web::middleware::{from_fn, Logger, NormalizePath};
 use actix_web::{web, App, HttpServer};
-use common::http::{json_config, json_error_pages, not_found, path_config, query_config};
-use std::net::TcpListener;
+use common::http::{
+    bound_requests, json_config, json_error_pages, not_found, path_config, query_config,
+    ServerLimits,
+};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -27,7 +29,8 @@ impl Application {
     /// service answers (503 on data routes) while its database is still down.
     /// Call from inside an actix/tokio runtime.
     pub fn build(config: &Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((config.host.as_str(), config.port))?;
+        let limits = ServerLimits::default();
+        let listener = common::http::listen((config.host.as_str(), config.port), limits.backlog)?;
         let port = listener.local_addr()?.port();
 
         let pool = common::db::pool(&config.pg_target(), config.db_pool_size, CHECKOUT_TIMEOUT);
@@ -43,12 +46,16 @@ impl Application {
                 .app_data(query_config())
                 .configure(routes::configure)
                 .default_service(web::to(not_found))
+                // The body deadline, CONNECT/Upgrade refusal and connection
+                // close after an unread body (the 64 KiB limit is the JSON one).
+                .wrap(from_fn(bound_requests))
                 .wrap(json_error_pages())
                 .wrap(NormalizePath::trim())
                 // Outermost, so it logs the path as sent and the final status.
                 .wrap(Logger::new(ACCESS_LOG_FORMAT))
         })
         .listen(listener)?;
+        server = common::bounded_server!(server, limits);
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }

@@ -28,6 +28,20 @@ pub struct Inventory {
     db: String,
 }
 
+impl Inventory {
+    /// Runs `sql` in this inventory's database (e.g. to seed it in bulk).
+    pub fn execute(&self, sql: &str) -> usize {
+        let url = format!(
+            "host=127.0.0.1 port={} user=postgres dbname={} connect_timeout=5",
+            pg_port(),
+            self.db
+        );
+        let mut conn = PgConnection::establish(&url)
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        diesel::sql_query(sql).execute(&mut conn).unwrap()
+    }
+}
+
 impl Drop for Inventory {
     fn drop(&mut self) {
         let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))

@@ -3,6 +3,7 @@
 //! vhost of its own per test, and a TCP relay to cut or stall the broker.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod capture;
 pub mod inventory;
 pub mod rabbit;
 pub mod relay;
@@ -59,6 +60,12 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         rabbitmq_vhost: vhost.to_owned(),
         publish_timeout_ms: 5_000,
         workers: Some(1),
+        inventory_idle_timeout_ms: 5_000,
+        body_timeout_ms: 10_000,
+        max_connections: 1024,
+        backlog: 1024,
+        keep_alive_ms: 5_000,
+        request_head_timeout_ms: 5_000,
     }
 }
 
@@ -228,6 +235,16 @@ pub async fn raw_exchange(port: u16, request: &[u8]) -> String {
     tokio::time::timeout(PATIENCE, exchange)
         .await
         .expect("raw HTTP exchange hung")
+}
+
+/// This process's resident memory, in KiB (`VmRSS` of /proc/self/status).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
 }
 
 /// The header lines of a raw HTTP response, lower-cased names.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A request as the upstream received it.
@@ -44,6 +46,25 @@ pub struct Upstream {
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
     handle: ServerHandle,
+    /// What `/api/movies/endless` streams have done so far.
+    pub endless: Arc<Endless>,
+}
+
+/// Counters of the endless streams: bytes handed to actix, and streams that
+/// have ended (dropped: actix drops a body whose client went away).
+#[derive(Debug, Default)]
+pub struct Endless {
+    pub bytes: AtomicU64,
+    pub dropped: AtomicUsize,
+}
+
+/// Counts the stream as dropped when it is.
+struct DropGuard(Arc<Endless>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Upstream {
@@ -72,15 +93,23 @@ pub fn spawn_upstream() -> Upstream {
 /// - `/api/movies/status/{code}?ct=..&body=..`: that status, content type
 ///   (none without `ct`) and body;
 /// - `/api/movies/slow`: answers after 3 s;
+/// - `/api/movies/chunked`: 200, `[1,2,3]` in three chunks (no length);
+/// - `/api/movies/stall`: 200, streams one chunk (`first chunk;`), then
+///   nothing, forever;
+/// - `/api/movies/endless`: 200, streams 64 KiB chunks for as long as it is
+///   read (see [`Endless`]);
 /// - anything else: 200 `application/vnd.echo+json` describing the request,
 ///   with `X-Upstream: echo`.
 pub fn spawn_upstream_on(listener: TcpListener) -> Upstream {
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = seen.clone();
+    let endless = Arc::new(Endless::default());
+    let counters = endless.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(recorded.clone()))
+            .app_data(web::Data::new(counters.clone()))
             .app_data(web::PayloadConfig::new(8 << 20))
             .default_service(web::to(answer))
     })
@@ -95,6 +124,7 @@ pub fn spawn_upstream_on(listener: TcpListener) -> Upstream {
         port,
         seen,
         handle,
+        endless,
     }
 }
 
@@ -102,6 +132,7 @@ async fn answer(
     req: HttpRequest,
     body: Bytes,
     seen: web::Data<Arc<Mutex<Vec<Seen>>>>,
+    endless: web::Data<Arc<Endless>>,
 ) -> HttpResponse {
     let path = req.path().to_owned();
     if path == "/health" {
@@ -138,6 +169,35 @@ async fn answer(
             resp.insert_header(("content-type", ct.as_str()));
         }
         return resp.body(query.get("body").cloned().unwrap_or_default());
+    }
+    if path == "/api/movies/chunked" {
+        let chunks = futures_util::stream::iter(
+            [&b"[1,"[..], b"2,", b"3]"].map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
+        );
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(chunks);
+    }
+    if path == "/api/movies/stall" {
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"first chunk;"))
+        });
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(first.chain(futures_util::stream::pending()));
+    }
+    if path == "/api/movies/endless" {
+        let guard = DropGuard(endless.get_ref().clone());
+        let chunks = futures_util::stream::unfold(guard, |guard| async move {
+            guard.0.bytes.fetch_add(64 * 1024, Ordering::SeqCst);
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 * 1024])),
+                guard,
+            ))
+        });
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(chunks);
     }
     if path == "/api/movies/slow" {
         actix_web::rt::time::sleep(Duration::from_secs(3)).await;
@@ -186,8 +246,7 @@ pub async fn spawn_raw_upstream(response: &'static str) -> u16 {
 /// an answer when a second request arrives on it: the race of a keep-alive
 /// connection the server closes just as the client reuses it. Returns the
 /// port and the number of connections accepted so far.
-pub async fn spawn_closing_keepalive_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+pub async fn spawn_closing_keepalive_upstream() -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));

@@ -87,3 +87,76 @@ async fn not_ready_while_the_database_is_unreachable() {
     // And it still stops promptly although the database never came up.
     worker.stop().await;
 }
+
+/// Writes `request` and reads what the server sends until it closes, while
+/// keeping the write side open (and dribbling `dribble`, if any, every
+/// 200 ms): the answer must come from the server, not from our EOF.
+async fn answer_while_holding(port: u16, request: &'static [u8], dribble: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(request).await.unwrap();
+    let dribbler = tokio::spawn(async move {
+        while !dribble.is_empty() && write.write_all(dribble).await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // Holds the write half open until aborted.
+        std::future::pending::<()>().await;
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(45),
+        read.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the health port held the connection")
+    .ok();
+    dribbler.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_web::test]
+async fn the_health_port_refuses_connect_and_upgrade_and_bounds_bodies() {
+    let db = TestDb::create();
+    let vhost = TestVhost::create().await;
+    let worker = Worker::start(config(&db, &vhost, 1000, 500));
+    worker.wait_ready().await;
+
+    let answer = answer_while_holding(
+        worker.port,
+        b"CONNECT /health HTTP/1.1\r\nHost: w\r\n\r\n",
+        b"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"connect_not_supported\""),
+        "{answer}"
+    );
+
+    let answer = answer_while_holding(
+        worker.port,
+        b"GET /health HTTP/1.1\r\nHost: w\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"upgrade_not_supported\""),
+        "{answer}"
+    );
+
+    // A chunked body dribbled for ever to a route that does not read it:
+    // answered, and the connection closed (actix alone would keep reading).
+    let answer = answer_while_holding(
+        worker.port,
+        b"GET /health HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1\r\n \r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    worker.stop().await;
+}
