@@ -1,6 +1,8 @@
+use common::config::ConfigError;
 use common::db::PgTarget;
 use secrecy::SecretString;
 use serde::Deserialize;
+use std::time::Duration;
 
 /// Everything inventory-app reads from its environment (`INVENTORY_*`).
 #[derive(Debug, Deserialize)]
@@ -17,6 +19,10 @@ pub struct Config {
     /// HTTP worker threads; `None` lets actix use one per core.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// How long a listing may wait for a client that stops reading before it
+    /// gives its database connection back (the response is then cut).
+    #[serde(default = "default_listing_stall_secs")]
+    pub listing_stall_secs: u64,
 }
 
 pub const ENV_PREFIX: &str = "INVENTORY_";
@@ -25,9 +31,44 @@ fn default_pool_size() -> u32 {
     16
 }
 
+fn default_listing_stall_secs() -> u64 {
+    30
+}
+
 impl Config {
-    pub fn from_env() -> Result<Self, common::config::ConfigError> {
-        common::config::from_env(ENV_PREFIX)
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads and checks the variables: a value the types accept but the
+    /// service cannot use stops start-up here, naming the variable, instead of
+    /// panicking inside actix (0 workers) or being silently changed (pool 0).
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let config: Self = common::config::from_iter(ENV_PREFIX, vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("WORKERS", self.workers.map_or(1, |w| w as u64)),
+            ("DB_POOL_SIZE", u64::from(self.db_pool_size)),
+            ("LISTING_STALL_SECS", self.listing_stall_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "bad variable {ENV_PREFIX}{name}: must be at least 1 (got 0)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listing_stall(&self) -> Duration {
+        Duration::from_secs(self.listing_stall_secs)
     }
 
     pub fn pg_target(&self) -> PgTarget<'_> {
@@ -64,9 +105,10 @@ mod tests {
 
     #[test]
     fn optional_values_have_defaults() {
-        let c: Config = common::config::from_iter(ENV_PREFIX, vars(REQUIRED)).unwrap();
+        let c = Config::from_vars(vars(REQUIRED)).unwrap();
         assert_eq!(c.db_pool_size, 16);
         assert_eq!(c.workers, None);
+        assert_eq!(c.listing_stall_secs, 30);
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
@@ -77,7 +119,7 @@ mod tests {
             .copied()
             .filter(|(k, _)| *k != "INVENTORY_DB_PASSWORD")
             .collect();
-        let err = common::config::from_iter::<Config, _>(ENV_PREFIX, vars(&without)).unwrap_err();
+        let err = Config::from_vars(vars(&without)).unwrap_err();
         assert!(err.to_string().contains("INVENTORY_DB_PASSWORD"), "{err}");
     }
 
@@ -85,7 +127,29 @@ mod tests {
     fn malformed_pool_size_is_named() {
         let mut with = REQUIRED.to_vec();
         with.push(("INVENTORY_DB_POOL_SIZE", "many"));
-        let err = common::config::from_iter::<Config, _>(ENV_PREFIX, vars(&with)).unwrap_err();
+        let err = Config::from_vars(vars(&with)).unwrap_err();
         assert!(err.to_string().contains("INVENTORY_DB_POOL_SIZE"), "{err}");
+    }
+
+    /// Zero passed the types: 0 workers panicked inside actix-server and a
+    /// pool of 0 silently became 1. Each is now refused by name.
+    #[test]
+    fn zero_values_are_refused_by_name() {
+        for name in [
+            "INVENTORY_WORKERS",
+            "INVENTORY_DB_POOL_SIZE",
+            "INVENTORY_LISTING_STALL_SECS",
+        ] {
+            let mut with = REQUIRED.to_vec();
+            with.push((name, "0"));
+            let err = Config::from_vars(vars(&with)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("configuration error: bad variable {name}: must be at least 1 (got 0)")
+            );
+            with.pop();
+            with.push((name, "1"));
+            assert!(Config::from_vars(vars(&with)).is_ok(), "{name}=1");
+        }
     }
 }

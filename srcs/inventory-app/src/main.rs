@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
     let app = match Application::build(&config) {
         Ok(app) => app,
         Err(e) => {
-            log::error!("cannot listen on {}:{}: {e}", config.host, config.port);
+            log::error!("start-up failed: {e}");
             return ExitCode::FAILURE;
         }
     };

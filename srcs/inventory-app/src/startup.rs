@@ -4,6 +4,7 @@ use crate::{routes, MIGRATIONS};
 use actix_web::dev::Server;
 use actix_web::middleware::{Logger, NormalizePath};
 use actix_web::{web, App, HttpServer};
+use common::config::ConfigError;
 use common::http::{json_config, json_error_pages, not_found, path_config, query_config};
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,23 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Method, path, status, latency and the gateway's request id (`-` if none).
 const ACCESS_LOG_FORMAT: &str = "%r %s %Dms rid=%{x-request-id}i";
 
+/// Why the service could not start: each says what failed, so an operator
+/// is not sent looking for a port conflict when the cause is elsewhere.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the HTTP server: {0}")]
+    Server(std::io::Error),
+    #[error("cannot start the migrations thread: {0}")]
+    Migrations(std::io::Error),
+}
+
 /// A bound, not yet serving, inventory-app.
 pub struct Application {
     port: u16,
@@ -26,13 +44,20 @@ impl Application {
     /// Binds the listener, then starts migrations in the background, so the
     /// service answers (503 on data routes) while its database is still down.
     /// Call from inside an actix/tokio runtime.
-    pub fn build(config: &Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((config.host.as_str(), config.port))?;
-        let port = listener.local_addr()?.port();
+    pub fn build(config: &Config) -> Result<Self, StartupError> {
+        config.validate()?;
+        let address = format!("{}:{}", config.host, config.port);
+        let bind_error = |source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let listener =
+            TcpListener::bind((config.host.as_str(), config.port)).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
 
         let pool = common::db::pool(&config.pg_target(), config.db_pool_size, CHECKOUT_TIMEOUT);
-        let state = AppState::new(pool);
-        spawn_migrations(&state)?;
+        let state = AppState::new(pool, config.listing_stall());
+        spawn_migrations(&state).map_err(StartupError::Migrations)?;
 
         let state = web::Data::new(state);
         let mut server = HttpServer::new(move || {
@@ -48,7 +73,8 @@ impl Application {
                 // Outermost, so it logs the path as sent and the final status.
                 .wrap(Logger::new(ACCESS_LOG_FORMAT))
         })
-        .listen(listener)?;
+        .listen(listener)
+        .map_err(StartupError::Server)?;
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }

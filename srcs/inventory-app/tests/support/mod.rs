@@ -76,6 +76,7 @@ pub fn config(db_port: u16, db_name: &str) -> Config {
         db_password: SecretString::from(""),
         db_pool_size: 4,
         workers: Some(1),
+        listing_stall_secs: 30,
     }
 }
 
