@@ -51,12 +51,14 @@ pub enum Piece {
 }
 
 /// Starts reading the listing on a blocking thread. Call from the actix runtime.
-pub fn start(state: &AppState, filter: MovieFilter) -> mpsc::Receiver<Piece> {
+/// `rid` is the request id its log lines carry, as the access log's do.
+pub fn start(state: &AppState, filter: MovieFilter, rid: String) -> mpsc::Receiver<Piece> {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let out = Out {
         tx,
         runtime: Handle::current(),
         stall: state.listing_stall,
+        rid,
     };
     let pool = state.pool.clone();
     // Not awaited: the thread ends by itself when the listing is done, the
@@ -98,10 +100,13 @@ fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
         Ok(()) => {}
         Err(Stop::Db(e)) => out.fail(e.into()),
         Err(Stop::Render(e)) => out.fail(ApiError::Internal(format!("rendering a movie: {e}"))),
-        Err(Stop::ClientGone) => log::info!("listing stopped: the client went away"),
+        Err(Stop::ClientGone) => {
+            log::info!("listing stopped: the client went away rid={}", out.rid)
+        }
         Err(Stop::Stalled) => log::warn!(
-            "listing stopped: the client read nothing for {:?}; its answer is cut",
-            out.stall
+            "listing stopped: the client read nothing for {:?}; its answer is cut rid={}",
+            out.stall,
+            out.rid
         ),
     }
 }
@@ -159,6 +164,7 @@ struct Out {
     tx: mpsc::Sender<Piece>,
     runtime: Handle,
     stall: Duration,
+    rid: String,
 }
 
 impl Out {
@@ -185,7 +191,7 @@ impl Out {
 
     fn fail(&self, error: ApiError) {
         if self.send(Piece::Failed(error)).is_err() {
-            log::info!("listing failed after the client went away");
+            log::info!("listing failed after the client went away rid={}", self.rid);
         }
     }
 }
@@ -195,15 +201,17 @@ pub struct ListingBody {
     pending: Option<Bytes>,
     rx: Option<mpsc::Receiver<Piece>>,
     sent: u64,
+    rid: String,
 }
 
 impl ListingBody {
     /// `first` is the chunk already received; the rest comes from `rx`.
-    pub fn new(first: Bytes, rx: mpsc::Receiver<Piece>) -> Self {
+    pub fn new(first: Bytes, rx: mpsc::Receiver<Piece>, rid: String) -> Self {
         Self {
             pending: Some(first),
             rx: Some(rx),
             sent: 0,
+            rid,
         }
     }
 
@@ -213,14 +221,16 @@ impl ListingBody {
             pending: None,
             rx: None,
             sent: 0,
+            rid: String::new(),
         }
     }
 
     fn cut(&mut self, error: ApiError) -> Poll<Option<Result<Bytes, ApiError>>> {
         self.rx = None;
         log::error!(
-            "listing cut after {} bytes (the client sees a truncated answer): {error}",
-            self.sent
+            "listing cut after {} bytes (the client sees a truncated answer): {error} rid={}",
+            self.sent,
+            self.rid
         );
         Poll::Ready(Some(Err(error)))
     }

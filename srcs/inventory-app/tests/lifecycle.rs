@@ -10,7 +10,6 @@ use diesel::{QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 use inventory_app::MIGRATIONS;
 use serde_json::json;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use support::*;
 
@@ -133,30 +132,6 @@ async fn a_database_that_appears_later_is_picked_up() {
     app.wait_until_ready(Duration::from_secs(60)).await;
     let created = app.create("Late", "").await;
     assert_eq!(app.get("/api/movies").await.body, json!([created]));
-}
-
-/// Captures log lines so a test can look for the access-log line.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}", record.target(), record.args());
-        self.0.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
-fn captured_logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        capture
-    })
 }
 
 #[actix_web::test]

@@ -18,7 +18,13 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let filter = validation::movie_filter(query.into_inner())?;
     state.check_migrated()?;
-    let mut rx = listing::start(&state, filter.clone());
+    let rid = req
+        .headers()
+        .get(common::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let mut rx = listing::start(&state, filter.clone(), rid.clone());
     let next_after = match rx.recv().await {
         Some(Piece::Start { next_after }) => next_after,
         Some(Piece::Failed(e)) => return Err(e),
@@ -35,7 +41,7 @@ pub async fn list(
         // HEAD of a long answer: its headers say chunked, as GET's would;
         // dropping `rx` stops the read.
         Some(Piece::Data(_)) if req.method() == Method::HEAD => Ok(resp.body(ListingBody::empty())),
-        Some(Piece::Data(first)) => Ok(resp.body(ListingBody::new(first, rx))),
+        Some(Piece::Data(first)) => Ok(resp.body(ListingBody::new(first, rx, rid))),
         Some(Piece::Failed(e)) => Err(e),
         Some(Piece::Start { .. }) | None => Err(stopped_early()),
     }

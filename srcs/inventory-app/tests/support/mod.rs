@@ -12,6 +12,7 @@ use inventory_app::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const PG_PORT_VAR: &str = "TEST_INVENTORY_PG_PORT";
@@ -103,9 +104,16 @@ impl Drop for TestApp {
 
 /// An app on a new, migrated database of its own.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Same, with `adjust` applied to its config first (pool size, timeouts).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let name = unique_db_name();
     create_database(&name);
-    let app = spawn_with(config(pg_port(), &name), Some(name));
+    let mut config = config(pg_port(), &name);
+    adjust(&mut config);
+    let app = spawn_with(config, Some(name));
     app.wait_until_ready(Duration::from_secs(30)).await;
     app
 }
@@ -164,6 +172,15 @@ impl Reply {
 }
 
 impl TestApp {
+    pub fn port(&self) -> u16 {
+        self.address.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// A connection to the app's own database.
+    pub fn db(&self) -> PgConnection {
+        connect(self.db_name.as_deref().expect("the app owns a database"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -226,6 +243,19 @@ impl TestApp {
         (resp.status(), resp.headers().clone(), body)
     }
 
+    /// A GET whose body is kept as bytes (up to 256 MiB), to compare them exactly.
+    pub async fn get_bytes(&self, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+        let mut resp = awc::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .finish()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let body = resp.body().limit(256 << 20).await.unwrap();
+        (resp.status(), resp.headers().clone(), body)
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, None, None, None).await
     }
@@ -275,6 +305,57 @@ impl TestApp {
                 "not ready after {limit:?}: {reply:?}"
             );
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Captures log lines so a test can look for one.
+pub struct Capture(pub Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}", record.target(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+/// The process's logger, installed on first use.
+pub fn captured_logs() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(capture).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        capture
+    })
+}
+
+impl Capture {
+    /// Waits (bounded) for a line containing all of `needles`; panics with
+    /// all lines if none comes.
+    pub async fn wait_for(&self, needles: &[&str], limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let found = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no log line with {needles:?} after {limit:?}: {:#?}",
+                self.0.lock().unwrap()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
