@@ -35,6 +35,7 @@ pub struct MovieFilter {
     pub title: Option<String>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
-    /// Keyset paging: only movies with a larger id (never with `offset`).
+    /// Keyset paging: only movies with a larger id. With `offset` too, the
+    /// offset counts from there.
     pub after_id: Option<i64>,
 }

@@ -65,14 +65,6 @@ pub fn movie_filter(raw: RawMovieQuery) -> Result<MovieFilter, ApiError> {
         .as_deref()
         .map(|v| non_negative("after_id", v, i64::MAX))
         .transpose()?;
-    // Both at once could mean "skip N after the id" or be a client mixing two
-    // paging styles by mistake: refuse rather than guess.
-    if after_id.is_some() && offset.is_some() {
-        return Err(ApiError::field(
-            "after_id",
-            "after_id and offset cannot be combined: page with one of them",
-        ));
-    }
     Ok(MovieFilter {
         title: raw.title,
         limit,
@@ -216,11 +208,13 @@ mod tests {
             let e = movie_filter(raw(bad)).unwrap_err();
             assert_eq!(field_of(e), Some("after_id"), "{bad}");
         }
+        // Together: first the keyset, then the offset (see queries::page).
         let both = RawMovieQuery {
             after_id: Some("1".to_owned()),
-            offset: Some("0".to_owned()),
+            offset: Some("2".to_owned()),
             ..Default::default()
         };
-        assert_eq!(field_of(movie_filter(both).unwrap_err()), Some("after_id"));
+        let f = movie_filter(both).unwrap();
+        assert_eq!((f.after_id, f.offset), (Some(1), Some(2)));
     }
 }
