@@ -697,12 +697,15 @@ reset_peak() {
 
 # listing_point KEY URL: LISTING_RUNS full listings. Sets R[KEY.s] (median
 # seconds), R[KEY.bytes], R[KEY.mbps] (MB/s, 10^6 bytes), R[KEY.rss_inv] and
-# R[KEY.rss_gw] (peak RSS in kB over the runs) or R[KEY.failed].
+# R[KEY.rss_gw] (peak RSS in kB over the runs), R[KEY.cpu_inv] and
+# R[KEY.cpu_gw] (CPU ms per listing: the figure a loaded machine disturbs
+# least), or R[KEY.failed].
 listing_point() {
-	local key=$1 url=$2 inv gw i
+	local key=$1 url=$2 inv gw i ci0 cg0
 	local -a times=()
 	inv=$(service_pid inventory-app) gw=$(service_pid api-gateway)
 	reset_peak "$inv" "$gw"
+	ci0=$(cpu_ticks "$inv") cg0=$(cpu_ticks "$gw")
 	for ((i = 0; i < LISTING_RUNS; i++)); do
 		listing_once "$url"
 		if [[ $L_CODE != 200 || $L_RC != 0 ]]; then
@@ -714,12 +717,14 @@ listing_point() {
 	done
 	R[$key.rss_inv]=$(rss_kb "$inv" VmHWM) R[$key.rss_gw]=$(rss_kb "$gw" VmHWM)
 	[[ -z ${R[$key.failed]:-} ]] || return 0
+	R[$key.cpu_inv]=$(calc "($(cpu_ticks "$inv") - $ci0) * 1000 / $CLK_TCK / $LISTING_RUNS" 0)
+	R[$key.cpu_gw]=$(calc "($(cpu_ticks "$gw") - $cg0) * 1000 / $CLK_TCK / $LISTING_RUNS" 0)
 	R[$key.bytes]=$L_BYTES
 	R[$key.s]=$(median "${times[@]}")
 	R[$key.mbps]=$(calc "$L_BYTES / 1000000 / ${R[$key.s]}" 1)
-	printf '    %-34s %6s MB in %6s s: %6s MB/s, peak RSS inventory %s MB, gateway %s MB\n' "$key" \
+	printf '    %-34s %6s MB in %6s s: %6s MB/s, peak RSS inventory %s MB, gateway %s MB; CPU ms inventory %s, gateway %s\n' "$key" \
 		"$(calc "$L_BYTES / 1000000" 1)" "${R[$key.s]}" "${R[$key.mbps]}" \
-		"$(mb "${R[$key.rss_inv]}")" "$(mb "${R[$key.rss_gw]}")" >&2
+		"$(mb "${R[$key.rss_inv]}")" "$(mb "${R[$key.rss_gw]}")" "${R[$key.cpu_inv]}" "${R[$key.cpu_gw]}" >&2
 }
 
 # busy_point KEY BASE: GET BASE/api/movies/{id} (1 connection) while 4 loops
@@ -804,20 +809,21 @@ report_listing() {
 		"$(val listing.last.after.gateway.p50)" "$(verdict "$(val listing.last.after.gateway.p50 | sed 's|n/a|99|') <= 2")"
 
 	printf '**Full listing** (`GET /api/movies`, every movie, one client with curl).\n\n'
-	printf '| movies | size | direct: s | MB/s | inventory peak RSS | nginx: s | MB/s | gateway: s | MB/s | inventory / gateway peak RSS | gateway / direct |\n'
-	printf '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n'
+	printf '| movies | size | direct: s | MB/s | inventory peak RSS | inventory CPU | nginx: s | MB/s | gateway: s | MB/s | inventory / gateway peak RSS | gateway CPU | gateway / direct |\n'
+	printf '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n'
 	for size in "${SIZES[@]}"; do
 		key=listing.$size
 		printf '| %s | %s MB' "$size" "$(calc "$(val "$key.direct.bytes" | sed 's|n/a|0|') / 1000000" 1)"
 		for t in direct nginx gateway; do
 			if [[ -n ${R[$key.$t.failed]:-} ]]; then
 				printf ' | failed: %s | ' "${R[$key.$t.failed]}"
-			else
-				printf ' | %s | %s' "$(val "$key.$t.s")" "$(val "$key.$t.mbps")"
+				[[ $t == nginx ]] || printf ' | |'
+				continue
 			fi
+			printf ' | %s | %s' "$(val "$key.$t.s")" "$(val "$key.$t.mbps")"
 			case $t in
-			direct) printf ' | %s MB' "$(mb "$(val "$key.$t.rss_inv")")" ;;
-			gateway) printf ' | %s / %s MB' "$(mb "$(val "$key.$t.rss_inv")")" "$(mb "$(val "$key.$t.rss_gw")")" ;;
+			direct) printf ' | %s MB | %s ms' "$(mb "$(val "$key.$t.rss_inv")")" "$(val "$key.$t.cpu_inv")" ;;
+			gateway) printf ' | %s / %s MB | %s ms' "$(mb "$(val "$key.$t.rss_inv")")" "$(mb "$(val "$key.$t.rss_gw")")" "$(val "$key.$t.cpu_gw")" ;;
 			esac
 		done
 		printf ' | %s |\n' "$(ratio "$(val "$key.gateway.mbps")" "$(val "$key.direct.mbps")")"
@@ -1021,7 +1027,8 @@ put_block() {
 # Puts the generated blocks into OUT, keeping whatever is written around them.
 write_report() {
 	local block=$WORK/report.md listing=$WORK/report-listing.md stamp
-	stamp=$(date -u +%Y%m%dT%H%M%SZ)$( ((QUICK)) && echo -quick)
+	stamp=$(date -u +%Y%m%dT%H%M%SZ)
+	if ((QUICK)); then stamp+=-quick; fi
 	mkdir -p "$MP_STATE_DIR/results"
 	if [[ $ONLY != listing ]]; then
 		report >"$block"
