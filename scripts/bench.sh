@@ -720,11 +720,26 @@ listing_point() {
 	R[$key.cpu_inv]=$(calc "($(cpu_ticks "$inv") - $ci0) * 1000 / $CLK_TCK / $LISTING_RUNS" 0)
 	R[$key.cpu_gw]=$(calc "($(cpu_ticks "$gw") - $cg0) * 1000 / $CLK_TCK / $LISTING_RUNS" 0)
 	R[$key.bytes]=$L_BYTES
-	R[$key.s]=$(median "${times[@]}")
+	R[$key.s]=$(calc "$(median "${times[@]}")" 3)
 	R[$key.mbps]=$(calc "$L_BYTES / 1000000 / ${R[$key.s]}" 1)
 	printf '    %-34s %6s MB in %6s s: %6s MB/s, peak RSS inventory %s MB, gateway %s MB; CPU ms inventory %s, gateway %s\n' "$key" \
 		"$(calc "$L_BYTES / 1000000" 1)" "${R[$key.s]}" "${R[$key.mbps]}" \
 		"$(mb "${R[$key.rss_inv]}")" "$(mb "${R[$key.rss_gw]}")" "${R[$key.cpu_inv]}" "${R[$key.cpu_gw]}" >&2
+}
+
+# copy_point KEY: the database alone: the same rows, in the same order, out
+# of PostgreSQL with COPY through psql (LISTING_RUNS runs). Sets R[KEY.s]
+# (median seconds) and R[KEY.bytes].
+copy_point() {
+	local key=$1 i t0 bytes
+	local -a times=()
+	for ((i = 0; i < LISTING_RUNS; i++)); do
+		t0=$(now)
+		bytes=$(movies_sql -c "COPY (SELECT id, title, description FROM movies ORDER BY id) TO STDOUT" | wc -c)
+		times+=("$(calc "$(now) - $t0" 3)")
+	done
+	R[$key.s]=$(median "${times[@]}") R[$key.bytes]=$bytes
+	printf '    %-34s %6s MB in %6s s\n' "$key" "$(calc "$bytes / 1000000" 1)" "${R[$key.s]}" >&2
 }
 
 # busy_point KEY BASE: GET BASE/api/movies/{id} (1 connection) while 4 loops
@@ -759,6 +774,7 @@ section_listing() {
 	for size in "${SIZES[@]}"; do
 		seed_movies "$size" "$prev"
 		prev=$size
+		copy_point "listing.$size.copy"
 		for t in direct nginx gateway; do
 			listing_point "listing.$size.$t" "${at[$t]}/api/movies"
 		done
@@ -809,11 +825,13 @@ report_listing() {
 		"$(val listing.last.after.gateway.p50)" "$(verdict "$(val listing.last.after.gateway.p50 | sed 's|n/a|99|') <= 2")"
 
 	printf '**Full listing** (`GET /api/movies`, every movie, one client with curl).\n\n'
-	printf '| movies | size | direct: s | MB/s | inventory peak RSS | inventory CPU | nginx: s | MB/s | gateway: s | MB/s | inventory / gateway peak RSS | gateway CPU | gateway / direct |\n'
-	printf '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n'
+	printf '*PostgreSQL alone*: the same rows with `COPY ... TO STDOUT` through psql (tab-separated text, not JSON). '
+	printf '*CPU*: CPU time the process used per listing (10 ms granularity).\n\n'
+	printf '| movies | JSON size | PostgreSQL alone: s | direct: s | MB/s | inventory peak RSS | inventory CPU | nginx: s | MB/s | gateway: s | MB/s | inventory / gateway peak RSS | gateway CPU | direct / PostgreSQL alone (time) | gateway / direct (MB/s) |\n'
+	printf '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n'
 	for size in "${SIZES[@]}"; do
 		key=listing.$size
-		printf '| %s | %s MB' "$size" "$(calc "$(val "$key.direct.bytes" | sed 's|n/a|0|') / 1000000" 1)"
+		printf '| %s | %s MB | %s' "$size" "$(calc "$(val "$key.direct.bytes" | sed 's|n/a|0|') / 1000000" 1)" "$(val "$key.copy.s")"
 		for t in direct nginx gateway; do
 			if [[ -n ${R[$key.$t.failed]:-} ]]; then
 				printf ' | failed: %s | ' "${R[$key.$t.failed]}"
@@ -826,7 +844,8 @@ report_listing() {
 			gateway) printf ' | %s / %s MB | %s ms' "$(mb "$(val "$key.$t.rss_inv")")" "$(mb "$(val "$key.$t.rss_gw")")" "$(val "$key.$t.cpu_gw")" ;;
 			esac
 		done
-		printf ' | %s |\n' "$(ratio "$(val "$key.gateway.mbps")" "$(val "$key.direct.mbps")")"
+		printf ' | %s | %s |\n' "$(ratio "$(val "$key.direct.s")" "$(val "$key.copy.s")")" \
+			"$(ratio "$(val "$key.gateway.mbps")" "$(val "$key.direct.mbps")")"
 	done
 
 	printf '\n**The last page of %s movies** (`limit=20`; 1 connection; p50 / p99 in ms).\n\n' "$largest"

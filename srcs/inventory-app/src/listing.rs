@@ -41,7 +41,7 @@ const MAX_BATCH_ROWS: u32 = 4096;
 /// What the reading thread sends, in this order: `Start`, then `Data`
 /// chunks, then `Last`; or `Failed` at any point.
 pub enum Piece {
-    /// The cursor is open. For a full page, the id its next page starts after.
+    /// Ready for the headers. For a full page, the id its next page starts after.
     Start {
         next_after: Option<i64>,
     },
@@ -112,27 +112,35 @@ fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
 }
 
 fn read(conn: &mut PgConnection, filter: &MovieFilter, out: &Out) -> Result<(), Stop> {
-    let next_after = queries::last_id_of_full_page(conn, filter)?;
     queries::open_listing(conn, filter)?;
-    out.send(Piece::Start { next_after })?;
-
     let mut buf = Vec::with_capacity(FIRST_CHUNK_BYTES + CHUNK_BYTES);
     let mut flush_at = FIRST_CHUNK_BYTES;
     buf.push(b'[');
-    let mut first_row = true;
+    let mut rows_read: i64 = 0;
+    let mut last_id = None;
+    let mut started = false;
     let mut batch = FIRST_BATCH_ROWS;
     loop {
         let rows = queries::fetch_listing(conn, batch)?;
         let mut row_bytes = 0;
         for movie in &rows {
-            if !first_row {
+            if rows_read > 0 {
                 buf.push(b',');
             }
-            first_row = false;
+            rows_read += 1;
+            last_id = Some(movie.id);
             let before = buf.len();
             render(&mut buf, movie)?;
             row_bytes += buf.len() - before;
             if buf.len() >= flush_at {
+                if !started {
+                    // The headers go out before the page's end is known:
+                    // ask the database whether the page will be full (only
+                    // here, so small pages cost no second query).
+                    let next_after = queries::last_id_of_full_page(conn, filter)?;
+                    out.send(Piece::Start { next_after })?;
+                    started = true;
+                }
                 let chunk = std::mem::replace(&mut buf, Vec::with_capacity(2 * CHUNK_BYTES));
                 out.send(Piece::Data(chunk.into()))?;
                 flush_at = CHUNK_BYTES;
@@ -145,6 +153,13 @@ fn read(conn: &mut PgConnection, filter: &MovieFilter, out: &Out) -> Result<(), 
         batch = next_batch(row_bytes / rows.len());
     }
     buf.push(b']');
+    if !started {
+        let full = filter
+            .limit
+            .is_some_and(|limit| limit > 0 && rows_read == limit);
+        let next_after = if full { last_id } else { None };
+        out.send(Piece::Start { next_after })?;
+    }
     out.send(Piece::Last(buf.into()))
 }
 

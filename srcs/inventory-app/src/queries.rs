@@ -57,6 +57,8 @@ pub fn list(conn: &mut PgConnection, filter: &MovieFilter) -> QueryResult<Vec<Mo
 
 /// For a page with a limit: the id of its last movie if the page is full
 /// (then there may be more, and the next page starts after it), else `None`.
+/// Costs what the page's own offset costs; the listing asks only for pages
+/// too long to know this from their rows before the headers go out.
 pub fn last_id_of_full_page(
     conn: &mut PgConnection,
     filter: &MovieFilter,

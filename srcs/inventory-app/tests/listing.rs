@@ -33,14 +33,6 @@ fn old_rendering(conn: &mut PgConnection, filter: &MovieFilter) -> Vec<u8> {
     serde_json::to_vec(&queries::list(conn, filter).unwrap()).unwrap()
 }
 
-fn ids(list: &Value) -> Vec<i64> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not an array: {list}"))
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
-}
-
 fn next_link(reply: &Reply) -> Option<String> {
     let link = reply.header("link")?;
     let target = link
@@ -117,6 +109,23 @@ fn dechunk(raw: &[u8]) -> (String, Vec<u8>, bool) {
 /// Runs blocking socket work off the test's runtime.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     actix_web::rt::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Starts `GET /api/movies` on a raw socket with a request id of its own and
+/// reads its first 64 KiB (the head and the first rows), then leaves the
+/// rest unread: returns the id, the socket and what was read.
+async fn start_listing(app: &TestApp) -> (String, TcpStream, Vec<u8>) {
+    let port = app.port();
+    let rid = unique_db_name();
+    let sent = rid.clone();
+    let (stream, first) = blocking(move || {
+        let mut stream = raw_get(port, "/api/movies", &sent);
+        let first = read_at_least(&mut stream, 64 * 1024);
+        (stream, first)
+    })
+    .await;
+    assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    (rid, stream, first)
 }
 
 /// Polls `GET /api/movies/1` until it answers 200, for at most `limit`. With a
@@ -247,16 +256,9 @@ async fn a_client_leaving_mid_stream_gives_the_connection_back() {
     let logs = captured_logs();
     let app = spawn_app_with(|c| c.db_pool_size = 1).await;
     seed(&mut app.db(), 150_000, 200);
-    let port = app.port();
-    let rid = unique_db_name();
-    let sent_rid = rid.clone();
-    blocking(move || {
-        let mut stream = raw_get(port, "/api/movies", &sent_rid);
-        let got = read_at_least(&mut stream, 64 * 1024);
-        assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
-        // Dropped: the socket closes with most of the answer unsent.
-    })
-    .await;
+    let (rid, stream, _) = start_listing(&app).await;
+    // Closed with most of the answer unsent.
+    drop(stream);
     // Well under the 30 s stall limit: only the disconnect can free it.
     wait_for_free_pool(&app, Duration::from_secs(5)).await;
     logs.wait_for(
@@ -272,15 +274,7 @@ async fn a_database_error_mid_stream_cuts_the_answer_and_is_logged() {
     let logs = captured_logs();
     let app = spawn_app().await;
     seed(&mut app.db(), 150_000, 200);
-    let port = app.port();
-    let rid = unique_db_name();
-    let sent_rid = rid.clone();
-    let (mut stream, first) = blocking(move || {
-        let mut stream = raw_get(port, "/api/movies", &sent_rid);
-        let first = read_at_least(&mut stream, 64 * 1024);
-        (stream, first)
-    })
-    .await;
+    let (rid, mut stream, first) = start_listing(&app).await;
     // The client has the head and some rows; now the listing's backend dies.
     let db = app.db_name.clone().unwrap();
     #[derive(diesel::QueryableByName)]
@@ -323,15 +317,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_stall_limit() {
     })
     .await;
     seed(&mut app.db(), 150_000, 200);
-    let port = app.port();
-    let rid = unique_db_name();
-    let sent_rid = rid.clone();
-    let (mut stream, first) = blocking(move || {
-        let mut stream = raw_get(port, "/api/movies", &sent_rid);
-        let first = read_at_least(&mut stream, 64 * 1024);
-        (stream, first)
-    })
-    .await;
+    let (rid, mut stream, first) = start_listing(&app).await;
     // The socket stays open but unread: after 1 s the listing lets go.
     logs.wait_for(
         &[&format!(
@@ -501,4 +487,52 @@ async fn bad_after_id_is_400_naming_it() {
     }
     let reply = app.get(&format!("/api/movies?after_id={}", i64::MAX)).await;
     assert_eq!(reply.body, json!([]));
+}
+
+/// A page too long to be sent whole (over 256 KiB) goes out before its end
+/// is known: its Link comes from the database, and is the same.
+#[actix_web::test]
+async fn long_streamed_pages_link_like_short_ones() {
+    let app = spawn_app().await;
+    seed(&mut app.db(), 90, 10_000);
+    for (query, link) in [
+        (
+            "?limit=30",
+            Some("</api/movies?after_id=30&limit=30>; rel=\"next\""),
+        ),
+        (
+            "?limit=90",
+            Some("</api/movies?after_id=90&limit=90>; rel=\"next\""),
+        ),
+        ("?limit=91", None),
+        (
+            "?title=keep&limit=29",
+            Some("</api/movies?title=keep&after_id=87&limit=29>; rel=\"next\""),
+        ),
+        (
+            "?limit=30&offset=5",
+            Some("</api/movies?after_id=35&limit=30>; rel=\"next\""),
+        ),
+        ("?limit=30&after_id=61", None),
+    ] {
+        let (status, headers, body) = app.get_bytes(&format!("/api/movies{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{query}");
+        assert!(
+            headers.get("content-length").is_none(),
+            "{query}: not streamed"
+        );
+        assert_eq!(
+            headers.get("link").map(|l| l.to_str().unwrap()),
+            link,
+            "{query}"
+        );
+        let list: Value = serde_json::from_slice(&body).unwrap();
+        let last = ids(&list).last().copied();
+        if let Some(link) = link {
+            assert!(
+                link.contains(&format!("after_id={}&", last.unwrap())),
+                "{query}"
+            );
+        }
+    }
 }

@@ -37,6 +37,15 @@ pub fn connect(dbname: &str) -> PgConnection {
     PgConnection::establish(&url).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
+/// The ids of a JSON array of movies, in order.
+pub fn ids(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
+}
+
 /// A fresh, unique database name (valid unquoted identifier).
 pub fn unique_db_name() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
