@@ -834,8 +834,9 @@ report_listing() {
 		printf '| %s | %s MB | %s' "$size" "$(calc "$(val "$key.direct.bytes" | sed 's|n/a|0|') / 1000000" 1)" "$(val "$key.copy.s")"
 		for t in direct nginx gateway; do
 			if [[ -n ${R[$key.$t.failed]:-} ]]; then
+				# The cells the point would have had: 2 for nginx, 4 otherwise.
 				printf ' | failed: %s | ' "${R[$key.$t.failed]}"
-				[[ $t == nginx ]] || printf ' | |'
+				[[ $t == nginx ]] || printf ' | | '
 				continue
 			fi
 			printf ' | %s | %s' "$(val "$key.$t.s")" "$(val "$key.$t.mbps")"
