@@ -19,10 +19,57 @@ pub struct Config {
     /// HTTP worker threads; `None` lets actix use one per core.
     #[serde(default)]
     pub workers: Option<usize>,
+}
+
+/// Tunables with defaults, read from the same `INVENTORY_*` variables but
+/// kept apart from `Config`, so that code that builds a `Config` by hand
+/// (other crates' tests) does not change when one is added.
+#[derive(Debug, Deserialize)]
+pub struct Limits {
     /// How long a listing may wait for a client that stops reading before it
     /// gives its database connection back (the response is then cut).
     #[serde(default = "default_listing_stall_secs")]
     pub listing_stall_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            listing_stall_secs: default_listing_stall_secs(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let limits: Self = common::config::from_iter(ENV_PREFIX, vars)?;
+        limits.validate()?;
+        Ok(limits)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least_one("LISTING_STALL_SECS", self.listing_stall_secs)
+    }
+
+    pub fn listing_stall(&self) -> Duration {
+        Duration::from_secs(self.listing_stall_secs)
+    }
+}
+
+fn at_least_one(name: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError(format!(
+            "bad variable {ENV_PREFIX}{name}: must be at least 1 (got 0)"
+        )));
+    }
+    Ok(())
 }
 
 pub const ENV_PREFIX: &str = "INVENTORY_";
@@ -53,22 +100,8 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (name, value) in [
-            ("WORKERS", self.workers.map_or(1, |w| w as u64)),
-            ("DB_POOL_SIZE", u64::from(self.db_pool_size)),
-            ("LISTING_STALL_SECS", self.listing_stall_secs),
-        ] {
-            if value == 0 {
-                return Err(ConfigError(format!(
-                    "bad variable {ENV_PREFIX}{name}: must be at least 1 (got 0)"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn listing_stall(&self) -> Duration {
-        Duration::from_secs(self.listing_stall_secs)
+        at_least_one("WORKERS", self.workers.map_or(1, |w| w as u64))?;
+        at_least_one("DB_POOL_SIZE", u64::from(self.db_pool_size))
     }
 
     pub fn pg_target(&self) -> PgTarget<'_> {
@@ -108,7 +141,8 @@ mod tests {
         let c = Config::from_vars(vars(REQUIRED)).unwrap();
         assert_eq!(c.db_pool_size, 16);
         assert_eq!(c.workers, None);
-        assert_eq!(c.listing_stall_secs, 30);
+        let l = Limits::from_vars(vars(REQUIRED)).unwrap();
+        assert_eq!(l.listing_stall_secs, 30);
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
@@ -142,7 +176,9 @@ mod tests {
         ] {
             let mut with = REQUIRED.to_vec();
             with.push((name, "0"));
-            let err = Config::from_vars(vars(&with)).unwrap_err();
+            let err = Config::from_vars(vars(&with))
+                .and_then(|_| Limits::from_vars(vars(&with)))
+                .unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("configuration error: bad variable {name}: must be at least 1 (got 0)")
@@ -150,6 +186,7 @@ mod tests {
             with.pop();
             with.push((name, "1"));
             assert!(Config::from_vars(vars(&with)).is_ok(), "{name}=1");
+            assert!(Limits::from_vars(vars(&with)).is_ok(), "{name}=1");
         }
     }
 }

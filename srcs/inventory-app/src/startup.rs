@@ -1,4 +1,4 @@
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::state::AppState;
 use crate::{routes, MIGRATIONS};
 use actix_web::dev::Server;
@@ -45,7 +45,13 @@ impl Application {
     /// service answers (503 on data routes) while its database is still down.
     /// Call from inside an actix/tokio runtime.
     pub fn build(config: &Config) -> Result<Self, StartupError> {
+        Self::build_with(config, &Limits::default())
+    }
+
+    /// [`build`](Self::build) with tunables other than the defaults.
+    pub fn build_with(config: &Config, limits: &Limits) -> Result<Self, StartupError> {
         config.validate()?;
+        limits.validate()?;
         let address = format!("{}:{}", config.host, config.port);
         let bind_error = |source| StartupError::Bind {
             address: address.clone(),
@@ -56,7 +62,7 @@ impl Application {
         let port = listener.local_addr().map_err(bind_error)?.port();
 
         let pool = common::db::pool(&config.pg_target(), config.db_pool_size, CHECKOUT_TIMEOUT);
-        let state = AppState::new(pool, config.listing_stall());
+        let state = AppState::new(pool, limits.listing_stall());
         spawn_migrations(&state).map_err(StartupError::Migrations)?;
 
         let state = web::Data::new(state);

@@ -216,7 +216,11 @@ fn run_binary(extra: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
 /// made 1: both now stop start-up with one line naming the variable.
 #[test]
 fn zero_workers_or_pool_size_stop_start_up_naming_the_variable() {
-    for name in ["INVENTORY_WORKERS", "INVENTORY_DB_POOL_SIZE"] {
+    for name in [
+        "INVENTORY_WORKERS",
+        "INVENTORY_DB_POOL_SIZE",
+        "INVENTORY_LISTING_STALL_SECS",
+    ] {
         let (status, stderr) = run_binary(&[(name, "0")]);
         assert_eq!(status.code(), Some(1), "{name}: {stderr}");
         assert!(

@@ -254,7 +254,7 @@ async fn small_answers_are_byte_identical_with_their_content_length() {
 #[actix_web::test]
 async fn a_client_leaving_mid_stream_gives_the_connection_back() {
     let logs = captured_logs();
-    let app = spawn_app_with(|c| c.db_pool_size = 1).await;
+    let app = spawn_app_with(|c, _| c.db_pool_size = 1).await;
     seed(&mut app.db(), 150_000, 200);
     let (rid, stream, _) = start_listing(&app).await;
     // Closed with most of the answer unsent.
@@ -311,9 +311,9 @@ async fn a_database_error_mid_stream_cuts_the_answer_and_is_logged() {
 #[actix_web::test]
 async fn a_client_that_stops_reading_is_cut_after_the_stall_limit() {
     let logs = captured_logs();
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_with(|c, l| {
         c.db_pool_size = 1;
-        c.listing_stall_secs = 1;
+        l.listing_stall_secs = 1;
     })
     .await;
     seed(&mut app.db(), 150_000, 200);

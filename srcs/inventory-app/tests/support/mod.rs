@@ -7,7 +7,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use diesel::pg::PgConnection;
 use diesel::{Connection, RunQueryDsl};
-use inventory_app::config::Config;
+use inventory_app::config::{Config, Limits};
 use inventory_app::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -86,7 +86,6 @@ pub fn config(db_port: u16, db_name: &str) -> Config {
         db_password: SecretString::from(""),
         db_pool_size: 4,
         workers: Some(1),
-        listing_stall_secs: 30,
     }
 }
 
@@ -113,23 +112,31 @@ impl Drop for TestApp {
 
 /// An app on a new, migrated database of its own.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+    spawn_app_with(|_, _| {}).await
 }
 
-/// Same, with `adjust` applied to its config first (pool size, timeouts).
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+/// Same, with `adjust` applied to its config and limits first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config, &mut Limits)) -> TestApp {
     let name = unique_db_name();
     create_database(&name);
     let mut config = config(pg_port(), &name);
-    adjust(&mut config);
-    let app = spawn_with(config, Some(name));
+    let mut limits = Limits::default();
+    adjust(&mut config, &mut limits);
+    let app = spawn_built(Application::build_with(&config, &limits), Some(name));
     app.wait_until_ready(Duration::from_secs(30)).await;
     app
 }
 
 /// An app on `config`, serving at once, whatever the database's state.
 pub fn spawn_with(config: Config, owned_db: Option<String>) -> TestApp {
-    let app = Application::build(&config).expect("build the app");
+    spawn_built(Application::build(&config), owned_db)
+}
+
+fn spawn_built(
+    app: Result<Application, inventory_app::startup::StartupError>,
+    owned_db: Option<String>,
+) -> TestApp {
+    let app = app.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run());
     TestApp {
