@@ -101,7 +101,10 @@ fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
         Err(Stop::Db(e)) => out.fail(e.into()),
         Err(Stop::Render(e)) => out.fail(ApiError::Internal(format!("rendering a movie: {e}"))),
         Err(Stop::ClientGone) => {
-            log::info!("listing stopped: the client went away rid={}", out.rid)
+            log::info!(
+                "listing stopped: nobody reads it any more (the client went away, or a HEAD) rid={}",
+                out.rid
+            )
         }
         Err(Stop::Stalled) => log::warn!(
             "listing stopped: the client read nothing for {:?}; its answer is cut rid={}",
