@@ -6,7 +6,8 @@
 #   scripts/bench.sh               full run (~10-15 min), writes BENCHMARKS.md
 #   scripts/bench.sh --quick       short points, smaller data (~4 min): for trying it out
 #   Options: --out FILE (default BENCHMARKS.md), --keep-state (reuse .state/bench
-#   instead of starting from empty servers), --no-build (use dist/ as it is).
+#   instead of starting from empty servers), --no-build (use dist/ as it is),
+#   --only listing (section 6 alone, ~5 min; the other results in OUT are kept).
 #   MP_BIN_DIR=DIR benchmarks the binaries in DIR instead of dist/ (implies --no-build).
 #
 # What it measures (details in BENCHMARKS.md, "How it is measured"):
@@ -18,6 +19,10 @@
 #                  (bench-tools raw-consume) and the database alone (one plain INSERT)
 #   4. scale       search and paging latency with 1k, 100k, 1M movies
 #   5. footprint   binary sizes, RSS idle / after load / peak, start-up time to ready
+#   6. listings    the full GET /api/movies at 1k, 100k, 1M movies (time, MB/s, peak
+#                  RSS of inventory and gateway; direct, nginx, gateway); the last page
+#                  at 1M with offset vs after_id; GET /api/movies/{id} while 4 full
+#                  listings run. Its own block in OUT; `--only listing` runs just it.
 #
 # It runs its OWN instance of the system (state in .state/bench, ports 38080-38082,
 # PostgreSQL 57432/57433, RabbitMQ 57672-57675, nginx 38090; override with
@@ -36,6 +41,7 @@ BENCH_DIR=$MP_ROOT/scripts/bench
 # ------------------------------------------------------------------ options --
 
 QUICK=0
+ONLY=
 KEEP_STATE=0
 BUILD=1
 OUT=$MP_ROOT/BENCHMARKS.md
@@ -45,6 +51,11 @@ while (($#)); do
 	--quick) QUICK=1 ;;
 	--keep-state) KEEP_STATE=1 ;;
 	--no-build) BUILD=0 ;;
+	--only)
+		ONLY=${2:?--only needs a section}
+		[[ $ONLY == listing ]] || die "--only takes: listing"
+		shift
+		;;
 	--out)
 		OUT=${2:?--out needs a file}
 		shift
@@ -60,10 +71,10 @@ done
 
 if ((QUICK)); then
 	WARMUP=1 DURATION=3 ROUNDS=3 SLICE=1 SCALE_WARMUP=1 SCALE_DURATION=2
-	BACKLOG=10000 SIZES=(1000 100000) STARTUP_RUNS=2
+	BACKLOG=10000 SIZES=(1000 100000) STARTUP_RUNS=2 LISTING_RUNS=1
 else
 	WARMUP=3 DURATION=10 ROUNDS=5 SLICE=2 SCALE_WARMUP=2 SCALE_DURATION=5
-	BACKLOG=100000 SIZES=(1000 100000 1000000) STARTUP_RUNS=5
+	BACKLOG=100000 SIZES=(1000 100000 1000000) STARTUP_RUNS=5 LISTING_RUNS=3
 fi
 CONNS=(1 16 64)
 WRITE_CONNS=16
@@ -660,6 +671,214 @@ section_startup() {
 	done
 }
 
+# ------------------------------------------------------ 6. large listings ---
+
+# listing_once URL: one full listing with curl, the body discarded. Sets
+# L_CODE, L_BYTES, L_SECS; L_RC is curl's exit status (non-zero when the
+# answer was cut: a stream that ends without its last chunk).
+listing_once() {
+	local out
+	L_RC=0
+	out=$(curl -sS -o /dev/null --max-time 600 -w '%{http_code} %{size_download} %{time_total}' "$1" 2>"$WORK/curl.err") || L_RC=$?
+	read -r L_CODE L_BYTES L_SECS <<<"${out:-000 0 0}"
+}
+
+# reset_peak PIDS...: restarts the kernel's peak-RSS counter (VmHWM) of each
+# process at its current RSS, so that the next reading is the peak of what
+# happened in between.
+reset_peak() {
+	local pid
+	for pid in "$@"; do
+		if [[ -n $pid ]]; then
+			{ echo 5 >"/proc/$pid/clear_refs"; } 2>/dev/null || true
+		fi
+	done
+}
+
+# listing_point KEY URL: LISTING_RUNS full listings. Sets R[KEY.s] (median
+# seconds), R[KEY.bytes], R[KEY.mbps] (MB/s, 10^6 bytes), R[KEY.rss_inv] and
+# R[KEY.rss_gw] (peak RSS in kB over the runs), R[KEY.cpu_inv] and
+# R[KEY.cpu_gw] (CPU ms per listing: the figure a loaded machine disturbs
+# least), or R[KEY.failed].
+listing_point() {
+	local key=$1 url=$2 inv gw i ci0 cg0
+	local -a times=()
+	inv=$(service_pid inventory-app) gw=$(service_pid api-gateway)
+	reset_peak "$inv" "$gw"
+	ci0=$(cpu_ticks "$inv") cg0=$(cpu_ticks "$gw")
+	for ((i = 0; i < LISTING_RUNS; i++)); do
+		listing_once "$url"
+		if [[ $L_CODE != 200 || $L_RC != 0 ]]; then
+			R[$key.failed]="HTTP $L_CODE after $L_BYTES bytes, curl exit $L_RC"
+			record_error "$key: the full listing failed: ${R[$key.failed]} ($(tr '\n' ' ' <"$WORK/curl.err"))"
+			break
+		fi
+		times+=("$L_SECS")
+	done
+	R[$key.rss_inv]=$(rss_kb "$inv" VmHWM) R[$key.rss_gw]=$(rss_kb "$gw" VmHWM)
+	[[ -z ${R[$key.failed]:-} ]] || return 0
+	R[$key.cpu_inv]=$(calc "($(cpu_ticks "$inv") - $ci0) * 1000 / $CLK_TCK / $LISTING_RUNS" 0)
+	R[$key.cpu_gw]=$(calc "($(cpu_ticks "$gw") - $cg0) * 1000 / $CLK_TCK / $LISTING_RUNS" 0)
+	R[$key.bytes]=$L_BYTES
+	R[$key.s]=$(calc "$(median "${times[@]}")" 3)
+	R[$key.mbps]=$(calc "$L_BYTES / 1000000 / ${R[$key.s]}" 1)
+	printf '    %-34s %6s MB in %6s s: %6s MB/s, peak RSS inventory %s MB, gateway %s MB; CPU ms inventory %s, gateway %s\n' "$key" \
+		"$(calc "$L_BYTES / 1000000" 1)" "${R[$key.s]}" "${R[$key.mbps]}" \
+		"$(mb "${R[$key.rss_inv]}")" "$(mb "${R[$key.rss_gw]}")" "${R[$key.cpu_inv]}" "${R[$key.cpu_gw]}" >&2
+}
+
+# copy_point KEY: the database alone: the same rows, in the same order, out
+# of PostgreSQL with COPY through psql (LISTING_RUNS runs). Sets R[KEY.s]
+# (median seconds) and R[KEY.bytes].
+copy_point() {
+	local key=$1 i t0 bytes
+	local -a times=()
+	for ((i = 0; i < LISTING_RUNS; i++)); do
+		t0=$(now)
+		bytes=$(movies_sql -c "COPY (SELECT id, title, description FROM movies ORDER BY id) TO STDOUT" | wc -c)
+		times+=("$(calc "$(now) - $t0" 3)")
+	done
+	R[$key.s]=$(median "${times[@]}") R[$key.bytes]=$bytes
+	printf '    %-34s %6s MB in %6s s\n' "$key" "$(calc "$bytes / 1000000" 1)" "${R[$key.s]}" >&2
+}
+
+# busy_point KEY BASE: GET BASE/api/movies/{id} (1 connection) while 4 loops
+# fetch the full listing from BASE. Sets R[KEY.*] like wrk_point, plus
+# R[KEY.listings] (completed during the run), R[KEY.rss_inv], R[KEY.rss_gw].
+busy_point() {
+	local key=$1 base=$2 inv gw i log=$WORK/busy-listings.log bad
+	local -a loops=()
+	inv=$(service_pid inventory-app) gw=$(service_pid api-gateway)
+	: >"$log"
+	for i in 1 2 3 4; do
+		(while :; do curl -s -o /dev/null --max-time 600 -w '%{http_code} %{size_download}\n' "$base/api/movies" >>"$log" || echo "curl-exit-$?" >>"$log"; done) &
+		loops+=($!)
+	done
+	sleep 1
+	reset_peak "$inv" "$gw"
+	wrk_point "$key" "$base/api/movies/1" 1 "$WORK/lua/listing-by-id.lua" "$SCALE_WARMUP" "$DURATION"
+	R[$key.rss_inv]=$(rss_kb "$inv" VmHWM) R[$key.rss_gw]=$(rss_kb "$gw" VmHWM)
+	for i in "${loops[@]}"; do stop_pid "$i" 5; done
+	wait "${loops[@]}" 2>/dev/null || true
+	R[$key.listings]=$(grep -c '^200 ' "$log" || true)
+	bad=$(grep -vc '^200 ' "$log" || true)
+	((bad == 0)) || record_error "$key: $bad of the concurrent full listings failed"
+}
+
+section_listing() {
+	local largest=${SIZES[-1]} size prev=0 t base maxid
+	local -A at=([direct]=$INVENTORY_URL [nginx]=$NGINX_URL [gateway]=$GATEWAY_URL)
+	say "6. listings: the full GET /api/movies at ${SIZES[*]} movies ($LISTING_RUNS run(s) each)"
+	lua_script search '' >/dev/null
+	lua_script listing-by-id get-by-id.lua -e "s|@IDS@|$largest|" >/dev/null
+	for size in "${SIZES[@]}"; do
+		seed_movies "$size" "$prev"
+		prev=$size
+		copy_point "listing.$size.copy"
+		for t in direct nginx gateway; do
+			listing_point "listing.$size.$t" "${at[$t]}/api/movies"
+		done
+	done
+	say "    the last page of $largest movies: offset against after_id"
+	maxid=$(movies_sql -c "SELECT max(id) FROM movies")
+	for t in direct gateway; do
+		wrk_point "listing.last.offset.$t" "${at[$t]}/api/movies?limit=20&offset=$((largest - 20))" 1 \
+			"$WORK/lua/search.lua" "$SCALE_WARMUP" "$SCALE_DURATION"
+		wrk_point "listing.last.after.$t" "${at[$t]}/api/movies?limit=20&after_id=$((maxid - 20))" 1 \
+			"$WORK/lua/search.lua" "$SCALE_WARMUP" "$SCALE_DURATION"
+	done
+	say "    GET /api/movies/{id} alone, then while 4 full listings of $largest movies run"
+	for t in direct gateway; do
+		wrk_point "listing.byid.$t.idle" "${at[$t]}/api/movies/1" 1 "$WORK/lua/listing-by-id.lua" "$SCALE_WARMUP" "$DURATION"
+		if [[ -n ${R[listing.$largest.$t.failed]:-} ]]; then
+			R[listing.byid.$t.busy.skipped]=1
+			continue
+		fi
+		busy_point "listing.byid.$t.busy" "${at[$t]}"
+	done
+}
+
+# Markdown backticks in single quotes are literal on purpose.
+# shellcheck disable=SC2016
+report_listing() {
+	local largest=${SIZES[-1]} size t key ratio_1m worst_rss=0 r completes=1
+	printf '<!-- bench-listing:begin: generated by scripts/bench.sh (section 6); rewritten on each run -->\n'
+	printf '### Listings: latest run %s%s\n\n' "$(val date)" "$( ((QUICK)) && printf ' (--quick: smaller data; indicative only)')"
+	printf '%s x %s; commit %s; load average at start %s. %s run(s) per point (median time). ' \
+		"$(val nproc)" "$(val cpu)" "$(val commit)" "$(val load_start)" "$LISTING_RUNS"
+	printf 'MB = 10^6 bytes. Peak RSS: the kernel'"'"'s VmHWM, reset before each point, so it is the peak during that point.\n\n'
+	ratio_1m=$(ratio "$(val "listing.$largest.gateway.mbps")" "$(val "listing.$largest.direct.mbps")")
+	for t in direct gateway; do
+		for r in "$(val "listing.$largest.$t.rss_inv")" "$(val "listing.$largest.$t.rss_gw")"; do
+			[[ $r != n/a ]] && ((r > worst_rss)) && worst_rss=$r
+		done
+	done
+	[[ -z ${R[listing.$largest.gateway.failed]:-} ]] || completes=0
+	printf '| target | measured | verdict |\n|---|---|---|\n'
+	printf '| the %s-movie listing completes through the gateway | %s | %s |\n' "$largest" \
+		"$(if ((completes)); then printf 'yes, %s MB' "$(calc "$(val "listing.$largest.gateway.bytes") / 1000000" 1)"; else printf 'no: %s' "${R[listing.$largest.gateway.failed]}"; fi)" \
+		"$(verdict "$completes == 1")"
+	printf '| the gateway delivers it at >= 0.8 x direct | %s x direct | %s |\n' "$ratio_1m" "$(verdict "${ratio_1m/n\/a/0} >= 0.8")"
+	printf '| peak RSS of each service < 50 MB during it | max %s MB | %s |\n' "$(mb "$worst_rss")" \
+		"$(verdict "$completes == 1 && $worst_rss > 0 && $worst_rss < 51200")"
+	printf '| the `after_id` last page at %s is <= 2 ms p50 (through the gateway) | %s ms | %s |\n\n' "$largest" \
+		"$(val listing.last.after.gateway.p50)" "$(verdict "$(val listing.last.after.gateway.p50 | sed 's|n/a|99|') <= 2")"
+
+	printf '**Full listing** (`GET /api/movies`, every movie, one client with curl).\n\n'
+	printf '*PostgreSQL alone*: the same rows with `COPY ... TO STDOUT` through psql (tab-separated text, not JSON). '
+	printf '*CPU*: CPU time the process used per listing (10 ms granularity).\n\n'
+	printf '| movies | JSON size | PostgreSQL alone: s | direct: s | MB/s | inventory peak RSS | inventory CPU | nginx: s | MB/s | gateway: s | MB/s | inventory / gateway peak RSS | gateway CPU | direct / PostgreSQL alone (time) | gateway / direct (MB/s) |\n'
+	printf '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n'
+	for size in "${SIZES[@]}"; do
+		key=listing.$size
+		printf '| %s | %s MB | %s' "$size" "$(calc "$(val "$key.direct.bytes" | sed 's|n/a|0|') / 1000000" 1)" "$(val "$key.copy.s")"
+		for t in direct nginx gateway; do
+			if [[ -n ${R[$key.$t.failed]:-} ]]; then
+				# The cells the point would have had: 2 for nginx, 4 otherwise.
+				printf ' | failed: %s | ' "${R[$key.$t.failed]}"
+				[[ $t == nginx ]] || printf ' | | '
+				continue
+			fi
+			printf ' | %s | %s' "$(val "$key.$t.s")" "$(val "$key.$t.mbps")"
+			case $t in
+			direct) printf ' | %s MB | %s ms' "$(mb "$(val "$key.$t.rss_inv")")" "$(val "$key.$t.cpu_inv")" ;;
+			gateway) printf ' | %s / %s MB | %s ms' "$(mb "$(val "$key.$t.rss_inv")")" "$(mb "$(val "$key.$t.rss_gw")")" "$(val "$key.$t.cpu_gw")" ;;
+			esac
+		done
+		printf ' | %s | %s |\n' "$(ratio "$(val "$key.direct.s")" "$(val "$key.copy.s")")" \
+			"$(ratio "$(val "$key.gateway.mbps")" "$(val "$key.direct.mbps")")"
+	done
+
+	printf '\n**The last page of %s movies** (`limit=20`; 1 connection; p50 / p99 in ms).\n\n' "$largest"
+	printf '| path | `offset=%s` | `after_id=<max id - 20>` | offset / after_id (p50) |\n|---|--:|--:|--:|\n' "$((largest - 20))"
+	for t in direct gateway; do
+		printf '| %s | %s / %s | %s / %s | %s |\n' "$t" \
+			"$(val "listing.last.offset.$t.p50")" "$(val "listing.last.offset.$t.p99")" \
+			"$(val "listing.last.after.$t.p50")" "$(val "listing.last.after.$t.p99")" \
+			"$(ratio "$(val "listing.last.offset.$t.p50")" "$(val "listing.last.after.$t.p50")")"
+	done
+
+	printf '\n**`GET /api/movies/{id}` while 4 full listings of %s movies run** (1 connection, random ids; the 4 listings loop on the same path).\n\n' "$largest"
+	printf '| path | alone: req/s | p50 / p99 | with 4 listings: req/s | p50 / p99 | listings completed meanwhile | peak RSS inventory / gateway |\n|---|--:|--:|--:|--:|--:|--:|\n'
+	for t in direct gateway; do
+		key=listing.byid.$t
+		if [[ -n ${R[$key.busy.skipped]:-} ]]; then
+			printf '| %s | %s | %s / %s | not run: the full listing fails on this path | | | |\n' "$t" \
+				"$(val "$key.idle.rps")" "$(val "$key.idle.p50")" "$(val "$key.idle.p99")"
+			continue
+		fi
+		printf '| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s MB |\n' "$t" \
+			"$(val "$key.idle.rps")" "$(val "$key.idle.p50")" "$(val "$key.idle.p99")" \
+			"$(val "$key.busy.rps")" "$(val "$key.busy.p50")" "$(val "$key.busy.p99")" "$(val "$key.busy.listings")" \
+			"$(mb "$(val "$key.busy.rss_inv")")" "$(mb "$(val "$key.busy.rss_gw")")"
+	done
+	if ((${#ERRORS[@]})); then
+		printf '\nErrors in this run:\n\n'
+		printf -- '- %s\n' "${ERRORS[@]}"
+	fi
+	printf '\n<!-- bench-listing:end -->\n'
+}
+
 # ---------------------------------------------------------------- report ----
 
 # The verdict on one target: "met" / "NOT met".
@@ -800,26 +1019,45 @@ report() {
 	printf '<!-- bench:end -->\n'
 }
 
-# Puts the generated block into OUT, keeping whatever is written around it.
-write_report() {
-	local block=$WORK/report.md
-	report >"$block"
-	mkdir -p "$MP_STATE_DIR/results"
-	cp "$block" "$MP_STATE_DIR/results/bench-$(date -u +%Y%m%dT%H%M%SZ)$( ((QUICK)) && echo -quick).md"
-	if [[ -f $OUT ]] && grep -q '^<!-- bench:begin' "$OUT"; then
-		python3 - "$OUT" "$block" <<-'PY'
+# put_block FILE BLOCK MARKER: replaces the text from <!-- MARKER:begin to
+# <!-- MARKER:end --> in FILE with BLOCK's, or appends BLOCK if FILE has none.
+put_block() {
+	local out=$1 block=$2 marker=$3
+	if [[ -f $out ]] && grep -q "^<!-- $marker:begin" "$out"; then
+		python3 - "$out" "$block" "$marker" <<-'PY'
 			import re, sys
-			out, block = sys.argv[1], open(sys.argv[2]).read()
+			out, block, marker = sys.argv[1], open(sys.argv[2]).read(), re.escape(sys.argv[3])
 			text = open(out).read()
-			text = re.sub(r"<!-- bench:begin.*?<!-- bench:end -->\n?", lambda m: block, text, count=1, flags=re.S)
+			text = re.sub(r"<!-- " + marker + r":begin.*?<!-- " + marker + r":end -->\n?", lambda m: block, text, count=1, flags=re.S)
 			open(out, "w").write(text)
 		PY
+	elif [[ -f $out ]]; then
+		{
+			printf '\n'
+			cat "$block"
+		} >>"$out"
 	else
 		{
 			printf '# Benchmarks\n\n'
 			cat "$block"
-		} >"$OUT"
+		} >"$out"
 	fi
+}
+
+# Puts the generated blocks into OUT, keeping whatever is written around them.
+write_report() {
+	local block=$WORK/report.md listing=$WORK/report-listing.md stamp
+	stamp=$(date -u +%Y%m%dT%H%M%SZ)
+	if ((QUICK)); then stamp+=-quick; fi
+	mkdir -p "$MP_STATE_DIR/results"
+	if [[ $ONLY != listing ]]; then
+		report >"$block"
+		cp "$block" "$MP_STATE_DIR/results/bench-$stamp.md"
+		put_block "$OUT" "$block" bench
+	fi
+	report_listing >"$listing"
+	cp "$listing" "$MP_STATE_DIR/results/bench-listing-$stamp.md"
+	put_block "$OUT" "$listing" bench-listing
 	say "results written to $OUT (and $MP_STATE_DIR/results/)"
 }
 
@@ -830,16 +1068,23 @@ main() {
 	bench_amqp_env
 	instance_up
 	section_machine
-	section_idle_footprint
-	nginx_start
-	section_read
-	R[read.matches]=$(movies_sql -c "SELECT count(*) FROM movies WHERE title ILIKE '%$(val read.term)%'")
-	section_write
-	section_drain
-	section_scale
-	section_load_footprint
-	nginx_stop
-	section_startup
+	if [[ $ONLY == listing ]]; then
+		nginx_start
+		section_listing
+		nginx_stop
+	else
+		section_idle_footprint
+		nginx_start
+		section_read
+		R[read.matches]=$(movies_sql -c "SELECT count(*) FROM movies WHERE title ILIKE '%$(val read.term)%'")
+		section_write
+		section_drain
+		section_scale
+		section_load_footprint
+		section_listing
+		nginx_stop
+		section_startup
+	fi
 	R[load_end]=$(cut -d' ' -f1-3 /proc/loadavg)
 	write_report
 	if ((${#ERRORS[@]})); then

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod error;
+pub mod listing;
 pub mod models;
 pub mod queries;
 pub mod routes;

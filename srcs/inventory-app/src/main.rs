@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use inventory_app::config::Config;
+use inventory_app::config::{Config, Limits};
 use inventory_app::startup::Application;
 
 // musl's allocator takes a global lock and maps and unmaps memory on nearly
@@ -11,17 +11,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[actix_web::main]
 async fn main() -> ExitCode {
     common::logging::init();
-    let config = match Config::from_env() {
-        Ok(config) => config,
+    let (config, limits) = match Config::from_env().and_then(|c| Ok((c, Limits::from_env()?))) {
+        Ok(both) => both,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let app = match Application::build(&config) {
+    let app = match Application::build_with(&config, &limits) {
         Ok(app) => app,
         Err(e) => {
-            log::error!("cannot listen on {}:{}: {e}", config.host, config.port);
+            log::error!("start-up failed: {e}");
             return ExitCode::FAILURE;
         }
     };

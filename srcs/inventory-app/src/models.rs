@@ -3,7 +3,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 /// A movie as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize)]
+/// `QueryableByName` serves the listing's `FETCH` from a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable, Serialize)]
 #[diesel(table_name = movies, check_for_backend(diesel::pg::Pg))]
 pub struct Movie {
     pub id: i64,
@@ -34,4 +35,7 @@ pub struct MovieFilter {
     pub title: Option<String>,
     pub limit: Option<i64>,
     pub offset: Option<i64>,
+    /// Keyset paging: only movies with a larger id. With `offset` too, the
+    /// offset counts from there.
+    pub after_id: Option<i64>,
 }

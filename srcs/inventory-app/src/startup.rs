@@ -1,9 +1,10 @@
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::state::AppState;
 use crate::{routes, MIGRATIONS};
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, Logger, NormalizePath};
 use actix_web::{web, App, HttpServer};
+use common::config::ConfigError;
 use common::http::{
     bound_requests, json_config, json_error_pages, not_found, path_config, query_config,
     ServerLimits,
@@ -18,6 +19,23 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Method, path, status, latency and the gateway's request id (`-` if none).
 const ACCESS_LOG_FORMAT: &str = "%r %s %Dms rid=%{x-request-id}i";
 
+/// Why the service could not start: each says what failed, so an operator
+/// is not sent looking for a port conflict when the cause is elsewhere.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the HTTP server: {0}")]
+    Server(std::io::Error),
+    #[error("cannot start the migrations thread: {0}")]
+    Migrations(std::io::Error),
+}
+
 /// A bound, not yet serving, inventory-app.
 pub struct Application {
     port: u16,
@@ -28,14 +46,28 @@ impl Application {
     /// Binds the listener, then starts migrations in the background, so the
     /// service answers (503 on data routes) while its database is still down.
     /// Call from inside an actix/tokio runtime.
-    pub fn build(config: &Config) -> std::io::Result<Self> {
-        let limits = ServerLimits::default();
-        let listener = common::http::listen((config.host.as_str(), config.port), limits.backlog)?;
-        let port = listener.local_addr()?.port();
+    pub fn build(config: &Config) -> Result<Self, StartupError> {
+        Self::build_with(config, &Limits::default())
+    }
+
+    /// [`build`](Self::build) with tunables other than the defaults.
+    pub fn build_with(config: &Config, limits: &Limits) -> Result<Self, StartupError> {
+        config.validate()?;
+        limits.validate()?;
+        let address = format!("{}:{}", config.host, config.port);
+        let bind_error = |source| StartupError::Bind {
+            address: address.clone(),
+            source,
+        };
+        let server_limits = ServerLimits::default();
+        let listener =
+            common::http::listen((config.host.as_str(), config.port), server_limits.backlog)
+                .map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
 
         let pool = common::db::pool(&config.pg_target(), config.db_pool_size, CHECKOUT_TIMEOUT);
-        let state = AppState::new(pool);
-        spawn_migrations(&state)?;
+        let state = AppState::new(pool, limits.listing_stall());
+        spawn_migrations(&state).map_err(StartupError::Migrations)?;
 
         let state = web::Data::new(state);
         let mut server = HttpServer::new(move || {
@@ -54,8 +86,9 @@ impl Application {
                 // Outermost, so it logs the path as sent and the final status.
                 .wrap(Logger::new(ACCESS_LOG_FORMAT))
         })
-        .listen(listener)?;
-        server = common::bounded_server!(server, limits);
+        .listen(listener)
+        .map_err(StartupError::Server)?;
+        server = common::bounded_server!(server, server_limits);
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }

@@ -5,6 +5,7 @@ use diesel::pg::PgConnection;
 use diesel::QueryResult;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Shared by every worker: the pool, and whether migrations have finished
 /// (until then the schema may not exist, so data routes answer 503).
@@ -12,18 +13,32 @@ use std::sync::Arc;
 pub struct AppState {
     pub pool: PgPool,
     pub migrated: Arc<AtomicBool>,
+    /// See `Config::listing_stall_secs`.
+    pub listing_stall: Duration,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, listing_stall: Duration) -> Self {
         Self {
             pool,
             migrated: Arc::new(AtomicBool::new(false)),
+            listing_stall,
         }
     }
 
     pub fn is_migrated(&self) -> bool {
         self.migrated.load(Ordering::Acquire)
+    }
+
+    /// Until migrations have run the schema may not exist: data routes answer 503.
+    pub fn check_migrated(&self) -> Result<(), ApiError> {
+        if self.is_migrated() {
+            Ok(())
+        } else {
+            Err(ApiError::DatabaseUnavailable(
+                "migrations have not run yet".to_owned(),
+            ))
+        }
     }
 
     /// Runs `query` on a pooled connection off the async workers.
@@ -32,11 +47,7 @@ impl AppState {
         F: FnOnce(&mut PgConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        if !self.is_migrated() {
-            return Err(ApiError::DatabaseUnavailable(
-                "migrations have not run yet".to_owned(),
-            ));
-        }
+        self.check_migrated()?;
         let pool = self.pool.clone();
         web::block(move || -> Result<T, ApiError> {
             let mut conn = pool.get()?;

@@ -17,6 +17,7 @@ pub struct RawMovieQuery {
     pub title: Option<String>,
     pub limit: Option<String>,
     pub offset: Option<String>,
+    pub after_id: Option<String>,
 }
 
 pub fn new_movie(body: &Value) -> Result<NewMovie, ApiError> {
@@ -59,10 +60,16 @@ pub fn movie_filter(raw: RawMovieQuery) -> Result<MovieFilter, ApiError> {
         .as_deref()
         .map(|v| non_negative("offset", v, i64::MAX))
         .transpose()?;
+    let after_id = raw
+        .after_id
+        .as_deref()
+        .map(|v| non_negative("after_id", v, i64::MAX))
+        .transpose()?;
     Ok(MovieFilter {
         title: raw.title,
         limit,
         offset,
+        after_id,
     })
 }
 
@@ -186,5 +193,28 @@ mod tests {
         for bad in ["1001", "-1", "x", ""] {
             assert_eq!(field_of(movie_filter(raw(bad)).unwrap_err()), Some("limit"));
         }
+    }
+
+    #[test]
+    fn after_id_bounds() {
+        let raw = |after_id: &str| RawMovieQuery {
+            after_id: Some(after_id.to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(movie_filter(raw("0")).unwrap().after_id, Some(0));
+        let max = i64::MAX.to_string();
+        assert_eq!(movie_filter(raw(&max)).unwrap().after_id, Some(i64::MAX));
+        for bad in ["-1", "x", "", "1.5", "9223372036854775808", " 1"] {
+            let e = movie_filter(raw(bad)).unwrap_err();
+            assert_eq!(field_of(e), Some("after_id"), "{bad}");
+        }
+        // Together: first the keyset, then the offset (see queries::page).
+        let both = RawMovieQuery {
+            after_id: Some("1".to_owned()),
+            offset: Some("2".to_owned()),
+            ..Default::default()
+        };
+        let f = movie_filter(both).unwrap();
+        assert_eq!((f.after_id, f.offset), (Some(1), Some(2)));
     }
 }

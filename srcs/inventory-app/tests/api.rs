@@ -5,15 +5,7 @@ mod support;
 
 use actix_web::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app, TestApp};
-
-fn ids(list: &Value) -> Vec<i64> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not an array: {list}"))
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
-}
+use support::{ids, spawn_app, TestApp};
 
 fn titles(list: &Value) -> Vec<&str> {
     list.as_array()

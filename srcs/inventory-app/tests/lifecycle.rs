@@ -10,7 +10,6 @@ use diesel::{QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 use inventory_app::MIGRATIONS;
 use serde_json::json;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use support::*;
 
@@ -135,30 +134,6 @@ async fn a_database_that_appears_later_is_picked_up() {
     assert_eq!(app.get("/api/movies").await.body, json!([created]));
 }
 
-/// Captures log lines so a test can look for the access-log line.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}", record.target(), record.args());
-        self.0.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
-fn captured_logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        capture
-    })
-}
-
 #[actix_web::test]
 async fn access_log_line_carries_the_request_id() {
     let logs = captured_logs();
@@ -201,4 +176,127 @@ async fn access_log_line_carries_the_request_id() {
             .any(|l| l.contains("GET /api/movies/0 HTTP/1.1 400 ") && l.ends_with("rid=-")),
         "{lines:#?}"
     );
+}
+
+/// Runs the real binary with the required variables plus `extra`, and
+/// returns its exit status and stderr. Start-up checks fail before anything
+/// connects, so no database is needed; a run that passes them is stopped.
+fn run_binary(extra: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_inventory-app"));
+    cmd.env_clear()
+        .env("INVENTORY_HOST", "127.0.0.1")
+        .env("INVENTORY_PORT", "0")
+        .env("INVENTORY_DB_HOST", "127.0.0.1")
+        .env("INVENTORY_DB_PORT", closed_port().to_string())
+        .env("INVENTORY_DB_NAME", "movies")
+        .env("INVENTORY_DB_USER", "inventory")
+        .env("INVENTORY_DB_PASSWORD", "hunter2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "inventory-app kept running with {extra:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// 0 workers used to panic inside actix-server, and a pool of 0 was silently
+/// made 1: both now stop start-up with one line naming the variable.
+#[test]
+fn zero_workers_or_pool_size_stop_start_up_naming_the_variable() {
+    for name in [
+        "INVENTORY_WORKERS",
+        "INVENTORY_DB_POOL_SIZE",
+        "INVENTORY_LISTING_STALL_SECS",
+    ] {
+        let (status, stderr) = run_binary(&[(name, "0")]);
+        assert_eq!(status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "configuration error: bad variable {name}: must be at least 1 (got 0)"
+            )),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+    }
+}
+
+/// "cannot listen" is said only when the port cannot be bound.
+#[test]
+fn start_up_errors_say_what_failed() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (status, stderr) = run_binary(&[("INVENTORY_PORT", &port)]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "start-up failed: cannot listen on 127.0.0.1:{port}: "
+        )),
+        "{stderr}"
+    );
+    let thread = inventory_app::startup::StartupError::Migrations(std::io::Error::other("no"));
+    assert_eq!(thread.to_string(), "cannot start the migrations thread: no");
+    let server = inventory_app::startup::StartupError::Server(std::io::Error::other("no"));
+    assert_eq!(server.to_string(), "cannot start the HTTP server: no");
+}
+
+/// Rows the primary key index scan returned (EXPLAIN ANALYZE counts them; no
+/// timing is measured or asserted).
+fn rows_scanned(conn: &mut PgConnection, query: &str) -> i64 {
+    let plan: Vec<PlanLine> = diesel::sql_query(format!(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {query}"
+    ))
+    .load(conn)
+    .unwrap();
+    let lines: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+    let scan = lines
+        .iter()
+        .find(|l| l.contains("Index Scan using movies_pkey on movies"))
+        .unwrap_or_else(|| panic!("{query}: no primary key index scan: {lines:#?}"));
+    let rows = scan
+        .split("actual rows=")
+        .nth(1)
+        .and_then(|r| r.split([' ', '.']).next())
+        .unwrap_or_else(|| panic!("{scan}"));
+    rows.parse().unwrap()
+}
+
+/// The keyset page reads only its own rows from the primary key index,
+/// however deep it is; the OFFSET page reads every row before it.
+#[test]
+fn keyset_pages_read_only_their_rows_at_any_depth() {
+    let name = unique_db_name();
+    create_database(&name);
+    let mut conn = connect(&name);
+    conn.run_pending_migrations(MIGRATIONS).unwrap();
+    diesel::sql_query(
+        "INSERT INTO movies (title) SELECT 'Movie ' || g FROM generate_series(1, 100000) g",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    diesel::sql_query("ANALYZE movies")
+        .execute(&mut conn)
+        .unwrap();
+    let page = "SELECT id, title, description FROM movies";
+    for after_id in [0, 50_000, 99_990] {
+        let keyset = format!("{page} WHERE id > {after_id} ORDER BY id LIMIT 10");
+        assert_eq!(rows_scanned(&mut conn, &keyset), 10, "{keyset}");
+    }
+    let deep = format!("{page} ORDER BY id LIMIT 10 OFFSET 99990");
+    assert_eq!(rows_scanned(&mut conn, &deep), 100_000);
+    drop(conn);
+    drop_database(&name);
 }

@@ -1,19 +1,69 @@
 use crate::error::ApiError;
+use crate::listing::{self, ListingBody, Piece};
+use crate::models::MovieFilter;
 use crate::queries;
 use crate::state::AppState;
 use crate::validation::{self, RawMovieQuery};
-use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::OptionalExtension;
 use serde_json::{json, Value};
 
+/// Streams the listing (see `listing`). Errors before the first byte are
+/// ordinary error responses.
 pub async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<RawMovieQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = validation::movie_filter(query.into_inner())?;
-    let movies = state.db(move |c| queries::list(c, &filter)).await?;
-    Ok(HttpResponse::Ok().json(movies))
+    state.check_migrated()?;
+    let rid = req
+        .headers()
+        .get(common::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let mut rx = listing::start(&state, filter.clone(), rid.clone());
+    let next_after = match rx.recv().await {
+        Some(Piece::Start { next_after }) => next_after,
+        Some(Piece::Failed(e)) => return Err(e),
+        _ => return Err(stopped_early()),
+    };
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header(header::ContentType::json());
+    if let Some(after_id) = next_after {
+        resp.insert_header((header::LINK, next_link(&filter, after_id)?));
+    }
+    match rx.recv().await {
+        // The whole answer: sent with its length, as before streaming.
+        Some(Piece::Last(bytes)) => Ok(resp.body(bytes)),
+        // HEAD of a long answer: its headers say chunked, as GET's would;
+        // dropping `rx` stops the read.
+        Some(Piece::Data(_)) if req.method() == Method::HEAD => Ok(resp.body(ListingBody::empty())),
+        Some(Piece::Data(first)) => Ok(resp.body(ListingBody::new(first, rx, rid))),
+        Some(Piece::Failed(e)) => Err(e),
+        Some(Piece::Start { .. }) | None => Err(stopped_early()),
+    }
+}
+
+fn stopped_early() -> ApiError {
+    ApiError::Internal("the listing stopped before its first chunk".to_owned())
+}
+
+/// `Link: </api/movies?...&after_id=N&limit=K>; rel="next"`, path-relative so
+/// it stays right behind the gateway (which forwards it unchanged).
+fn next_link(filter: &MovieFilter, after_id: i64) -> Result<String, ApiError> {
+    let limit = filter.limit.unwrap_or_default();
+    let mut params = Vec::with_capacity(3);
+    if let Some(title) = &filter.title {
+        params.push(("title", title.clone()));
+    }
+    params.push(("after_id", after_id.to_string()));
+    params.push(("limit", limit.to_string()));
+    let query = serde_urlencoded::to_string(&params)
+        .map_err(|e| ApiError::Internal(format!("encoding the next link: {e}")))?;
+    Ok(format!("</api/movies?{query}>; rel=\"next\""))
 }
 
 pub async fn create(

@@ -7,11 +7,12 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use diesel::pg::PgConnection;
 use diesel::{Connection, RunQueryDsl};
-use inventory_app::config::Config;
+use inventory_app::config::{Config, Limits};
 use inventory_app::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const PG_PORT_VAR: &str = "TEST_INVENTORY_PG_PORT";
@@ -34,6 +35,15 @@ pub fn connect(dbname: &str) -> PgConnection {
         pg_port()
     );
     PgConnection::establish(&url).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// The ids of a JSON array of movies, in order.
+pub fn ids(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
 }
 
 /// A fresh, unique database name (valid unquoted identifier).
@@ -102,16 +112,31 @@ impl Drop for TestApp {
 
 /// An app on a new, migrated database of its own.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_, _| {}).await
+}
+
+/// Same, with `adjust` applied to its config and limits first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config, &mut Limits)) -> TestApp {
     let name = unique_db_name();
     create_database(&name);
-    let app = spawn_with(config(pg_port(), &name), Some(name));
+    let mut config = config(pg_port(), &name);
+    let mut limits = Limits::default();
+    adjust(&mut config, &mut limits);
+    let app = spawn_built(Application::build_with(&config, &limits), Some(name));
     app.wait_until_ready(Duration::from_secs(30)).await;
     app
 }
 
 /// An app on `config`, serving at once, whatever the database's state.
 pub fn spawn_with(config: Config, owned_db: Option<String>) -> TestApp {
-    let app = Application::build(&config).expect("build the app");
+    spawn_built(Application::build(&config), owned_db)
+}
+
+fn spawn_built(
+    app: Result<Application, inventory_app::startup::StartupError>,
+    owned_db: Option<String>,
+) -> TestApp {
+    let app = app.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run());
     TestApp {
@@ -163,6 +188,15 @@ impl Reply {
 }
 
 impl TestApp {
+    pub fn port(&self) -> u16 {
+        self.address.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// A connection to the app's own database.
+    pub fn db(&self) -> PgConnection {
+        connect(self.db_name.as_deref().expect("the app owns a database"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -225,6 +259,19 @@ impl TestApp {
         (resp.status(), resp.headers().clone(), body)
     }
 
+    /// A GET whose body is kept as bytes (up to 256 MiB), to compare them exactly.
+    pub async fn get_bytes(&self, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+        let mut resp = awc::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .finish()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let body = resp.body().limit(256 << 20).await.unwrap();
+        (resp.status(), resp.headers().clone(), body)
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, None, None, None).await
     }
@@ -274,6 +321,57 @@ impl TestApp {
                 "not ready after {limit:?}: {reply:?}"
             );
             actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Captures log lines so a test can look for one.
+pub struct Capture(pub Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}", record.target(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+/// The process's logger, installed on first use.
+pub fn captured_logs() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(capture).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        capture
+    })
+}
+
+impl Capture {
+    /// Waits (bounded) for a line containing all of `needles`; panics with
+    /// all lines if none comes.
+    pub async fn wait_for(&self, needles: &[&str], limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let found = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no log line with {needles:?} after {limit:?}: {:#?}",
+                self.0.lock().unwrap()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
