@@ -3,7 +3,7 @@
 //! method, oversized body) use it too:
 //! `{"error":{"code":"validation_failed","message":"...","field":"title"}}`.
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::error::{InternalError, JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header::{self, HeaderValue};
@@ -219,9 +219,6 @@ fn status_code_text(status: StatusCode) -> (&'static str, String) {
     let message = status.canonical_reason().unwrap_or("error").to_owned();
     (code, message)
 }
-
-/// Type alias for services that wrap their app in [`json_error_pages`].
-pub type WrappedBody<B> = EitherBody<B, BoxBody>;
 
 #[cfg(test)]
 mod tests {
