@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod inventory;
+pub mod orders;
 pub mod rabbit;
 pub mod relay;
 pub mod upstream;
