@@ -58,7 +58,10 @@ struct DiskAlarm {
 
 impl DiskAlarm {
     async fn raise() -> Self {
-        let limit = node().await["disk_free_limit"].as_u64().unwrap().to_string();
+        let limit = node().await["disk_free_limit"]
+            .as_u64()
+            .unwrap()
+            .to_string();
         rabbitmqctl(&["set_disk_free_limit", "1000GB"]);
         Self {
             limit,
@@ -120,7 +123,10 @@ async fn a_disk_alarm_makes_ready_and_the_first_order_503_then_both_recover() {
     assert_eq!(ready["inventory"], "up", "{ready}");
     assert_eq!(ready["error"]["code"], "not_ready", "{ready}");
     assert!(
-        ready["error"]["message"].as_str().unwrap().contains("blocked"),
+        ready["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("blocked"),
         "{ready}"
     );
 

@@ -48,8 +48,7 @@ async fn fifty_concurrent_tries_of_one_key_give_one_order_id_and_one_row() {
     let key = key();
     let body = json!({"user_id": "u-50", "number_of_items": 3, "total_amount": "12.50"});
     let replies =
-        futures_util::future::join_all((0..50).map(|_| post_with_key(&gateway, &key, &body)))
-            .await;
+        futures_util::future::join_all((0..50).map(|_| post_with_key(&gateway, &key, &body))).await;
     let ids: HashSet<Uuid> = replies.iter().map(accepted).collect();
     assert_eq!(ids.len(), 1, "one key gave several order ids: {ids:?}");
     let id = *ids.iter().next().unwrap();
@@ -211,9 +210,11 @@ async fn a_bad_idempotency_key_is_400_naming_the_header_and_queues_nothing() {
             .request(Method::POST, "/api/billing")
             .insert_header(("content-type", "application/json"))
             .insert_header(("idempotency-key", header));
-        send(req, Some(body.clone()))
-            .await
-            .assert_error(400, "validation_failed", Some("Idempotency-Key"));
+        send(req, Some(body.clone())).await.assert_error(
+            400,
+            "validation_failed",
+            Some("Idempotency-Key"),
+        );
     }
     // Two keys on one request: which one would be meant?
     let req = gateway
@@ -221,9 +222,11 @@ async fn a_bad_idempotency_key_is_400_naming_the_header_and_queues_nothing() {
         .insert_header(("content-type", "application/json"))
         .append_header(("idempotency-key", "a"))
         .append_header(("idempotency-key", "b"));
-    send(req, Some(body.clone()))
-        .await
-        .assert_error(400, "validation_failed", Some("Idempotency-Key"));
+    send(req, Some(body.clone())).await.assert_error(
+        400,
+        "validation_failed",
+        Some("Idempotency-Key"),
+    );
     // The longest key, and every visible ASCII character, are fine.
     let longest = "k".repeat(255);
     accepted(&post_with_key(&gateway, &longest, &support::valid_order()).await);

@@ -156,10 +156,11 @@ impl Processor {
         loop {
             let pool = self.pool.clone();
             let batch = Arc::clone(&rows);
-            let task = tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, WorkerError> {
-                let mut conn = pool.get()?;
-                Ok(store::store_orders(&mut conn, &batch)?)
-            });
+            let task =
+                tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, WorkerError> {
+                    let mut conn = pool.get()?;
+                    Ok(store::store_orders(&mut conn, &batch)?)
+                });
             let result = tokio::select! {
                 joined = task => joined.unwrap_or_else(|e| Err(WorkerError::Task(e.to_string()))),
                 () = self.shutdown.requested_then(STOP_GRACE) => {

@@ -456,7 +456,15 @@ mod tests {
             let body = format!(r#"{{"user_id":1,"number_of_items":1,"total_amount":{v}}}"#);
             assert_eq!(err(&body).field, Some("total_amount"), "{v}");
         }
-        for v in ["5.5", "1e7", "1e-1", "0e5", "-5e0", "1E999999999999999999999", "1.0000001"] {
+        for v in [
+            "5.5",
+            "1e7",
+            "1e-1",
+            "0e5",
+            "-5e0",
+            "1E999999999999999999999",
+            "1.0000001",
+        ] {
             let body = format!(r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#);
             assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
         }

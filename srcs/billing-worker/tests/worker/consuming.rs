@@ -6,9 +6,9 @@ use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use lapin::types::ShortString;
 use lapin::BasicProperties;
+use serde_json::Value;
 use std::collections::HashSet;
 use std::str::FromStr;
-use serde_json::Value;
 use uuid::Uuid;
 
 #[actix_web::test]
@@ -230,9 +230,10 @@ async fn an_order_id_reused_with_other_content_is_dead_lettered_not_dropped() {
     .await;
     // And in a later batch of its own.
     publisher.publish_order(&other_amount, "req-4").await;
-    eventually("the later conflicting order to be dead-lettered", || async {
-        publisher.dead_lettered().await == 2
-    })
+    eventually(
+        "the later conflicting order to be dead-lettered",
+        || async { publisher.dead_lettered().await == 2 },
+    )
     .await;
     eventually("the counters", || async {
         worker.counter("dead_lettered").await == 2
