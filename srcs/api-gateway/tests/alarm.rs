@@ -13,15 +13,16 @@ mod support;
 
 use std::process::Command;
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use api_gateway::billing::order_id_for_key;
 use serde_json::{json, Value};
 use support::orders::{amount, Worker};
 use support::rabbit::{self, Vhost};
 use support::upstream::spawn_upstream;
-use support::{config, send, spawn_gateway, wait_for, Gateway, Reply};
+use support::{config, spawn_gateway, wait_for, Gateway, Reply};
 
-fn rabbitmqctl(args: &[&str]) {
+/// Runs rabbitmqctl on the test broker; returns its standard output.
+fn rabbitmqctl(args: &[&str]) -> String {
     let command = std::env::var("TEST_RABBITMQCTL").unwrap_or_else(|_| {
         panic!(
             "TEST_RABBITMQCTL is not set: the command running rabbitmqctl on the test broker, \
@@ -41,12 +42,14 @@ fn rabbitmqctl(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn node() -> Value {
-    let (status, nodes) = rabbit::mgmt(Method::GET, "/nodes", None).await;
-    assert_eq!(status, StatusCode::OK, "{nodes}");
-    nodes[0].clone()
+/// The node's live status (the management API's figures lag by seconds,
+/// which would read back a limit a previous run had just restored).
+fn node_status() -> Value {
+    let text = rabbitmqctl(&["status", "--formatter", "json"]);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("rabbitmqctl status ({e}): {text}"))
 }
 
 /// Raises the disk alarm; restores the broker's limit when dropped, also
@@ -57,11 +60,13 @@ struct DiskAlarm {
 }
 
 impl DiskAlarm {
-    async fn raise() -> Self {
-        let limit = node().await["disk_free_limit"]
-            .as_u64()
-            .unwrap()
-            .to_string();
+    fn raise() -> Self {
+        let limit = node_status()["disk_free_limit"].as_u64().unwrap();
+        assert!(
+            limit < 1_000_000_000_000,
+            "the test broker's disk limit is {limit} bytes already: a previous run left it raised"
+        );
+        let limit = limit.to_string();
         rabbitmqctl(&["set_disk_free_limit", "1000GB"]);
         Self {
             limit,
@@ -84,11 +89,7 @@ impl Drop for DiskAlarm {
 }
 
 async fn post_with_key(gateway: &Gateway, key: &str, body: &Value) -> Reply {
-    let req = gateway
-        .request(Method::POST, "/api/billing")
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("idempotency-key", key));
-    send(req, Some(serde_json::to_vec(body).unwrap())).await
+    gateway.order_with_key(key, body).await
 }
 
 #[actix_web::test]
@@ -105,19 +106,26 @@ async fn a_disk_alarm_makes_ready_and_the_first_order_503_then_both_recover() {
     let before = json!({"user_id": "u-alarm", "number_of_items": 1, "total_amount": "1.00"});
     assert_eq!(post_with_key(&gateway, "before", &before).await.status, 200);
 
-    let mut alarm = DiskAlarm::raise().await;
-    wait_for("RabbitMQ to report the disk alarm", || async {
-        (node().await["disk_free_alarm"] == true).then_some(())
+    let mut alarm = DiskAlarm::raise();
+    wait_for("RabbitMQ to raise the disk alarm", || async {
+        let alarms = node_status()["alarms"].clone();
+        (alarms.as_array().is_some_and(|a| !a.is_empty())).then_some(())
     })
     .await;
 
-    // The first order after the alarm.
-    let body = json!({"user_id": "u-alarm", "number_of_items": 2, "total_amount": "2.00"});
-    let reply = post_with_key(&gateway, "during", &body).await;
-    reply.assert_error(503, "broker_unavailable", None);
-    assert_eq!(reply.header("retry-after"), Some("5"));
-    let ready = gateway.get("/ready").await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
+    // /ready notices without any order being sent (GETs publish nothing):
+    // the gateway's probe is what RabbitMQ blocks. Measured, not asserted:
+    // the gap is the probe period plus a round trip, longer on a busy host.
+    let raised = std::time::Instant::now();
+    let ready = wait_for("/ready to report RabbitMQ blocked", || async {
+        let reply = gateway.get("/ready").await;
+        (reply.status == StatusCode::SERVICE_UNAVAILABLE).then_some(reply)
+    })
+    .await;
+    println!(
+        "/ready reported the alarm {:?} after rabbitmqctl listed it",
+        raised.elapsed()
+    );
     let ready = ready.json();
     assert_eq!(ready["rabbitmq"], "blocked", "{ready}");
     assert_eq!(ready["inventory"], "up", "{ready}");
@@ -129,6 +137,13 @@ async fn a_disk_alarm_makes_ready_and_the_first_order_503_then_both_recover() {
             .contains("blocked"),
         "{ready}"
     );
+
+    // The first order after the alarm: refused at once, not held by the
+    // broker until the 30 s publish timeout.
+    let body = json!({"user_id": "u-alarm", "number_of_items": 2, "total_amount": "2.00"});
+    let reply = post_with_key(&gateway, "during", &body).await;
+    reply.assert_error(503, "broker_unavailable", None);
+    assert_eq!(reply.header("retry-after"), Some("5"));
 
     alarm.clear();
     gateway.wait_ready().await;

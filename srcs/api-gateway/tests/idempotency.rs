@@ -17,12 +17,23 @@ use support::upstream::spawn_upstream;
 use support::{config, send, spawn_gateway, Gateway, Reply};
 use uuid::Uuid;
 
+async fn ready_gateway(vhost: &Vhost) -> Gateway {
+    let inventory = spawn_upstream();
+    let gateway = spawn_gateway(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
+    gateway.wait_ready().await;
+    gateway
+}
+
+/// A vhost, a worker consuming it and a ready gateway publishing to it.
+async fn system() -> (Vhost, Worker, Gateway) {
+    let vhost = Vhost::new().await;
+    let worker = Worker::start(&vhost.name).await;
+    let gateway = ready_gateway(&vhost).await;
+    (vhost, worker, gateway)
+}
+
 async fn post_with_key(gateway: &Gateway, key: &str, body: &Value) -> Reply {
-    let req = gateway
-        .request(Method::POST, "/api/billing")
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("idempotency-key", key));
-    send(req, Some(serde_json::to_vec(body).unwrap())).await
+    gateway.order_with_key(key, body).await
 }
 
 #[track_caller]
@@ -39,11 +50,7 @@ fn key() -> String {
 
 #[actix_web::test]
 async fn fifty_concurrent_tries_of_one_key_give_one_order_id_and_one_row() {
-    let vhost = Vhost::new().await;
-    let worker = Worker::start(&vhost.name).await;
-    let inventory = spawn_upstream();
-    let gateway = spawn_gateway(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
-    gateway.wait_ready().await;
+    let (_vhost, worker, gateway) = system().await;
 
     let key = key();
     let body = json!({"user_id": "u-50", "number_of_items": 3, "total_amount": "12.50"});
@@ -121,11 +128,7 @@ async fn a_key_whose_first_try_timed_out_is_stored_once_when_retried() {
 
 #[actix_web::test]
 async fn a_key_reused_with_another_body_keeps_the_first_order_and_dead_letters_the_second() {
-    let vhost = Vhost::new().await;
-    let worker = Worker::start(&vhost.name).await;
-    let inventory = spawn_upstream();
-    let gateway = spawn_gateway(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
-    gateway.wait_ready().await;
+    let (vhost, worker, gateway) = system().await;
 
     let key = key();
     let first = json!({"user_id": "u-reuse", "number_of_items": 1, "total_amount": "10.00"});
@@ -161,11 +164,7 @@ async fn a_key_reused_with_another_body_keeps_the_first_order_and_dead_letters_t
 
 #[actix_web::test]
 async fn keys_are_scoped_per_user_and_without_a_key_every_order_is_new() {
-    let vhost = Vhost::new().await;
-    let worker = Worker::start(&vhost.name).await;
-    let inventory = spawn_upstream();
-    let gateway = spawn_gateway(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
-    gateway.wait_ready().await;
+    let (_vhost, worker, gateway) = system().await;
 
     let key = key();
     let body = |user: &str| json!({"user_id": user, "number_of_items": 1, "total_amount": 1});
@@ -192,9 +191,7 @@ async fn keys_are_scoped_per_user_and_without_a_key_every_order_is_new() {
 #[actix_web::test]
 async fn a_bad_idempotency_key_is_400_naming_the_header_and_queues_nothing() {
     let vhost = Vhost::new().await;
-    let inventory = spawn_upstream();
-    let gateway = spawn_gateway(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
-    gateway.wait_ready().await;
+    let gateway = ready_gateway(&vhost).await;
     let body = serde_json::to_vec(&support::valid_order()).unwrap();
     let too_long = "k".repeat(256);
     let bad: Vec<Vec<u8>> = vec![

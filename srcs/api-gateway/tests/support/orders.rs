@@ -34,6 +34,7 @@ fn connect(db: &str) -> PgConnection {
 pub struct Worker {
     pub db: String,
     pub health_port: u16,
+    client: awc::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<actix_web::rt::task::JoinHandle<Result<(), WorkerError>>>,
 }
@@ -72,6 +73,7 @@ impl Worker {
         let worker = Self {
             db,
             health_port,
+            client: super::client(),
             stop: Some(tx),
             task: Some(task),
         };
@@ -81,7 +83,8 @@ impl Worker {
 
     async fn ready(&self) -> (u16, serde_json::Value) {
         let reply = super::send(
-            super::client().get(format!("http://127.0.0.1:{}/ready", self.health_port)),
+            self.client
+                .get(format!("http://127.0.0.1:{}/ready", self.health_port)),
             None,
         )
         .await;
