@@ -14,6 +14,7 @@
 #   scripts/local.sh logs NAME [-f]  its log
 #   scripts/local.sh psql DB [ARGS]  psql on the local server holding DB (movies or orders)
 #   scripts/local.sh queue           depth of billing_queue and of its dead-letter queue
+#   scripts/local.sh rabbitmqctl ARGS rabbitmqctl on the local node (e.g. set_disk_free_limit 1000GB)
 #   scripts/local.sh env             the variables the local services run with (secrets masked)
 #
 # Ports (override with the variables in brackets): gateway 127.0.0.1:8080
@@ -436,6 +437,11 @@ cmd_queue() {
 		)"
 }
 
+# As the node's owner and with its environment (node name, epmd port, cookie).
+cmd_rabbitmqctl() {
+	run_as_owner "$RMQ_OWNER" env "${RMQ_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl "$@"
+}
+
 cmd_env() {
 	env | grep -E '^(INVENTORY|GATEWAY|BILLING|RABBITMQ|RUST_LOG)' | sort |
 		sed -E 's/^([A-Z_]*PASSWORD)=.*/\1=********/'
@@ -464,6 +470,7 @@ main() {
 	logs) cmd_logs "$@" ;;
 	psql) cmd_psql "$@" ;;
 	queue) cmd_queue ;;
+	rabbitmqctl) cmd_rabbitmqctl "$@" ;;
 	env) cmd_env ;;
 	*) die "unknown command $cmd (run without arguments for help)" ;;
 	esac

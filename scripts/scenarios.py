@@ -10,6 +10,8 @@ stored exactly once, whatever crashes or restarts happen meanwhile.
   3  RabbitMQ stopped and started while orders are posted
   4  PostgreSQL (orders) down for 20 s while orders flow
   5  100 malformed messages among 1,000 good ones: dead-lettered, worker lives
+  6  clients retrying every non-200 with their Idempotency-Key, across a
+     RabbitMQ restart and worker SIGKILLs: every key stored exactly once
 
 Runs against the system scripts/local.sh runs (and drives it with local.sh
 stop/start/kill): $GATEWAY_URL (default http://127.0.0.1:8080), the worker's
@@ -22,7 +24,8 @@ Tunables (environment): SCENARIO_POSTERS (32), SCENARIO_RATE (orders/s while
 posting during an outage, 300), SCENARIO_DRAIN_TIMEOUT (s, 120),
 SCENARIO_BACKLOG (scenario 2, 20000), SCENARIO_MIN_KILLS (scenario 2, kills
 while a backlog is left, 5), SCENARIO_KILL_DELAY (scenario 2, seconds from
-the worker's start to its kill, "0.02,0.15").
+the worker's start to its kill, "0.02,0.15"), SCENARIO_KEYED_ORDERS
+(scenario 6, 3000).
 
 Python 3 standard library only.
 """
@@ -85,6 +88,7 @@ DRAIN_TIMEOUT = float(env("SCENARIO_DRAIN_TIMEOUT", "120"))
 BACKLOG = int(env("SCENARIO_BACKLOG", "20000"))
 MIN_KILLS = int(env("SCENARIO_MIN_KILLS", "5"))
 KILL_DELAY = tuple(float(x) for x in env("SCENARIO_KILL_DELAY", "0.02,0.15").split(","))
+KEYED_ORDERS = int(env("SCENARIO_KEYED_ORDERS", "3000"))
 READY_TIMEOUT = 60
 POST_TIMEOUT = float(env("SCENARIO_POST_TIMEOUT", "300"))
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -687,12 +691,144 @@ def scenario_5(res):
     res.require(ready(WORKER_URL), "worker /ready is not 200")
 
 
+class KeyedClient:
+    """Clients that send each order with an Idempotency-Key and retry every
+    answer but 200 (503, 504, a dropped connection...) with the same key and
+    body until one is a 200, as a careful payment client does."""
+
+    def __init__(self, tag):
+        self.tag = tag
+        self.lock = threading.Lock()
+        self.orders = {}  # key -> (number_of_items, total_amount)
+        self.ids = {}  # key -> order_id of its 200s
+        self.statuses = collections.Counter()
+        self.problems = []
+        self.retries = 0
+
+    def problem(self, text):
+        with self.lock:
+            if len(self.problems) < 20:
+                self.problems.append(text)
+
+    def place(self, n, deadline, pace):
+        key = f"{self.tag}-{n}"
+        items = random.randint(1, 1000)
+        amount = Decimal(random.randint(0, 10**8)).scaleb(-2)
+        body = json.dumps({"user_id": self.tag, "number_of_items": items, "total_amount": str(amount)})
+        with self.lock:
+            self.orders[key] = (items, amount)
+        conn = None
+        while time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(GATEWAY_HOST, GATEWAY_PORT, timeout=30)
+                conn.request(
+                    "POST",
+                    "/api/billing",
+                    body=body.encode(),
+                    headers={"Content-Type": "application/json", "Idempotency-Key": key},
+                )
+                resp = conn.getresponse()
+                data = resp.read()
+                status = resp.status
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                status, data = f"transport:{type(e).__name__}", b""
+            with self.lock:
+                self.statuses[status] += 1
+            if status == 200:
+                try:
+                    oid = json.loads(data).get("order_id")
+                except (ValueError, AttributeError):
+                    oid = None
+                if not (isinstance(oid, str) and UUID_RE.match(oid)):
+                    self.problem(f"200 without an order_id: {data[:200]!r}")
+                with self.lock:
+                    if self.ids.setdefault(key, oid) != oid:
+                        self.problems.append(f"key {key}: order_id {oid} after {self.ids[key]}")
+                if conn is not None:
+                    conn.close()
+                time.sleep(pace)
+                return
+            if status not in (503, 504) and not str(status).startswith("transport:"):
+                self.problem(f"key {key}: unexpected answer {status} {data[:200]!r}")
+            with self.lock:
+                self.retries += 1
+            time.sleep(0.2)
+        self.problem(f"key {key}: no 200 before the deadline")
+
+    def status_text(self):
+        return " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.items(), key=str))
+
+
+def scenario_6(res):
+    tag = new_tag(6)
+    client = KeyedClient(tag)
+    deadline = time.monotonic() + POST_TIMEOUT
+    done = threading.Event()
+    kills = []
+    outages = []
+
+    def post_all():
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            for f in [ex.submit(client.place, n, deadline, 0.05) for n in range(KEYED_ORDERS)]:
+                f.result()
+        done.set()
+
+    poster = threading.Thread(target=post_all, daemon=True)
+    rabbit_down = False
+    try:
+        poster.start()
+        time.sleep(2)
+        for _ in range(2):
+            local("kill", "billing-worker")
+            kills.append(time.monotonic())
+            time.sleep(1)
+            local("start", "billing-worker")
+            time.sleep(1)
+        log("restarting rabbitmq while keyed clients post")
+        rabbit_down = True
+        local("stop", "rabbitmq")
+        t_down = time.monotonic()
+        time.sleep(2)
+        local("start", "rabbitmq", timeout=200)
+        rabbit_down = False
+        outages.append(time.monotonic() - t_down)
+        # The worker reconnects by itself; kill it once more while clients
+        # are still retrying what the outage refused.
+        local("kill", "billing-worker")
+        kills.append(time.monotonic())
+        time.sleep(1)
+        local("start", "billing-worker")
+        poster.join(POST_TIMEOUT + 60)
+    finally:
+        if rabbit_down:
+            restore("rabbitmq")
+        restore("billing-worker")
+    res.counts.update(keys=KEYED_ORDERS, accepted=len(client.ids), retries=client.retries)
+    res.counts["statuses"] = client.status_text().replace(" ", ",")
+    res.notes.append(f"{len(kills)} worker kills; RabbitMQ down for {outages[0]:.1f}s" if outages else "no outage")
+    res.require(done.is_set(), "the clients did not finish")
+    res.require(not client.problems, "bad answers: " + " | ".join(client.problems[:3]))
+    res.require(len(client.ids) == KEYED_ORDERS, f"only {len(client.ids)}/{KEYED_ORDERS} keys got a 200")
+    res.require(client.retries > 0, "no client had to retry: the outage did not reach them")
+    expected = {oid: client.orders[key] for key, oid in client.ids.items() if oid}
+    # Every try of a key carries its one order id, so nothing else may appear.
+    verify(res, tag, expected, forbid_extra=True)
+
+
 SCENARIOS = {
     1: ("worker stopped during 1000 orders", scenario_1),
     2: (f"SIGKILL during {BACKLOG} backlog", scenario_2),
     3: ("RabbitMQ restarted while posting", scenario_3),
     4: ("PostgreSQL down 20s while posting", scenario_4),
     5: ("100 malformed among 1000 good messages", scenario_5),
+    6: ("keyed retries across a RabbitMQ restart and worker kills", scenario_6),
 }
 
 

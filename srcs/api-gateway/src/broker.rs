@@ -6,6 +6,16 @@
 //! once, and the loop keeps trying in the background with capped backoff. All
 //! requests share the current channel (lapin channels are concurrent) and each
 //! awaits its own confirm.
+//!
+//! Resource alarms: RabbitMQ (3.10 measured) sends `connection.blocked` to a
+//! connection only when that connection publishes during an alarm, and then
+//! holds that publish until the alarm clears. So were orders the only
+//! publishes, the first order after an alarm would hang until its confirm
+//! timeout (504, and be stored later). Instead the loop publishes a tiny
+//! probe (unroutable, dropped by the broker) every [`PROBE_EVERY`] on a
+//! channel of its own: the probe is what gets held, the connection is
+//! reported blocked within that period, and from then on orders and `/ready`
+//! get 503 at once, until `connection.unblocked`.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +42,13 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 const CONNECT_BUDGET: Duration = Duration::from_secs(10);
 /// How often the loop looks at the link's state besides the error events.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often the alarm probe is published (see the module comment): about
+/// the longest an alarm goes unnoticed. Ten empty messages a second, each
+/// dropped at the exchange.
+pub const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Routing key of the probe on the default exchange: no queue of that name
+/// exists, so the broker drops the probe (it is not `mandatory`).
+pub const PROBE_ROUTING_KEY: &str = "api-gateway.alarm-probe";
 
 /// Cheap to clone; every clone shares one connection.
 #[derive(Clone)]
@@ -90,6 +107,14 @@ impl Broker {
     /// Whether a connection with a confirm-mode channel is up right now.
     pub fn is_connected(&self) -> bool {
         self.shared.current().is_some_and(|l| l.is_usable())
+    }
+
+    /// Whether RabbitMQ blocks this connection's publishes (memory or disk
+    /// alarm) right now.
+    pub fn is_blocked(&self) -> bool {
+        self.shared
+            .current()
+            .is_some_and(|l| l.connection.blocked())
     }
 
     /// Publishes `order` persistently to `billing_queue` and returns only
@@ -252,7 +277,7 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
             _ = stop.changed() => return,
         };
         match connected {
-            Ok((connection, channel)) => {
+            Ok((connection, channel, probe)) => {
                 generation += 1;
                 let Some(strong) = shared.upgrade() else {
                     close(&connection).await;
@@ -272,7 +297,15 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
                 attempt = 0;
                 delay = FIRST_RETRY;
 
-                let lost = watch_link(&shared, &connection, &channel, generation, &mut stop).await;
+                let lost = watch_link(
+                    &shared,
+                    &connection,
+                    &channel,
+                    &probe,
+                    generation,
+                    &mut stop,
+                )
+                .await;
                 if let Some(strong) = shared.upgrade() {
                     strong.mark_broken(generation);
                 }
@@ -304,8 +337,9 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
 }
 
 /// One connection with a confirm-mode channel and the topology declared, so
-/// an order published before any worker ever ran still finds its queue.
-async fn connect(config: &Config) -> Result<(Connection, Channel), String> {
+/// an order published before any worker ever ran still finds its queue; and
+/// a plain channel for the alarm probe.
+async fn connect(config: &Config) -> Result<(Connection, Channel, Channel), String> {
     let connection = config
         .amqp_target()
         .connect(APP_ID)
@@ -317,10 +351,11 @@ async fn connect(config: &Config) -> Result<(Connection, Channel), String> {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         topology::declare(&channel).await?;
-        Ok::<_, lapin::Error>(channel)
+        let probe = connection.create_channel().await?;
+        Ok::<_, lapin::Error>((channel, probe))
     };
     match setup.await {
-        Ok(channel) => Ok((connection, channel)),
+        Ok((channel, probe)) => Ok((connection, channel, probe)),
         Err(e) => {
             close(&connection).await;
             Err(format!("setting up the channel failed: {e}"))
@@ -340,14 +375,26 @@ async fn watch_link(
     shared: &Weak<Shared>,
     connection: &Connection,
     channel: &Channel,
+    probe: &Channel,
     generation: u64,
     stop: &mut watch::Receiver<bool>,
 ) -> Lost {
     let mut events = Box::pin(connection.events_listener());
     let mut tick = tokio::time::interval(CHECK_EVERY);
+    let mut probe_tick = tokio::time::interval(PROBE_EVERY);
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The probe in flight: while the broker holds it, no other is sent.
+    let mut probing: Option<JoinHandle<()>> = None;
+    let mut probe_lost_told = false;
     loop {
         tokio::select! {
             _ = stop.changed() => return Lost::Stop,
+            _ = probe_tick.tick() => {
+                let idle = probing.as_ref().is_none_or(JoinHandle::is_finished);
+                if idle && !connection.status().blocked() {
+                    probing = Some(tokio::spawn(send_probe(probe.clone())));
+                }
+            }
             event = events.next() => match event {
                 Some(Event::Error(e)) => return Lost::Broken(format!("connection error: {e}")),
                 Some(Event::ConnectionBlocked(why)) => {
@@ -372,8 +419,34 @@ async fn watch_link(
                 if !channel.status().connected() {
                     return Lost::Broken(format!("channel status {:?}", channel.status()));
                 }
+                // Orders still work without the probe; only alarms would
+                // show late (as a 504). Say so once, and carry on.
+                if !probe.status().connected() && !probe_lost_told {
+                    probe_lost_told = true;
+                    log::warn!(
+                        "the alarm probe channel closed ({:?}): a RabbitMQ resource alarm will show only once an order is held",
+                        probe.status()
+                    );
+                }
             }
         }
+    }
+}
+
+/// Publishes one alarm probe. Errors are left to the loop's own checks: a
+/// dead channel shows in its status, which the loop looks at anyway.
+async fn send_probe(probe: Channel) {
+    let published = probe
+        .basic_publish(
+            "".into(),
+            PROBE_ROUTING_KEY.into(),
+            BasicPublishOptions::default(),
+            b"",
+            BasicProperties::default().with_app_id(APP_ID.into()),
+        )
+        .await;
+    if let Err(e) = published {
+        log::debug!("alarm probe not sent: {e}");
     }
 }
 

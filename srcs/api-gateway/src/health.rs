@@ -1,5 +1,6 @@
 //! Liveness (`/health`: the process answers) and readiness (`/ready`: the
-//! gateway can do its job, i.e. inventory answers and RabbitMQ is connected).
+//! gateway can do its job, i.e. inventory answers and RabbitMQ is connected
+//! and not blocking publishers with a memory or disk alarm).
 
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -30,8 +31,14 @@ pub async fn ready(
     broker: web::Data<Broker>,
 ) -> HttpResponse {
     let inventory_up = inventory.is_up(&RequestId::of(&req)).await;
-    let rabbitmq_up = broker.is_connected();
-    let word = |up: bool| if up { "up" } else { "down" };
+    let rabbitmq = if !broker.is_connected() {
+        "down"
+    } else if broker.is_blocked() {
+        "blocked"
+    } else {
+        "up"
+    };
+    let rabbitmq_up = rabbitmq == "up";
     if inventory_up && rabbitmq_up {
         return HttpResponse::Ok().json(Readiness {
             status: "ready",
@@ -40,19 +47,25 @@ pub async fn ready(
             error: None,
         });
     }
-    let down: Vec<&str> = [("inventory", inventory_up), ("rabbitmq", rabbitmq_up)]
-        .into_iter()
-        .filter(|(_, up)| !up)
-        .map(|(name, _)| name)
-        .collect();
+    let mut problems = Vec::new();
+    if !inventory_up {
+        problems.push("inventory down".to_owned());
+    }
+    match rabbitmq {
+        "up" => {}
+        "blocked" => {
+            problems.push("rabbitmq blocked (a memory or disk alarm stops publishing)".to_owned())
+        }
+        other => problems.push(format!("rabbitmq {other}")),
+    }
     let mut resp = HttpResponse::ServiceUnavailable().json(Readiness {
         status: "unavailable",
-        inventory: word(inventory_up),
-        rabbitmq: word(rabbitmq_up),
+        inventory: if inventory_up { "up" } else { "down" },
+        rabbitmq,
         error: Some(ErrorBody {
             error: ErrorDetail {
                 code: "not_ready",
-                message: format!("not ready: {} down", down.join(" and ")),
+                message: format!("not ready: {}", problems.join(" and ")),
                 field: None,
             },
         }),

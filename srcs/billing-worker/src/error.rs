@@ -1,14 +1,9 @@
-//! The worker's one error type. Most of these never leave the consumer loop
-//! (they trigger a reconnect or a retry); the HTTP side maps them to the
-//! project's JSON error format with stable codes.
-
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+//! The worker's one error type. None of these reaches a client: the consumer
+//! loop answers them with a reconnect or a retry, and start-up with a log
+//! line and an exit code. (The health endpoints build their own responses.)
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error(transparent)]
-    Config(#[from] common::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -18,8 +13,6 @@ pub enum WorkerError {
     Pool(#[from] diesel::r2d2::PoolError),
     #[error("database error: {0}")]
     Database(#[from] diesel::result::Error),
-    #[error("migrations failed: {0}")]
-    Migration(String),
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("rabbitmq: timed out during {0}")]
@@ -45,31 +38,4 @@ pub fn one_line(err: &impl std::fmt::Display) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-impl WorkerError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Config(_) => "configuration_error",
-            Self::Bind { .. } | Self::Http(_) => "http_server_error",
-            Self::Pool(_) | Self::Database(_) | Self::Migration(_) => "database_unavailable",
-            Self::Amqp(_) | Self::AmqpTimeout(_) | Self::ConsumerEnded | Self::ChannelLost => {
-                "broker_unavailable"
-            }
-            Self::Task(_) => "internal_error",
-        }
-    }
-}
-
-impl ResponseError for WorkerError {
-    fn status_code(&self) -> StatusCode {
-        match self.code() {
-            "database_unavailable" | "broker_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        common::http::error_response(self.status_code(), self.code(), self.to_string(), None)
-    }
 }

@@ -1,19 +1,18 @@
 //! Settling one batch of deliveries: dead-letter what can never be an order,
 //! store the orders in one transaction (retrying while the database is
-//! unavailable), and only then acknowledge them.
+//! unavailable), and only then acknowledge them. An order whose id is stored
+//! already with other content is dead-lettered too, never dropped silently.
 
 use crate::batch::{decode, Content, IdSource, Received};
 use crate::error::{one_line, WorkerError};
 use crate::shutdown::Shutdown;
 use crate::status::WorkerStatus;
-use crate::store::{self, NewOrder};
+use crate::store::{self, NewOrder, RowOutcome};
 use common::db::PgPool;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// First pause after a failed store; doubled after each further failure.
 const RETRY_INITIAL: Duration = Duration::from_millis(250);
@@ -35,8 +34,8 @@ pub enum Outcome {
 }
 
 enum Stored {
-    /// The order ids that were new (the others were stored before).
-    Done(Vec<Uuid>),
+    /// What became of each order, in the batch's order.
+    Done(Vec<RowOutcome>),
     /// The database refused a row for its content: retrying cannot help.
     Refused(diesel::result::Error),
     Abandoned,
@@ -91,10 +90,7 @@ impl Processor {
 
         let rows: Arc<Vec<NewOrder>> = Arc::new(orders.iter().filter_map(row_of).collect());
         let last = match self.store_with_retry(rows).await {
-            Stored::Done(inserted) => {
-                self.report(&orders, inserted, &mut tally);
-                orders.last()
-            }
+            Stored::Done(outcomes) => self.settle(&orders, &outcomes, &mut tally).await?,
             Stored::Abandoned => return Ok(Outcome::Abandoned),
             Stored::Refused(e) => {
                 log::warn!(
@@ -130,9 +126,14 @@ impl Processor {
         for (i, r) in orders.iter().enumerate() {
             let Some(row) = row_of(r) else { continue };
             match self.store_with_retry(Arc::new(vec![row])).await {
-                Stored::Done(inserted) => {
-                    self.report(std::slice::from_ref(r), inserted, tally);
-                    last_stored = Some(i);
+                Stored::Done(outcomes) => {
+                    if self
+                        .settle(std::slice::from_ref(r), &outcomes, tally)
+                        .await?
+                        .is_some()
+                    {
+                        last_stored = Some(i);
+                    }
                 }
                 Stored::Refused(e) => {
                     self.dead_letter(r, &format!("refused by the database: {}", one_line(&e)))
@@ -155,10 +156,11 @@ impl Processor {
         loop {
             let pool = self.pool.clone();
             let batch = Arc::clone(&rows);
-            let task = tokio::task::spawn_blocking(move || -> Result<Vec<Uuid>, WorkerError> {
-                let mut conn = pool.get()?;
-                Ok(store::insert_orders(&mut conn, &batch)?)
-            });
+            let task =
+                tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, WorkerError> {
+                    let mut conn = pool.get()?;
+                    Ok(store::store_orders(&mut conn, &batch)?)
+                });
             let result = tokio::select! {
                 joined = task => joined.unwrap_or_else(|e| Err(WorkerError::Task(e.to_string()))),
                 () = self.shutdown.requested_then(STOP_GRACE) => {
@@ -207,33 +209,60 @@ impl Processor {
     }
 
     /// Logs one line per order (so an order id or a request id can be
-    /// grepped) and counts stored orders and duplicates.
-    fn report(&self, orders: &[Received], inserted: Vec<Uuid>, tally: &mut Tally) {
-        let mut new: HashSet<Uuid> = inserted.into_iter().collect();
-        for r in orders {
+    /// grepped), counts stored orders and duplicates, and dead-letters the
+    /// orders in conflict with a stored one. Returns the last delivery to
+    /// ack through (none when every order was dead-lettered).
+    async fn settle<'a>(
+        &self,
+        orders: &'a [Received],
+        outcomes: &[RowOutcome],
+        tally: &mut Tally,
+    ) -> Result<Option<&'a Received>, WorkerError> {
+        let mut last = None;
+        for (r, outcome) in orders.iter().zip(outcomes) {
             let Content::Order { order, id_source } = &r.content else {
                 continue;
             };
             let id = order.order_id;
-            if new.remove(&id) {
-                tally.stored += 1;
-                if *id_source == IdSource::Generated {
-                    log::info!(
-                        "order {id} stored (request {}; the message had no id, so this one was generated: a redelivery of it would be stored again)",
-                        r.request()
-                    );
-                } else {
-                    log::info!("order {id} stored (request {})", r.request());
+            match outcome {
+                RowOutcome::Inserted => {
+                    tally.stored += 1;
+                    if *id_source == IdSource::Generated {
+                        log::info!(
+                            "order {id} stored (request {}; the message had no id, so this one was generated: a redelivery of it would be stored again)",
+                            r.request()
+                        );
+                    } else {
+                        log::info!("order {id} stored (request {})", r.request());
+                    }
                 }
-            } else {
-                tally.duplicates += 1;
-                log::info!(
-                    "order {id} was already stored, duplicate skipped (request {}, redelivered: {})",
-                    r.request(),
-                    r.redelivered
-                );
+                RowOutcome::Duplicate => {
+                    tally.duplicates += 1;
+                    log::info!(
+                        "order {id} was already stored, duplicate skipped (request {}, redelivered: {})",
+                        r.request(),
+                        r.redelivered
+                    );
+                }
+                RowOutcome::Conflict(stored) => {
+                    // The first order under this id stays; this one is kept
+                    // in the dead-letter queue for a person to look at.
+                    self.dead_letter(
+                        r,
+                        &format!(
+                            "order id {id} is stored already with other content (an Idempotency-Key reused with another body?): stored {}, this message {}; the stored order stays",
+                            describe(stored),
+                            describe(order)
+                        ),
+                    )
+                    .await?;
+                    tally.dead_lettered += 1;
+                    continue;
+                }
             }
+            last = Some(r);
         }
+        Ok(last)
     }
 
     async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), WorkerError> {
@@ -269,6 +298,14 @@ impl Processor {
             );
         }
     }
+}
+
+/// An order's content for a log line; `user_id` is printable (validated).
+fn describe(o: &NewOrder) -> String {
+    format!(
+        "(user {:?}, {} item(s), {})",
+        o.user_id, o.number_of_items, o.total_amount
+    )
 }
 
 fn row_of(r: &Received) -> Option<NewOrder> {

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
+use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::{
     InternalError, JsonPayloadError, PathError, PayloadError, QueryPayloadError,
@@ -235,9 +235,6 @@ fn status_code_text(status: StatusCode) -> (&'static str, String) {
     let message = status.canonical_reason().unwrap_or("error").to_owned();
     (code, message)
 }
-
-/// Type alias for services that wrap their app in [`json_error_pages`].
-pub type WrappedBody<B> = EitherBody<B, BoxBody>;
 
 // --- Resource bounds shared by the services' HTTP servers -------------------
 

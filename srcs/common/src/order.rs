@@ -5,6 +5,7 @@
 //! read from its raw JSON text: money is parsed straight from that text into a
 //! decimal and never passes through a binary float.
 
+use bigdecimal::num_bigint::BigInt;
 use bigdecimal::BigDecimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -51,8 +52,11 @@ pub struct OrderInput {
     pub total_amount: BigDecimal,
 }
 
-/// The message on `billing_queue` (AMQP `message_id` = `order_id`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The message on `billing_queue` (AMQP `message_id` = `order_id`), as the
+/// gateway writes it. It has no `Deserialize` on purpose: every reader (the
+/// worker, and the tests) goes through [`parse_order`], the one definition of
+/// what a valid order is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OrderMessage {
     pub order_id: Uuid,
     pub user_id: String,
@@ -67,7 +71,8 @@ impl OrderMessage {
             order_id,
             user_id: input.user_id.clone(),
             number_of_items: input.number_of_items,
-            total_amount: input.total_amount.to_string(),
+            // `{:.2}`: plain Display prints a zero as "0", whatever its scale.
+            total_amount: format!("{:.2}", input.total_amount),
         }
     }
 }
@@ -194,51 +199,153 @@ fn parse_number_of_items(v: &RawValue) -> Result<i32, FieldError> {
             format!("number_of_items must be a whole number from 1 to {MAX_NUMBER_OF_ITEMS}"),
         )
     };
-    let text = match scalar("number_of_items", v, "a positive whole number")? {
-        Scalar::Str(s) => s.trim().to_owned(),
-        Scalar::Num(n) => n,
+    let n: i64 = match scalar("number_of_items", v, "a positive whole number")? {
+        Scalar::Str(s) => {
+            let text = s.trim();
+            if !is_integer_text(text) {
+                return Err(msg());
+            }
+            // Digits only: an overflowing value is simply out of range.
+            text.parse().unwrap_or(i64::MAX)
+        }
+        Scalar::Num(n) => {
+            let exact = Exact::of(&n).ok_or_else(msg)?;
+            // Whole (no fractional digits) and at most 7 integer digits.
+            if exact.negative || exact.exp < 0 || exact.integer_digits() > 7 {
+                return Err(msg());
+            }
+            exact.to_decimal().to_string().parse().map_err(|_| msg())?
+        }
     };
-    if !is_integer_text(&text) {
-        return Err(msg());
-    }
-    // Digits only: an overflowing value is simply out of range.
-    let n: i64 = text.parse().unwrap_or(i64::MAX);
     if n < 1 || n > i64::from(MAX_NUMBER_OF_ITEMS) {
         return Err(msg());
     }
     i32::try_from(n).map_err(|_| msg())
 }
 
+/// The exact value of a JSON number's text, `digits` × 10^`exp`, with
+/// `digits` stripped of leading and trailing zeros (empty for zero). Reading
+/// it this way bounds the work: `1e999999999` is judged out of range from its
+/// exponent, without ever building a billion-digit number.
+#[derive(Debug, PartialEq)]
+struct Exact {
+    negative: bool,
+    digits: String,
+    exp: i64,
+}
+
+impl Exact {
+    /// `None` when `text` is not JSON number syntax.
+    fn of(text: &str) -> Option<Self> {
+        let (negative, unsigned) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+            Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+            None => (unsigned, None),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty()
+            || !digits_only(int)
+            || !digits_only(frac)
+            || (mantissa.contains('.') && frac.is_empty())
+        {
+            return None;
+        }
+        let exp: i64 = match exponent {
+            None => 0,
+            Some(e) => {
+                let (sign, e_digits) = match e.as_bytes().first() {
+                    Some(b'-') => (-1, &e[1..]),
+                    Some(b'+') => (1, &e[1..]),
+                    _ => (1, e),
+                };
+                if e_digits.is_empty() || !digits_only(e_digits) {
+                    return None;
+                }
+                // Anything beyond ±10^15 is far out of every range we accept.
+                sign * e_digits.parse::<i64>().unwrap_or(1 << 50).min(1 << 50)
+            }
+        };
+        let all = format!("{int}{frac}");
+        let trimmed = all.trim_start_matches('0');
+        let significant = trimmed.trim_end_matches('0');
+        let trailing = trimmed.len() - significant.len();
+        let frac_len = i64::try_from(frac.len()).ok()?;
+        let trailing = i64::try_from(trailing).ok()?;
+        Some(Self {
+            negative,
+            digits: significant.to_owned(),
+            exp: if significant.is_empty() {
+                0
+            } else {
+                exp - frac_len + trailing
+            },
+        })
+    }
+
+    fn is_zero(&self) -> bool {
+        self.digits.is_empty()
+    }
+
+    /// Digits before the decimal point (0 for zero or a pure fraction).
+    fn integer_digits(&self) -> i64 {
+        if self.is_zero() {
+            0
+        } else {
+            (i64::try_from(self.digits.len()).unwrap_or(i64::MAX) + self.exp).max(0)
+        }
+    }
+
+    /// Digits after the decimal point that are not zero-padding.
+    fn decimal_places(&self) -> i64 {
+        (-self.exp).max(0)
+    }
+
+    /// Only for values already checked to be in a small range.
+    fn to_decimal(&self) -> BigDecimal {
+        if self.is_zero() {
+            return BigDecimal::from(0);
+        }
+        // ASCII digits only (checked in `of`), so this cannot fail.
+        let digits: BigInt = self.digits.parse().unwrap_or_default();
+        let value = BigDecimal::new(digits, -self.exp);
+        if self.negative {
+            -value
+        } else {
+            value
+        }
+    }
+}
+
 fn parse_total_amount(v: &RawValue) -> Result<BigDecimal, FieldError> {
     const FIELD: &str = "total_amount";
-    let text = match scalar(FIELD, v, "a decimal number")? {
-        Scalar::Str(s) => s.trim().to_owned(),
-        Scalar::Num(n) => n,
-    };
-    // Plain decimal notation only: digits, an optional point and decimals.
-    let unsigned = text.strip_prefix('-').unwrap_or(&text);
-    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    let well_formed = !int.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
-        && !(unsigned.contains('.') && frac.is_empty())
-        // Bound the work done on hostile input before any arithmetic.
-        && text.len() <= 64;
-    if !well_formed {
-        return Err(FieldError::field(
+    let malformed = || {
+        FieldError::field(
             FIELD,
             "total_amount must be a decimal number like 250 or 250.50",
-        ));
-    }
-    let amount = BigDecimal::from_str(&text)
-        .map_err(|_| FieldError::field(FIELD, "total_amount must be a decimal number"))?;
-    if amount < 0 {
+        )
+    };
+    let exact = match scalar(FIELD, v, "a decimal number")? {
+        Scalar::Str(s) => {
+            // Plain decimal notation only: digits, an optional point and decimals.
+            let text = s.trim();
+            if text.contains(['e', 'E']) || text.len() > 64 {
+                return Err(malformed());
+            }
+            Exact::of(text).ok_or_else(malformed)?
+        }
+        Scalar::Num(n) => Exact::of(&n).ok_or_else(malformed)?,
+    };
+    if exact.negative && !exact.is_zero() {
         return Err(FieldError::field(
             FIELD,
             "total_amount must not be negative",
         ));
     }
-    if amount.normalized().fractional_digit_count() > AMOUNT_DECIMAL_PLACES {
+    if exact.decimal_places() > AMOUNT_DECIMAL_PLACES {
         return Err(FieldError::field(
             FIELD,
             "total_amount must have at most 2 decimal places",
@@ -246,11 +353,19 @@ fn parse_total_amount(v: &RawValue) -> Result<BigDecimal, FieldError> {
     }
     let max = BigDecimal::from_str(MAX_TOTAL_AMOUNT)
         .map_err(|_| FieldError::field(FIELD, "internal limit is not a number"))?;
-    if amount > max {
-        return Err(FieldError::field(
+    let too_big = || {
+        FieldError::field(
             FIELD,
             format!("total_amount must be at most {MAX_TOTAL_AMOUNT}"),
-        ));
+        )
+    };
+    // 99999999.99 has 8 integer digits: check that before building the value.
+    if exact.integer_digits() > 8 {
+        return Err(too_big());
+    }
+    let amount = exact.to_decimal().abs();
+    if amount > max {
+        return Err(too_big());
     }
     Ok(amount.with_scale(AMOUNT_DECIMAL_PLACES))
 }
@@ -285,6 +400,81 @@ mod tests {
         assert_eq!(o.total_amount.to_string(), "99999999.99");
         let o = ok(r#"{"user_id":1,"number_of_items":1,"total_amount":"1.500"}"#);
         assert_eq!(o.total_amount.to_string(), "1.50");
+    }
+
+    #[test]
+    fn json_numbers_are_taken_at_their_exact_value_in_any_notation() {
+        let amount = |v: &str| {
+            let input = ok(&format!(
+                r#"{{"user_id":1,"number_of_items":1,"total_amount":{v}}}"#
+            ));
+            OrderMessage::new(Uuid::nil(), &input).total_amount
+        };
+        for (v, want) in [
+            ("1E2", "100.00"),
+            ("1e2", "100.00"),
+            ("1.5e1", "15.00"),
+            ("2.50e1", "25.00"),
+            ("12345e-2", "123.45"),
+            ("1.000", "1.00"),
+            ("0e0", "0.00"),
+            ("0.0e99999999999999999999", "0.00"),
+            ("-0", "0.00"),
+            ("9.999999999E7", "99999999.99"),
+            ("1E+1", "10.00"),
+        ] {
+            assert_eq!(amount(v), want, "{v}");
+        }
+        let items = |v: &str| {
+            ok(&format!(
+                r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#
+            ))
+            .number_of_items
+        };
+        for (v, want) in [
+            ("5.0", 5),
+            ("5E0", 5),
+            ("1e6", 1_000_000),
+            ("50e-1", 5),
+            ("1.0000000000000000000000000000", 1),
+            ("0.1e1", 1),
+        ] {
+            assert_eq!(items(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn inexact_or_out_of_range_numbers_are_refused_cheaply() {
+        for v in [
+            "1e-3",
+            "1.001e0",
+            "1e8",
+            "1E999999999999999999999",
+            "1e-999999999999999999999",
+            "-1e2",
+        ] {
+            let body = format!(r#"{{"user_id":1,"number_of_items":1,"total_amount":{v}}}"#);
+            assert_eq!(err(&body).field, Some("total_amount"), "{v}");
+        }
+        for v in [
+            "5.5",
+            "1e7",
+            "1e-1",
+            "0e5",
+            "-5e0",
+            "1E999999999999999999999",
+            "1.0000001",
+        ] {
+            let body = format!(r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#);
+            assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
+        }
+        // Strings stay plain decimal: an exponent in a string is refused.
+        for v in [r#""1E2""#, r#""5.0""#] {
+            let body = format!(r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#);
+            assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
+        }
+        let body = r#"{"user_id":1,"number_of_items":1,"total_amount":"1E2"}"#;
+        assert_eq!(err(body).field, Some("total_amount"));
     }
 
     #[test]

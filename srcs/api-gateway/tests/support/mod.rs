@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod inventory;
+pub mod orders;
 pub mod rabbit;
 pub mod relay;
 pub mod upstream;
@@ -90,6 +91,11 @@ pub async fn spawn_gateway(config: Config) -> Gateway {
 pub fn client() -> awc::Client {
     awc::Client::builder()
         .timeout(Duration::from_secs(30))
+        // Idle connections are dropped well before the servers' 5 s
+        // keep-alive closes them, so a test that pauses (an alarm raised,
+        // a broker stalled) never sends on a connection the server just
+        // closed ("connector has been disconnected").
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
         .finish()
 }
 
@@ -181,6 +187,15 @@ impl Gateway {
 
     pub async fn order(&self, body: &Value) -> Reply {
         self.post_json("/api/billing", body).await
+    }
+
+    /// An order sent with `Idempotency-Key: key`.
+    pub async fn order_with_key(&self, key: &str, body: &Value) -> Reply {
+        let req = self
+            .request(Method::POST, "/api/billing")
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .insert_header(("idempotency-key", key));
+        send(req, Some(serde_json::to_vec(body).unwrap())).await
     }
 
     /// Polls `/ready` until it answers 200.

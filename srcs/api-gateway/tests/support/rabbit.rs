@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::http::{Method, StatusCode};
 use common::amqp::AmqpTarget;
-use common::order::OrderMessage;
+use common::order::{parse_order, OrderMessage};
 use common::topology::BILLING_QUEUE;
 use lapin::message::Delivery;
 use lapin::options::BasicGetOptions;
@@ -132,13 +132,21 @@ pub async fn drain(vhost: &str) -> Vec<Delivery> {
     out
 }
 
+/// The order a message holds, read as the worker reads it (the one parser).
 pub fn order_of(delivery: &Delivery) -> OrderMessage {
-    serde_json::from_slice(&delivery.data).unwrap_or_else(|e| {
+    let input = parse_order(&delivery.data).unwrap_or_else(|e| {
         panic!(
-            "message is not an OrderMessage ({e}): {}",
+            "message is not a valid order ({e}): {}",
             String::from_utf8_lossy(&delivery.data)
         )
-    })
+    });
+    let order_id = input.order_id.unwrap_or_else(|| {
+        panic!(
+            "message has no order_id: {}",
+            String::from_utf8_lossy(&delivery.data)
+        )
+    });
+    OrderMessage::new(order_id, &input)
 }
 
 pub fn header_of(delivery: &Delivery, name: &str) -> Option<String> {

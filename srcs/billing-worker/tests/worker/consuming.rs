@@ -6,6 +6,7 @@ use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use lapin::types::ShortString;
 use lapin::BasicProperties;
+use serde_json::Value;
 use std::collections::HashSet;
 use std::str::FromStr;
 use uuid::Uuid;
@@ -201,4 +202,65 @@ async fn a_backlog_published_before_the_worker_starts_is_drained() {
     let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
     assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
+}
+
+/// An order id stored already with other content (what an Idempotency-Key
+/// reused with another body gives): the first order stays, the other goes to
+/// the dead-letter queue, in one batch or across batches.
+#[actix_web::test]
+async fn an_order_id_reused_with_other_content_is_dead_lettered_not_dropped() {
+    let db = TestDb::create();
+    let vhost = TestVhost::create().await;
+    let publisher = Publisher::connect(&vhost).await;
+
+    let first = order("u1", 1, "10.00");
+    let mut other = first.clone();
+    other.number_of_items = 2;
+    let mut other_amount = first.clone();
+    other_amount.total_amount = "10.01".to_owned();
+    // Published before the worker starts, so all of them form one batch.
+    publisher.publish_order(&first, "req-1").await;
+    publisher.publish_order(&other, "req-2").await;
+    publisher.publish_order(&first, "req-3").await;
+    let worker = Worker::start(config(&db, &vhost, 1000, 500));
+    worker.wait_ready().await;
+    eventually("the first batch to be settled", || async {
+        publisher.dead_lettered().await == 1
+    })
+    .await;
+    // And in a later batch of its own.
+    publisher.publish_order(&other_amount, "req-4").await;
+    eventually(
+        "the later conflicting order to be dead-lettered",
+        || async { publisher.dead_lettered().await == 2 },
+    )
+    .await;
+    eventually("the counters", || async {
+        worker.counter("dead_lettered").await == 2
+            && worker.counter("stored").await == 1
+            && worker.counter("duplicates_skipped").await == 1
+    })
+    .await;
+    worker.stop().await;
+
+    let rows = db.rows();
+    assert_eq!(
+        rows,
+        vec![(
+            first.order_id,
+            "u1".to_owned(),
+            1,
+            BigDecimal::from_str("10.00").unwrap()
+        )]
+    );
+    assert_eq!(publisher.queued().await, 0);
+    let dead: Vec<Value> = publisher
+        .drain_queue(common::topology::DEAD_LETTER_QUEUE)
+        .await
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["number_of_items"], 2);
+    assert_eq!(dead[1]["total_amount"], "10.01");
 }

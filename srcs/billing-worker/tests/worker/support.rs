@@ -395,11 +395,16 @@ impl Publisher {
     /// Takes every ready message off `billing_queue` (acking them) and
     /// returns their bodies.
     pub async fn drain(&self) -> Vec<Vec<u8>> {
+        self.drain_queue(BILLING_QUEUE).await
+    }
+
+    /// Takes every ready message off `queue` and returns their bodies.
+    pub async fn drain_queue(&self, queue: &str) -> Vec<Vec<u8>> {
         let mut bodies = Vec::new();
         while let Some(m) = self
             .channel
             .basic_get(
-                BILLING_QUEUE.into(),
+                queue.into(),
                 lapin::options::BasicGetOptions { no_ack: true },
             )
             .await
