@@ -177,6 +177,9 @@ load_dotenv "$ROOT/.env"
 check "generated passwords pass the check" refuse_default_passwords
 install -m 0600 /dev/null "$WORK/secrets"
 for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets"
+# A canary, put on a command line on purpose: the sampler must catch it.
+CANARY="canary-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
+printf '%s\n' "$CANARY" >>"$WORK/secrets"
 
 step "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
 render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
@@ -268,6 +271,9 @@ sql() {
 # process's command line is sampled for the passwords.
 "$PY" "$ROOT/scripts/lib/argv-watch.py" "$WORK/secrets" "$WORK/argv-watch.stop" >"$WORK/argv-watch.out" 2>&1 &
 ARGV_WATCH_PID=$!
+sleep 0.5
+bash -c 'sleep 1' "$CANARY" &
+CANARY_PID=$!
 
 step "PostgreSQL on inventory-vm and billing-vm"
 pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
@@ -330,9 +336,12 @@ argv_clean() {
     local rc=0
     wait "$ARGV_WATCH_PID" || rc=$?
     sed 's/^/      /' "$WORK/argv-watch.out"
-    [ "$rc" -eq 0 ] && grep -q '^samples=[1-9]' "$WORK/argv-watch.out"
+    # Exactly one leak: the canary's.
+    [ "$rc" -eq 2 ] && grep -q '^samples=[1-9]' "$WORK/argv-watch.out" &&
+        [ "$(grep -c '^LEAK' "$WORK/argv-watch.out")" = 1 ] &&
+        grep -q "^LEAK pid $CANARY_PID:" "$WORK/argv-watch.out"
 }
-check "no password on any command line (/proc/*/cmdline sampled while accounts were created, checked and reset)" argv_clean
+check "no password on any command line (/proc/*/cmdline sampled while accounts were created, checked and reset; the canary caught)" argv_clean
 
 # --- services ------------------------------------------------------------------------------
 # start_service HOST NAME: the binary from dist/, its env file and nothing else
@@ -590,7 +599,7 @@ check "billing-vm: AMQP listens on 127.0.0.1 and ${IP[billing]} only" \
     only_on billing "$RABBITMQ_PORT" 127.0.0.1 "${IP[billing]}"
 check "billing-vm: management listens on 127.0.0.1 only" \
     only_on billing "$RABBITMQ_MANAGEMENT_PORT" 127.0.0.1
-check "billing-vm: epmd listens on 127.0.0.1 only" only_on billing 4369 127.0.0.1
+check "billing-vm: epmd listens on loopback only" only_on billing 4369 127.0.0.1 "[::1]"
 check "billing-vm: Erlang distribution listens on 127.0.0.1 only" only_on billing 25672 127.0.0.1
 check "inventory-vm: inventory-app listens on ${IP[inventory]} only (INVENTORY_HOST)" \
     only_on inventory "$INVENTORY_PORT" "${IP[inventory]}"

@@ -445,18 +445,23 @@ RABBITMQCTL=(rabbitmqctl)
 # access-control guide: exchange.declare and queue.declare need configure on
 # the name; queue.bind needs write on the queue and read on the exchange;
 # basic.publish needs write on the exchange, "" being amq.default; basic.get,
-# basic.consume and queue.purge need read on the queue). Dead-lettering is
-# done by the broker itself and needs no permission of the worker.
-#   gateway: declares billing_queue.dlx, billing_queue.dlq (bound to the dlx),
-#            billing_queue; publishes to billing_queue through amq.default.
-#            Cannot read (consume, get, purge) any queue.
-#   worker:  the same declarations; consumes billing_queue. Cannot publish
-#            anywhere (no write on any exchange).
+# basic.consume and queue.purge need read on the queue; and *creating* a queue
+# with a dead-letter exchange needs read on the queue and write on that
+# exchange, while declaring it again once it exists needs configure only).
+#   gateway: declares billing_queue.dlx, billing_queue.dlq (bound to the dlx)
+#            and the existing billing_queue; publishes to billing_queue
+#            through amq.default. Cannot read (consume, get, purge) any queue,
+#            hence cannot create billing_queue either: the worker does, on its
+#            first start (until then the gateway answers 503 and retries).
+#   worker:  the same declarations, creating billing_queue (read on it, write
+#            on its dead-letter exchange); consumes billing_queue. Cannot
+#            publish to billing_queue (no write on amq.default).
+#   admin:   everything on the vhost, through the management UI.
 RABBITMQ_TOPOLOGY_NAMES='^billing_queue(\.dlx|\.dlq)?$'
 rabbitmq_permissions() {
     case "$1" in
         gateway) printf '%s\n' "$RABBITMQ_TOPOLOGY_NAMES" '^(amq\.default|billing_queue\.dlq)$' '^billing_queue\.dlx$' ;;
-        worker) printf '%s\n' "$RABBITMQ_TOPOLOGY_NAMES" '^billing_queue\.dlq$' '^billing_queue(\.dlx)?$' ;;
+        worker) printf '%s\n' "$RABBITMQ_TOPOLOGY_NAMES" '^billing_queue\.(dlx|dlq)$' '^billing_queue(\.dlx)?$' ;;
         admin) printf '%s\n' '.*' '.*' '.*' ;;
         *) die "rabbitmq_permissions: unknown account $1" ;;
     esac
