@@ -272,7 +272,8 @@ sql() {
 "$PY" "$ROOT/scripts/lib/argv-watch.py" "$WORK/secrets" "$WORK/argv-watch.stop" >"$WORK/argv-watch.out" 2>&1 &
 ARGV_WATCH_PID=$!
 sleep 0.5
-bash -c 'sleep 1' "$CANARY" &
+# (": " keeps bash from exec-ing sleep, which would drop the canary at once.)
+bash -c 'sleep 1; :' "$CANARY" &
 CANARY_PID=$!
 
 step "PostgreSQL on inventory-vm and billing-vm"
