@@ -492,7 +492,9 @@ section_write() {
 
 bench_amqp_env() {
 	export BENCH_AMQP_HOST=127.0.0.1 BENCH_AMQP_PORT=$LOCAL_RABBITMQ_PORT
-	export BENCH_AMQP_USER=$RABBITMQ_USER BENCH_AMQP_PASSWORD=$RABBITMQ_PASSWORD BENCH_AMQP_VHOST=$RABBITMQ_VHOST
+	# raw-publish and raw-consume both publish and consume: no service account
+	# may do both, guest (loopback only, local run) may.
+	export BENCH_AMQP_USER=guest BENCH_AMQP_PASSWORD=guest BENCH_AMQP_VHOST=$RABBITMQ_VHOST
 }
 
 # raw_publish_point KEY ARGS...: raw-publish for WARMUP+DURATION seconds.

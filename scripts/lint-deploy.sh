@@ -104,6 +104,8 @@ if out="$(
         done
         render_template deploy/postgresql/movie-platform.conf.in "$1/pg.conf" >/dev/null
         render_template deploy/rabbitmq/rabbitmq.conf.in "$1/rabbitmq.conf" >/dev/null
+        RABBITMQ_DIST_INTERFACE="{127,0,1,1}" render_template deploy/rabbitmq/rabbitmq-env.conf.in "$1/rabbitmq-env.conf" >/dev/null
+        for a in gateway worker admin; do [ "$(rabbitmq_permissions "$a" | wc -l)" = 3 ] || die "permissions of $a"; done
         for r in gateway inventory billing; do firewall_ruleset "$r" >"$1/fw-$r.nft"; done
     ' lint "$WORK" 2>&1
 )"; then
@@ -190,11 +192,15 @@ for s in "${SERVICES[@]}"; do
     missing=()
     for want in "SyslogIdentifier=$s" "Restart=on-failure" "KillSignal=SIGTERM" "TimeoutStopSec=" \
         "WantedBy=multi-user.target" "After=network-online.target" "Wants=network-online.target" \
-        "EnvironmentFile=/etc/movie-platform/$s.env" "ExecStart=/usr/local/bin/$s"; do
+        "EnvironmentFile=/etc/movie-platform/$s.env" "ExecStart=/usr/local/bin/$s" \
+        "Requires=movie-platform-firewall.service" "After=movie-platform-firewall.service" \
+        "InaccessiblePaths=-/vagrant" "MemoryMax=" "TasksMax="; do
         grep -q "^$want" "$f" || missing+=("$want")
     done
-    if grep -Eq '^(Requires|BindsTo|PartOf|Requisite)=' "$f"; then
-        missing+=("no Requires=/BindsTo=/PartOf= (stopping $s must not stop its database or broker)")
+    # The firewall is the one unit a service requires: stopping it must not
+    # stop its database or broker.
+    if grep -E '^(Requires|BindsTo|PartOf|Requisite)=' "$f" | grep -vqx 'Requires=movie-platform-firewall.service'; then
+        missing+=("no Requires=/BindsTo=/PartOf= but the firewall's (stopping $s must not stop its database or broker)")
     fi
     if [ "${#missing[@]}" -eq 0 ]; then
         pass "$s.service has the required settings"

@@ -94,12 +94,16 @@ pg_start() {
 		return 0
 	fi
 	mkdir -p "$dir" "$LOGS"
+	# The server's socket lives in $dir: private to the server's owner.
+	chmod 0700 "$dir"
 	is_root && chown "$(pg_owner)": "$dir"
 	if [[ ! -f $dir/data/PG_VERSION ]]; then
 		say "$name: initdb in $dir/data"
-		# Dev-only instance on loopback: the postgres superuser needs no
-		# password from 127.0.0.1 (tests create databases with it); every
+		# Single-user development instance: the postgres superuser needs no
+		# password from 127.0.0.1 (the tests create databases with it), so
+		# any local user can be superuser here (README says so); every
 		# other role authenticates with its scram password, as in the VMs.
+		# The socket (trust) is in a 0700 directory: its owner only.
 		run_as_owner "$(pg_owner)" "$PG_BIN/initdb" -D "$dir/data" -U postgres -E UTF8 \
 			--locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >"$dir/initdb.log"
 		run_as_owner "$(pg_owner)" sh -c "cat > '$dir/data/pg_hba.conf'" <<-EOF
@@ -248,14 +252,28 @@ epmd_stop() {
 	rm -f "$pidfile"
 }
 
-# The application user from .env, with the rights the services need.
+# The accounts of .env with the same tags and permissions as on billing-vm
+# (rabbitmq_permissions in scripts/provision/common.sh, the one definition):
+# the gateway's may declare and publish, the worker's declare and consume,
+# the admin has the management UI. Passwords go to curl on stdin. guest stays
+# here, on loopback only: the test suites make their own vhosts with it.
 rabbitmq_ensure_user() {
-	local body
-	body=$(printf '{"password":"%s","tags":"administrator"}' "$(json_escape "$RABBITMQ_PASSWORD")")
-	mgmt_api PUT "/users/$(urlencode "$RABBITMQ_USER")" --data-binary @- <<<"$body" >/dev/null
+	local user=$1 password=$2 account=$3 tags=$4 perms body
+	mapfile -t perms < <(bash -c '. "$1"; rabbitmq_permissions "$2"' _ \
+		"$MP_ROOT/scripts/provision/common.sh" "$account")
+	((${#perms[@]} == 3)) || die "no RabbitMQ permissions for $account"
+	body=$(printf '{"password":"%s","tags":"%s"}' "$(json_escape "$password")" "$tags")
+	mgmt_api PUT "/users/$(urlencode "$user")" --data-binary @- <<<"$body" >/dev/null
+	body=$(printf '{"configure":"%s","write":"%s","read":"%s"}' \
+		"$(json_escape "${perms[0]}")" "$(json_escape "${perms[1]}")" "$(json_escape "${perms[2]}")")
+	mgmt_api PUT "/permissions/$(urlencode "$RABBITMQ_VHOST")/$(urlencode "$user")" --data-binary @- <<<"$body" >/dev/null
+}
+
+rabbitmq_accounts() {
 	mgmt_api PUT "/vhosts/$(urlencode "$RABBITMQ_VHOST")" >/dev/null
-	mgmt_api PUT "/permissions/$(urlencode "$RABBITMQ_VHOST")/$(urlencode "$RABBITMQ_USER")" \
-		--data-binary '{"configure":".*","write":".*","read":".*"}' >/dev/null
+	rabbitmq_ensure_user "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_GATEWAY_PASSWORD" gateway ""
+	rabbitmq_ensure_user "$RABBITMQ_WORKER_USER" "$RABBITMQ_WORKER_PASSWORD" worker ""
+	rabbitmq_ensure_user "$RABBITMQ_ADMIN_USER" "$RABBITMQ_ADMIN_PASSWORD" admin management
 }
 
 json_escape() {
@@ -338,7 +356,7 @@ infra_up() {
 	rabbitmq_start
 	pg_ensure_db pg-inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
 	pg_ensure_db pg-billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD"
-	rabbitmq_ensure_user
+	rabbitmq_accounts
 }
 
 cmd_up() {

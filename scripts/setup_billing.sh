@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Provisions billing-vm: RabbitMQ (AMQP on loopback + private address,
-# management UI on the private address, application user from .env),
+# Provisions billing-vm: RabbitMQ (AMQP on loopback + private address;
+# management UI, Erlang distribution and epmd on loopback; the gateway, worker
+# and admin accounts of .env with least privilege, no guest),
 # PostgreSQL 15 (database BILLING_DB_NAME owned by BILLING_DB_USER, 127.0.0.1
 # only) and billing-worker under systemd.
 # Run as root inside the VM (Vagrant's shell provisioner does), any number of
 # times. Env: the .env values (else read from $ENV_FILE), PROJECT_DIR
-# (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist), FIREWALL=no to skip
-# the nftables rules.
+# (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,6 +18,10 @@ COMMON="$SCRIPT_DIR/provision/common.sh"
 provision_init "$SCRIPT_DIR"
 step "billing-vm ($(hostname)): RabbitMQ + PostgreSQL + billing-worker"
 
+# The firewall first: nothing listens unprotected, even during the first
+# provisioning, and billing-worker's unit Requires= it.
+apply_firewall billing
+
 # RabbitMQ's node name is rabbit@<hostname>: it must resolve locally.
 ensure_hostname_resolves
 
@@ -26,13 +30,21 @@ ensure_hostname_resolves
 step "RabbitMQ: configuration"
 rabbit_changed=0
 FILE_CHANGED=0
+node_addr="$(rabbitmq_node_address "$(hostname)")"
+RABBITMQ_DIST_INTERFACE="{${node_addr//./,}}"
+export RABBITMQ_DIST_INTERFACE
 render_template "$DEPLOY_DIR/rabbitmq/rabbitmq.conf.in" /etc/rabbitmq/rabbitmq.conf 0644
+render_template "$DEPLOY_DIR/rabbitmq/rabbitmq-env.conf.in" /etc/rabbitmq/rabbitmq-env.conf 0644
 copy_if_changed "$DEPLOY_DIR/rabbitmq/enabled_plugins" /etc/rabbitmq/enabled_plugins 0644
 rabbit_changed=$FILE_CHANGED
 FILE_CHANGED=0
+write_if_changed /etc/systemd/system/epmd.socket.d/movie-platform.conf 0644 \
+    < <(epmd_socket_dropin "$node_addr")
+epmd_changed=$FILE_CHANGED
+FILE_CHANGED=0
 copy_if_changed "$DEPLOY_DIR/systemd/rabbitmq-server.service.d/movie-platform.conf" \
     /etc/systemd/system/rabbitmq-server.service.d/movie-platform.conf 0644
-if [ "$FILE_CHANGED" -eq 1 ]; then
+if [ "$FILE_CHANGED" -eq 1 ] || [ "$epmd_changed" -eq 1 ]; then
     systemctl daemon-reload
 fi
 FILE_CHANGED=0
@@ -49,6 +61,15 @@ ensure_packages rabbitmq-server postgresql
 
 step "RabbitMQ: service"
 systemctl enable --quiet rabbitmq-server.service
+if [ "$epmd_changed" -eq 1 ] && systemctl is-active --quiet epmd.socket; then
+    # epmd keeps its listening sockets until it restarts, and a node does not
+    # register again with a new epmd: restart the broker around it.
+    info "rebinding epmd to loopback (restarts RabbitMQ; takes a while)"
+    systemctl stop rabbitmq-server.service
+    systemctl stop epmd.service epmd.socket
+    systemctl start epmd.socket
+    rabbit_changed=1
+fi
 if [ "$rabbit_changed" -eq 1 ] && systemctl is-active --quiet rabbitmq-server.service; then
     info "restarting RabbitMQ (configuration changed; takes a while)"
     systemctl restart rabbitmq-server.service
@@ -58,8 +79,9 @@ fi
 rabbitmqctl --timeout "${RABBITMQ_WAIT_SECONDS:-300}" await_startup >/dev/null
 info "RabbitMQ is running"
 
-# `management`: may log in to the management UI and see its own vhost.
-rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" management
+# gateway (declare + publish), worker (declare + consume), admin (management
+# UI); guest deleted. The permissions: rabbitmq_permissions in common.sh.
+rabbitmq_accounts
 
 pg_configure
 pg_ensure_db \
@@ -67,6 +89,4 @@ pg_ensure_db \
 
 install_service billing-worker BILLING_ "$BILLING_HEALTH_PORT"
 
-apply_firewall billing
-
-step "billing-vm ready: AMQP ${VM_BILLING_IP}:${RABBITMQ_PORT} (gateway only), management http://${VM_BILLING_IP}:${RABBITMQ_MANAGEMENT_PORT}/ (private network), PostgreSQL 127.0.0.1:${POSTGRES_PORT}"
+step "billing-vm ready: AMQP ${VM_BILLING_IP}:${RABBITMQ_PORT} (gateway only), management http://127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}/ (vagrant ssh billing-vm -- -L ${RABBITMQ_MANAGEMENT_PORT}:127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}), PostgreSQL 127.0.0.1:${POSTGRES_PORT}"

@@ -4,8 +4,7 @@
 # systemd, whose port only gateway-vm may reach.
 # Run as root inside the VM (Vagrant's shell provisioner does), any number of
 # times. Env: the .env values (else read from $ENV_FILE), PROJECT_DIR
-# (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist), FIREWALL=no to skip
-# the nftables rules.
+# (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,6 +16,18 @@ COMMON="$SCRIPT_DIR/provision/common.sh"
 provision_init "$SCRIPT_DIR"
 step "inventory-vm ($(hostname)): PostgreSQL + inventory-app"
 
+# The firewall first: nothing listens unprotected, even during the first
+# provisioning, and inventory-app's unit Requires= it.
+apply_firewall inventory
+
+# The service binds its private address (INVENTORY_HOST); let it bind even
+# if it starts before that interface is up.
+FILE_CHANGED=0
+copy_if_changed "$DEPLOY_DIR/sysctl/60-movie-platform.conf" /etc/sysctl.d/60-movie-platform.conf 0644
+if [ "$FILE_CHANGED" -eq 1 ]; then
+    sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
+fi
+
 ensure_packages postgresql
 pg_configure
 pg_ensure_db \
@@ -24,7 +35,5 @@ pg_ensure_db \
 
 # The table itself is created by inventory-app's embedded migrations at start.
 install_service inventory-app INVENTORY_ "$INVENTORY_PORT"
-
-apply_firewall inventory
 
 step "inventory-vm ready: inventory-app on ${VM_INVENTORY_IP}:${INVENTORY_PORT} (gateway only), PostgreSQL on 127.0.0.1:${POSTGRES_PORT}"

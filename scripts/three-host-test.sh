@@ -12,10 +12,17 @@
 #   - the static binaries from dist/ as an unprivileged user.
 # Then, from the client namespace through the gateway: the movies API, orders
 # stored once, the worker stopped (orders still accepted, not stored) and
-# started again (all stored exactly once); and the network promises: databases
-# unreachable from other hosts and bound to 127.0.0.1, inventory reachable
-# from the gateway only, AMQP from the gateway only, management UI from the
-# private network.
+# started again (all stored exactly once); and the security promises:
+#   - databases unreachable from other hosts and bound to 127.0.0.1, inventory
+#     on its private address and reachable from the gateway only, AMQP from
+#     the gateway only, management UI, epmd and Erlang distribution on
+#     loopback, ssh closed between the VMs and open on the Vagrant side (a
+#     second network, "vagrant", stands for the NAT/management interface);
+#   - the RabbitMQ accounts: the gateway's cannot consume, get or purge, the
+#     worker's cannot publish, neither can declare outside the topology nor
+#     use the management API, guest is gone;
+#   - no password on any process's command line while provisioning runs
+#     (every /proc/*/cmdline sampled), the committed passwords refused.
 #
 # Usage: scripts/three-host-test.sh     (root; needs dist/ from scripts/build.sh)
 # Env:   THREE_HOST_SUBNET (default 10.203.0, a /24 that exists only inside
@@ -37,9 +44,13 @@ NET="${THREE_HOST_SUBNET:-10.203.0}"
 TAG="mp3h$$"
 declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100")
 declare -A NS=([gateway]="$TAG-gateway" [inventory]="$TAG-inventory" [billing]="$TAG-billing"
-    [client]="$TAG-client")
+    [client]="$TAG-client" [vagrant]="$TAG-vagrant")
+# Vagrant's side of each VM (its NAT / management interface), another subnet.
+MNET="${NET%.*}.$((${NET##*.} + 1))"
+declare -A MIP=([gateway]="$MNET.10" [inventory]="$MNET.11" [billing]="$MNET.12" [vagrant]="$MNET.2")
 NS_BRIDGE="$TAG-bridge"
 HOSTS=(gateway inventory billing client)
+PY=/usr/bin/python3
 
 [ "$(id -u)" -eq 0 ] || die "three-host-test needs root (network namespaces, runuser)"
 
@@ -69,7 +80,7 @@ abort() {
 
 # --- prerequisites ---------------------------------------------------------
 missing=()
-for p in postgresql-15 rabbitmq-server nftables curl python3 iproute2 util-linux; do
+for p in postgresql-15 rabbitmq-server nftables curl python3 python3-pika iproute2 util-linux; do
     package_installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -139,7 +150,36 @@ while IFS= read -r key; do
     unset "$key"
 done < <(sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\?\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' .env)
 export VM_GATEWAY_IP="${IP[gateway]}" VM_INVENTORY_IP="${IP[inventory]}" VM_BILLING_IP="${IP[billing]}"
+
+# The committed passwords are refused by provisioning unless explicitly allowed.
+defaults_refused() {
+    local out
+    out="$(env -i PATH="$PATH" bash -c '. scripts/provision/common.sh; load_dotenv .env; refuse_default_passwords' 2>&1)" \
+        && return 1
+    grep -q "RABBITMQ_GATEWAY_PASSWORD.*MP_ALLOW_DEFAULT_PASSWORDS=1" <<<"${out//$'\n'/ }"
+}
+defaults_allowed_explicitly() {
+    env -i PATH="$PATH" MP_ALLOW_DEFAULT_PASSWORDS=1 \
+        bash -c '. scripts/provision/common.sh; load_dotenv .env; refuse_default_passwords' >/dev/null 2>&1
+}
+check "provisioning refuses the committed *-change-me passwords" defaults_refused
+check "...unless MP_ALLOW_DEFAULT_PASSWORDS=1 says so" defaults_allowed_explicitly
+
+# Strong passwords instead, as `vagrant up` generates them: every *_PASSWORD of
+# .env that is a value (not a ${reference}); the references follow.
+SECRET_KEYS=()
+while IFS= read -r key; do
+    SECRET_KEYS+=("$key")
+    printf -v "$key" '%s' "$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+    export "${key?}"
+done < <(sed -n 's/^\([A-Z_]*_PASSWORD\)=[^$]*$/\1/p' .env)
 load_dotenv "$ROOT/.env"
+check "generated passwords pass the check" refuse_default_passwords
+install -m 0600 /dev/null "$WORK/secrets"
+for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets"
+# A canary, put on a command line on purpose: the sampler must catch it.
+CANARY="canary-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
+printf '%s\n' "$CANARY" >>"$WORK/secrets"
 
 step "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
 render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
@@ -172,6 +212,18 @@ for h in "${HOSTS[@]}"; do
     ip -n "${NS[$h]}" link set lo up
     ip -n "${NS[$h]}" addr add "${IP[$h]}/24" dev eth0
     ip -n "${NS[$h]}" link set eth0 up
+done
+# The Vagrant side: a second bridge, one more interface per VM, and a
+# namespace for Vagrant itself (where `vagrant ssh` comes from).
+ip netns add "${NS[vagrant]}"
+ip -n "${NS[vagrant]}" link set lo up
+ip -n "$NS_BRIDGE" link add br1 type bridge
+ip -n "$NS_BRIDGE" link set br1 up
+for h in gateway inventory billing vagrant; do
+    ip -n "$NS_BRIDGE" link add "m-$h" type veth peer name eth1 netns "${NS[$h]}"
+    ip -n "$NS_BRIDGE" link set "m-$h" master br1 up
+    ip -n "${NS[$h]}" addr add "${MIP[$h]}/24" dev eth1
+    ip -n "${NS[$h]}" link set eth1 up
 done
 for h in gateway inventory billing; do
     firewall_ruleset "$h" >"$WORK/firewall-$h.nft"
@@ -215,6 +267,15 @@ sql() {
     in_ns "$1" runuser -u postgres -- psql -X -q -h "$WORK/pg-$1/sock" -p "$POSTGRES_PORT" -d "$2" -tAc "$3"
 }
 
+# From here until the accounts have been set up (and reset) twice, every
+# process's command line is sampled for the passwords.
+"$PY" "$ROOT/scripts/lib/argv-watch.py" "$WORK/secrets" "$WORK/argv-watch.stop" >"$WORK/argv-watch.out" 2>&1 &
+ARGV_WATCH_PID=$!
+sleep 0.5
+# (": " keeps bash from exec-ing sleep, which would drop the canary at once.)
+bash -c 'sleep 1; :' "$CANARY" &
+CANARY_PID=$!
+
 step "PostgreSQL on inventory-vm and billing-vm"
 pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
 pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD"
@@ -225,8 +286,13 @@ RMQ="$WORK/rabbitmq"
 install -d -o rabbitmq -g rabbitmq -m 0750 "$RMQ" "$RMQ/mnesia" "$RMQ/log"
 render_template "$DEPLOY_DIR/rabbitmq/rabbitmq.conf.in" "$RMQ/rabbitmq.conf" 0644 rabbitmq:rabbitmq >/dev/null
 install -o rabbitmq -g rabbitmq -m 0644 "$DEPLOY_DIR/rabbitmq/enabled_plugins" "$RMQ/enabled_plugins"
-install -o rabbitmq -g rabbitmq -m 0644 /dev/null "$RMQ/rabbitmq-env.conf"
-RMQ_ENV=(HOME=/var/lib/rabbitmq RABBITMQ_NODENAME=rabbit@localhost
+# rabbitmq-env.conf as on billing-vm (Erlang distribution on the loopback
+# address the node's host name resolves to); ERL_EPMD_ADDRESS stands in for
+# the epmd.socket drop-in (here the node starts its own epmd).
+RABBITMQ_DIST_INTERFACE="{$(rabbitmq_node_address localhost | tr . ,)}"
+export RABBITMQ_DIST_INTERFACE
+render_template "$DEPLOY_DIR/rabbitmq/rabbitmq-env.conf.in" "$RMQ/rabbitmq-env.conf" 0644 rabbitmq:rabbitmq >/dev/null
+RMQ_ENV=(HOME=/var/lib/rabbitmq RABBITMQ_NODENAME=rabbit@localhost ERL_EPMD_ADDRESS=127.0.0.1
     RABBITMQ_CONFIG_FILE="$RMQ/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ/enabled_plugins"
     RABBITMQ_CONF_ENV_FILE="$RMQ/rabbitmq-env.conf" RABBITMQ_MNESIA_BASE="$RMQ/mnesia"
     RABBITMQ_LOG_BASE="$RMQ/log" RABBITMQ_PID_FILE="$RMQ/rabbitmq.pid")
@@ -236,14 +302,13 @@ in_ns billing runuser -u rabbitmq -- env "${RMQ_ENV[@]}" /usr/lib/rabbitmq/bin/r
     >"$RMQ/start.log" 2>&1 || true
 "${RABBITMQCTL[@]}" -q --timeout 120 wait "$RMQ/rabbitmq.pid" >/dev/null 2>&1 \
     || { tail -n 30 "$RMQ/start.log" "$RMQ"/log/*.log >&2 2>/dev/null; abort "start RabbitMQ on billing-vm"; }
-rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" management >/dev/null \
-    || abort "RabbitMQ user $RABBITMQ_USER"
-pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), user $RABBITMQ_USER on vhost $RABBITMQ_VHOST"
+rabbitmq_accounts >/dev/null || abort "RabbitMQ accounts"
+pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), accounts $RABBITMQ_GATEWAY_USER, $RABBITMQ_WORKER_USER, $RABBITMQ_ADMIN_USER on vhost $RABBITMQ_VHOST"
 # Provisioning is idempotent: a second run creates nothing, resets nothing.
 setup_again() {
     local out
     out="$(
-        rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_USER" "$RABBITMQ_PASSWORD" management
+        rabbitmq_accounts
         pg_target inventory
         pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
         pg_target billing
@@ -252,6 +317,32 @@ setup_again() {
     ! grep -e created -e "set from" -e "now owned" <<<"$out"
 }
 check "user/database set-up run again: nothing created or reset" setup_again
+# Passwords changed behind provisioning's back are set again from .env (the
+# reset paths: rabbitmqctl change_password, psql ALTER ROLE).
+reset_again() {
+    local out
+    "${RABBITMQCTL[@]}" -q change_password "$RABBITMQ_GATEWAY_USER" not-the-one-from-env >/dev/null || return 1
+    sql inventory postgres "ALTER ROLE \"$INVENTORY_DB_USER\" PASSWORD 'not-the-one-from-env'" >/dev/null || return 1
+    out="$(
+        rabbitmq_accounts
+        pg_target inventory
+        pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+    )" || return 1
+    grep -q "password of $RABBITMQ_GATEWAY_USER set from .env" <<<"$out" &&
+        grep -q "password of role $INVENTORY_DB_USER set from .env" <<<"$out"
+}
+check "passwords changed by hand are set again from .env" reset_again
+touch "$WORK/argv-watch.stop"
+argv_clean() {
+    local rc=0
+    wait "$ARGV_WATCH_PID" || rc=$?
+    sed 's/^/      /' "$WORK/argv-watch.out"
+    # Exactly one leak: the canary's.
+    [ "$rc" -eq 2 ] && grep -q '^samples=[1-9]' "$WORK/argv-watch.out" &&
+        [ "$(grep -c '^LEAK' "$WORK/argv-watch.out")" = 1 ] &&
+        grep -q "^LEAK pid $CANARY_PID:" "$WORK/argv-watch.out"
+}
+check "no password on any command line (/proc/*/cmdline sampled while accounts were created, checked and reset; the canary caught)" argv_clean
 
 # --- services ------------------------------------------------------------------------------
 # start_service HOST NAME: the binary from dist/, its env file and nothing else
@@ -396,26 +487,95 @@ reachable gateway billing "$RABBITMQ_PORT" "AMQP"
 blocked client billing "$RABBITMQ_PORT" "AMQP is for the gateway only"
 blocked inventory billing "$RABBITMQ_PORT" "AMQP is for the gateway only"
 blocked client billing 4369 "epmd"
+blocked gateway billing 4369 "epmd"
 blocked client billing 25672 "Erlang distribution"
+blocked gateway billing 25672 "Erlang distribution"
 blocked client billing "$BILLING_HEALTH_PORT" "worker health is local"
 reachable client gateway "$GATEWAY_PORT" "api-gateway"
-reachable client billing "$RABBITMQ_MANAGEMENT_PORT" "management UI"
+blocked client billing "$RABBITMQ_MANAGEMENT_PORT" "management UI is on loopback"
+blocked gateway billing "$RABBITMQ_MANAGEMENT_PORT" "management UI is on loopback"
 
-mgmt_status() {
-    in_ns client curl -s -m 10 -o /dev/null -w '%{http_code}' -u "$1" \
-        "http://${IP[billing]}:$RABBITMQ_MANAGEMENT_PORT/api/whoami" || true
+# ssh: a stand-in sshd on port 22 of every VM. Closed from the private network
+# (the other VMs, the host's side of it), open from Vagrant's interface.
+for h in gateway inventory billing; do
+    in_ns "$h" "$PY" -c 'import socket, time
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 22)); s.listen(64); time.sleep(3600)' >/dev/null 2>&1 &
+done
+for h in gateway inventory billing; do
+    wait_for 10 listening "$h" 22 || fail "$h-vm: stand-in sshd on port 22 did not start"
+done
+for pair in gateway:inventory gateway:billing inventory:gateway inventory:billing billing:gateway \
+    billing:inventory client:gateway client:inventory client:billing; do
+    blocked "${pair%%:*}" "${pair##*:}" 22 "ssh between the VMs"
+done
+for h in gateway inventory billing; do
+    check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
+done
+
+# --- RabbitMQ accounts: least privilege ------------------------------------------------------
+step "RabbitMQ accounts"
+# amqp HOST USER PASSWORD ADDRESS ACTION: scripts/lib/amqp-permissions.py from HOST
+# (credentials in its environment); sets AMQP_OUT and AMQP_RC (0 allowed, 3 refused).
+amqp() {
+    AMQP_RC=0
+    AMQP_OUT="$(
+        export AMQP_USER="$2" AMQP_PASSWORD="$3"
+        in_ns "$1" "$PY" "$ROOT/scripts/lib/amqp-permissions.py" "$4" "$RABBITMQ_PORT" "$RABBITMQ_VHOST" "$5" 2>&1
+    )" || AMQP_RC=$?
 }
-check "management UI: $RABBITMQ_USER logs in from the private network" \
-    test "$(mgmt_status "$RABBITMQ_USER:$RABBITMQ_PASSWORD")" = 200
-check "management UI: guest is refused from the private network (loopback only)" \
-    test "$(mgmt_status guest:guest)" = 401
+as_gateway() { amqp gateway "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_GATEWAY_PASSWORD" "${IP[billing]}" "$1"; }
+as_worker() { amqp billing "$RABBITMQ_WORKER_USER" "$RABBITMQ_WORKER_PASSWORD" 127.0.0.1 "$1"; }
+refused() { [ "$AMQP_RC" = 3 ] && grep -q "^refused 403" <<<"$AMQP_OUT"; }
+allowed() { [ "$AMQP_RC" = 0 ] && [ "$AMQP_OUT" = allowed ]; }
+for action in consume get purge; do
+    as_gateway "$action"
+    check "gateway's account: $action billing_queue refused (${AMQP_OUT:0:80})" refused
+done
+as_gateway declare-other
+check "gateway's account: declaring a queue outside the topology refused (${AMQP_OUT:0:80})" refused
+as_gateway declare
+check "gateway's account: declaring the topology allowed, arguments as the services' (${AMQP_OUT:0:80})" allowed
+as_worker publish
+check "worker's account: publishing to billing_queue refused (${AMQP_OUT:0:80})" refused
+as_worker declare-other
+check "worker's account: declaring a queue outside the topology refused (${AMQP_OUT:0:80})" refused
+as_worker declare
+check "worker's account: declaring the topology allowed (${AMQP_OUT:0:80})" allowed
+queued_in() {
+    "${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
+        awk -v q="$1" '$1 == q { print $2 }'
+}
+dlq_before="$(queued_in billing_queue.dlq)"
+as_gateway publish-poison
+check "gateway's account: publishing (a body that is no order) allowed (${AMQP_OUT:0:80})" allowed
+dead_lettered() { [ "$(queued_in billing_queue.dlq)" = "$((${dlq_before:-0} + 1))" ]; }
+check "...and the worker, with its own account, dead-letters it into billing_queue.dlq" wait_for 30 dead_lettered
+
+# mgmt HOST USER:PASSWORD: HTTP status of the management API's whoami on the
+# broker's loopback (curl reads the credentials from stdin, not argv).
+mgmt_status() {
+    in_ns billing curl -s -m 10 -o /dev/null -w '%{http_code}' -K - \
+        "http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/whoami" <<<"user = \"$1\"" || true
+}
+check "management API: $RABBITMQ_ADMIN_USER logs in (on billing-vm's loopback)" \
+    test "$(mgmt_status "$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD")" = 200
+check "management API: $RABBITMQ_GATEWAY_USER is refused (no tags)" \
+    test "$(mgmt_status "$RABBITMQ_GATEWAY_USER:$RABBITMQ_GATEWAY_PASSWORD")" = 401
+check "management API: $RABBITMQ_WORKER_USER is refused (no tags)" \
+    test "$(mgmt_status "$RABBITMQ_WORKER_USER:$RABBITMQ_WORKER_PASSWORD")" = 401
+check "management API: guest is refused" test "$(mgmt_status guest:guest)" = 401
+users_are() { [ "$("${RABBITMQCTL[@]}" -s list_users | awk '{ print $1 }' | sort | paste -sd' ')" = "$1" ]; }
+check "rabbitmqctl list_users: exactly the three accounts (no guest)" users_are \
+    "$(printf '%s\n' "$RABBITMQ_ADMIN_USER" "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_WORKER_USER" | sort | paste -sd' ')"
 
 # deploy/rabbitmq/rabbitmq.conf.in makes new classic queues v2 (the faster store).
 queue_version() {
     local vhost
     vhost=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$RABBITMQ_VHOST")
-    in_ns client curl -s -m 10 -u "$RABBITMQ_USER:$RABBITMQ_PASSWORD" \
-        "http://${IP[billing]}:$RABBITMQ_MANAGEMENT_PORT/api/queues/$vhost/$1" |
+    in_ns billing curl -s -m 10 -K - "http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/queues/$vhost/$1" \
+        <<<"user = \"$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD\"" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["backing_queue_status"]["version"])' 2>/dev/null || true
 }
 check "billing_queue is a classic queue v2 (classic_queue.default_version)" \
@@ -438,8 +598,12 @@ check "inventory-vm: PostgreSQL listens on 127.0.0.1 only" only_on inventory "$P
 check "billing-vm: PostgreSQL listens on 127.0.0.1 only" only_on billing "$POSTGRES_PORT" 127.0.0.1
 check "billing-vm: AMQP listens on 127.0.0.1 and ${IP[billing]} only" \
     only_on billing "$RABBITMQ_PORT" 127.0.0.1 "${IP[billing]}"
-check "billing-vm: management listens on ${IP[billing]} only" \
-    only_on billing "$RABBITMQ_MANAGEMENT_PORT" "${IP[billing]}"
+check "billing-vm: management listens on 127.0.0.1 only" \
+    only_on billing "$RABBITMQ_MANAGEMENT_PORT" 127.0.0.1
+check "billing-vm: epmd listens on loopback only" only_on billing 4369 127.0.0.1 "[::1]"
+check "billing-vm: Erlang distribution listens on 127.0.0.1 only" only_on billing 25672 127.0.0.1
+check "inventory-vm: inventory-app listens on ${IP[inventory]} only (INVENTORY_HOST)" \
+    only_on inventory "$INVENTORY_PORT" "${IP[inventory]}"
 check "billing-vm: worker health listens on 127.0.0.1 only" only_on billing "$BILLING_HEALTH_PORT" 127.0.0.1
 
 echo

@@ -270,6 +270,11 @@ install_service() {
 
     FILE_CHANGED=0
     copy_if_changed "$DEPLOY_DIR/systemd/$name.service" "/etc/systemd/system/$name.service" 0644
+    local policy
+    policy="$(unit_ip_policy "$name")" || die "no IP policy for $name"
+    if [ -n "$policy" ]; then
+        write_if_changed "/etc/systemd/system/$name.service.d/network.conf" 0644 < <(printf '%s\n' "$policy")
+    fi
     unit_changed=$FILE_CHANGED
     changed=$((changed | FILE_CHANGED))
 
@@ -290,6 +295,23 @@ install_service() {
         info "$name.service already running with current binary and settings"
     fi
     check_service "$name" "$port"
+}
+
+# unit_ip_policy NAME: the drop-in that makes the kernel refuse, for this
+# service alone, every address its VM's nftables rules do not admit for it
+# (IPAddressDeny/Allow apply to both directions). Units whose policy needs no
+# .env address say it in the unit itself (billing-worker: localhost only);
+# the gateway, open to everyone as in nftables, has none.
+unit_ip_policy() {
+    case "$1" in
+        inventory-app)
+            printf '%s\n' "# Written by movie-platform provisioning from .env: PostgreSQL on loopback," \
+                "# requests from gateway-vm only (as the nftables rules)." \
+                "[Service]" "IPAddressDeny=any" "IPAddressAllow=localhost $VM_GATEWAY_IP"
+            ;;
+        api-gateway | billing-worker) ;;
+        *) die "unit_ip_policy: unknown service $1" ;;
+    esac
 }
 
 # check_service NAME PORT: listening = OK; running but not listening yet (e.g.
@@ -361,10 +383,10 @@ pg_ensure_db() {
     local super=("${PG_SUPER[@]}")
     [ "${#super[@]}" -gt 0 ] || super=(runuser -u postgres -- psql -p "$port" -d postgres)
     step "PostgreSQL: role $role, database $db"
-    "${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v db="$db" -v pw="$password" <<'SQL'
+    "${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v db="$db" <<'SQL'
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
 \if :need_role
-CREATE ROLE :"role" LOGIN PASSWORD :'pw';
+CREATE ROLE :"role" LOGIN;
 \echo '    created role' :role
 \endif
 SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') AS need_db \gset
@@ -381,19 +403,34 @@ SQL
     if pg_can_login "$db" "$role" "$password" "$host" "$port"; then
         info "role $role logs in to $db with the password from .env"
     else
-        "${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v pw="$password" <<'SQL'
-SET password_encryption = 'scram-sha-256';
-ALTER ROLE :"role" WITH LOGIN PASSWORD :'pw';
-SQL
+        # The password travels in psql's standard input (the script below),
+        # never in an argument: ps shows every process's arguments to all.
+        pg_password_sql "$role" "$password" | "${super[@]}" -X -q -v ON_ERROR_STOP=1 >/dev/null \
+            || die "cannot set the password of role $role"
         info "password of role $role set from .env"
         pg_can_login "$db" "$role" "$password" "$host" "$port" \
             || die "role $role still cannot log in to $db on $host:$port"
     fi
 }
 
+# pg_password_sql ROLE PASSWORD: the SQL that sets ROLE's scram password, with
+# both as psql variables set by \set (read from stdin, not from argv).
+pg_password_sql() {
+    case "$1$2" in
+        *\'* | *\\* | *$'\n'*) die "role $1: quotes, backslashes and newlines are not supported in names and passwords" ;;
+    esac
+    printf "\\set role '%s'\n\\set pw '%s'\n" "$1" "$2"
+    cat <<'SQL'
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE :"role" WITH LOGIN PASSWORD :'pw';
+SQL
+}
+
 # pg_can_login DB ROLE PASSWORD HOST PORT: the way the service logs in (TCP, scram).
+# The password reaches psql in its environment (PGPASSWORD, readable only by
+# the same user and root), not in an argument.
 pg_can_login() {
-    "${PG_CLIENT[@]}" env PGPASSWORD="$3" PGCONNECT_TIMEOUT=5 \
+    PGPASSWORD="$3" PGCONNECT_TIMEOUT=5 "${PG_CLIENT[@]}" \
         psql -X -q -h "$4" -p "$5" -U "$2" -d "$1" -tAc 'SELECT 1' >/dev/null 2>&1
 }
 
@@ -403,36 +440,101 @@ pg_can_login() {
 # How to run rabbitmqctl (the netns test runs it inside its namespace).
 RABBITMQCTL=(rabbitmqctl)
 
-# rabbitmq_ensure_user VHOST USER PASSWORD TAGS
-# The application user: created or its password reset only when needed, the
-# given tags, full permissions on VHOST (created if missing).
+# The permissions of each account, as configure / write / read regular
+# expressions over the names of srcs/common/src/topology.rs (RabbitMQ's
+# access-control guide: exchange.declare and queue.declare need configure on
+# the name; queue.bind needs write on the queue and read on the exchange;
+# basic.publish needs write on the exchange, "" being amq.default; basic.get,
+# basic.consume and queue.purge need read on the queue; and *creating* a queue
+# with a dead-letter exchange needs read on the queue and write on that
+# exchange, while declaring it again once it exists needs configure only).
+#   gateway: declares billing_queue.dlx, billing_queue.dlq (bound to the dlx)
+#            and the existing billing_queue; publishes to billing_queue
+#            through amq.default. Cannot read (consume, get, purge) any queue,
+#            hence cannot create billing_queue either: the worker does, on its
+#            first start (until then the gateway answers 503 and retries).
+#   worker:  the same declarations, creating billing_queue (read on it, write
+#            on its dead-letter exchange); consumes billing_queue. Cannot
+#            publish to billing_queue (no write on amq.default).
+#   admin:   everything on the vhost, through the management UI.
+RABBITMQ_TOPOLOGY_NAMES='^billing_queue(\.dlx|\.dlq)?$'
+rabbitmq_permissions() {
+    case "$1" in
+        gateway) printf '%s\n' "$RABBITMQ_TOPOLOGY_NAMES" '^(amq\.default|billing_queue\.dlq)$' '^billing_queue\.dlx$' ;;
+        worker) printf '%s\n' "$RABBITMQ_TOPOLOGY_NAMES" '^billing_queue\.(dlx|dlq)$' '^billing_queue(\.dlx)?$' ;;
+        admin) printf '%s\n' '.*' '.*' '.*' ;;
+        *) die "rabbitmq_permissions: unknown account $1" ;;
+    esac
+}
+
+# rabbitmq_ensure_user VHOST USER PASSWORD ACCOUNT TAGS
+# Creates USER or resets its password only when needed, sets exactly TAGS
+# (may be empty) and the permissions of ACCOUNT (rabbitmq_permissions) on
+# VHOST (created if missing). The password goes to rabbitmqctl on its
+# standard input, never on its command line (where ps shows it).
 rabbitmq_ensure_user() {
-    local vhost="$1" user="$2" password="$3" tags="$4"
-    step "RabbitMQ: vhost $vhost, user $user"
+    local vhost="$1" user="$2" password="$3" account="$4" tags="$5" perms
+    step "RabbitMQ: vhost $vhost, user $user ($account)"
     if ! "${RABBITMQCTL[@]}" -s list_vhosts name | grep -qxF -- "$vhost"; then
         "${RABBITMQCTL[@]}" -q add_vhost "$vhost" >/dev/null
         info "created vhost $vhost"
     fi
     if ! "${RABBITMQCTL[@]}" -s list_users | awk '{print $1}' | grep -qxF -- "$user"; then
-        "${RABBITMQCTL[@]}" -q add_user "$user" "$password" >/dev/null
+        printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q add_user "$user" >/dev/null
         info "created user $user"
-    elif ! "${RABBITMQCTL[@]}" -q authenticate_user "$user" "$password" >/dev/null 2>&1; then
-        "${RABBITMQCTL[@]}" -q change_password "$user" "$password" >/dev/null
+    elif ! printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q authenticate_user "$user" >/dev/null 2>&1; then
+        printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q change_password "$user" >/dev/null
         info "password of $user set from .env"
     else
         info "user $user exists with the password from .env"
     fi
     # shellcheck disable=SC2086 # TAGS is a space-separated list on purpose
     "${RABBITMQCTL[@]}" -q set_user_tags "$user" $tags >/dev/null
-    "${RABBITMQCTL[@]}" -q set_permissions -p "$vhost" "$user" '.*' '.*' '.*' >/dev/null
-    info "user $user: tags [$tags], configure/write/read on vhost $vhost"
+    mapfile -t perms < <(rabbitmq_permissions "$account")
+    "${RABBITMQCTL[@]}" -q set_permissions -p "$vhost" "$user" "${perms[@]}" >/dev/null
+    info "user $user: tags [${tags:-none}], configure '${perms[0]}' write '${perms[1]}' read '${perms[2]}'"
+}
+
+# rabbitmq_accounts: the three accounts of .env, and no guest. guest is an
+# administrator with a well-known password; it only works over loopback, but
+# then every local process is a broker administrator.
+rabbitmq_accounts() {
+    rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_GATEWAY_PASSWORD" gateway ""
+    rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_WORKER_USER" "$RABBITMQ_WORKER_PASSWORD" worker ""
+    rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_ADMIN_USER" "$RABBITMQ_ADMIN_PASSWORD" admin management
+    if "${RABBITMQCTL[@]}" -s list_users | awk '{print $1}' | grep -qxF guest; then
+        "${RABBITMQCTL[@]}" -q delete_user guest >/dev/null
+        info "deleted user guest"
+    fi
+}
+
+# rabbitmq_node_address HOST: the IPv4 address HOST (the node's host name)
+# resolves to, which must be a loopback one: Erlang distribution and epmd
+# bind it, and rabbitmqctl finds the node there.
+rabbitmq_node_address() {
+    local addr
+    addr="$(getent ahostsv4 "$1" | awk 'NR == 1 { print $1 }')"
+    [[ $addr == 127.* ]] || die "host name $1 resolves to '${addr:-nothing}', not to a loopback address (127.0.1.1 $1 in /etc/hosts)"
+    printf '%s' "$addr"
+}
+
+# epmd_socket_dropin ADDRESS: epmd.socket listening on loopback only (Debian's
+# listens on every address): 127.0.0.1, where every Erlang node registers, and
+# ADDRESS, where rabbitmqctl looks the node up.
+epmd_socket_dropin() {
+    printf '%s\n' "# Written by movie-platform provisioning (scripts/setup_billing.sh). Debian's" \
+        "# epmd.socket listens on every address; epmd only serves this VM's RabbitMQ" \
+        "# node and rabbitmqctl, so it listens on loopback." \
+        "[Socket]" "ListenStream=" "ListenStream=127.0.0.1:4369"
+    [ "$1" = 127.0.0.1 ] || printf 'ListenStream=%s:4369\n' "$1"
 }
 
 # ---------------------------------------------------------------------------
 # Firewall (nftables): only what must cross VMs is reachable from outside.
 # ---------------------------------------------------------------------------
 # The private network: the /24 of the VM addresses (Vagrant's host-only
-# network; the host itself is .1 there and opens the management UI).
+# network). Nothing but the application ports above is open to it: ssh
+# comes from Vagrant over the VM's other (NAT/management) interface.
 private_subnet() { printf '%s.0/24' "${VM_BILLING_IP%.*}"; }
 
 # vm_firewall_rules ROLE: what each VM accepts from the network beyond the
@@ -450,8 +552,6 @@ vm_firewall_rules() {
         billing)
             printf 'ip saddr %s tcp dport %s accept comment "AMQP, from gateway-vm only"\n' \
                 "$VM_GATEWAY_IP" "$RABBITMQ_PORT"
-            printf 'ip saddr %s tcp dport %s accept comment "RabbitMQ management, private network"\n' \
-                "$(private_subnet)" "$RABBITMQ_MANAGEMENT_PORT"
             ;;
         *) die "vm_firewall_rules: unknown role $1" ;;
     esac
@@ -479,7 +579,8 @@ table inet movie_platform {
         ct state invalid drop
         meta l4proto { icmp, ipv6-icmp } accept
         udp dport { 68, 546 } accept comment "DHCP replies"
-        tcp dport 22 accept comment "ssh (vagrant ssh)"
+        ip saddr $(private_subnet) tcp dport 22 drop comment "no ssh between the VMs"
+        tcp dport 22 accept comment "ssh from Vagrant (NAT/management interface)"
 EOF
     printf '%s\n' "$rules" | sed 's/^/        /'
     cat <<'EOF'
@@ -489,13 +590,9 @@ EOF
 }
 
 # apply_firewall ROLE: installs the ruleset and the unit loading it at boot.
-# Skipped when FIREWALL=no.
+# Runs before the services are installed: their units Require= it.
 apply_firewall() {
     local role="$1" content rules_changed
-    if [ "${FIREWALL:-yes}" = no ]; then
-        warn "FIREWALL=no: not installing the nftables rules"
-        return 0
-    fi
     step "firewall (nftables table inet movie_platform)"
     ensure_packages nftables
     content="$(firewall_ruleset "$role")" || die "cannot build the firewall rules"
@@ -511,7 +608,9 @@ apply_firewall() {
         || systemctl enable --quiet movie-platform-firewall.service
     if [ "$rules_changed" -eq 1 ] || [ "$FILE_CHANGED" -eq 1 ] \
         || ! systemctl is-active --quiet movie-platform-firewall.service; then
-        systemctl restart movie-platform-firewall.service
+        # reload, not restart, when it runs: a restart would restart every
+        # service that Requires= it. The ruleset replaces the table atomically.
+        systemctl reload-or-restart movie-platform-firewall.service
         info "firewall rules loaded:"
     else
         info "firewall rules already loaded:"
@@ -519,7 +618,27 @@ apply_firewall() {
     vm_firewall_rules "$role" | sed 's/^/      /'
 }
 
-# Common start of every setup script: root, paths, .env.
+# refuse_default_passwords: dies if a *_PASSWORD setting still holds one of
+# the committed *-change-me placeholders, unless MP_ALLOW_DEFAULT_PASSWORDS=1
+# says the user wants them anyway (a throw-away lab). `vagrant up` never
+# hits this: the Vagrantfile replaces them by generated passwords.
+refuse_default_passwords() {
+    local key weak=()
+    for key in "${DOTENV_KEYS[@]}"; do
+        [[ $key == *_PASSWORD ]] || continue
+        [[ ${!key-} == *change-me* ]] && weak+=("$key")
+    done
+    [ "${#weak[@]}" -gt 0 ] || return 0
+    if [ "${MP_ALLOW_DEFAULT_PASSWORDS:-0}" = 1 ]; then
+        warn "MP_ALLOW_DEFAULT_PASSWORDS=1: deploying the committed default passwords of ${weak[*]}"
+        return 0
+    fi
+    die "${weak[*]} still hold the committed *-change-me passwords, which everyone can read.
+Set real ones in .env (or let \`vagrant up\` generate them: .vagrant/movie-platform-secrets.env),
+or set MP_ALLOW_DEFAULT_PASSWORDS=1 to deploy the defaults anyway."
+}
+
+# Common start of every setup script: root, paths, settings.
 provision_init() {
     require_root
     # Predictable modes for what we create; and a working directory every
@@ -527,12 +646,21 @@ provision_init() {
     umask 0022
     cd /
     resolve_paths "$1"
-    # Vagrant passes the .env values as environment variables; anything it did
-    # not pass (or a manual run) comes from the .env file itself.
-    if [ -r "$ENV_FILE" ]; then
+    # Vagrant passes every setting in the environment, with MP_ENV_KEYS
+    # listing them in .env order, and does not copy .env into the VM (it holds
+    # every VM's secrets). A manual run reads the .env file instead.
+    if [ -n "${MP_ENV_KEYS:-}" ]; then
+        local key
+        read -r -a DOTENV_KEYS <<<"$MP_ENV_KEYS"
+        for key in "${DOTENV_KEYS[@]}"; do
+            [ -n "${!key+x}" ] || die "MP_ENV_KEYS lists $key but the environment does not set it"
+        done
+        info "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: from the provisioner's environment"
+    elif [ -r "$ENV_FILE" ]; then
         load_dotenv "$ENV_FILE"
+        info "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: $ENV_FILE"
     else
-        die "$ENV_FILE not found (set ENV_FILE or PROJECT_DIR)"
+        die "no settings: neither MP_ENV_KEYS (Vagrant) nor $ENV_FILE (set ENV_FILE or PROJECT_DIR)"
     fi
-    info "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: $ENV_FILE"
+    refuse_default_passwords
 }

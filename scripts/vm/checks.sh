@@ -169,6 +169,120 @@ check_security() {
 	done
 }
 
+# probe_from VM TARGETS...: from inside VM, TCP connections to every IP:PORT
+# of TARGETS at once (3 s each); prints "IP:PORT open|closed" per target.
+probe_from() {
+	local from=$1 script=""
+	shift
+	local t
+	for t in "$@"; do
+		script+="(timeout 3 bash -c '</dev/tcp/${t%:*}/${t##*:}' 2>/dev/null && echo '$t open' || echo '$t closed') & "
+	done
+	vm "$from" "$script wait" 2>/dev/null
+}
+
+# check_reachability: each forbidden port is closed from each VM that must not
+# reach it, each allowed one open (the port table of README; nftables plus the
+# services' own bind addresses).
+check_reachability() {
+	local from to ip port want got out key
+	declare -A IPOF=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
+	# "to:port:who may" — who may: a list of VMs, or "all".
+	local rules=(
+		"gateway:$GATEWAY_PORT:all"
+		"inventory:$INVENTORY_PORT:gateway"
+		"billing:$RABBITMQ_PORT:gateway"
+		"inventory:$POSTGRES_PORT:"
+		"billing:$POSTGRES_PORT:"
+		"billing:$RABBITMQ_MANAGEMENT_PORT:"
+		"billing:4369:"
+		"billing:25672:"
+		"billing:$BILLING_HEALTH_PORT:"
+		"gateway:22:" "inventory:22:" "billing:22:"
+	)
+	for from in "${VMS[@]}"; do
+		local targets=()
+		for key in "${rules[@]}"; do
+			IFS=: read -r to port _ <<<"$key"
+			[[ $to == "$from" ]] || targets+=("${IPOF[$to]}:$port")
+		done
+		out=$(probe_from "$from" "${targets[@]}")
+		for key in "${rules[@]}"; do
+			IFS=: read -r to port want <<<"$key"
+			[[ $to == "$from" ]] && continue
+			ip=${IPOF[$to]}
+			if [[ $want == all || " $want " == *" $from "* ]]; then want=open; else want=closed; fi
+			got=$(awk -v t="$ip:$port" '$1 == t { print $2 }' <<<"$out")
+			if [[ $got == "$want" ]]; then
+				pass "$from-vm -> $to-vm:$port $want"
+			else
+				fail "$from-vm -> $to-vm:$port is ${got:-unknown}, want $want"
+			fi
+		done
+	done
+}
+
+# listeners_on VM PORT: the addresses something listens on for PORT, sorted.
+listeners_on() {
+	vm "$1" "sudo ss -Hltn 'sport = :$2'" 2>/dev/null | awk '{ a = $4; sub(/:[0-9]+$/, "", a); print a }' | sort -u | paste -sd' '
+}
+
+# loopback_only ADDRS...: at least one address, and every one a loopback one.
+loopback_only() {
+	local a
+	(($#)) || return 1
+	for a in "$@"; do [[ $a == 127.* || $a == "[::1]" ]] || return 1; done
+}
+# firewall_first SHOW: systemctl show output with Requires= and After= the
+# firewall unit, and MemoryMax/TasksMax set to numbers.
+firewall_first() {
+	grep -q "^Requires=.*movie-platform-firewall.service" <<<"$1" &&
+		grep -q "^After=.*movie-platform-firewall.service" <<<"$1" &&
+		grep -q "^MemoryMax=[0-9]" <<<"$1" && grep -q "^TasksMax=[0-9]" <<<"$1"
+}
+ip_policy() { # SHOW ALLOWED_IP
+	grep -q "^IPAddressDeny=0.0.0.0/0 ::/0" <<<"$1" && grep -q "^IPAddressAllow=.*$2" <<<"$1"
+}
+
+check_hardening() {
+	local got vm unit pid out
+	got=$(listeners_on billing "$RABBITMQ_MANAGEMENT_PORT")
+	check "billing-vm: management UI listens on loopback only ($got)" test "$got" = 127.0.0.1
+	got=$(listeners_on billing 4369)
+	# shellcheck disable=SC2086 # one word per address
+	check "billing-vm: epmd listens on loopback only ($got)" loopback_only $got
+	got=$(listeners_on billing 25672)
+	# shellcheck disable=SC2086 # one word per address
+	check "billing-vm: Erlang distribution listens on loopback only ($got)" loopback_only $got
+	got=$(listeners_on inventory "$INVENTORY_PORT")
+	check "inventory-vm: inventory-app listens on $VM_INVENTORY_IP only ($got)" test "$got" = "$VM_INVENTORY_IP"
+
+	out=$(vm billing "sudo rabbitmqctl -q list_users --no-table-headers" 2>&1 | sort | tr -s ' \t' ' ' | paste -sd';') || true
+	check "billing-vm: RabbitMQ users exactly $RABBITMQ_ADMIN_USER [management], $RABBITMQ_GATEWAY_USER [], $RABBITMQ_WORKER_USER [], no guest ($out)" \
+		test "$out" = "$(printf '%s\n' "$RABBITMQ_ADMIN_USER [management]" "$RABBITMQ_GATEWAY_USER []" "$RABBITMQ_WORKER_USER []" | sort | paste -sd';')"
+	out=$(vm billing "sudo rabbitmqctl -q list_permissions -p $(printf '%q' "$RABBITMQ_VHOST") --no-table-headers" 2>&1 | sort | tr -s ' \t' ' ' | paste -sd';') || true
+	# shellcheck disable=SC2016 # regular expressions, not expansions
+	check "billing-vm: RabbitMQ permissions exactly as least privilege wants ($out)" test "$out" = "$(printf '%s\n' \
+		"$RABBITMQ_ADMIN_USER .* .* .*" \
+		"$RABBITMQ_GATEWAY_USER ^billing_queue(\\.dlx|\\.dlq)?\$ ^(amq\\.default|billing_queue\\.dlq)\$ ^billing_queue\\.dlx\$" \
+		"$RABBITMQ_WORKER_USER ^billing_queue(\\.dlx|\\.dlq)?\$ ^billing_queue\\.(dlx|dlq)\$ ^billing_queue(\\.dlx)?\$" | sort | paste -sd';')"
+
+	for vm in "${VMS[@]}"; do
+		unit=${VM_MAIN_UNIT[$vm]}
+		out=$(vm "$vm" "test -e /vagrant/.env && echo present || echo absent; ls /etc/movie-platform/*.env; stat -c '%a %U' /etc/movie-platform/${unit%.service}.env" 2>&1) || true
+		check "$vm-vm: no .env in /vagrant" grep -qx absent <<<"$out"
+		check "$vm-vm: only ${unit%.service}.env in /etc/movie-platform, mode 600 root" \
+			test "$(sed -n '2,$p' <<<"$out" | paste -sd' ')" = "/etc/movie-platform/${unit%.service}.env 600 root"
+		pid=$(vm "$vm" "systemctl show -p MainPID --value $unit" 2>/dev/null | tr -d '[:space:]') || true
+		out=$(vm "$vm" "sudo nsenter -t $pid -m -- sh -c 'test -e /vagrant/scripts && echo readable || echo hidden'" 2>&1) || true
+		check "$vm-vm: $unit cannot see /vagrant (InaccessiblePaths) ($out)" grep -qx hidden <<<"$out"
+		out=$(vm "$vm" "systemctl show -p Requires -p After -p MemoryMax -p TasksMax $unit" 2>&1) || true
+		check "$vm-vm: $unit Requires= and After= the firewall, MemoryMax/TasksMax set" firewall_first "$out"
+	done
+	out=$(vm inventory "systemctl show -p IPAddressDeny -p IPAddressAllow inventory-app.service" 2>&1) || true
+	check "inventory-vm: inventory-app IPAddressDeny=any, IPAddressAllow localhost + $VM_GATEWAY_IP" ip_policy "$out" "$VM_GATEWAY_IP"
+}
+
 check_movies() {
 	local run=$1 id keep_id title
 	title="vm-test $run"
@@ -319,6 +433,10 @@ run_demo_checks() {
 
 	phase "systemd-analyze security"
 	check_security
+
+	phase "least privilege: who reaches what, accounts, secrets"
+	check_reachability
+	check_hardening
 
 	phase "re-provisioning changes nothing"
 	check_reprovision

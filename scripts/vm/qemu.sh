@@ -10,7 +10,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$VM_LIB_DIR/checks.sh"
 
 : "${RUN_DIR:?run by scripts/vm-test.sh}" "${IMAGE_DIR:?run by scripts/vm-test.sh}"
-load_env "$PROJECT_ROOT/.env"
+# As the Vagrantfile does: strong passwords instead of .env's *-change-me
+# placeholders (which provisioning refuses), generated once per run.
+(
+	umask 077
+	while IFS= read -r line || [[ -n $line ]]; do
+		if [[ $line =~ ^([A-Z0-9_]*_PASSWORD)=[^$]*change-me ]]; then
+			line="${BASH_REMATCH[1]}=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+		fi
+		printf '%s\n' "$line"
+	done <"$PROJECT_ROOT/.env" >"$RUN_DIR/dotenv"
+)
+load_env "$RUN_DIR/dotenv"
 
 VMS=(gateway inventory billing)
 declare -A VM_IP=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
@@ -79,7 +90,7 @@ make_project_disk() {
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	rsync -a --exclude /.git/ --exclude /target/ --exclude /.cache/ --exclude /.state/ \
-		--exclude /.vagrant/ "$PROJECT_ROOT/" "$dir/"
+		--exclude /.vagrant/ --exclude /.env "$PROJECT_ROOT/" "$dir/"
 	size_mb=$(($(du -sm "$dir" | cut -f1) * 2 + 64))
 	truncate -s "${size_mb}M" "$RUN_DIR/project.img"
 	mkfs.ext4 -q -L vagrant -d "$dir" "$RUN_DIR/project.img"
@@ -180,19 +191,22 @@ wait_ssh() {
 }
 
 # The environment the Vagrantfile gives the provisioners (PROVISION_ENV): every
-# .env value, resolved, and where the synced project is.
+# .env value, resolved, MP_ENV_KEYS listing them, and where the synced project
+# is; as shell assignments, one per line.
 provision_env() {
-	local key out="PROJECT_DIR=/vagrant DIST_DIR=/vagrant/dist"
-	for key in "${ENV_KEYS[@]}"; do out+=" $key=$(printf '%q' "${!key}")"; done
-	printf '%s' "$out"
+	local key
+	printf 'PROJECT_DIR=/vagrant\nDIST_DIR=/vagrant/dist\nMP_ENV_KEYS=%q\n' "${ENV_KEYS[*]}"
+	for key in "${ENV_KEYS[@]}"; do printf '%s=%q\n' "$key" "${!key}"; done
 }
 
 # provision NAME LOGFILE: as Vagrant's shell provisioner does it: the script alone
 # uploaded to /tmp/vagrant-shell, run as root with the variables in the environment.
+# They travel on ssh's stdin (as Vagrant sends its commands), never in a command
+# line, where every user of the VM could read the passwords.
 provision() {
 	local name=$1 logfile=$2
-	VM_CMD_TIMEOUT=1800 vm "$name" "sudo install -m 0755 /vagrant/scripts/setup_$name.sh /tmp/vagrant-shell &&
-		sudo -H env $(provision_env) /tmp/vagrant-shell" >"$logfile" 2>&1
+	provision_env | VM_CMD_TIMEOUT=1800 vm "$name" "sudo install -m 0755 /vagrant/scripts/setup_$name.sh /tmp/vagrant-shell &&
+		sudo -H bash -c 'set -a && . /dev/stdin && set +a && exec /tmp/vagrant-shell </dev/null'" >"$logfile" 2>&1
 }
 
 # provision_all TAG: all three in parallel, like `vagrant up` / `vagrant provision`.
