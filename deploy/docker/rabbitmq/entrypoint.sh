@@ -10,19 +10,19 @@ ready_marker=/var/lib/rabbitmq/movie-platform-accounts
 say() { printf 'entrypoint: %s\n' "$*" >&2; }
 
 # The queue topology (srcs/common/src/topology.rs): billing_queue, its
-# dead-letter exchange billing_queue.dlx and queue billing_queue.dlq. Both
-# services declare it all (configure). The gateway publishes through the
-# default exchange (write amq.default); the worker consumes billing_queue
-# (read). Binding the dead-letter queue needs write on it and read on the
-# exchange.
+# dead-letter exchange billing_queue.dlx and queue billing_queue.dlq, which
+# both services declare (configure). Binding the dead-letter queue needs write
+# on it and read on the exchange; declaring billing_queue with its
+# x-dead-letter-exchange argument needs read on billing_queue and write on the
+# exchange (RabbitMQ checks both). Beyond that the gateway only publishes, via
+# the default exchange (write amq.default), and the worker only consumes
+# (read billing_queue). So the gateway's set covers the worker's, and an
+# account doing both jobs gets the gateway's.
 CONFIGURE='^billing_queue(\.dlx|\.dlq)?$'
-GATEWAY_WRITE='^(amq\.default|billing_queue\.dlq)$'
-GATEWAY_READ='^billing_queue\.dlx$'
-WORKER_WRITE='^billing_queue\.dlq$'
+GATEWAY_WRITE='^(amq\.default|billing_queue\.dlx|billing_queue\.dlq)$'
+GATEWAY_READ='^billing_queue(\.dlx)?$'
+WORKER_WRITE='^billing_queue\.(dlx|dlq)$'
 WORKER_READ='^billing_queue(\.dlx)?$'
-# One account doing both jobs gets both sets.
-BOTH_WRITE='^(amq\.default|billing_queue\.dlq)$'
-BOTH_READ='^billing_queue(\.dlx)?$'
 
 # ensure_user USER PASSWORD WRITE READ
 ensure_user() {
@@ -49,7 +49,7 @@ create_accounts() {
 			say "GATEWAY_RABBITMQ_USER and BILLING_RABBITMQ_USER are both $GATEWAY_USER but their passwords differ"
 			return 1
 		}
-		ensure_user "$GATEWAY_USER" "$GATEWAY_PASSWORD" "$BOTH_WRITE" "$BOTH_READ"
+		ensure_user "$GATEWAY_USER" "$GATEWAY_PASSWORD" "$GATEWAY_WRITE" "$GATEWAY_READ"
 	else
 		ensure_user "$GATEWAY_USER" "$GATEWAY_PASSWORD" "$GATEWAY_WRITE" "$GATEWAY_READ"
 		ensure_user "$WORKER_USER" "$WORKER_PASSWORD" "$WORKER_WRITE" "$WORKER_READ"
