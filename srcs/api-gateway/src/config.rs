@@ -171,7 +171,11 @@ mod tests {
         assert_eq!(read(&[]).unwrap().access_log_file(), None);
         let empty = read(&[("GATEWAY_ACCESS_LOG_FILE", "")]).unwrap();
         assert_eq!(empty.access_log_file(), None);
-        let set = read(&[("GATEWAY_ACCESS_LOG_FILE", "/var/logs/api-gateway/access.log")]).unwrap();
+        let set = read(&[(
+            "GATEWAY_ACCESS_LOG_FILE",
+            "/var/logs/api-gateway/access.log",
+        )])
+        .unwrap();
         assert_eq!(
             set.access_log_file(),
             Some(Path::new("/var/logs/api-gateway/access.log"))

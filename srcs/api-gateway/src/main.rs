@@ -18,7 +18,8 @@ async fn main() -> ExitCode {
         }
     };
     if let Some(path) = config.access_log_file() {
-        let copied = common::logging::copy_target_to_file(api_gateway::config::ACCESS_LOG_TARGET, path);
+        let copied =
+            common::logging::copy_target_to_file(api_gateway::config::ACCESS_LOG_TARGET, path);
         if let Err(e) = copied {
             log::error!("bad variable GATEWAY_ACCESS_LOG_FILE: {e}");
             return ExitCode::FAILURE;

@@ -27,7 +27,11 @@ fn only_the_chosen_target_reaches_the_file_and_lines_are_appended() {
         lines[1]
     );
     // RFC 3339 UTC timestamp with milliseconds first.
-    assert!(lines[1].starts_with("20") && lines[1].contains('T'), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with("20") && lines[1].contains('T'),
+        "{}",
+        lines[1]
+    );
 
     fs::remove_dir_all(&dir).unwrap();
 }
