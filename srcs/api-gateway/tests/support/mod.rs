@@ -59,6 +59,7 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         rabbitmq_vhost: vhost.to_owned(),
         publish_timeout_ms: 5_000,
         workers: Some(1),
+        access_log_file: None,
     }
 }
 
