@@ -424,7 +424,7 @@ check_no_secret_in_images() {
 check_code_change_rebuilds_last_layer() {
 	# Two levels below the root, as dist/amd64: the compose file finds the
 	# Dockerfile relative to the context.
-	local ctx=$DOCKER_STATE/changed-dist before after
+	local ctx=$MP_ROOT/.state/containers-changed-dist before after
 	rm -rf "$ctx"
 	mkdir -p "$ctx"
 	cp "$DIST"/* "$ctx"/

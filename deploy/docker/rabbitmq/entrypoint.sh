@@ -71,5 +71,7 @@ if [[ ! -e $ready_marker ]]; then
 	# In the background: the accounts need the running node.
 	create_accounts &
 fi
-# The server replaces this shell, keeps its pid and stops cleanly on SIGTERM.
-exec rabbitmq-server
+# The server script replaces this shell and keeps pid 1; it stops the node
+# cleanly on SIGTERM (docker stop). Not /usr/sbin/rabbitmq-server: that
+# wrapper runs it as a child and, as pid 1, would ignore SIGTERM.
+exec /usr/lib/rabbitmq/bin/rabbitmq-server
