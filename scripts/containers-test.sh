@@ -343,10 +343,17 @@ check_rabbitmq_restart() {
 }
 
 check_database_restart() {
+	local user
 	docker restart inventory-database >/dev/null
 	wait_until 60 "GET /api/movies/$MOVIE_ID to work again" bash -c "curl -fsS -m 5 -o /dev/null '$GW/api/movies/$MOVIE_ID'" || return 1
 	docker restart billing-database >/dev/null
-	check_order_stored
+	wait_until 60 "billing-database to be healthy" is_healthy billing-database || return 1
+	user=$RUN_ID-d
+	expect "POST /api/billing after the restart" "$(order "$user")" 200 || return 1
+	wait_until 90 "the order to be stored after the database restart" stored_once "$user" || {
+		docker logs --tail 15 billing-app 2>&1
+		return 1
+	}
 }
 
 check_newman() {
