@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks of everything that deploys the platform, without any VM:
-#   - shellcheck:  every shell script (scripts/**/*.sh, scripts/** with a shell shebang, .ci/run)
+#   - shellcheck:  every shell script (scripts/**/*.sh, scripts/** with a shell shebang, deploy/docker/**, .ci/run)
 #   - ruby -c:     the Vagrantfile parses
 #   - vagrant:     `vagrant validate --ignore-provider` (Vagrant without VirtualBox)
 #   - templates:   .env resolves; env files, PostgreSQL/RabbitMQ configs render
@@ -60,7 +60,7 @@ while IFS= read -r -d '' f; do
         *.sh) scripts+=("$f") ;;
         *) head -n1 "$f" | grep -Eq '^#!.*\b(ba|da)?sh\b' && scripts+=("$f") ;;
     esac
-done < <(find scripts -type f -print0 | sort -z)
+done < <(find scripts deploy/docker -type f -print0 | sort -z)
 [ -f .ci/run ] && scripts+=(.ci/run)
 if out="$(shellcheck -x -f gcc "${scripts[@]}" 2>&1)"; then
     pass "shellcheck (${#scripts[@]} scripts)"

@@ -10,6 +10,7 @@
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
 #   hosts    the three-host test in network namespaces
+#   containers  the Docker Compose deployment and its audit (dockerd started if needed)
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 # Stops everything it started, also when a step fails.
 #
@@ -37,7 +38,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint unit build e2e contract chaos hosts)
+ALL_STEPS=(lint unit build e2e contract chaos hosts containers)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -114,6 +115,12 @@ step_chaos() {
 step_hosts() {
 	[[ -x dist/api-gateway ]] || run_step build
 	scripts/three-host-test.sh
+}
+
+step_containers() {
+	# The images hold the binaries of dist/amd64 (incremental when current).
+	DIST_DIR=$MP_ROOT/dist/amd64 scripts/build.sh
+	scripts/containers-test.sh
 }
 
 step_vm() {

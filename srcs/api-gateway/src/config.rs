@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::time::Duration;
 
 use awc::http::Uri;
@@ -8,6 +9,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "GATEWAY_";
+
+/// The log target of the one-line-per-request access log (request_id.rs);
+/// `GATEWAY_ACCESS_LOG_FILE` copies exactly these lines to a file.
+pub const ACCESS_LOG_TARGET: &str = "api_gateway::access";
 
 /// Everything api-gateway reads from its environment (`GATEWAY_*`).
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +55,10 @@ pub struct Config {
     /// Time a new connection has to send its first request head (then 408).
     #[serde(default = "default_timeout_ms")]
     pub request_head_timeout_ms: u64,
+    /// A file that also gets the access log (appended; off when unset or
+    /// empty). The containers keep it on a volume.
+    #[serde(default)]
+    pub access_log_file: Option<String>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -133,6 +142,14 @@ impl Config {
         inventory_base(&self.inventory_url)
     }
 
+    /// Where the access log is copied, if anywhere.
+    pub fn access_log_file(&self) -> Option<&Path> {
+        self.access_log_file
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(Path::new)
+    }
+
     pub fn inventory_timeout(&self) -> Duration {
         Duration::from_millis(self.inventory_timeout_ms)
     }
@@ -209,6 +226,22 @@ mod tests {
         assert_eq!(c.publish_timeout_ms, 5_000);
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", c.amqp_target()).contains("hunter2"));
+    }
+
+    #[test]
+    fn access_log_file_is_off_unless_set() {
+        assert_eq!(read(&[]).unwrap().access_log_file(), None);
+        let empty = read(&[("GATEWAY_ACCESS_LOG_FILE", "")]).unwrap();
+        assert_eq!(empty.access_log_file(), None);
+        let set = read(&[(
+            "GATEWAY_ACCESS_LOG_FILE",
+            "/var/logs/api-gateway/access.log",
+        )])
+        .unwrap();
+        assert_eq!(
+            set.access_log_file(),
+            Some(Path::new("/var/logs/api-gateway/access.log"))
+        );
     }
 
     #[test]

@@ -17,6 +17,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = config.access_log_file() {
+        let copied =
+            common::logging::copy_target_to_file(api_gateway::config::ACCESS_LOG_TARGET, path);
+        if let Err(e) = copied {
+            log::error!("bad variable GATEWAY_ACCESS_LOG_FILE: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {

@@ -2,8 +2,14 @@
 //! Under systemd, stderr goes to journald, which reads a `<N>` prefix as the
 //! line's syslog priority, so `journalctl -p warning` works; elsewhere (local
 //! run, tests) lines stay plain.
+//!
+//! A service may also copy the lines of one target (the gateway's access log)
+//! to a file: [`copy_target_to_file`], off unless the service is asked to.
 
+use std::fs::OpenOptions;
 use std::io::Write;
+use std::path::Path;
+use std::sync::OnceLock;
 
 /// Installs the logger. The filter comes from `RUST_LOG` (default `info`).
 pub fn init() {
@@ -36,8 +42,71 @@ pub fn init() {
                     record.args()
                 )
             }
+        });
+    let stderr = builder.build();
+    log::set_max_level(stderr.filter());
+    // Only fails if a logger is already installed (a test calling twice).
+    let _ = log::set_boxed_logger(Box::new(Tee { stderr }));
+}
+
+/// The file copy of one target, when a service asked for it.
+static FILE_COPY: OnceLock<env_logger::Logger> = OnceLock::new();
+
+/// Appends every record of `target` to `path` too (created if missing, never
+/// truncated), as `TIMESTAMP LEVEL message`, one line each. Call once, after
+/// [`init`]; `RUST_LOG` still decides which records exist at all. The error
+/// names the file.
+pub fn copy_target_to_file(target: &str, path: &Path) -> Result<(), String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+    let copy = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Off)
+        .filter_module(target, log::LevelFilter::Trace)
+        .target(env_logger::Target::Pipe(Box::new(file)))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {} {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.args()
+            )
         })
-        .init();
+        .build();
+    FILE_COPY
+        .set(copy)
+        .map_err(|_| "a log file copy is already set".to_owned())
+}
+
+/// stderr as configured, plus the optional file copy of one target.
+struct Tee {
+    stderr: env_logger::Logger,
+}
+
+impl log::Log for Tee {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.stderr.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.stderr.matches(record) {
+            return;
+        }
+        self.stderr.log(record);
+        if let Some(copy) = FILE_COPY.get().filter(|c| c.matches(record)) {
+            copy.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.stderr.flush();
+        if let Some(copy) = FILE_COPY.get() {
+            copy.flush();
+        }
+    }
 }
 
 fn syslog_priority(level: log::Level) -> u8 {

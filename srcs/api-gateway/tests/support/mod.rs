@@ -67,6 +67,7 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         backlog: 1024,
         keep_alive_ms: 5_000,
         request_head_timeout_ms: 5_000,
+        access_log_file: None,
     }
 }
 

@@ -1,0 +1,500 @@
+#!/usr/bin/env bash
+# The containers deployment (deploy/docker/compose.yaml) on this machine's
+# Docker, checked the way the containers audit walks through it. Starts
+# dockerd when none answers (and stops that one at the end), makes the
+# debian:bookworm-slim base image with debootstrap when the daemon lacks it
+# (no registry here), builds the six images from dist/amd64, brings the
+# system up and runs every check; each one can fail and is counted.
+#
+#   scripts/containers-test.sh        (scripts/test.sh containers runs it)
+#
+# Env: CONTAINERS_GATEWAY_PORT (default 20080 + MP_TEST_PORT_OFFSET; the
+# gateway is published on 127.0.0.1 only), CONTAINERS_COMPOSE (the compose
+# command; default `docker compose` when that works, else `docker-compose`).
+# The deployment's container, volume and network names are fixed (the audit
+# asks for them), so this refuses to run beside a deployment it did not make.
+# Last line: `containers: N passed, M failed`.
+set -euo pipefail
+
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/docker.sh
+source "$MP_ROOT/scripts/lib/docker.sh"
+
+COMPOSE_FILE=$MP_ROOT/deploy/docker/compose.yaml
+DIST=$MP_ROOT/dist/amd64
+export COMPOSE_PROJECT_NAME=movie-platform
+export CONTAINERS_GATEWAY_ADDRESS=127.0.0.1
+export CONTAINERS_GATEWAY_PORT=${CONTAINERS_GATEWAY_PORT:-$((20080 + ${MP_TEST_PORT_OFFSET:-0}))}
+GW=http://127.0.0.1:$CONTAINERS_GATEWAY_PORT
+CONTAINERS=(inventory-database billing-database RabbitMQ inventory-app billing-app api-gateway-app)
+IMAGES=(inventory-database billing-database rabbitmq inventory-app billing-app api-gateway-app)
+VOLUMES=(inventory-database billing-database api-gateway-app rabbitmq)
+SERVICE_CONTAINERS=(inventory-app billing-app api-gateway-app)
+# Marks that the deployment on the daemon is this test's own leftover.
+OWNED=$DOCKER_STATE/deployment-owned
+RUN_ID=ct$$$RANDOM
+TMP=$(mktemp -d)
+PASSED=0
+FAILED=0
+declare -A FIGURE
+
+cleanup() {
+	local rc=$?
+	if [[ -e $OWNED ]]; then
+		say "removing the test deployment (down -v)"
+		compose down -v --remove-orphans >/dev/null 2>&1 || warn "compose down -v failed"
+		rm -f "$OWNED"
+	fi
+	docker_down
+	rm -rf "$TMP"
+	exit "$rc"
+}
+trap cleanup EXIT
+
+compose() { "${COMPOSE[@]}" -f "$COMPOSE_FILE" "$@"; }
+
+pick_compose() {
+	if [[ -n ${CONTAINERS_COMPOSE:-} ]]; then
+		read -r -a COMPOSE <<<"$CONTAINERS_COMPOSE"
+	elif docker compose version >/dev/null 2>&1; then
+		COMPOSE=(docker compose)
+	else
+		COMPOSE=(docker-compose)
+	fi
+	say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))"
+}
+
+# check NAME COMMAND...: one counted check.
+check() {
+	local name=$1
+	shift
+	if "$@" >"$TMP/check.out" 2>&1; then
+		PASSED=$((PASSED + 1))
+		printf 'ok     %s\n' "$name"
+	else
+		FAILED=$((FAILED + 1))
+		printf 'FAILED %s\n' "$name"
+		sed 's/^/       | /' "$TMP/check.out" | tail -n 15
+	fi
+}
+
+# expect WHAT GOT WANT: compares, says both when they differ.
+expect() {
+	[[ $2 == "$3" ]] || {
+		echo "$1: got [$2], want [$3]"
+		return 1
+	}
+}
+
+# http METHOD PATH [BODY]: sets STATUS, BODY_TEXT and RID (the request id sent).
+REQUESTS=0
+http() {
+	REQUESTS=$((REQUESTS + 1))
+	RID=$RUN_ID-$REQUESTS
+	local args=(-sS -m 15 -o "$TMP/body" -w '%{http_code}' -X "$1" -H "X-Request-Id: $RID")
+	[[ $# -ge 3 ]] && args+=(-H 'Content-Type: application/json' --data "$3")
+	STATUS=$(curl "${args[@]}" "$GW$2" 2>"$TMP/curl.err") || STATUS=000
+	BODY_TEXT=$(cat "$TMP/body" 2>/dev/null || true)
+}
+
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1" 2>/dev/null; }
+
+is_healthy() { [[ $(health "$1") == healthy ]]; }
+
+all_healthy() {
+	local c
+	for c in "${CONTAINERS[@]}"; do
+		[[ $(health "$c") == healthy ]] || return 1
+	done
+}
+
+wait_healthy() {
+	wait_until "${1:-180}" "all six containers to be healthy" all_healthy || {
+		docker ps -a >&2
+		return 1
+	}
+}
+
+psql_orders() { docker exec billing-database psql -X -qAt -d "$BILLING_DB_NAME" -c "$1"; }
+orders_of() { psql_orders "SELECT count(*) FROM orders WHERE user_id = '$1'"; }
+# Predicates for wait_until (evaluated on every poll).
+stored_once() { [[ $(orders_of "$1" 2>/dev/null) == 1 ]]; }
+restarted_since() { (($(restarts "$1") > $2)); }
+queue_depth() {
+	docker exec RabbitMQ rabbitmqctl -q list_queues name messages | awk '$1 == "billing_queue" {print $2}'
+}
+
+# order USER: POST /api/billing; echoes the status.
+order() {
+	http POST /api/billing "{\"user_id\":\"$1\",\"number_of_items\":2,\"total_amount\":\"19.90\"}"
+	echo "$STATUS"
+}
+
+# --------------------------------------------------------------- set-up --
+
+preflight() {
+	local c v
+	apt_install docker.io docker-compose iptables
+	[[ -x $DIST/api-gateway && -x $DIST/inventory-app && -x $DIST/billing-worker ]] ||
+		die "no binaries in $DIST: run DIST_DIR=\$PWD/dist/amd64 scripts/build.sh"
+	docker_up
+	pick_compose
+	if [[ ! -e $OWNED ]]; then
+		for c in "${CONTAINERS[@]}"; do
+			! docker container inspect "$c" >/dev/null 2>&1 ||
+				die "a container named $c exists: this test uses the deployment's names; remove that deployment first (docker compose -f deploy/docker/compose.yaml down, add -v to drop its data)"
+		done
+		for v in "${VOLUMES[@]}"; do
+			! docker volume inspect "$v" >/dev/null 2>&1 ||
+				die "a volume named $v exists (another deployment's data?): remove it first if you do not need it (docker volume rm $v)"
+		done
+	fi
+	mkdir -p "$DOCKER_STATE"
+	touch "$OWNED"
+	compose down -v --remove-orphans >/dev/null 2>&1 || true
+	# The ports must be free for the published gateway.
+	! port_open "$CONTAINERS_GATEWAY_PORT" || die "port $CONTAINERS_GATEWAY_PORT is in use (set CONTAINERS_GATEWAY_PORT)"
+}
+
+build_images() {
+	local t0=$SECONDS
+	docker_base_image
+	FIGURE[base image]=$((SECONDS - t0))s
+	t0=$SECONDS
+	compose build >"$DOCKER_STATE/build.log" 2>&1 || {
+		tail -n 30 "$DOCKER_STATE/build.log" >&2
+		die "compose build failed (log: $DOCKER_STATE/build.log)"
+	}
+	FIGURE[build]=$((SECONDS - t0))s
+}
+
+# up_timed NAME: `up -d`, then until all six are healthy; records the time.
+up_timed() {
+	local t0
+	t0=$(date +%s.%N)
+	compose up -d >"$TMP/up.log" 2>&1 || {
+		cat "$TMP/up.log" >&2
+		return 1
+	}
+	wait_healthy 240 || return 1
+	FIGURE[$1]=$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.1f}s')" "$t0")
+}
+
+# --------------------------------------------------------------- checks --
+
+check_ps() {
+	local got want
+	got=$(docker ps --format '{{.Names}}' | sort | tr '\n' ' ')
+	want=$(printf '%s\n' "${CONTAINERS[@]}" | sort | tr '\n' ' ')
+	expect "running containers" "$got" "$want" || return 1
+	got=$(docker ps --filter name=^api-gateway-app$ --format '{{.Ports}}')
+	expect "api-gateway-app ports" "$got" "127.0.0.1:$CONTAINERS_GATEWAY_PORT->8080/tcp"
+	docker ps --format '{{.Names}}\t{{.Ports}}'
+}
+
+check_restart_policy() {
+	local c bad=0
+	for c in "${CONTAINERS[@]}"; do
+		expect "$c restart policy" "$(docker inspect -f '{{.HostConfig.RestartPolicy}}' "$c")" "{on-failure 0}" || bad=1
+	done
+	return "$bad"
+}
+
+check_names() {
+	local n bad=0
+	for n in "${VOLUMES[@]}"; do
+		docker volume ls -q | grep -qxF "$n" || { echo "no volume $n"; bad=1; }
+	done
+	for n in "${IMAGES[@]}"; do
+		docker images --format '{{.Repository}}' | grep -qxF "$n" || { echo "no image $n"; bad=1; }
+	done
+	return "$bad"
+}
+
+check_only_gateway_published() {
+	local c bindings bad=0
+	for c in "${CONTAINERS[@]}"; do
+		bindings=$(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "$c")
+		if [[ $c == api-gateway-app ]]; then
+			expect "$c bindings" "$bindings" "127.0.0.1:$CONTAINERS_GATEWAY_PORT->8080/tcp " || bad=1
+		else
+			expect "$c bindings" "$bindings" "" || bad=1
+		fi
+	done
+	return "$bad"
+}
+
+check_one_network() {
+	local c bad=0
+	for c in "${CONTAINERS[@]}"; do
+		expect "$c networks" "$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$c")" "movie-platform " || bad=1
+	done
+	return "$bad"
+}
+
+check_non_root() {
+	local c u bad=0
+	for c in "${CONTAINERS[@]}"; do
+		u=$(docker exec "$c" id -u)
+		[[ $u != 0 ]] || { echo "$c runs as root"; bad=1; }
+		echo "$c: uid $u ($(docker exec "$c" id -un))"
+	done
+	return "$bad"
+}
+
+check_base_images() {
+	local f bad=0 line
+	for f in "$MP_ROOT"/deploy/docker/*/Dockerfile; do
+		while read -r line; do
+			expect "$f" "$line" "FROM debian:bookworm-slim" || bad=1
+		done < <(grep -i '^FROM' "$f")
+	done
+	return "$bad"
+}
+
+check_worker_health_port() {
+	# From inside the worker's own container: its health server on 8080.
+	docker exec billing-app bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET /health HTTP/1.0\r\n\r\n" >&3 && read -r s <&3 && echo "$s" && [[ $s == *" 200 "* ]]'
+}
+
+check_movies() {
+	http POST /api/movies '{"title":"Containers '"$RUN_ID"'","description":"made by the containers test"}'
+	expect "POST /api/movies" "$STATUS" 201 || { echo "$BODY_TEXT"; return 1; }
+	MOVIE_ID=$(json_field "$BODY_TEXT" id)
+	http GET "/api/movies/$MOVIE_ID"
+	GET_RID=$RID
+	expect "GET /api/movies/$MOVIE_ID" "$STATUS" 200 || return 1
+	expect "title" "$(json_field "$BODY_TEXT" title)" "Containers $RUN_ID"
+	http GET "/api/movies?title=$RUN_ID"
+	expect "GET /api/movies?title=" "$STATUS" 200 || return 1
+	python3 -c 'import json,sys; m=json.loads(sys.argv[1]); assert len(m)==1 and m[0]["id"]==int(sys.argv[2]), m' "$BODY_TEXT" "$MOVIE_ID"
+}
+
+check_access_log() {
+	# The gateway's file log on the api-gateway-app volume holds the request.
+	docker exec api-gateway-app cat /var/logs/api-gateway/access.log >"$TMP/access.log"
+	grep -E "^20[0-9-]+T[0-9:.]+Z INFO GET /api/movies/$MOVIE_ID 200 [0-9]+ms request_id=$GET_RID\$" "$TMP/access.log"
+}
+
+check_order_stored() {
+	local user=$RUN_ID-a$REQUESTS
+	expect "POST /api/billing" "$(order "$user")" 200 || return 1
+	wait_until 30 "the order to be stored" stored_once "$user"
+}
+
+check_order_waits_for_worker() {
+	local user=$RUN_ID-w
+	docker stop billing-app >/dev/null
+	expect "POST /api/billing with billing-app stopped" "$(order "$user")" 200 || return 1
+	expect "billing_queue depth" "$(queue_depth)" 1 || return 1
+	expect "stored while billing-app is stopped" "$(orders_of "$user")" 0 || return 1
+	docker start billing-app >/dev/null
+	wait_until 60 "the waiting order to be stored" stored_once "$user" || return 1
+	wait_until 60 "billing-app to be healthy" is_healthy billing-app || return 1
+	# Stored exactly once, and nothing left behind.
+	sleep 2
+	expect "rows for the order" "$(orders_of "$user")" 1
+	expect "billing_queue depth after" "$(queue_depth)" 0
+}
+
+restarts() { docker inspect -f '{{.RestartCount}}' "$1"; }
+
+# kill_and_recover CONTAINER: SIGKILL its process from the host; the policy
+# must restart it and it must be healthy again.
+kill_and_recover() {
+	local c=$1 before pid
+	before=$(restarts "$c")
+	pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+	[[ $pid -gt 0 ]] || { echo "$c has no pid"; return 1; }
+	kill -KILL "$pid"
+	wait_until 30 "$c to be restarted" restarted_since "$c" "$before" || return 1
+	wait_until 60 "$c to be healthy again" is_healthy "$c" || return 1
+	echo "$c: restart count $before -> $(restarts "$c"), healthy again"
+}
+
+check_killed_services_restart() {
+	local c bad=0
+	for c in "${SERVICE_CONTAINERS[@]}"; do
+		kill_and_recover "$c" || bad=1
+	done
+	((bad == 0)) || return 1
+	http GET "/api/movies/$MOVIE_ID"
+	expect "GET after the restarts" "$STATUS" 200
+	check_order_stored
+}
+
+check_rabbitmq_restart() {
+	local user attempt status
+	docker restart RabbitMQ >/dev/null
+	wait_until 120 "RabbitMQ to be healthy" is_healthy RabbitMQ || return 1
+	# The gateway reconnects by itself: an order is accepted again soon. A
+	# user per attempt: an attempt that was refused must not count.
+	for ((attempt = 1; attempt <= 60; attempt++)); do
+		user=$RUN_ID-r$attempt
+		status=$(order "$user")
+		[[ $status == 200 ]] && break
+		sleep 1
+	done
+	expect "order after the broker restart (attempt $attempt)" "$status" 200 || return 1
+	wait_until 60 "the order to be stored" stored_once "$user"
+}
+
+check_database_restart() {
+	local user
+	docker restart inventory-database >/dev/null
+	wait_until 60 "GET /api/movies/$MOVIE_ID to work again" bash -c "curl -fsS -m 5 -o /dev/null '$GW/api/movies/$MOVIE_ID'" || return 1
+	docker restart billing-database >/dev/null
+	wait_until 60 "billing-database to be healthy" is_healthy billing-database || return 1
+	user=$RUN_ID-d
+	expect "POST /api/billing after the restart" "$(order "$user")" 200 || return 1
+	wait_until 90 "the order to be stored after the database restart" stored_once "$user" || {
+		docker logs --tail 15 billing-app 2>&1
+		return 1
+	}
+}
+
+check_newman() {
+	GATEWAY_URL=$GW CONTRACT_ONLY=newman "$MP_ROOT/scripts/api-contract.sh"
+}
+
+movie_count() {
+	http GET /api/movies
+	[[ $STATUS == 200 ]] || return 1
+	python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])))' "$BODY_TEXT"
+}
+
+check_down_up_keeps_data() {
+	local movies orders after_movies after_orders
+	# Some data of our own: newman empties the movies table at its end.
+	check_movies >/dev/null
+	check_order_stored >/dev/null
+	movies=$(movie_count)
+	orders=$(psql_orders 'SELECT count(*) FROM orders')
+	echo "before down: $movies movies, $orders orders"
+	[[ $movies -gt 0 && $orders -gt 0 ]] || { echo "nothing to keep"; return 1; }
+	compose down >/dev/null 2>&1
+	up_timed "warm up (down, then up)" || return 1
+	after_movies=$(movie_count)
+	after_orders=$(psql_orders 'SELECT count(*) FROM orders')
+	expect "movies after down/up" "$after_movies" "$movies" || return 1
+	expect "orders after down/up" "$after_orders" "$orders" || return 1
+	# Later starts change nothing: no first-start work in the new containers.
+	if docker logs inventory-database 2>&1 | grep -F 'created role'; then return 1; fi
+	if docker logs RabbitMQ 2>&1 | grep -F 'accounts ready'; then return 1; fi
+	# The access log lived on its volume too.
+	docker exec api-gateway-app grep -F "request_id=$GET_RID" /var/logs/api-gateway/access.log
+}
+
+check_down_v_starts_empty() {
+	compose down -v >/dev/null 2>&1
+	up_timed "cold up (empty volumes)" || return 1
+	expect "movies after down -v" "$(movie_count)" 0 || return 1
+	expect "orders after down -v" "$(psql_orders 'SELECT count(*) FROM orders')" 0 || return 1
+	docker logs inventory-database 2>&1 | grep -F 'created role'
+}
+
+# Every password of .env: in no image layer, history or image config; the
+# same search finds them in a running container's config (which holds its
+# environment), so it would find them in an image too.
+check_no_secret_in_images() {
+	local key
+	: >"$TMP/secrets"
+	while IFS= read -r key; do
+		[[ -n ${!key:-} ]] && printf '%s\n' "${!key}" >>"$TMP/secrets"
+	done < <(compgen -e | grep -E '_PASSWORD$')
+	sort -u -o "$TMP/secrets" "$TMP/secrets"
+	echo "searching for $(wc -l <"$TMP/secrets") distinct passwords"
+	[[ -s $TMP/secrets ]] || return 1
+	docker container inspect inventory-database | grep -qF -f "$TMP/secrets" || {
+		echo "control failed: the container's config should hold its password"
+		return 1
+	}
+	local img bad=0
+	for img in "${IMAGES[@]}"; do
+		if docker image inspect "$img" | grep -F -f "$TMP/secrets"; then echo "secret in docker inspect $img"; bad=1; fi
+		if docker history --no-trunc "$img" | grep -F -f "$TMP/secrets"; then echo "secret in docker history $img"; bad=1; fi
+	done
+	# Every file of every layer (docker save holds them uncompressed).
+	local rcs
+	docker save "${IMAGES[@]}" | grep -a -c -F -f "$TMP/secrets"
+	rcs=("${PIPESTATUS[@]}")
+	expect "docker save exit" "${rcs[0]}" 0 || bad=1
+	expect "grep in the layers (1: nothing found)" "${rcs[1]}" 1 || bad=1
+	return "$bad"
+}
+
+# A code change rebuilds only the last layer: the gateway image from a
+# changed binary shares every layer but the top one with the current image.
+check_code_change_rebuilds_last_layer() {
+	# Two levels below the root, as dist/amd64: the compose file finds the
+	# Dockerfile relative to the context.
+	local ctx=$MP_ROOT/.state/containers-changed-dist before after
+	rm -rf "$ctx"
+	mkdir -p "$ctx"
+	cp "$DIST"/* "$ctx"/
+	printf 'changed' >>"$ctx/api-gateway"
+	before=$(docker image inspect -f '{{json .RootFS.Layers}}' api-gateway-app)
+	CONTAINERS_DIST_DIR=$ctx compose build api-gateway-app >"$TMP/rebuild.log" 2>&1 || {
+		cat "$TMP/rebuild.log"
+		return 1
+	}
+	after=$(docker image inspect -f '{{json .RootFS.Layers}}' api-gateway-app)
+	# Back to the real binary (all layers cached).
+	compose build api-gateway-app >/dev/null 2>&1
+	rm -rf "$ctx"
+	python3 - "$before" "$after" <<-'PY'
+		import json, sys
+		before, after = (json.loads(a) for a in sys.argv[1:])
+		print(f"{len(before)} layers before, {len(after)} after")
+		assert len(before) == len(after), "layer count changed"
+		assert before[:-1] == after[:-1], "a layer below the binary changed"
+		assert before[-1] != after[-1], "the binary's layer did not change"
+	PY
+	grep -c 'Using cache' "$TMP/rebuild.log"
+}
+
+record_sizes() {
+	local img
+	for img in "${IMAGES[@]}"; do
+		FIGURE[image $img]=$(docker image inspect -f '{{.Size}}' "$img" | awk '{printf "%.1f MB", $1 / 1e6}')
+	done
+}
+
+main() {
+	local t0=$SECONDS
+	load_dotenv "$MP_ROOT/.env"
+	preflight
+	build_images
+	check "every Dockerfile starts FROM debian:bookworm-slim" check_base_images
+	check "first up: all six containers healthy" up_timed "first up (empty volumes)"
+	check "docker ps: the six names, only the gateway's port" check_ps
+	check "docker inspect: restart policy {on-failure 0}" check_restart_policy
+	check "docker volume ls / docker images: the expected names" check_names
+	check "only the gateway is published, on $CONTAINERS_GATEWAY_ADDRESS:$CONTAINERS_GATEWAY_PORT" check_only_gateway_published
+	check "one network: movie-platform" check_one_network
+	check "no container runs as root" check_non_root
+	check "billing worker health on 8080 in its container" check_worker_health_port
+	check "POST and GET /api/movies through the gateway" check_movies
+	check "the access log is on the api-gateway-app volume" check_access_log
+	check "an order gets 200 and is stored" check_order_stored
+	check "billing-app stopped: order 200, waits in the queue, stored once on start" check_order_waits_for_worker
+	check "SIGKILLed service processes are restarted by the policy" check_killed_services_restart
+	check "RabbitMQ restart: orders accepted and stored again" check_rabbitmq_restart
+	check "database restarts: movies and orders work again" check_database_restart
+	check "Postman collection (newman) against the containerised gateway" check_newman
+	check "down, then up: every movie and order kept" check_down_up_keeps_data
+	check "down -v, then up: starts empty" check_down_v_starts_empty
+	check "no secret in any image (inspect, history, layers)" check_no_secret_in_images
+	check "a code change rebuilds only the last layer" check_code_change_rebuilds_last_layer
+	record_sizes
+	FIGURE[total]=$((SECONDS - t0))s
+	local k
+	for k in "${!FIGURE[@]}"; do printf 'figure: %-32s %s\n' "$k" "${FIGURE[$k]}"; done | sort
+	echo "containers: $PASSED passed, $FAILED failed"
+	((FAILED == 0))
+}
+
+main "$@"
