@@ -44,10 +44,8 @@ resolve_paths() {
 # ---------------------------------------------------------------------------
 # .env
 # ---------------------------------------------------------------------------
-# DOTENV_KEYS lists the keys of the last loaded .env in file order.
-DOTENV_KEYS=()
-
-# Prints VALUE with every ${NAME} replaced by the current value of NAME.
+# Prints VALUE with every ${NAME} replaced by the current value of NAME (the
+# config templates; .env itself is read by scripts/lib/dotenv.sh).
 # An unknown NAME is an error (a typo must not become an empty host name).
 expand_refs() {
     local rest="$1" out="" name
@@ -65,37 +63,18 @@ expand_refs() {
     printf '%s' "$out$rest"
 }
 
-# Loads a .env file (plain KEY=VALUE lines, # comments, blank lines, optional
-# quotes, ${NAME} references to earlier keys) without executing it as shell.
-# A variable already present in the environment wins over the file: Vagrant
-# passes the resolved values that way, and the three-host test overrides the
-# host addresses, after which every ${VM_..._IP} reference follows the override.
+# The one .env reader of the shell scripts (scripts/lib/dotenv.sh, beside this
+# folder in a checkout and in the bundle Vagrant uploads). It sets DOTENV_KEYS,
+# the keys in file order.
+# shellcheck source=scripts/lib/dotenv.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/dotenv.sh"
+
+# Loads a .env file without executing it as shell. A variable already present
+# in the environment wins over the file: Vagrant passes the resolved values that
+# way, and the three-host test overrides the host addresses, after which every
+# ${VM_..._IP} reference follows the override.
 load_dotenv() {
-    local file="$1" line key value n=0
-    [ -r "$file" ] || die "cannot read $file"
-    DOTENV_KEYS=()
-    while IFS= read -r line || [ -n "$line" ]; do
-        n=$((n + 1))
-        line="${line%$'\r'}"
-        line="${line#"${line%%[![:space:]]*}"}"
-        [ -z "$line" ] && continue
-        [[ $line == \#* ]] && continue
-        line="${line#export }"
-        [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$file:$n: not a KEY=VALUE line"
-        key="${BASH_REMATCH[1]}"
-        value="${BASH_REMATCH[2]}"
-        if [[ $value =~ ^\"(.*)\"$ ]] || [[ $value =~ ^\'(.*)\'$ ]]; then
-            value="${BASH_REMATCH[1]}"
-        fi
-        DOTENV_KEYS+=("$key")
-        if [ -n "${!key+x}" ]; then
-            continue
-        fi
-        value="$(expand_refs "$value")" || die "$file:$n: cannot resolve $key"
-        printf -v "$key" '%s' "$value"
-        # shellcheck disable=SC2163 # exporting the variable whose name is in $key
-        export "$key"
-    done <"$file"
+    dotenv_load "$1" || die "cannot load $1 (see the line above)"
 }
 
 # Prints the env file of one service: the .env keys starting with PREFIX, then
