@@ -5,7 +5,7 @@
 # disturbed), and runs, in order:
 #   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
 #   unit     cargo test --workspace (integration tests against the real servers)
-#   build    scripts/build.sh: static musl binaries in dist/
+#   build    scripts/build.sh: static musl binaries in dist/<arch>/
 #   e2e      the running system through every route and error, with curl
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
@@ -77,7 +77,7 @@ ensure_infra() { scripts/local.sh infra; }
 
 ensure_system() {
 	ensure_infra
-	[[ -x dist/api-gateway ]] || run_step build
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/local.sh up
 }
 
@@ -110,12 +110,12 @@ step_chaos() {
 }
 
 step_hosts() {
-	[[ -x dist/api-gateway ]] || run_step build
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/three-host-test.sh
 }
 
 step_vm() {
-	[[ -x dist/api-gateway ]] || run_step build
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/vm-test.sh qemu
 }
 

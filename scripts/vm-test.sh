@@ -109,7 +109,7 @@ else
 	}
 fi
 for bin in api-gateway inventory-app billing-worker; do
-	[[ -x $PROJECT_ROOT/dist/$bin ]] || die "dist/$bin missing: run scripts/build.sh"
+	[[ -x $PROJECT_ROOT/dist/amd64/$bin ]] || die "dist/amd64/$bin missing: run scripts/build.sh"
 done
 
 phase "network namespace"

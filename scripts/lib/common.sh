@@ -22,6 +22,23 @@ load_dotenv() {
 	dotenv_load "${1:-$MP_ROOT/.env}" || die "cannot load ${1:-$MP_ROOT/.env} (see the line above)"
 }
 
+# This machine's architecture as Debian names it, which is the folder of dist/
+# holding its binaries (cargo xtask dist writes dist/amd64/, dist/arm64/).
+host_deb_arch() {
+	if command -v dpkg >/dev/null 2>&1; then
+		dpkg --print-architecture
+	else
+		case $(uname -m) in
+		x86_64) echo amd64 ;;
+		aarch64 | arm64) echo arm64 ;;
+		*) uname -m ;;
+		esac
+	fi
+}
+
+# dist_dir: the folder of this machine's binaries.
+dist_dir() { printf '%s/dist/%s' "$MP_ROOT" "$(host_deb_arch)"; }
+
 is_root() { [[ $(id -u) -eq 0 ]]; }
 
 # Runs a command as root (directly, or through sudo).

@@ -228,6 +228,35 @@ wait_for_port() {
     return 1
 }
 
+# elf_arch FILE: the Debian architecture an ELF binary is built for (its
+# e_machine field, bytes 18-19), or "not-elf"/"unknown".
+elf_arch() {
+    local magic machine
+    magic="$(od -An -tx1 -N4 "$1" 2>/dev/null | tr -d ' \n')"
+    [ "$magic" = 7f454c46 ] || { echo not-elf; return 0; }
+    machine="$(od -An -tx1 -j18 -N2 "$1" | tr -d ' \n')"
+    case "$machine" in
+        3e00) echo amd64 ;;
+        b700) echo arm64 ;;
+        *) echo "unknown (e_machine $machine)" ;;
+    esac
+}
+
+# binary_path NAME: prints $DIST_DIR/<this VM's architecture>/NAME, after
+# checking it is there and built for this architecture.
+binary_path() {
+    local name="$1" arch dir found
+    arch="$(dpkg --print-architecture)"
+    dir="$DIST_DIR/$arch"
+    if [ ! -d "$dir" ]; then
+        die "$dir/ is missing: no binaries were built for this VM's architecture ($arch). On the host run: cargo xtask dist --arch $arch (then vagrant provision)"
+    fi
+    [ -f "$dir/$name" ] || die "$dir/$name is missing: on the host run: cargo xtask dist --arch $arch (then vagrant provision)"
+    found="$(elf_arch "$dir/$name")"
+    [ "$found" = "$arch" ] || die "$dir/$name is built for $found, but this VM is $arch: on the host run: cargo xtask dist --arch $arch --force"
+    printf '%s' "$dir/$name"
+}
+
 # install_service NAME PREFIX PORT
 # Binary -> /usr/local/bin, env file -> /etc/movie-platform/NAME.env (0600 root:
 # the unit uses DynamicUser, systemd reads the file as root before dropping
@@ -235,11 +264,12 @@ wait_for_port() {
 # Restarts the service only if one of those changed; then waits for its port.
 install_service() {
     local name="$1" prefix="$2" port="$3" changed=0 unit_changed=0
+    local bin
     step "$name: binary, settings, unit"
-    [ -x "$DIST_DIR/$name" ] || die "$DIST_DIR/$name missing: run scripts/build.sh on the host (vagrant up does)"
+    bin="$(binary_path "$name")" || exit 1
 
     FILE_CHANGED=0
-    copy_if_changed "$DIST_DIR/$name" "/usr/local/bin/$name" 0755
+    copy_if_changed "$bin" "/usr/local/bin/$name" 0755
     changed=$((changed | FILE_CHANGED))
 
     FILE_CHANGED=0
