@@ -12,8 +12,10 @@ const USAGE: &str = "usage:
       even where musl-gcc would do; MP_BUILD_PORTABLE=1 does the same. Missing pieces
       (rustup target, cargo-zigbuild, ziglang) are installed unless --no-install or
       MP_NO_INSTALL=1, which print the commands instead.
-  cargo xtask preflight [--arch amd64|arm64] [--portable] [--port N]
-      what `vagrant up` checks first: the build toolchain, and host port N free.
+  cargo xtask preflight [--arch amd64|arm64] [--portable] [--port N] [--no-toolchain]
+                        [--vagrant VERSION --virtualbox VERSION]
+      what `vagrant up` checks first: the build toolchain (unless dist/ is up to date),
+      host port N free, and a Vagrant new enough for the VirtualBox version.
   cargo xtask dotenv FILE
       FILE resolved by the .env rules (environment ignored), as KEY<TAB>VALUE lines.";
 
@@ -23,6 +25,9 @@ struct Args {
     force: bool,
     may_install: bool,
     port: Option<u16>,
+    toolchain: bool,
+    vagrant: Option<String>,
+    virtualbox: Option<String>,
     rest: Vec<String>,
 }
 
@@ -37,6 +42,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         force: false,
         may_install: !flag_env("MP_NO_INSTALL"),
         port: None,
+        toolchain: true,
+        vagrant: None,
+        virtualbox: None,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -57,6 +65,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                         .map_err(|_| format!("--port {v}: expected a port number (1-65535)"))?,
                 );
             }
+            "--no-toolchain" => a.toolchain = false,
+            "--vagrant" => a.vagrant = Some(it.next().ok_or("--vagrant needs a version")?.clone()),
+            "--virtualbox" => {
+                a.virtualbox = Some(it.next().ok_or("--virtualbox needs a version")?.clone())
+            }
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s => a.rest.push(s.to_string()),
         }
@@ -74,7 +87,15 @@ fn preflight_cmd(a: &Args) -> Result<(), String> {
             Err(e) => problems.push(e),
         }
     }
-    if dist::stale_reason(&root, a.arch, a.portable).is_none() {
+    if let (Some(vagrant), Some(vbox)) = (&a.vagrant, &a.virtualbox) {
+        match preflight::check_vagrant_for_virtualbox(vagrant, vbox) {
+            Ok(()) => println!("==> preflight: Vagrant {vagrant} drives VirtualBox {vbox}"),
+            Err(e) => problems.push(e),
+        }
+    }
+    if !a.toolchain {
+        println!("==> preflight: toolchain not checked (MP_SKIP_BUILD=1: dist/ is used as it is)");
+    } else if dist::stale_reason(&root, a.arch, a.portable).is_none() {
         println!(
             "==> preflight: dist/{}/ is up to date, no build needed",
             a.arch
