@@ -539,12 +539,20 @@ provision_init() {
     umask 0022
     cd /
     resolve_paths "$1"
-    # Vagrant passes the .env values as environment variables; anything it did
-    # not pass (or a manual run) comes from the .env file itself.
+    # Vagrant passes the .env values as environment variables, and their keys
+    # in file order as MP_ENV_KEYS (it uploads no .env). A manual run, or the
+    # tests, read the .env file itself; values in the environment still win.
     if [ -r "$ENV_FILE" ]; then
         load_dotenv "$ENV_FILE"
+    elif [ -n "${MP_ENV_KEYS:-}" ]; then
+        local key
+        read -r -a DOTENV_KEYS <<<"$MP_ENV_KEYS"
+        for key in "${DOTENV_KEYS[@]}"; do
+            [ -n "${!key+x}" ] || die "MP_ENV_KEYS lists $key, but it is not in the environment"
+        done
+        ENV_FILE="(the provisioner's environment)"
     else
-        die "$ENV_FILE not found (set ENV_FILE or PROJECT_DIR)"
+        die "$ENV_FILE not found, and no MP_ENV_KEYS in the environment (set ENV_FILE or PROJECT_DIR)"
     fi
     info "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: $ENV_FILE"
 }
