@@ -79,23 +79,15 @@ check() {
 checks_failed() { [[ -f $CHECK_FILE ]] && grep -q '^FAIL' "$CHECK_FILE"; }
 
 # --- .env ------------------------------------------------------------------------
-# Loads .env the way the provisioning scripts and the Vagrantfile read it: KEY=VALUE
-# lines, ${NAME} refers to an earlier variable. Sets ENV_KEYS to the keys in order.
+# Loads .env with the one .env reader of the shell scripts (scripts/lib/dotenv.sh).
+# Sets ENV_KEYS to the keys in order.
 ENV_KEYS=()
+# shellcheck source=scripts/lib/dotenv.sh
+source "$PROJECT_ROOT/scripts/lib/dotenv.sh"
 load_env() {
-	local file=$1 line key value
-	while IFS= read -r line || [[ -n $line ]]; do
-		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
-		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$file: cannot parse line: $line"
-		key=${BASH_REMATCH[1]}
-		value=${BASH_REMATCH[2]}
-		while [[ $value =~ \$\{([A-Za-z_][A-Za-z0-9_]*)\} ]]; do
-			value=${value//"\${${BASH_REMATCH[1]}}"/${!BASH_REMATCH[1]-}}
-		done
-		printf -v "$key" '%s' "$value"
-		export "${key?}"
-		ENV_KEYS+=("$key")
-	done <"$file"
+	dotenv_load "$1" || die "cannot load $1"
+	# shellcheck disable=SC2034 # read by qemu.sh
+	ENV_KEYS=("${DOTENV_KEYS[@]}")
 }
 
 # --- waiting ---------------------------------------------------------------------

@@ -73,13 +73,14 @@ make_bridge() {
 }
 
 # --- disks -----------------------------------------------------------------------
-# /vagrant: the project as Vagrant's rsync would copy it (no .git, target, caches).
+# /vagrant: the project without .git, target, caches and .env (the Vagrantfile
+# uploads no .env either: provisioning gets every value in its environment).
 make_project_disk() {
 	local dir=$RUN_DIR/project size_mb
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	rsync -a --exclude /.git/ --exclude /target/ --exclude /.cache/ --exclude /.state/ \
-		--exclude /.vagrant/ "$PROJECT_ROOT/" "$dir/"
+		--exclude /.vagrant/ --exclude /.env "$PROJECT_ROOT/" "$dir/"
 	size_mb=$(($(du -sm "$dir" | cut -f1) * 2 + 64))
 	truncate -s "${size_mb}M" "$RUN_DIR/project.img"
 	mkfs.ext4 -q -L vagrant -d "$dir" "$RUN_DIR/project.img"
@@ -182,7 +183,8 @@ wait_ssh() {
 # The environment the Vagrantfile gives the provisioners (PROVISION_ENV): every
 # .env value, resolved, and where the synced project is.
 provision_env() {
-	local key out="PROJECT_DIR=/vagrant DIST_DIR=/vagrant/dist"
+	local key out
+	out="PROJECT_DIR=/vagrant DIST_DIR=/vagrant/dist MP_ENV_KEYS=$(printf '%q' "${ENV_KEYS[*]}")"
 	for key in "${ENV_KEYS[@]}"; do out+=" $key=$(printf '%q' "${!key}")"; done
 	printf '%s' "$out"
 }
