@@ -5,11 +5,12 @@
 # disturbed), and runs, in order:
 #   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
 #   unit     cargo test --workspace (integration tests against the real servers)
-#   build    scripts/build.sh: static musl binaries in dist/<arch>/
+#   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig
 #   e2e      the running system through every route and error, with curl
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
 #   hosts    the three-host test in network namespaces
+#   hostside the host-side build code (cargo xtask) and every .env reader against one fixture
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 # Stops everything it started, also when a step fails.
 #
@@ -35,7 +36,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint unit build e2e contract chaos hosts)
+ALL_STEPS=(lint unit build e2e contract chaos hosts hostside)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -92,7 +93,9 @@ step_unit() {
 	cargo test --workspace --locked
 }
 
-step_build() { scripts/build.sh; }
+# The build a macOS or Windows host makes (zig through cargo-zigbuild, not
+# Debian's musl-gcc), so every later step proves those binaries.
+step_build() { scripts/build.sh --portable; }
 
 step_e2e() {
 	ensure_system
@@ -117,6 +120,23 @@ step_hosts() {
 step_vm() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/vm-test.sh qemu
+}
+
+# Host-side code: the xtask's tests, every .env reader against the shared
+# fixture, and the built binaries as `file` sees them (static x86-64, by zig).
+step_hostside() {
+	apt_install ruby
+	cargo test -p xtask --locked
+	scripts/dotenv-test.sh
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	local b desc
+	for b in api-gateway inventory-app billing-worker; do
+		desc=$(file -b "$(dist_dir)/$b")
+		[[ $desc == *x86-64* && $desc == *"statically linked"* && $desc == *", stripped"* ]] ||
+			die "$b is not a static stripped x86-64 binary: $desc"
+		say "$b: $desc"
+	done
+	grep -qx 'linker=zig' "$(dist_dir)/.build-stamp" || die "dist/ was not built by the portable (zig) path: scripts/build.sh --portable"
 }
 
 run_step() {
