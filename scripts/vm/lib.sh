@@ -144,6 +144,8 @@ ensure_host_tools() {
 	command -v rsync >/dev/null || pkgs+=(rsync)
 	# The image's vagrant user gets Vagrant's insecure public key from Debian's package.
 	vagrant_insecure_pubkey >/dev/null || pkgs+=(vagrant)
+	[[ ${1:-} == stock ]] && ! command -v slirp4netns >/dev/null && pkgs+=(slirp4netns)
+	[[ ${1:-} == stock ]] && ! command -v nft >/dev/null && pkgs+=(nftables)
 	if [[ ${1:-} == vagrant ]]; then
 		[[ -d /usr/share/rubygems-integration/all/gems ]] && compgen -G '/usr/share/rubygems-integration/all/gems/vagrant-libvirt-*' >/dev/null || pkgs+=(vagrant-libvirt)
 		command -v libvirtd >/dev/null || pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu)
