@@ -137,6 +137,15 @@ step_hostside() {
 		say "$b: $desc"
 	done
 	grep -qx 'linker=zig' "$(dist_dir)/.build-stamp" || die "dist/ was not built by the portable (zig) path: scripts/build.sh --portable"
+	# A Windows checkout (core.autocrlf=true) must still get LF everywhere but
+	# in the CRLF fixture: .gitattributes.
+	local clone=$MP_STATE_DIR/crlf-clone crlf
+	rm -rf "$clone"
+	git clone -q -c core.autocrlf=true "$MP_ROOT" "$clone"
+	crlf=$(git -C "$clone" ls-files --eol | awk '$2 == "w/crlf" && $4 != "scripts/testdata/dotenv/cases-bom-crlf.env" { print $4 }')
+	rm -rf "$clone"
+	[[ -z $crlf ]] || die "a core.autocrlf=true checkout gets CRLF in: $crlf"
+	say "a core.autocrlf=true checkout has LF line ends (but the CRLF fixture)"
 }
 
 run_step() {
