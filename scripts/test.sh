@@ -142,7 +142,7 @@ step_hostside() {
 	local clone=$MP_STATE_DIR/crlf-clone crlf
 	rm -rf "$clone"
 	git clone -q -c core.autocrlf=true "$MP_ROOT" "$clone"
-	crlf=$(git -C "$clone" ls-files --eol | awk '$2 == "w/crlf" && $4 != "scripts/testdata/dotenv/cases-bom-crlf.env" { print $4 }')
+	crlf=$(git -C "$clone" ls-files --eol | awk -F '\t' '{ split($1, f, " ") } f[2] == "w/crlf" && $2 != "scripts/testdata/dotenv/cases-bom-crlf.env" { print $2 }')
 	rm -rf "$clone"
 	[[ -z $crlf ]] || die "a core.autocrlf=true checkout gets CRLF in: $crlf"
 	say "a core.autocrlf=true checkout has LF line ends (but the CRLF fixture)"
