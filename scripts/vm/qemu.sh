@@ -248,7 +248,7 @@ done
 
 phase "qemu: wait for ssh"
 for vm in "${VMS[@]}"; do
-	if wait_ssh "$vm" 900; then
+	if wait_ssh "$vm" "${VM_TEST_SSH_WAIT:-900}"; then
 		pass "$vm-vm boots and answers ssh"
 	else
 		fail "$vm-vm boots and answers ssh"
