@@ -102,7 +102,7 @@ GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 NGINX_URL=http://127.0.0.1:$NGINX_PORT
 
 # The binaries under test (local.sh reads MP_BIN_DIR too).
-export MP_BIN_DIR=${MP_BIN_DIR:-$MP_ROOT/dist}
+export MP_BIN_DIR=${MP_BIN_DIR:-$(dist_dir)}
 BIN_DIR=$MP_BIN_DIR
 WORK=$MP_STATE_DIR/bench
 RUN=$MP_STATE_DIR/run

@@ -139,7 +139,7 @@ preflight() {
 	local c v
 	apt_install docker.io docker-compose iptables
 	[[ -x $DIST/api-gateway && -x $DIST/inventory-app && -x $DIST/billing-worker ]] ||
-		die "no binaries in $DIST: run DIST_DIR=\$PWD/dist/amd64 scripts/build.sh"
+		die "no binaries in $DIST: run scripts/build.sh"
 	docker_up
 	pick_compose
 	if [[ ! -e $OWNED ]]; then

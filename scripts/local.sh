@@ -30,7 +30,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 STATE=${MP_STATE_DIR:-$MP_ROOT/.state}
 LOGS=$STATE/logs
 RUN=$STATE/run
-BIN_DIR=${MP_BIN_DIR:-$MP_ROOT/dist}
+BIN_DIR=${MP_BIN_DIR:-$(dist_dir)}
 PG_BIN=${MP_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 LOCAL_GATEWAY_PORT=${LOCAL_GATEWAY_PORT:-8080}

@@ -50,6 +50,8 @@ import uuid
 from decimal import Decimal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import mp_dotenv  # noqa: E402 (found through the path set just above)
 LOCAL_SH = os.path.join(ROOT, "scripts", "local.sh")
 
 
@@ -58,17 +60,12 @@ def env(name, default):
 
 
 def dotenv(name, default):
-    """A plain value from .env (no ${} references needed here)."""
-    if os.environ.get(name):
-        return os.environ[name]
+    """A value of .env, read by the one .env format (scripts/mp_dotenv.py);
+    the environment wins, as in every reader."""
     try:
-        with open(os.path.join(ROOT, ".env"), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(name + "="):
-                    return line.split("=", 1)[1].strip()
+        return mp_dotenv.load(os.path.join(ROOT, ".env"), os.environ).get(name, default)
     except OSError:
-        pass
-    return default
+        return default
 
 
 GATEWAY_URL = env("GATEWAY_URL", "http://127.0.0.1:" + env("LOCAL_GATEWAY_PORT", "8080")).rstrip("/")

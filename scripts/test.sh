@@ -5,11 +5,12 @@
 # disturbed), and runs, in order:
 #   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
 #   unit     cargo test --workspace (integration tests against the real servers)
-#   build    scripts/build.sh: static musl binaries in dist/
+#   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig
 #   e2e      scripts/e2e.py: the running system through every route and error
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
 #   hosts    the three-host test in network namespaces
+#   hostside the host-side build code (cargo xtask) and every .env reader against one fixture
 #   containers  the Docker Compose deployment and its audit (dockerd started if needed)
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 # Stops everything it started, also when a step fails.
@@ -38,7 +39,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint unit build e2e contract chaos hosts containers)
+ALL_STEPS=(lint unit build e2e contract chaos hosts hostside containers)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -80,7 +81,7 @@ ensure_infra() { scripts/local.sh infra; }
 
 ensure_system() {
 	ensure_infra
-	[[ -x dist/api-gateway ]] || run_step build
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/local.sh up
 }
 
@@ -95,7 +96,9 @@ step_unit() {
 	cargo test --workspace --locked
 }
 
-step_build() { scripts/build.sh; }
+# The build a macOS or Windows host makes (zig through cargo-zigbuild, not
+# Debian's musl-gcc), so every later step proves those binaries.
+step_build() { scripts/build.sh --portable; }
 
 step_e2e() {
 	ensure_system
@@ -113,19 +116,45 @@ step_chaos() {
 }
 
 step_hosts() {
-	[[ -x dist/api-gateway ]] || run_step build
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/three-host-test.sh
 }
 
 step_containers() {
-	# The images hold the binaries of dist/amd64 (incremental when current).
-	DIST_DIR=$MP_ROOT/dist/amd64 scripts/build.sh
+	# The images hold the binaries of dist/amd64, the portable build's.
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/containers-test.sh
 }
 
 step_vm() {
-	[[ -x dist/api-gateway ]] || run_step build
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/vm-test.sh qemu
+}
+
+# Host-side code: the xtask's tests, every .env reader against the shared
+# fixture, and the built binaries as `file` sees them (static x86-64, by zig).
+step_hostside() {
+	apt_install ruby
+	cargo test -p xtask --locked
+	scripts/dotenv-test.sh
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	local b desc
+	for b in api-gateway inventory-app billing-worker; do
+		desc=$(file -b "$(dist_dir)/$b")
+		[[ $desc == *x86-64* && $desc == *"statically linked"* && $desc == *", stripped"* ]] ||
+			die "$b is not a static stripped x86-64 binary: $desc"
+		say "$b: $desc"
+	done
+	grep -qx 'linker=zig' "$(dist_dir)/.build-stamp" || die "dist/ was not built by the portable (zig) path: scripts/build.sh --portable"
+	# A Windows checkout (core.autocrlf=true) must still get LF everywhere but
+	# in the CRLF fixture: .gitattributes.
+	local clone=$MP_STATE_DIR/crlf-clone crlf
+	rm -rf "$clone"
+	git clone -q -c core.autocrlf=true "$MP_ROOT" "$clone"
+	crlf=$(git -C "$clone" ls-files --eol | awk -F '\t' '{ split($1, f, " ") } f[2] == "w/crlf" && $2 != "scripts/testdata/dotenv/cases-bom-crlf.env" { print $2 }')
+	rm -rf "$clone"
+	[[ -z $crlf ]] || die "a core.autocrlf=true checkout gets CRLF in: $crlf"
+	say "a core.autocrlf=true checkout has LF line ends (but the CRLF fixture)"
 }
 
 run_step() {

@@ -27,7 +27,7 @@
 # Usage: scripts/three-host-test.sh     (root; needs dist/ from scripts/build.sh)
 # Env:   THREE_HOST_SUBNET (default 10.203.0, a /24 that exists only inside
 #        the namespaces), THREE_HOST_KEEP=1 keeps the work dir (logs) after the run,
-#        DIST_DIR (default dist/).
+#        DIST_DIR (default dist/; the binaries are in its <debian-arch>/ folder).
 # Prints PASS/FAIL per check; exits non-zero if any check fails. Stops every
 # process it started and deletes its namespaces, whatever happens.
 set -euo pipefail
@@ -38,6 +38,8 @@ cd "$ROOT"
 . "$ROOT/scripts/provision/common.sh"
 
 DIST_DIR="${DIST_DIR:-$ROOT/dist}"
+# The binaries of this machine's architecture, as provisioning picks them.
+BIN_DIR="$DIST_DIR/$(dpkg --print-architecture)"
 DEPLOY_DIR="$ROOT/deploy"
 PG_BIN=/usr/lib/postgresql/15/bin
 NET="${THREE_HOST_SUBNET:-10.203.0}"
@@ -87,7 +89,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     ensure_packages "${missing[@]}"
 fi
 for b in api-gateway inventory-app billing-worker; do
-    [ -x "$DIST_DIR/$b" ] || die "$DIST_DIR/$b missing: run scripts/build.sh first"
+    [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
 done
 
 # --- clean-up ----------------------------------------------------------------
@@ -354,7 +356,7 @@ start_service() {
     # service itself (ip netns exec, setpriv and env all exec), the pid the
     # worker test stops.
     ip netns exec "${NS[$host]}" setpriv --reuid=65534 --regid=65534 --clear-groups -- \
-        env -i PATH=/usr/bin:/bin "${envargs[@]}" "$DIST_DIR/$name" >>"$WORK/$name.log" 2>&1 &
+        env -i PATH=/usr/bin:/bin "${envargs[@]}" "$BIN_DIR/$name" >>"$WORK/$name.log" 2>&1 &
     SERVICE_PID[$name]=$!
 }
 
@@ -381,7 +383,7 @@ service_up() {
     fi
 }
 
-step "services from $DIST_DIR"
+step "services from $BIN_DIR"
 start_service inventory inventory-app
 start_service billing billing-worker
 start_service gateway api-gateway

@@ -5,6 +5,9 @@
 #
 #   scripts/vm-test.sh qemu      VMs under qemu TCG, provisioned over ssh as Vagrant would
 #   scripts/vm-test.sh vagrant   the real Vagrantfile: vagrant-libvirt, libvirtd in the namespace
+#   scripts/vm-test.sh stock     qemu mode on an image made like debian/bookworm64 (nothing of
+#                                ours installed, ifupdown, apt timers on), first provisioning
+#                                from the Debian mirror through the VMs' NAT, a held dpkg lock
 #   scripts/vm-test.sh image     only build (or find in the cache) the VM image
 #   scripts/vm-test.sh clean     remove the image cache (.cache/vm)
 #
@@ -20,13 +23,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/vm/lib.sh"
 
 usage() {
-	sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
 MODE=${1:-}
 case $MODE in
-qemu | vagrant | image | clean) ;;
+qemu | vagrant | stock | image | clean) ;;
 *) usage ;;
 esac
 [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, qemu, libvirtd)"
@@ -44,6 +47,10 @@ export RUN_DIR PHASE_FILE=$RUN_DIR/phases.tsv CHECK_FILE=$RUN_DIR/checks.tsv
 NETNS=mpvm-$$
 NETNS_CREATED=0
 INNER_PID=""
+SLIRP_PID=""
+if [[ $MODE == stock ]]; then
+	export VM_IMAGE_FLAVOR=stock VM_STOCK=1
+fi
 
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
@@ -57,6 +64,11 @@ cleanup() {
 		kill -TERM "$INNER_PID" 2>/dev/null || true
 		timeout 120 tail --pid="$INNER_PID" -f /dev/null || true
 	fi
+	if [[ -n $SLIRP_PID ]]; then
+		kill -TERM "$SLIRP_PID" 2>/dev/null || true
+		log "stopped slirp4netns (pid $SLIRP_PID)"
+	fi
+	rm -rf "/etc/netns/$NETNS"
 	if ((NETNS_CREATED)); then
 		# Whatever still runs in our namespace was started by this run (qemu, libvirtd,
 		# vagrant's ssh port forwards...): stop it by pid before removing the namespace.
@@ -109,7 +121,7 @@ else
 	}
 fi
 for bin in api-gateway inventory-app billing-worker; do
-	[[ -x $PROJECT_ROOT/dist/$bin ]] || die "dist/$bin missing: run scripts/build.sh"
+	[[ -x $PROJECT_ROOT/dist/amd64/$bin ]] || die "dist/amd64/$bin missing: run scripts/build.sh"
 done
 
 phase "network namespace"
@@ -118,11 +130,35 @@ NETNS_CREATED=1
 export NETNS
 ip -n "$NETNS" link set lo up
 log "created network namespace $NETNS"
+if [[ $MODE == stock ]]; then
+	# The VMs' NAT must reach the Debian mirror, as a user's VMs do. slirp4netns
+	# gives the namespace a user-mode NAT of its own (tap0, 10.0.2.100; DNS at
+	# 10.0.2.3), without touching this machine's routes or firewall; and the
+	# namespace lets only DNS and HTTP(S) out of it.
+	slirp4netns --configure --mtu=65520 --disable-host-loopback --netns-type=path \
+		"/run/netns/$NETNS" tap0 >"$RUN_DIR/slirp4netns.log" 2>&1 &
+	SLIRP_PID=$!
+	wait_for 30 "slirp4netns's tap0 in $NETNS" ip -n "$NETNS" addr show tap0 || die "slirp4netns failed (log: $RUN_DIR/slirp4netns.log)"
+	ip netns exec "$NETNS" nft -f - <<'NFT' || die "cannot install the namespace's egress filter"
+table inet mpvm_egress {
+	chain out {
+		type filter hook output priority filter; policy accept;
+		oifname "tap0" ip daddr 10.0.2.3 meta l4proto { tcp, udp } th dport 53 accept
+		oifname "tap0" tcp dport { 80, 443 } accept
+		oifname "tap0" drop
+	}
+}
+NFT
+	# qemu's own NAT (inside the namespace) forwards the guests' DNS to this.
+	mkdir -p "/etc/netns/$NETNS"
+	printf 'nameserver 10.0.2.3\n' >"/etc/netns/$NETNS/resolv.conf"
+	log "namespace NAT: slirp4netns pid $SLIRP_PID, out: DNS and tcp 80/443 only"
+fi
 phase_end
 
 # Everything that talks to the VMs runs inside the namespace: qemu (or libvirtd and
 # vagrant), ssh, curl. `ip netns exec` also gives it a mount namespace of its own.
-ip netns exec "$NETNS" "$VM_LIB_DIR/$MODE.sh" &
+ip netns exec "$NETNS" "$VM_LIB_DIR/${MODE/stock/qemu}.sh" &
 INNER_PID=$!
 rc=0
 wait "$INNER_PID" || rc=$?

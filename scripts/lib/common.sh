@@ -12,34 +12,32 @@ die() {
 	exit 1
 }
 
-# Loads .env into the environment (exported). Values already set in the
-# environment win, so `GATEWAY_PORT=9000 scripts/local.sh up` works.
+# shellcheck source=scripts/lib/dotenv.sh
+source "$MP_ROOT/scripts/lib/dotenv.sh"
+
+# Loads .env into the environment (exported), by the one .env format
+# (scripts/lib/dotenv.sh). Values already set in the environment win, so
+# `GATEWAY_PORT=9000 scripts/local.sh up` works.
 load_dotenv() {
-	local file=${1:-$MP_ROOT/.env} line key value
-	[[ -f $file ]] || die "$file not found"
-	while IFS= read -r line || [[ -n $line ]]; do
-		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
-		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$file: cannot parse line: $line"
-		key=${BASH_REMATCH[1]}
-		value=${BASH_REMATCH[2]}
-		[[ -n ${!key+set} ]] && continue
-		value=$(expand_refs "$value")
-		export "$key=$value"
-	done <"$file"
+	dotenv_load "${1:-$MP_ROOT/.env}" || die "cannot load ${1:-$MP_ROOT/.env} (see the line above)"
 }
 
-# Expands ${NAME} references to variables defined earlier; nothing else is
-# interpreted, so a password may contain any character but '${'.
-expand_refs() {
-	local value=$1 out='' name
-	while [[ $value =~ ^([^$]*)\$\{([A-Za-z_][A-Za-z0-9_]*)\}(.*)$ ]]; do
-		name=${BASH_REMATCH[2]}
-		[[ -n ${!name+set} ]] || die ".env: \${$name} is used before it is defined"
-		out+=${BASH_REMATCH[1]}${!name}
-		value=${BASH_REMATCH[3]}
-	done
-	printf '%s' "$out$value"
+# This machine's architecture as Debian names it, which is the folder of dist/
+# holding its binaries (cargo xtask dist writes dist/amd64/, dist/arm64/).
+host_deb_arch() {
+	if command -v dpkg >/dev/null 2>&1; then
+		dpkg --print-architecture
+	else
+		case $(uname -m) in
+		x86_64) echo amd64 ;;
+		aarch64 | arm64) echo arm64 ;;
+		*) uname -m ;;
+		esac
+	fi
 }
+
+# dist_dir: the folder of this machine's binaries.
+dist_dir() { printf '%s/dist/%s' "$MP_ROOT" "$(host_deb_arch)"; }
 
 is_root() { [[ $(id -u) -eq 0 ]]; }
 

@@ -44,10 +44,8 @@ resolve_paths() {
 # ---------------------------------------------------------------------------
 # .env
 # ---------------------------------------------------------------------------
-# DOTENV_KEYS lists the keys of the last loaded .env in file order.
-DOTENV_KEYS=()
-
-# Prints VALUE with every ${NAME} replaced by the current value of NAME.
+# Prints VALUE with every ${NAME} replaced by the current value of NAME (the
+# config templates; .env itself is read by scripts/lib/dotenv.sh).
 # An unknown NAME is an error (a typo must not become an empty host name).
 expand_refs() {
     local rest="$1" out="" name
@@ -65,37 +63,18 @@ expand_refs() {
     printf '%s' "$out$rest"
 }
 
-# Loads a .env file (plain KEY=VALUE lines, # comments, blank lines, optional
-# quotes, ${NAME} references to earlier keys) without executing it as shell.
-# A variable already present in the environment wins over the file: Vagrant
-# passes the resolved values that way, and the three-host test overrides the
-# host addresses, after which every ${VM_..._IP} reference follows the override.
+# The one .env reader of the shell scripts (scripts/lib/dotenv.sh, beside this
+# folder in a checkout and in the bundle Vagrant uploads). It sets DOTENV_KEYS,
+# the keys in file order.
+# shellcheck source=scripts/lib/dotenv.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/dotenv.sh"
+
+# Loads a .env file without executing it as shell. A variable already present
+# in the environment wins over the file: Vagrant passes the resolved values that
+# way, and the three-host test overrides the host addresses, after which every
+# ${VM_..._IP} reference follows the override.
 load_dotenv() {
-    local file="$1" line key value n=0
-    [ -r "$file" ] || die "cannot read $file"
-    DOTENV_KEYS=()
-    while IFS= read -r line || [ -n "$line" ]; do
-        n=$((n + 1))
-        line="${line%$'\r'}"
-        line="${line#"${line%%[![:space:]]*}"}"
-        [ -z "$line" ] && continue
-        [[ $line == \#* ]] && continue
-        line="${line#export }"
-        [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$file:$n: not a KEY=VALUE line"
-        key="${BASH_REMATCH[1]}"
-        value="${BASH_REMATCH[2]}"
-        if [[ $value =~ ^\"(.*)\"$ ]] || [[ $value =~ ^\'(.*)\'$ ]]; then
-            value="${BASH_REMATCH[1]}"
-        fi
-        DOTENV_KEYS+=("$key")
-        if [ -n "${!key+x}" ]; then
-            continue
-        fi
-        value="$(expand_refs "$value")" || die "$file:$n: cannot resolve $key"
-        printf -v "$key" '%s' "$value"
-        # shellcheck disable=SC2163 # exporting the variable whose name is in $key
-        export "$key"
-    done <"$file"
+    dotenv_load "$1" || die "cannot load $1 (see the line above)"
 }
 
 # Prints the env file of one service: the .env keys starting with PREFIX, then
@@ -209,14 +188,17 @@ ensure_packages() {
         return 0
     fi
     step "installing packages: ${missing[*]}"
-    local apt=(apt-get install -y --no-install-recommends
+    # A fresh box runs apt-daily/unattended-upgrades at first boot: wait for
+    # their dpkg/apt locks (up to 10 min) instead of failing on them.
+    local lock=(-o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-600}")
+    local apt=(apt-get "${lock[@]}" install -y --no-install-recommends
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
     export DEBIAN_FRONTEND=noninteractive
     # Try the current package lists first (cached .debs install offline);
     # refresh them only if that fails.
     if ! "${apt[@]}" "${missing[@]}"; then
         info "refreshing package lists (apt-get update)"
-        apt-get update -q
+        apt-get "${lock[@]}" update -q
         "${apt[@]}" "${missing[@]}"
     fi
 }
@@ -249,6 +231,35 @@ wait_for_port() {
     return 1
 }
 
+# elf_arch FILE: the Debian architecture an ELF binary is built for (its
+# e_machine field, bytes 18-19), or "not-elf"/"unknown".
+elf_arch() {
+    local magic machine
+    magic="$(od -An -tx1 -N4 "$1" 2>/dev/null | tr -d ' \n')"
+    [ "$magic" = 7f454c46 ] || { echo not-elf; return 0; }
+    machine="$(od -An -tx1 -j18 -N2 "$1" | tr -d ' \n')"
+    case "$machine" in
+        3e00) echo amd64 ;;
+        b700) echo arm64 ;;
+        *) echo "unknown (e_machine $machine)" ;;
+    esac
+}
+
+# binary_path NAME: prints $DIST_DIR/<this VM's architecture>/NAME, after
+# checking it is there and built for this architecture.
+binary_path() {
+    local name="$1" arch dir found
+    arch="$(dpkg --print-architecture)"
+    dir="$DIST_DIR/$arch"
+    if [ ! -d "$dir" ]; then
+        die "$dir/ is missing: no binaries were built for this VM's architecture ($arch). On the host run: cargo xtask dist --arch $arch (then vagrant provision)"
+    fi
+    [ -f "$dir/$name" ] || die "$dir/$name is missing: on the host run: cargo xtask dist --arch $arch (then vagrant provision)"
+    found="$(elf_arch "$dir/$name")"
+    [ "$found" = "$arch" ] || die "$dir/$name is built for $found, but this VM is $arch: on the host run: cargo xtask dist --arch $arch --force"
+    printf '%s' "$dir/$name"
+}
+
 # install_service NAME PREFIX PORT
 # Binary -> /usr/local/bin, env file -> /etc/movie-platform/NAME.env (0600 root:
 # the unit uses DynamicUser, systemd reads the file as root before dropping
@@ -256,11 +267,12 @@ wait_for_port() {
 # Restarts the service only if one of those changed; then waits for its port.
 install_service() {
     local name="$1" prefix="$2" port="$3" changed=0 unit_changed=0
+    local bin
     step "$name: binary, settings, unit"
-    [ -x "$DIST_DIR/$name" ] || die "$DIST_DIR/$name missing: run scripts/build.sh on the host (vagrant up does)"
+    bin="$(binary_path "$name")" || exit 1
 
     FILE_CHANGED=0
-    copy_if_changed "$DIST_DIR/$name" "/usr/local/bin/$name" 0755
+    copy_if_changed "$bin" "/usr/local/bin/$name" 0755
     changed=$((changed | FILE_CHANGED))
 
     FILE_CHANGED=0

@@ -12,15 +12,30 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 IMAGE_SIZE=${VM_IMAGE_SIZE:-6G}
 SUITE=bookworm
+# VM_IMAGE_FLAVOR=stock: made like the real debian/bookworm64 box instead: none of
+# the packages provisioning installs (they come from the mirror at first
+# provisioning), ifupdown + isc-dhcp-client networking, the apt timers left on.
+FLAVOR=${VM_IMAGE_FLAVOR:-test}
+case $FLAVOR in
+test) PREFIX=image ;;
+stock) PREFIX=stock-image ;;
+*) die "VM_IMAGE_FLAVOR must be test or stock" ;;
+esac
 
-mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' "$VM_LIB_DIR/packages.txt")
+if [[ $FLAVOR == stock ]]; then
+	# Everything above the "What provisioning installs" section of packages.txt.
+	mapfile -t PACKAGES < <(sed -e '/^# What provisioning installs/,$d' -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' "$VM_LIB_DIR/packages.txt")
+	PACKAGES+=(ifupdown isc-dhcp-client)
+else
+	mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' "$VM_LIB_DIR/packages.txt")
+fi
 MIRROR=$(apt_mirror_for "$SUITE")
 [[ -n $MIRROR ]] || MIRROR=http://deb.debian.org/debian
 SECURITY_MIRROR=$(apt_mirror_for "$SUITE-security")
 
 image_hash() {
 	{
-		printf 'suite=%s mirror=%s security=%s size=%s\n' "$SUITE" "$MIRROR" "$SECURITY_MIRROR" "$IMAGE_SIZE"
+		printf 'suite=%s mirror=%s security=%s size=%s flavor=%s\n' "$SUITE" "$MIRROR" "$SECURITY_MIRROR" "$IMAGE_SIZE" "$FLAVOR"
 		cat "$VM_LIB_DIR/packages.txt" "$VM_LIB_DIR/build-image.sh"
 		(cd "$VM_LIB_DIR/image" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
 		cat "$(vagrant_insecure_pubkey)"
@@ -81,10 +96,19 @@ build_rootfs() {
 	install -m 600 "$pubkey" "$rootfs/home/vagrant/.ssh/authorized_keys"
 	chroot "$rootfs" chown -R vagrant:vagrant /home/vagrant/.ssh
 
-	chroot "$rootfs" systemctl enable systemd-networkd.service vm-seed.service >>"$BUILD_LOG" 2>&1
-	# Timers that only cost CPU under TCG during a test.
-	chroot "$rootfs" systemctl disable apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
-		e2scrub_all.timer fstrim.timer man-db.timer >>"$BUILD_LOG" 2>&1 || true
+	if [[ $FLAVOR == stock ]]; then
+		# As the box has it: ifupdown, the first NIC (eth0, net.ifnames=0) by DHCP;
+		# Vagrant adds the private NIC's stanza (here: the seed disk does).
+		printf 'source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n' \
+			>"$rootfs/etc/network/interfaces"
+		rm -f "$rootfs/etc/systemd/network/90-dhcp.network"
+		chroot "$rootfs" systemctl enable vm-seed.service apt-daily.timer apt-daily-upgrade.timer >>"$BUILD_LOG" 2>&1
+	else
+		chroot "$rootfs" systemctl enable systemd-networkd.service vm-seed.service >>"$BUILD_LOG" 2>&1
+		# Timers that only cost CPU under TCG during a test.
+		chroot "$rootfs" systemctl disable apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+			e2scrub_all.timer fstrim.timer man-db.timer >>"$BUILD_LOG" 2>&1 || true
+	fi
 	# shellcheck disable=SC2016 # a dpkg-query format
 	chroot "$rootfs" dpkg-query -W -f '${Package} ${Version}\n' >"$rootfs/../packages.lst"
 }
@@ -97,7 +121,7 @@ main() {
 		printf '%s\n' "$hash"
 		return 0
 	fi
-	dir=$VM_CACHE/image-$hash
+	dir=$VM_CACHE/$PREFIX-$hash
 	mkdir -p "$VM_CACHE"
 	exec 9>"$VM_CACHE/image.lock"
 	timeout 3600 flock 9 || die "another image build holds $VM_CACHE/image.lock"
@@ -123,7 +147,7 @@ main() {
 	qemu-img convert -O qcow2 "$tmp/root.raw" "$dir/base.qcow2"
 	rm -rf "$tmp"
 	# Older images are useless once the inputs changed.
-	find "$VM_CACHE" -maxdepth 1 -name 'image-*' ! -name "image-$hash" -exec rm -rf {} +
+	find "$VM_CACHE" -maxdepth 1 -name "$PREFIX-*" ! -name "$PREFIX-$hash" -exec rm -rf {} +
 	touch "$dir/done"
 	log "image ready: $dir ($(du -sh "$dir/base.qcow2" | cut -f1) qcow2)"
 	printf '%s\n' "$dir"

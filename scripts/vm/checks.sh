@@ -125,7 +125,7 @@ check_units() {
 	local tag=$1 vm out unit state enabled
 	for vm in "${VMS[@]}"; do
 		out=$(vm "$vm" "for u in ${VM_UNITS[$vm]}; do printf '%s %s %s\n' \"\$u\" \"\$(systemctl is-active \$u)\" \"\$(systemctl is-enabled \$u 2>/dev/null)\"; done; \
-			for f in /vagrant/deploy/systemd/*.service; do u=\$(basename \$f); [ -e /etc/systemd/system/\$u ] || continue; \
+			for u in $(cd "$PROJECT_ROOT/deploy/systemd" && echo ./*.service | sed 's|\./||g'); do [ -e /etc/systemd/system/\$u ] || continue; \
 			case ' ${VM_UNITS[$vm]} ' in *\" \$u \"*) continue;; esac; \
 			printf '%s %s %s\n' \"\$u\" \"\$(systemctl is-active \$u)\" \"\$(systemctl is-enabled \$u 2>/dev/null)\"; done" 2>&1) || true
 		while read -r unit state enabled; do

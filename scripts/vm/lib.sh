@@ -79,23 +79,15 @@ check() {
 checks_failed() { [[ -f $CHECK_FILE ]] && grep -q '^FAIL' "$CHECK_FILE"; }
 
 # --- .env ------------------------------------------------------------------------
-# Loads .env the way the provisioning scripts and the Vagrantfile read it: KEY=VALUE
-# lines, ${NAME} refers to an earlier variable. Sets ENV_KEYS to the keys in order.
+# Loads .env with the one .env reader of the shell scripts (scripts/lib/dotenv.sh).
+# Sets ENV_KEYS to the keys in order.
 ENV_KEYS=()
+# shellcheck source=scripts/lib/dotenv.sh
+source "$PROJECT_ROOT/scripts/lib/dotenv.sh"
 load_env() {
-	local file=$1 line key value
-	while IFS= read -r line || [[ -n $line ]]; do
-		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
-		[[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || die "$file: cannot parse line: $line"
-		key=${BASH_REMATCH[1]}
-		value=${BASH_REMATCH[2]}
-		while [[ $value =~ \$\{([A-Za-z_][A-Za-z0-9_]*)\} ]]; do
-			value=${value//"\${${BASH_REMATCH[1]}}"/${!BASH_REMATCH[1]-}}
-		done
-		printf -v "$key" '%s' "$value"
-		export "${key?}"
-		ENV_KEYS+=("$key")
-	done <"$file"
+	dotenv_load "$1" || die "cannot load $1"
+	# shellcheck disable=SC2034 # read by qemu.sh
+	ENV_KEYS=("${DOTENV_KEYS[@]}")
 }
 
 # --- waiting ---------------------------------------------------------------------
@@ -152,6 +144,8 @@ ensure_host_tools() {
 	command -v rsync >/dev/null || pkgs+=(rsync)
 	# The image's vagrant user gets Vagrant's insecure public key from Debian's package.
 	vagrant_insecure_pubkey >/dev/null || pkgs+=(vagrant)
+	[[ ${1:-} == stock ]] && ! command -v slirp4netns >/dev/null && pkgs+=(slirp4netns)
+	[[ ${1:-} == stock ]] && ! command -v nft >/dev/null && pkgs+=(nftables)
 	if [[ ${1:-} == vagrant ]]; then
 		[[ -d /usr/share/rubygems-integration/all/gems ]] && compgen -G '/usr/share/rubygems-integration/all/gems/vagrant-libvirt-*' >/dev/null || pkgs+=(vagrant-libvirt)
 		command -v libvirtd >/dev/null || pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu)

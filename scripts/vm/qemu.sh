@@ -3,6 +3,9 @@
 # created (never call it directly): builds the bridge, boots the three VMs under qemu
 # TCG, provisions them with the real scripts/setup_*.sh over ssh, as Vagrant would,
 # then runs the demo checks (scripts/vm/checks.sh).
+# VM_STOCK=1 (scripts/vm-test.sh stock): the stock-box image (nothing of ours
+# installed, ifupdown, apt timers on), a NAT that reaches the Debian mirror, and a
+# dpkg lock held during the first provisioning, which must be waited for.
 set -euo pipefail
 # shellcheck source=scripts/vm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -37,6 +40,9 @@ declare -A VM_MASK=(
 	[inventory]="rabbitmq-server.service epmd.service epmd.socket"
 	[billing]=""
 )
+STOCK=${VM_STOCK:-0}
+# The stock image has none of them: provisioning installs only what each VM needs.
+((STOCK)) && VM_MASK=([gateway]="" [inventory]="" [billing]="")
 SSH_KEY=$RUN_DIR/id_ed25519
 BRIDGE=br-mp
 # The host side of the private network, like the host-only adapter Vagrant creates.
@@ -84,7 +90,8 @@ make_bridge() {
 }
 
 # --- disks -----------------------------------------------------------------------
-# /vagrant: the project as Vagrant's rsync would copy it (no .git, target, caches).
+# /vagrant: the project without .git, target, caches and .env (the Vagrantfile
+# uploads no .env either: provisioning gets every value in its environment).
 make_project_disk() {
 	local dir=$RUN_DIR/project size_mb
 	rm -rf "$dir"
@@ -111,14 +118,12 @@ cat >/etc/hosts <<'HOSTS'
 127.0.1.1	$host $host
 ::1	localhost ip6-localhost ip6-loopback
 HOSTS
-mkdir -p /etc/systemd/network
-cat >/etc/systemd/network/10-private.network <<'NET'
-[Match]
-MACAddress=52:54:00:56:00:1$idx
-
-[Network]
-Address=${VM_IP[$vm]}/24
-NET
+$(if ((STOCK)); then
+		# As Vagrant configures a Debian guest's private network: an ifupdown stanza.
+		printf "mkdir -p /etc/network/interfaces.d\ncat >/etc/network/interfaces.d/vagrant-private <<'NET'\nauto eth1\niface eth1 inet static\n    address %s/24\nNET" "${VM_IP[$vm]}"
+	else
+		printf "mkdir -p /etc/systemd/network\ncat >/etc/systemd/network/10-private.network <<'NET'\n[Match]\nMACAddress=52:54:00:56:00:1%s\n\n[Network]\nAddress=%s/24\nNET" "$idx" "${VM_IP[$vm]}"
+	fi)
 cat >/home/vagrant/.ssh/authorized_keys <<'KEYS'
 $(cat "$SSH_KEY.pub")
 KEYS
@@ -141,15 +146,24 @@ start_vm() {
 	fwd=hostfwd=tcp:127.0.0.1:${SSH_PORT[$vm]}-:22
 	# Like the Vagrantfile's forwarded port: the gateway's port on the (namespace's) host.
 	[[ $vm == gateway ]] && fwd+=,hostfwd=tcp:127.0.0.1:$HOST_GATEWAY_PORT-:$GATEWAY_PORT
+	# no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can
+	# fail and panic ("IO-APIC + timer doesn't work!"), seen here at a load of 20.
 	for unit in ${VM_MASK[$vm]}; do masks+=" systemd.mask=$unit"; done
+	local nat="user,id=nat,restrict=on,$fwd"
+	if ((STOCK)); then
+		# eth0/eth1 as on the box (net.ifnames=0); a NAT with the outside world (the
+		# namespace lets only DNS and HTTP(S) out, see vm-test.sh).
+		masks+=" net.ifnames=0"
+		nat="user,id=nat,$fwd"
+	fi
 	qemu-system-x86_64 -name "$vm-vm" -accel tcg -machine pc -nodefaults -display none \
 		-smp "${VM_CPUS[$vm]}" -m "${VM_MEM[$vm]}" \
 		-kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 systemd.hostname=$vm-vm vmseed$masks" \
+		-append "root=/dev/vda rw console=ttyS0 no_timer_check systemd.hostname=$vm-vm vmseed$masks" \
 		-drive "file=$RUN_DIR/$vm.qcow2,if=virtio,format=qcow2,cache=unsafe" \
 		-drive "file=$RUN_DIR/project-$vm.img,if=virtio,format=raw,cache=unsafe" \
 		-drive "file=$RUN_DIR/seed-$vm.img,if=virtio,format=raw,readonly=on" \
-		-netdev "user,id=nat,restrict=on,$fwd" -device "virtio-net-pci,netdev=nat,mac=52:54:00:00:00:1$idx" \
+		-netdev "$nat" -device "virtio-net-pci,netdev=nat,mac=52:54:00:00:00:1$idx" \
 		-netdev "tap,id=priv,ifname=tap-$vm,script=no,downscript=no" \
 		-device "virtio-net-pci,netdev=priv,mac=52:54:00:56:00:1$idx" \
 		-device virtio-rng-pci -serial "file:$RUN_DIR/$vm.console.log" -monitor none \
@@ -247,7 +261,7 @@ done
 
 phase "qemu: wait for ssh"
 for vm in "${VMS[@]}"; do
-	if wait_ssh "$vm" 900; then
+	if wait_ssh "$vm" "${VM_TEST_SSH_WAIT:-900}"; then
 		pass "$vm-vm boots and answers ssh"
 	else
 		fail "$vm-vm boots and answers ssh"
@@ -264,8 +278,46 @@ if [[ ${VM_TEST_ONLY_BOOT:-0} == 1 ]]; then
 	exit 0
 fi
 
+# hold_dpkg_lock NAME SECONDS: what apt-daily does on a fresh box's first boot:
+# dpkg's locks (fcntl, as apt and dpkg take them) held by another process.
+# shellcheck disable=SC2317 # called through check
+hold_dpkg_lock() {
+	vm "$1" "sudo systemd-run --quiet --unit=mp-hold-dpkg-lock --collect perl -MFcntl -e '
+		my @held;
+		for my \$f (\"/var/lib/dpkg/lock-frontend\", \"/var/lib/dpkg/lock\") {
+			open(my \$h, \">>\", \$f) or die \"\$f: \$!\";
+			my \$s = pack(\"s s x4 q q i x4\", F_WRLCK, 0, 0, 0, 0);
+			fcntl(\$h, F_SETLKW, \$s) or die \"\$f: \$!\";
+			push @held, \$h;
+		}
+		sleep $2;' && sleep 2 && systemctl is-active --quiet mp-hold-dpkg-lock"
+}
+
+if ((STOCK)); then
+	phase "stock box: as the real one, then a held dpkg lock"
+	for vm in "${VMS[@]}"; do
+		# shellcheck disable=SC2016 # expanded in the VM
+		check "$vm-vm: nothing of ours pre-installed (no postgresql, rabbitmq-server, nftables)" \
+			vm "$vm" 'for p in postgresql rabbitmq-server nftables; do dpkg -s "$p" >/dev/null 2>&1 && exit 1; done; exit 0'
+		check "$vm-vm: ifupdown networking (networking.service active, systemd-networkd not)" \
+			vm "$vm" 'systemctl is-active --quiet networking.service && ! systemctl is-active --quiet systemd-networkd.service'
+		check "$vm-vm: apt-daily timers enabled" \
+			vm "$vm" 'systemctl is-enabled --quiet apt-daily.timer && systemctl is-enabled --quiet apt-daily-upgrade.timer'
+		check "$vm-vm: resolves deb.debian.org (DNS through the NAT)" vm "$vm" 'getent hosts deb.debian.org >/dev/null'
+		check "$vm-vm: dpkg lock held (120 s) when provisioning starts" hold_dpkg_lock "$vm" 120
+	done
+fi
+
 phase "provisioning (setup_*.sh)"
 provision_all first || exit 1
+if ((STOCK)); then
+	for vm in "${VMS[@]}"; do
+		check "$vm-vm: first provisioning waited for the held dpkg lock" \
+			grep -qE 'Waiting for cache lock|held by process' "$RUN_DIR/$vm.provision-first.log"
+		check "$vm-vm: first provisioning installed from the mirror" \
+			grep -qE '^(Get|Hit):[0-9]+ http' "$RUN_DIR/$vm.provision-first.log"
+	done
+fi
 
 run_demo_checks
 phase_end

@@ -24,6 +24,9 @@ POOL_DIR=$VM_CACHE/libvirt-images
 export VAGRANT_DOTFILE_PATH=$RUN_DIR/dot-vagrant
 export VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_NO_COLOR=1
 [[ ${VM_TEST_SKIP_BUILD:-0} == 1 ]] && export MP_SKIP_BUILD=1
+# Three emulated (TCG) VMs booting at once on a busy host can take longer than
+# Vagrant's 300 s: a first run here timed out at boot with a load average of 20.
+export MP_VAGRANT_BOOT_TIMEOUT=${MP_VAGRANT_BOOT_TIMEOUT:-1200}
 LIBVIRTD_PID="" VIRTLOGD_PID="" VAGRANT_UP_DONE=0
 
 # shellcheck disable=SC2317 # run by the EXIT trap
