@@ -9,9 +9,10 @@
 #   e2e      scripts/e2e.py: the running system through every route and error
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
+#   containers  the Docker Compose deployment and its audit (dockerd started if needed);
+#            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture
-#   containers  the Docker Compose deployment and its audit (dockerd started if needed)
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 # Stops everything it started, also when a step fails.
 #
@@ -39,7 +40,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint unit build e2e contract chaos hosts hostside containers)
+ALL_STEPS=(lint unit build e2e contract chaos containers hosts hostside)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
