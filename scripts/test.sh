@@ -4,7 +4,7 @@
 # (on test ports, under .state/test, so a running `scripts/local.sh up` is not
 # disturbed), and runs, in order:
 #   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
-#   unit     cargo test --workspace (integration tests against the real servers)
+#   unit     the bench program's tests, then cargo test --workspace (integration tests against the real servers)
 #   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig
 #   e2e      scripts/e2e.py: the running system through every route and error
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
@@ -93,6 +93,7 @@ step_lint() {
 }
 
 step_unit() {
+	python3 scripts/bench/test_bench.py
 	ensure_infra
 	cargo test --workspace --locked
 }
