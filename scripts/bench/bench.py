@@ -612,6 +612,8 @@ class Bench:
         self.clk_tck = os.sysconf("SC_CLK_TCK")
 
         env = os.environ
+        # MP_BIN_DIR=DIR benchmarks the binaries in DIR (local.sh reads it too).
+        self.bin_dir = env.get("MP_BIN_DIR") or ""
         env["LC_ALL"] = "C"
         self.state = os.path.join(ROOT, ".state", "bench")
         env["MP_STATE_DIR"] = self.state
@@ -646,11 +648,11 @@ class Bench:
             "nginx": f"http://127.0.0.1:{self.nginx_port}",
             "gateway": f"http://127.0.0.1:{env['LOCAL_GATEWAY_PORT']}",
         }
-        if env.get("MP_BIN_DIR"):
+        if self.bin_dir:
             self.build = False
         else:
-            env["MP_BIN_DIR"] = shell_lib("dist_dir")
-        self.bin_dir = env["MP_BIN_DIR"]
+            self.bin_dir = shell_lib("dist_dir")
+        env["MP_BIN_DIR"] = self.bin_dir
         self.work = os.path.join(self.state, "bench")
         self.run_dir = os.path.join(self.state, "run")
         self.tools = os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "release")
@@ -862,7 +864,7 @@ class Bench:
         # As root, nginx's workers drop to nobody; let them use the temp dirs.
         if os.geteuid() == 0:
             user_line = "user nobody nogroup;"
-            shutil.chown(os.path.join(d, "tmp"), "nobody")
+            shutil.chown(os.path.join(d, "tmp"), "nobody", "nogroup")
         conf = os.path.join(d, "nginx.conf")
         text = read_text(os.path.join(HERE, "nginx.conf.template"))
         for k, v in (("@DIR@", d), ("@PORT@", self.nginx_port),
@@ -1170,7 +1172,7 @@ class Bench:
         cmd = ["curl", "-sS", "-o", "/dev/null", "--max-time", "600", "-w", "%{http_code} %{size_download} %{time_total}", url]
         with open(os.path.join(self.work, "curl.err"), "w") as errf:
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, check=False)
-        code, size, secs = (r.stdout.split() + ["000", "0", "0"])[:3] if r.stdout.strip() else ("000", "0", "0")
+        code, size, secs = (r.stdout.split() + ["000", "0", "0"])[:3]
         return code, size, secs, r.returncode
 
     def listing_point(self, key, url):
