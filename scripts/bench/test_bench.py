@@ -111,6 +111,21 @@ class Blocks(unittest.TestCase):
         self.assertEqual(bench.put_block("<!-- bench:begin -->\n<!-- bench:end -->\n", block, "bench"), block)
 
 
+class Tables(unittest.TestCase):
+    def test_row(self):
+        self.assertEqual(bench.row("`GET`", 16, "0.71"), "| `GET` | 16 | 0.71 |\n")
+
+    def test_table_header_aligns_figures_right(self):
+        self.assertEqual(bench.table("path", ">req/s", ">p50 / p99"), "| path | req/s | p50 / p99 |\n|---|--:|--:|\n")
+
+    def test_figures_read_missing_and_empty_as_na(self):
+        v = bench.Figures({"a.p50": "0.20", "a.p99": "", "a.rps": "4295", "b.rps": "6083", "kb": "14131"})
+        self.assertEqual(v.lat("a"), "0.20 / n/a")
+        self.assertEqual(v.ratio("a.rps", "b.rps"), "0.71")
+        self.assertEqual(v.ratio("a.rps", "c.rps"), "n/a")
+        self.assertEqual(v.mb("kb"), "13.8")
+
+
 class Reports(unittest.TestCase):
     """The blocks are those of the shell version for the same figures."""
 
