@@ -53,11 +53,11 @@ install_newman() {
 		return 0
 	fi
 	command -v npm >/dev/null || apt_install nodejs npm
-	say "installing newman $NEWMAN_VERSION into $NODE_PREFIX"
+	mp::log::info "installing newman $NEWMAN_VERSION into $NODE_PREFIX"
 	mkdir -p "$NODE_PREFIX"
 	npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --loglevel=error \
 		"newman@$NEWMAN_VERSION" >&2
-	[[ $("$NEWMAN" --version) == "$NEWMAN_VERSION" ]] || die "newman $NEWMAN_VERSION did not install in $NODE_PREFIX"
+	[[ $("$NEWMAN" --version) == "$NEWMAN_VERSION" ]] || mp::die "newman $NEWMAN_VERSION did not install in $NODE_PREFIX"
 }
 
 install_schemathesis() {
@@ -73,7 +73,7 @@ install_schemathesis() {
 			python3 -m venv "$VENV"
 		}
 	fi
-	say "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
+	mp::log::info "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
 	"$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
 }
 
@@ -81,20 +81,16 @@ install_schemathesis() {
 
 # The gateway must answer before either tool starts, or both report noise.
 wait_for_gateway() {
-	local deadline=$((SECONDS + 30))
-	until curl -fsS -m 2 -o /dev/null "$GATEWAY_URL/health" 2>/dev/null; do
-		if ((SECONDS >= deadline)); then
-			warn "the gateway does not answer at $GATEWAY_URL/health (start it: scripts/local.sh up)"
-			echo "api-contract: 0 passed, 1 failed"
-			exit 1
-		fi
-		sleep 0.5
-	done
+	mp::wait_until 30 "the gateway at $GATEWAY_URL/health" curl -fsS -m 2 -o /dev/null "$GATEWAY_URL/health" || {
+		mp::log::warn "the gateway does not answer at $GATEWAY_URL/health (start it: scripts/local.sh up)"
+		echo "api-contract: 0 passed, 1 failed"
+		exit 1
+	}
 }
 
 run_newman() {
 	local rc=0 report=$REPORT_DIR/newman.json counts p f
-	say "newman: $COLLECTION against $GATEWAY_URL"
+	mp::log::info "newman: $COLLECTION against $GATEWAY_URL"
 	rm -f "$report"
 	# FORCE_COLOR=0: --color off alone leaves escapes in the failure table.
 	FORCE_COLOR=0 "$NEWMAN" run "$COLLECTION" \
@@ -120,13 +116,13 @@ run_newman() {
 		counts="${counts% *} 1"
 	fi
 	read -r p f <<<"$counts"
-	say "newman: $p assertions passed, $f failed (exit $rc)"
+	mp::log::info "newman: $p assertions passed, $f failed (exit $rc)"
 	passed=$((passed + p)) failed=$((failed + f))
 }
 
 run_schemathesis() {
 	local rc=0 junit=$REPORT_DIR/schemathesis-junit.xml counts p f
-	say "schemathesis: $OPENAPI against $GATEWAY_URL (max $MAX_EXAMPLES examples, seed $SEED)"
+	mp::log::info "schemathesis: $OPENAPI against $GATEWAY_URL (max $MAX_EXAMPLES examples, seed $SEED)"
 	rm -f "$junit"
 	# --workers 1: one DELETE /api/movies from a parallel worker would remove
 	# the movie another worker's stateful scenario has just created.
@@ -161,21 +157,21 @@ run_schemathesis() {
 		counts="${counts% *} 1"
 	fi
 	read -r p f <<<"$counts"
-	say "schemathesis: $p operations passed, $f failed (exit $rc)"
+	mp::log::info "schemathesis: $p operations passed, $f failed (exit $rc)"
 	passed=$((passed + p)) failed=$((failed + f))
 }
 
 main() {
 	case $ONLY in
 	'' | newman | schemathesis) ;;
-	*) die "CONTRACT_ONLY must be newman or schemathesis, not $ONLY" ;;
+	*) mp::die "CONTRACT_ONLY must be newman or schemathesis, not $ONLY" ;;
 	esac
 	# Absolute paths: schemathesis runs inside the report folder (it keeps its
 	# .hypothesis and .schemathesis state there, not in the checkout).
 	mkdir -p "$REPORT_DIR"
 	REPORT_DIR=$(cd "$REPORT_DIR" && pwd)
 	if [[ $OPENAPI != http://* && $OPENAPI != https://* ]]; then
-		[[ -f $OPENAPI ]] || die "CONTRACT_OPENAPI: no file $OPENAPI"
+		[[ -f $OPENAPI ]] || mp::die "CONTRACT_OPENAPI: no file $OPENAPI"
 		OPENAPI=$(cd "$(dirname "$OPENAPI")" && pwd)/$(basename "$OPENAPI")
 	fi
 	[[ $ONLY == schemathesis ]] || install_newman

@@ -94,18 +94,18 @@ if out="$(
     env -i PATH="$PATH" bash -c '
         set -euo pipefail
         . scripts/provision/common.sh
-        load_dotenv .env
+        mp::env::load .env
         for p in GATEWAY_ INVENTORY_ BILLING_; do
             render_service_env "$p" "$1/$p.env" 0600 >/dev/null
-            grep -q "^${p}" "$1/$p.env" || die "no $p variables rendered"
+            grep -q "^${p}" "$1/$p.env" || mp::die "no $p variables rendered"
             if grep -v "^#" "$1/$p.env" | grep -v -e "^${p}" -e "^RUST_LOG=" | grep -q .; then
-                die "$p env file holds foreign variables"
+                mp::die "$p env file holds foreign variables"
             fi
         done
         render_template deploy/postgresql/movie-platform.conf.in "$1/pg.conf" >/dev/null
         render_template deploy/rabbitmq/rabbitmq.conf.in "$1/rabbitmq.conf" >/dev/null
         RABBITMQ_DIST_INTERFACE="{127,0,1,1}" render_template deploy/rabbitmq/rabbitmq-env.conf.in "$1/rabbitmq-env.conf" >/dev/null
-        for a in gateway worker admin; do [ "$(rabbitmq_permissions "$a" | wc -l)" = 3 ] || die "permissions of $a"; done
+        for a in gateway worker admin; do [ "$(rabbitmq_permissions "$a" | wc -l)" = 3 ] || mp::die "permissions of $a"; done
         for r in gateway inventory billing; do firewall_ruleset "$r" >"$1/fw-$r.nft"; done
     ' lint "$WORK" 2>&1
 )"; then

@@ -7,14 +7,12 @@
 # (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist).
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-COMMON="$SCRIPT_DIR/provision/common.sh"
-[ -r "$COMMON" ] || COMMON="${PROJECT_DIR:-/vagrant}/scripts/provision/common.sh"
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Vagrant runs this script alone from /tmp: the library is then in PROJECT_DIR.
+[[ -r $SCRIPT_DIR/provision/common.sh ]] || SCRIPT_DIR=${PROJECT_DIR:-/vagrant}/scripts
 # shellcheck source=provision/common.sh
-. "$COMMON"
-
-provision_init "$SCRIPT_DIR"
-step "inventory-vm ($(hostname)): PostgreSQL + inventory-app"
+. "$SCRIPT_DIR/provision/common.sh"
+provision_init "$SCRIPT_DIR" inventory-vm "PostgreSQL + inventory-app"
 
 # The firewall first: nothing listens unprotected, even during the first
 # provisioning, and inventory-app's unit Requires= it.
@@ -36,4 +34,4 @@ pg_ensure_db \
 # The table itself is created by inventory-app's embedded migrations at start.
 install_service inventory-app INVENTORY_ "$INVENTORY_PORT"
 
-step "inventory-vm ready: inventory-app on ${VM_INVENTORY_IP}:${INVENTORY_PORT} (gateway only), PostgreSQL on 127.0.0.1:${POSTGRES_PORT}"
+mp::log::info "inventory-vm ready: inventory-app on ${VM_INVENTORY_IP}:${INVENTORY_PORT} (gateway only), PostgreSQL on 127.0.0.1:${POSTGRES_PORT}"

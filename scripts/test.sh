@@ -50,7 +50,7 @@ declare -A RESULT TIME
 cleanup() {
 	local rc=$?
 	# Steps run in subshells, so stop whatever may have been started.
-	say "stopping the test infrastructure"
+	mp::log::info "stopping the test infrastructure"
 	scripts/local.sh down >/dev/null || true
 	summary
 	exit "$rc"
@@ -72,7 +72,7 @@ install_prerequisites() {
 		shellcheck postgresql-15 rabbitmq-server
 	# newman (Postman's runner) needs node and npm; keep an existing install.
 	command -v npm >/dev/null || apt_install nodejs npm
-	command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+	command -v cargo >/dev/null || mp::die "cargo not found: install Rust with rustup (https://rustup.rs)"
 	rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 	rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
 		rustup target add x86_64-unknown-linux-musl
@@ -160,7 +160,7 @@ step_hostside() {
 
 run_step() {
 	local s=$1 t0=$SECONDS rc=0
-	say "step $s"
+	mp::log::info "step $s"
 	# In a subshell that is not part of a condition: bash ignores `set -e`
 	# inside anything called from `if`/`||`, which would let a failing
 	# command in the middle of a step pass unnoticed.
@@ -176,13 +176,13 @@ run_step() {
 		RESULT[$s]=ok
 	else
 		RESULT[$s]=FAILED
-		die "step $s failed"
+		mp::die "step $s failed"
 	fi
 }
 
 install_prerequisites
 for s in "${STEPS[@]}"; do
-	declare -F "step_$s" >/dev/null || die "unknown step $s (steps: ${ALL_STEPS[*]} vm)"
+	declare -F "step_$s" >/dev/null || mp::die "unknown step $s (steps: ${ALL_STEPS[*]} vm)"
 	[[ -n ${RESULT[$s]:-} ]] || run_step "$s"
 done
-say "all steps passed: ${STEPS[*]}"
+mp::log::info "all steps passed: ${STEPS[*]}"

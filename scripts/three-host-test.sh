@@ -54,7 +54,7 @@ NS_BRIDGE="$TAG-bridge"
 HOSTS=(gateway inventory billing client)
 PY=/usr/bin/python3
 
-[ "$(id -u)" -eq 0 ] || die "three-host-test needs root (network namespaces, runuser)"
+[ "$(id -u)" -eq 0 ] || mp::die "three-host-test needs root (network namespaces, runuser)"
 
 # --- results ---------------------------------------------------------------
 failures=0
@@ -83,13 +83,13 @@ abort() {
 # --- prerequisites ---------------------------------------------------------
 missing=()
 for p in postgresql-15 rabbitmq-server nftables curl python3 python3-pika iproute2 util-linux; do
-    package_installed "$p" || missing+=("$p")
+    mp::pkg::installed "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     ensure_packages "${missing[@]}"
 fi
 for b in api-gateway inventory-app billing-worker; do
-    [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
+    [ -x "$BIN_DIR/$b" ] || mp::die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
 done
 
 # --- clean-up ----------------------------------------------------------------
@@ -98,34 +98,24 @@ chmod 0755 "$WORK"
 declare -A SERVICE_PID=()
 PG_DIRS=()
 
-stop_pid() {
-    local pid="$1" i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local rc=$? name pid dir ns
     trap - EXIT INT TERM
     set +e
     for name in "${!SERVICE_PID[@]}"; do
-        stop_pid "${SERVICE_PID[$name]}"
+        mp::stop_pid "${SERVICE_PID[$name]}" "$name" 30
     done
     for dir in "${PG_DIRS[@]}"; do
         runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
     done
     if [ -f "$WORK/rabbitmq/rabbitmq.pid" ]; then
-        stop_pid "$(cat "$WORK/rabbitmq/rabbitmq.pid")"
+        mp::stop_pid "$(cat "$WORK/rabbitmq/rabbitmq.pid")" rabbitmq 30
     fi
     # Whatever is left in our namespaces (epmd, a stuck child) was started by
     # this script: those namespaces exist only for it.
     for ns in "${NS[@]}" "$NS_BRIDGE"; do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            stop_pid "$pid"
+            mp::stop_pid "$pid" "$ns process" 30
         done
         ip netns delete "$ns" 2>/dev/null
     done
@@ -156,13 +146,13 @@ export VM_GATEWAY_IP="${IP[gateway]}" VM_INVENTORY_IP="${IP[inventory]}" VM_BILL
 # The committed passwords are refused by provisioning unless explicitly allowed.
 defaults_refused() {
     local out
-    out="$(env -i PATH="$PATH" bash -c '. scripts/provision/common.sh; load_dotenv .env; refuse_default_passwords' 2>&1)" \
+    out="$(env -i PATH="$PATH" bash -c '. scripts/provision/common.sh; mp::env::load .env; refuse_default_passwords' 2>&1)" \
         && return 1
     grep -q "RABBITMQ_GATEWAY_PASSWORD.*MP_ALLOW_DEFAULT_PASSWORDS=1" <<<"${out//$'\n'/ }"
 }
 defaults_allowed_explicitly() {
     env -i PATH="$PATH" MP_ALLOW_DEFAULT_PASSWORDS=1 \
-        bash -c '. scripts/provision/common.sh; load_dotenv .env; refuse_default_passwords' >/dev/null 2>&1
+        bash -c '. scripts/provision/common.sh; mp::env::load .env; refuse_default_passwords' >/dev/null 2>&1
 }
 check "provisioning refuses the committed *-change-me passwords" defaults_refused
 check "...unless MP_ALLOW_DEFAULT_PASSWORDS=1 says so" defaults_allowed_explicitly
@@ -175,7 +165,7 @@ while IFS= read -r key; do
     printf -v "$key" '%s' "$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
     export "${key?}"
 done < <(sed -n 's/^\([A-Z_]*_PASSWORD\)=[^$]*$/\1/p' .env)
-load_dotenv "$ROOT/.env"
+mp::env::load "$ROOT/.env"
 check "generated passwords pass the check" refuse_default_passwords
 install -m 0600 /dev/null "$WORK/secrets"
 for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets"
@@ -183,7 +173,7 @@ for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets
 CANARY="canary-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
 printf '%s\n' "$CANARY" >>"$WORK/secrets"
 
-step "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
+mp::log::info "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
 render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
 render_service_env INVENTORY_ "$WORK/inventory-app.env" 0600 >/dev/null
 render_service_env BILLING_ "$WORK/billing-worker.env" 0600 >/dev/null
@@ -202,7 +192,7 @@ own_variables_only() {
 check "each env file: mode 0600, only its service's variables (and RUST_LOG)" own_variables_only
 
 # --- network -----------------------------------------------------------------------
-step "network namespaces: bridge + ${HOSTS[*]}"
+mp::log::info "network namespaces: bridge + ${HOSTS[*]}"
 ip netns add "$NS_BRIDGE"
 ip -n "$NS_BRIDGE" link set lo up
 ip -n "$NS_BRIDGE" link add br0 type bridge
@@ -278,12 +268,12 @@ sleep 0.5
 bash -c 'sleep 1; :' "$CANARY" &
 CANARY_PID=$!
 
-step "PostgreSQL on inventory-vm and billing-vm"
+mp::log::info "PostgreSQL on inventory-vm and billing-vm"
 pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
 pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD"
 
 # --- RabbitMQ, as on billing-vm ---------------------------------------------------------
-step "RabbitMQ on billing-vm"
+mp::log::info "RabbitMQ on billing-vm"
 RMQ="$WORK/rabbitmq"
 install -d -o rabbitmq -g rabbitmq -m 0750 "$RMQ" "$RMQ/mnesia" "$RMQ/log"
 render_template "$DEPLOY_DIR/rabbitmq/rabbitmq.conf.in" "$RMQ/rabbitmq.conf" 0644 rabbitmq:rabbitmq >/dev/null
@@ -363,19 +353,9 @@ start_service() {
 # listening HOST PORT: something listens on PORT in HOST's namespace.
 listening() { in_ns "$1" ss -Hltn "sport = :$2" | grep -q .; }
 
-# wait_for SECONDS COMMAND...
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.3
-    done
-}
-
 service_up() {
     local host="$1" name="$2" port="$3"
-    if wait_for 60 listening "$host" "$port" && kill -0 "${SERVICE_PID[$name]}" 2>/dev/null; then
+    if mp::wait_until 60 "$name to listen on $host:$port" listening "$host" "$port" && kill -0 "${SERVICE_PID[$name]}" 2>/dev/null; then
         pass "$host-vm: $name running (pid ${SERVICE_PID[$name]}), listening on port $port"
     else
         tail -n 30 "$WORK/$name.log" >&2
@@ -383,7 +363,7 @@ service_up() {
     fi
 }
 
-step "services from $BIN_DIR"
+mp::log::info "services from $BIN_DIR"
 start_service inventory inventory-app
 start_service billing billing-worker
 start_service gateway api-gateway
@@ -403,12 +383,12 @@ http() {
 }
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$BODY" "$1" 2>/dev/null; }
 
-step "movies API through the gateway"
+mp::log::info "movies API through the gateway"
 movies_ready() {
     http GET /api/movies
     [ "$STATUS" = 200 ]
 }
-check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" wait_for 60 movies_ready
+check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" mp::wait_until 60 "GET /api/movies to answer 200" movies_ready
 TITLE="Three hosts $TAG"
 http POST /api/movies "{\"title\":\"$TITLE\",\"description\":\"created by three-host-test\"}"
 MOVIE_ID="$(json_field id || true)"
@@ -421,7 +401,7 @@ check "GET /api/movies/$MOVIE_ID: 200 and the title (got $STATUS)" \
 check "inventory-vm: the row is in table movies of database $INVENTORY_DB_NAME" \
     test "$(sql inventory "$INVENTORY_DB_NAME" "SELECT count(*) FROM movies WHERE id = ${MOVIE_ID:-0}" || true)" = 1
 
-step "orders through the gateway, RabbitMQ and billing-worker"
+mp::log::info "orders through the gateway, RabbitMQ and billing-worker"
 order() { http POST /api/billing "{\"user_id\":\"$1\",\"number_of_items\":2,\"total_amount\":\"19.90\"}"; }
 # stored REGEX: how many orders have a user_id matching REGEX.
 stored() { sql billing "$BILLING_DB_NAME" "SELECT count(*) FROM orders WHERE user_id ~ '^$1\$'" || echo -1; }
@@ -434,14 +414,13 @@ queued() {
 order "$TAG-1"
 check "POST /api/billing: 200 (got $STATUS)" test "$STATUS" = 200
 check "billing-vm: the order is stored in table orders of database $BILLING_DB_NAME" \
-    wait_for 30 stored_is "$TAG-1" 1
+    mp::wait_until 30 "order $TAG-1 to be stored" stored_is "$TAG-1" 1
 
-step "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID[billing-worker]})"
-stop_pid "${SERVICE_PID[billing-worker]}"
+mp::log::info "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID[billing-worker]})"
+mp::stop_pid "${SERVICE_PID[billing-worker]}" billing-worker 30
 wait "${SERVICE_PID[billing-worker]}" 2>/dev/null || true
-gone() { ! kill -0 "$1" 2>/dev/null; }
 no_worker_left() { ! in_ns billing ps -o comm= -p "$(ip netns pids "${NS[billing]}" | paste -sd,)" | grep -qx billing-worker; }
-worker_stopped() { gone "$1" && no_worker_left; }
+worker_stopped() { mp::pid_gone "$1" && no_worker_left; }
 check "billing-worker exited after SIGTERM (no billing-worker process left on billing-vm)" \
     worker_stopped "${SERVICE_PID[billing-worker]}"
 unset 'SERVICE_PID[billing-worker]'
@@ -456,17 +435,17 @@ check "...and none of them is stored" stored_is "$TAG-[234]" 0
 depth="$(queued)"
 check "...they wait in billing_queue (got ${depth:-nothing}, want 3 messages)" test "$depth" = 3
 
-step "billing-worker started again"
+mp::log::info "billing-worker started again"
 start_service billing billing-worker
 service_up billing billing-worker "$BILLING_HEALTH_PORT"
-check "the backlog is stored: all 3 orders" wait_for 60 stored_is "$TAG-[234]" 3
+check "the backlog is stored: all 3 orders" mp::wait_until 60 "the 3 waiting orders to be stored" stored_is "$TAG-[234]" 3
 check "every order stored exactly once (4 rows, 4 distinct order ids)" test \
     "$(sql billing "$BILLING_DB_NAME" "SELECT count(*) || '/' || count(DISTINCT order_id) FROM orders WHERE user_id ~ '^$TAG-'" || true)" = 4/4
 queue_empty() { [ "$(queued)" = 0 ]; }
-check "billing_queue is empty" wait_for 15 queue_empty
+check "billing_queue is empty" mp::wait_until 15 "billing_queue to be empty" queue_empty
 
 # --- network promises ----------------------------------------------------------------------
-step "who can reach what"
+mp::log::info "who can reach what"
 # reach HOST IP PORT: a TCP connection from HOST's namespace succeeds within 2 s.
 reach() {
     # shellcheck disable=SC2016 # expanded by the inner bash
@@ -506,7 +485,7 @@ s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 s.bind(("::", 22)); s.listen(64); time.sleep(3600)' >/dev/null 2>&1 &
 done
 for h in gateway inventory billing; do
-    wait_for 10 listening "$h" 22 || fail "$h-vm: stand-in sshd on port 22 did not start"
+    mp::wait_until 10 "the stand-in sshd of $h-vm" listening "$h" 22 || fail "$h-vm: stand-in sshd on port 22 did not start"
 done
 for pair in gateway:inventory gateway:billing inventory:gateway inventory:billing billing:gateway \
     billing:inventory client:gateway client:inventory client:billing; do
@@ -517,7 +496,7 @@ for h in gateway inventory billing; do
 done
 
 # --- RabbitMQ accounts: least privilege ------------------------------------------------------
-step "RabbitMQ accounts"
+mp::log::info "RabbitMQ accounts"
 # amqp HOST USER PASSWORD ADDRESS ACTION: scripts/lib/amqp-permissions.py from HOST
 # (credentials in its environment); sets AMQP_OUT and AMQP_RC (0 allowed, 3 refused).
 amqp() {
@@ -553,7 +532,7 @@ dlq_before="$(queued_in billing_queue.dlq)"
 as_gateway publish-poison
 check "gateway's account: publishing (a body that is no order) allowed (${AMQP_OUT:0:80})" allowed
 dead_lettered() { [ "$(queued_in billing_queue.dlq)" = "$((${dlq_before:-0} + 1))" ]; }
-check "...and the worker, with its own account, dead-letters it into billing_queue.dlq" wait_for 30 dead_lettered
+check "...and the worker, with its own account, dead-letters it into billing_queue.dlq" mp::wait_until 30 "the message to be dead-lettered" dead_lettered
 
 # mgmt HOST USER:PASSWORD: HTTP status of the management API's whoami on the
 # broker's loopback (curl reads the credentials from stdin, not argv).

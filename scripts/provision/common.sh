@@ -8,15 +8,17 @@
 # when one of its inputs really changed.
 
 # ---------------------------------------------------------------------------
-# Messages
+# Messages, mp::die, mp::env::load, mp::wait_until: the one shell library
+# (scripts/lib/mp.sh, beside this folder in a checkout and in the files Vagrant
+# uploads; it also brings the .env reader, scripts/lib/dotenv.sh). Steps go to
+# stdout: Vagrant shows a provisioner's stderr in red.
 # ---------------------------------------------------------------------------
-step() { printf '==> %s\n' "$*"; }
-info() { printf '    %s\n' "$*"; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+MP_LOG_INFO_FD=${MP_LOG_INFO_FD:-1}
+# shellcheck source=scripts/lib/mp.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/mp.sh"
 
 require_root() {
-    [ "$(id -u)" -eq 0 ] || die "run me as root (Vagrant does: privileged shell provisioner)"
+    [ "$(id -u)" -eq 0 ] || mp::die "run me as root (Vagrant does: privileged shell provisioner)"
 }
 
 # ---------------------------------------------------------------------------
@@ -38,7 +40,7 @@ resolve_paths() {
     DEPLOY_DIR="${DEPLOY_DIR:-$PROJECT_DIR/deploy}"
     ENV_FILE="${ENV_FILE:-$PROJECT_DIR/.env}"
     export PROJECT_DIR DIST_DIR DEPLOY_DIR ENV_FILE
-    [ -d "$DEPLOY_DIR/systemd" ] || die "no units in $DEPLOY_DIR/systemd (set PROJECT_DIR or DEPLOY_DIR)"
+    [ -d "$DEPLOY_DIR/systemd" ] || mp::die "no units in $DEPLOY_DIR/systemd (set PROJECT_DIR or DEPLOY_DIR)"
 }
 
 # ---------------------------------------------------------------------------
@@ -54,27 +56,13 @@ expand_refs() {
         out+="${rest%%\$\{*}"
         rest="${rest#*\$\{}"
         [[ $rest =~ ^([A-Za-z_][A-Za-z0-9_]*)\}(.*)$ ]] \
-            || die "bad reference \${$rest (expected \${NAME})"
+            || mp::die "bad reference \${$rest (expected \${NAME})"
         name="${BASH_REMATCH[1]}"
         rest="${BASH_REMATCH[2]}"
-        [ -n "${!name+x}" ] || die "\${$name} is used before it is defined"
+        [ -n "${!name+x}" ] || mp::die "\${$name} is used before it is defined"
         out+="${!name}"
     done
     printf '%s' "$out$rest"
-}
-
-# The one .env reader of the shell scripts (scripts/lib/dotenv.sh, beside this
-# folder in a checkout and in the bundle Vagrant uploads). It sets DOTENV_KEYS,
-# the keys in file order.
-# shellcheck source=scripts/lib/dotenv.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../lib/dotenv.sh"
-
-# Loads a .env file without executing it as shell. A variable already present
-# in the environment wins over the file: Vagrant passes the resolved values that
-# way, and the three-host test overrides the host addresses, after which every
-# ${VM_..._IP} reference follows the override.
-load_dotenv() {
-    dotenv_load "$1" || die "cannot load $1 (see the line above)"
 }
 
 # Prints the env file of one service: the .env keys starting with PREFIX, then
@@ -87,10 +75,10 @@ service_env_content() {
     printf '# Do not edit: change .env and re-provision (vagrant provision).\n'
     for key in "${DOTENV_KEYS[@]}" RUST_LOG; do
         [[ $key == "$prefix"* || $key == RUST_LOG ]] || continue
-        [ -n "${!key+x}" ] || die "$key is not defined"
+        [ -n "${!key+x}" ] || mp::die "$key is not defined"
         value="${!key}"
         case "$value" in
-            *$'\n'* | *\'* | *\\*) die "$key: newlines, single quotes and backslashes are not supported in values" ;;
+            *$'\n'* | *\'* | *\\*) mp::die "$key: newlines, single quotes and backslashes are not supported in values" ;;
         esac
         if [[ $value =~ ^[A-Za-z0-9_./:@%+,=~-]*$ ]]; then
             printf '%s=%s\n' "$key" "$value"
@@ -105,9 +93,9 @@ service_env_content() {
 render_service_env() {
     local prefix="$1" out="$2" mode="${3:-0600}" owner="${4:-}"
     local content
-    [ "${#DOTENV_KEYS[@]}" -gt 0 ] || die "render_service_env: load_dotenv first"
+    [ "${#DOTENV_KEYS[@]}" -gt 0 ] || mp::die "render_service_env: mp::env::load first"
     # Built completely before writing: an error must not leave half a file.
-    content="$(service_env_content "$prefix")" || die "cannot render settings for $prefix*"
+    content="$(service_env_content "$prefix")" || mp::die "cannot render settings for $prefix*"
     write_if_changed "$out" "$mode" "$owner" < <(printf '%s\n' "$content")
 }
 
@@ -129,9 +117,9 @@ env_file_args() {
 # environment (same rules as .env), result written if changed.
 render_template() {
     local in="$1" out="$2" mode="${3:-0644}" owner="${4:-}" line expanded content=""
-    [ -r "$in" ] || die "template $in missing"
+    [ -r "$in" ] || mp::die "template $in missing"
     while IFS= read -r line || [ -n "$line" ]; do
-        expanded="$(expand_refs "$line")" || die "$in: cannot expand: $line"
+        expanded="$(expand_refs "$line")" || mp::die "$in: cannot expand: $line"
         content+="$expanded"$'\n'
     done <"$in"
     write_if_changed "$out" "$mode" "$owner" < <(printf '%s' "$content")
@@ -156,38 +144,34 @@ write_if_changed() {
         rm -f "$tmp"
         chmod "$mode" "$dest"
         [ -z "$owner" ] || chown "$owner" "$dest"
-        info "unchanged: $dest"
+        mp::log::detail "unchanged: $dest"
     else
         mv -f "$tmp" "$dest"
         FILE_CHANGED=1
-        info "written:   $dest"
+        mp::log::detail "written:   $dest"
     fi
 }
 
 # copy_if_changed SRC DEST MODE
 copy_if_changed() {
     local src="$1" dest="$2" mode="$3"
-    [ -f "$src" ] || die "$src is missing"
+    [ -f "$src" ] || mp::die "$src is missing"
     write_if_changed "$dest" "$mode" <"$src"
 }
 
 # ---------------------------------------------------------------------------
 # Packages: install only what is missing, so a pre-built image needs no network.
 # ---------------------------------------------------------------------------
-package_installed() {
-    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
-}
-
 ensure_packages() {
     local missing=() p
     for p in "$@"; do
-        package_installed "$p" || missing+=("$p")
+        mp::pkg::installed "$p" || missing+=("$p")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
-        info "already installed: $*"
+        mp::log::detail "already installed: $*"
         return 0
     fi
-    step "installing packages: ${missing[*]}"
+    mp::log::info "installing packages: ${missing[*]}"
     # A fresh box runs apt-daily/unattended-upgrades at first boot: wait for
     # their dpkg/apt locks (up to 10 min) instead of failing on them.
     local lock=(-o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-600}")
@@ -197,7 +181,7 @@ ensure_packages() {
     # Try the current package lists first (cached .debs install offline);
     # refresh them only if that fails.
     if ! "${apt[@]}" "${missing[@]}"; then
-        info "refreshing package lists (apt-get update)"
+        mp::log::detail "refreshing package lists (apt-get update)"
         apt-get "${lock[@]}" update -q
         "${apt[@]}" "${missing[@]}"
     fi
@@ -209,27 +193,18 @@ ensure_hostname_resolves() {
     local h
     h="$(hostname)"
     if awk -v h="$h" '$1 !~ /^#/ { for (i = 2; i <= NF; i++) if ($i == h) found = 1 } END { exit !found }' /etc/hosts; then
-        info "/etc/hosts already resolves $h"
+        mp::log::detail "/etc/hosts already resolves $h"
     else
         printf '127.0.1.1\t%s\n' "$h" >>/etc/hosts
-        info "added '127.0.1.1 $h' to /etc/hosts"
+        mp::log::detail "added '127.0.1.1 $h' to /etc/hosts"
     fi
 }
 
 # ---------------------------------------------------------------------------
 # systemd
 # ---------------------------------------------------------------------------
-# wait_for_port PORT TIMEOUT_SECONDS: true once something listens on PORT (TCP).
-wait_for_port() {
-    local port="$1" timeout="$2" i
-    for ((i = 0; i < timeout; i++)); do
-        if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
-            return 0
-        fi
-        sleep 1
-    done
-    return 1
-}
+# port_listening PORT: something listens on PORT (TCP, any address).
+port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
 # elf_arch FILE: the Debian architecture an ELF binary is built for (its
 # e_machine field, bytes 18-19), or "not-elf"/"unknown".
@@ -252,11 +227,11 @@ binary_path() {
     arch="$(dpkg --print-architecture)"
     dir="$DIST_DIR/$arch"
     if [ ! -d "$dir" ]; then
-        die "$dir/ is missing: no binaries were built for this VM's architecture ($arch). On the host run: cargo xtask dist --arch $arch (then vagrant provision)"
+        mp::die "$dir/ is missing: no binaries were built for this VM's architecture ($arch). On the host run: cargo xtask dist --arch $arch (then vagrant provision)"
     fi
-    [ -f "$dir/$name" ] || die "$dir/$name is missing: on the host run: cargo xtask dist --arch $arch (then vagrant provision)"
+    [ -f "$dir/$name" ] || mp::die "$dir/$name is missing: on the host run: cargo xtask dist --arch $arch (then vagrant provision)"
     found="$(elf_arch "$dir/$name")"
-    [ "$found" = "$arch" ] || die "$dir/$name is built for $found, but this VM is $arch: on the host run: cargo xtask dist --arch $arch --force"
+    [ "$found" = "$arch" ] || mp::die "$dir/$name is built for $found, but this VM is $arch: on the host run: cargo xtask dist --arch $arch --force"
     printf '%s' "$dir/$name"
 }
 
@@ -268,7 +243,7 @@ binary_path() {
 install_service() {
     local name="$1" prefix="$2" port="$3" changed=0 unit_changed=0
     local bin
-    step "$name: binary, settings, unit"
+    mp::log::info "$name: binary, settings, unit"
     bin="$(binary_path "$name")" || exit 1
 
     FILE_CHANGED=0
@@ -283,7 +258,7 @@ install_service() {
     FILE_CHANGED=0
     copy_if_changed "$DEPLOY_DIR/systemd/$name.service" "/etc/systemd/system/$name.service" 0644
     local policy
-    policy="$(unit_ip_policy "$name")" || die "no IP policy for $name"
+    policy="$(unit_ip_policy "$name")" || mp::die "no IP policy for $name"
     if [ -n "$policy" ]; then
         write_if_changed "/etc/systemd/system/$name.service.d/network.conf" 0644 < <(printf '%s\n' "$policy")
     fi
@@ -295,16 +270,16 @@ install_service() {
     fi
     if ! systemctl is-enabled --quiet "$name.service"; then
         systemctl enable --quiet "$name.service"
-        info "enabled $name.service at boot"
+        mp::log::detail "enabled $name.service at boot"
     fi
     if [ "$changed" -eq 1 ]; then
-        info "restarting $name.service (its binary, settings or unit changed)"
+        mp::log::detail "restarting $name.service (its binary, settings or unit changed)"
         systemctl restart "$name.service"
     elif ! systemctl is-active --quiet "$name.service"; then
-        info "starting $name.service"
+        mp::log::detail "starting $name.service"
         systemctl start "$name.service"
     else
-        info "$name.service already running with current binary and settings"
+        mp::log::detail "$name.service already running with current binary and settings"
     fi
     check_service "$name" "$port"
 }
@@ -322,7 +297,7 @@ unit_ip_policy() {
                 "[Service]" "IPAddressDeny=any" "IPAddressAllow=localhost $VM_GATEWAY_IP"
             ;;
         api-gateway | billing-worker) ;;
-        *) die "unit_ip_policy: unknown service $1" ;;
+        *) mp::die "unit_ip_policy: unknown service $1" ;;
     esac
 }
 
@@ -330,16 +305,16 @@ unit_ip_policy() {
 # still waiting for a dependency on another VM) = warning; anything else fails.
 check_service() {
     local name="$1" port="$2"
-    if wait_for_port "$port" "${SERVICE_WAIT_SECONDS:-90}"; then
-        info "$name.service is active and listening on port $port"
+    if mp::wait_until "${SERVICE_WAIT_SECONDS:-90}" "$name.service to listen on port $port" port_listening "$port"; then
+        mp::log::detail "$name.service is active and listening on port $port"
         return 0
     fi
     if systemctl is-active --quiet "$name.service"; then
-        warn "$name.service runs but does not listen on $port yet; see: journalctl -u $name"
+        mp::log::warn "$name.service runs but does not listen on $port yet; see: journalctl -u $name"
         return 0
     fi
     journalctl -u "$name.service" -n 40 --no-pager >&2 || true
-    die "$name.service failed to start (journalctl -u $name)"
+    mp::die "$name.service failed to start (journalctl -u $name)"
 }
 
 # ---------------------------------------------------------------------------
@@ -353,15 +328,15 @@ PG_CLUSTER=main
 # peer for local sockets (sudo -u postgres psql) and scram-sha-256 for
 # 127.0.0.1, which is exactly what we want, so it is left as shipped.
 pg_configure() {
-    step "PostgreSQL $PG_VERSION: configuration"
+    mp::log::info "PostgreSQL $PG_VERSION: configuration"
     local conf="/etc/postgresql/$PG_VERSION/$PG_CLUSTER/conf.d/60-movie-platform.conf"
     [ -d "/etc/postgresql/$PG_VERSION/$PG_CLUSTER" ] \
-        || die "cluster $PG_VERSION/$PG_CLUSTER not found (postgresql-$PG_VERSION creates it)"
+        || mp::die "cluster $PG_VERSION/$PG_CLUSTER not found (postgresql-$PG_VERSION creates it)"
     FILE_CHANGED=0
     render_template "$DEPLOY_DIR/postgresql/movie-platform.conf.in" "$conf" 0644 postgres:postgres
     systemctl enable --quiet postgresql.service
     if [ "$FILE_CHANGED" -eq 1 ]; then
-        info "restarting PostgreSQL (listen address/port changed)"
+        mp::log::detail "restarting PostgreSQL (listen address/port changed)"
         systemctl restart postgresql.service
     else
         systemctl start postgresql.service
@@ -371,14 +346,8 @@ pg_configure() {
 
 # pg_wait HOST PORT [SECONDS]
 pg_wait() {
-    local host="$1" port="$2" timeout="${3:-60}" i
-    for ((i = 0; i < timeout; i++)); do
-        if pg_isready -q -h "$host" -p "$port"; then
-            return 0
-        fi
-        sleep 1
-    done
-    die "PostgreSQL on $host:$port not ready after ${timeout}s"
+    mp::wait_until "${3:-60}" "PostgreSQL on $1:$2" pg_isready -q -h "$1" -p "$2" \
+        || mp::die "PostgreSQL on $1:$2 not ready after ${3:-60}s"
 }
 
 # How pg_ensure_db reaches the server. On a VM: psql as the postgres user over
@@ -394,7 +363,7 @@ pg_ensure_db() {
     local db="$1" role="$2" password="$3" host="$4" port="$5"
     local super=("${PG_SUPER[@]}")
     [ "${#super[@]}" -gt 0 ] || super=(runuser -u postgres -- psql -p "$port" -d postgres)
-    step "PostgreSQL: role $role, database $db"
+    mp::log::info "PostgreSQL: role $role, database $db"
     "${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v db="$db" <<'SQL'
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
 \if :need_role
@@ -413,15 +382,15 @@ ALTER DATABASE :"db" OWNER TO :"role";
 \endif
 SQL
     if pg_can_login "$db" "$role" "$password" "$host" "$port"; then
-        info "role $role logs in to $db with the password from .env"
+        mp::log::detail "role $role logs in to $db with the password from .env"
     else
         # The password travels in psql's standard input (the script below),
         # never in an argument: ps shows every process's arguments to all.
         pg_password_sql "$role" "$password" | "${super[@]}" -X -q -v ON_ERROR_STOP=1 >/dev/null \
-            || die "cannot set the password of role $role"
-        info "password of role $role set from .env"
+            || mp::die "cannot set the password of role $role"
+        mp::log::detail "password of role $role set from .env"
         pg_can_login "$db" "$role" "$password" "$host" "$port" \
-            || die "role $role still cannot log in to $db on $host:$port"
+            || mp::die "role $role still cannot log in to $db on $host:$port"
     fi
 }
 
@@ -429,7 +398,7 @@ SQL
 # both as psql variables set by \set (read from stdin, not from argv).
 pg_password_sql() {
     case "$1$2" in
-        *\'* | *\\* | *$'\n'*) die "role $1: quotes, backslashes and newlines are not supported in names and passwords" ;;
+        *\'* | *\\* | *$'\n'*) mp::die "role $1: quotes, backslashes and newlines are not supported in names and passwords" ;;
     esac
     printf "\\set role '%s'\n\\set pw '%s'\n" "$1" "$2"
     cat <<'SQL'
@@ -475,7 +444,7 @@ rabbitmq_permissions() {
         gateway) printf '%s\n' "$RABBITMQ_TOPOLOGY_NAMES" '^(amq\.default|billing_queue\.dlq)$' '^billing_queue\.dlx$' ;;
         worker) printf '%s\n' "$RABBITMQ_TOPOLOGY_NAMES" '^billing_queue\.(dlx|dlq)$' '^billing_queue(\.dlx)?$' ;;
         admin) printf '%s\n' '.*' '.*' '.*' ;;
-        *) die "rabbitmq_permissions: unknown account $1" ;;
+        *) mp::die "rabbitmq_permissions: unknown account $1" ;;
     esac
 }
 
@@ -486,25 +455,25 @@ rabbitmq_permissions() {
 # standard input, never on its command line (where ps shows it).
 rabbitmq_ensure_user() {
     local vhost="$1" user="$2" password="$3" account="$4" tags="$5" perms
-    step "RabbitMQ: vhost $vhost, user $user ($account)"
+    mp::log::info "RabbitMQ: vhost $vhost, user $user ($account)"
     if ! "${RABBITMQCTL[@]}" -s list_vhosts name | grep -qxF -- "$vhost"; then
         "${RABBITMQCTL[@]}" -q add_vhost "$vhost" >/dev/null
-        info "created vhost $vhost"
+        mp::log::detail "created vhost $vhost"
     fi
     if ! "${RABBITMQCTL[@]}" -s list_users | awk '{print $1}' | grep -qxF -- "$user"; then
         printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q add_user "$user" >/dev/null
-        info "created user $user"
+        mp::log::detail "created user $user"
     elif ! printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q authenticate_user "$user" >/dev/null 2>&1; then
         printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q change_password "$user" >/dev/null
-        info "password of $user set from .env"
+        mp::log::detail "password of $user set from .env"
     else
-        info "user $user exists with the password from .env"
+        mp::log::detail "user $user exists with the password from .env"
     fi
     # shellcheck disable=SC2086 # TAGS is a space-separated list on purpose
     "${RABBITMQCTL[@]}" -q set_user_tags "$user" $tags >/dev/null
     mapfile -t perms < <(rabbitmq_permissions "$account")
     "${RABBITMQCTL[@]}" -q set_permissions -p "$vhost" "$user" "${perms[@]}" >/dev/null
-    info "user $user: tags [${tags:-none}], configure '${perms[0]}' write '${perms[1]}' read '${perms[2]}'"
+    mp::log::detail "user $user: tags [${tags:-none}], configure '${perms[0]}' write '${perms[1]}' read '${perms[2]}'"
 }
 
 # rabbitmq_accounts: the three accounts of .env, and no guest. guest is an
@@ -516,7 +485,7 @@ rabbitmq_accounts() {
     rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_ADMIN_USER" "$RABBITMQ_ADMIN_PASSWORD" admin management
     if "${RABBITMQCTL[@]}" -s list_users | awk '{print $1}' | grep -qxF guest; then
         "${RABBITMQCTL[@]}" -q delete_user guest >/dev/null
-        info "deleted user guest"
+        mp::log::detail "deleted user guest"
     fi
 }
 
@@ -526,7 +495,7 @@ rabbitmq_accounts() {
 rabbitmq_node_address() {
     local addr
     addr="$(getent ahostsv4 "$1" | awk 'NR == 1 { print $1 }')"
-    [[ $addr == 127.* ]] || die "host name $1 resolves to '${addr:-nothing}', not to a loopback address (127.0.1.1 $1 in /etc/hosts)"
+    [[ $addr == 127.* ]] || mp::die "host name $1 resolves to '${addr:-nothing}', not to a loopback address (127.0.1.1 $1 in /etc/hosts)"
     printf '%s' "$addr"
 }
 
@@ -565,7 +534,7 @@ vm_firewall_rules() {
             printf 'ip saddr %s tcp dport %s accept comment "AMQP, from gateway-vm only"\n' \
                 "$VM_GATEWAY_IP" "$RABBITMQ_PORT"
             ;;
-        *) die "vm_firewall_rules: unknown role $1" ;;
+        *) mp::die "vm_firewall_rules: unknown role $1" ;;
     esac
 }
 
@@ -576,7 +545,7 @@ vm_firewall_rules() {
 # is unreachable from other machines even if it binds a public address.
 firewall_ruleset() {
     local rules
-    rules="$(vm_firewall_rules "$1")" || die "no firewall rules for $1"
+    rules="$(vm_firewall_rules "$1")" || mp::die "no firewall rules for $1"
     cat <<EOF
 #!/usr/sbin/nft -f
 # Generated by movie-platform provisioning ($1-vm); loaded at boot by
@@ -605,9 +574,9 @@ EOF
 # Runs before the services are installed: their units Require= it.
 apply_firewall() {
     local role="$1" content rules_changed
-    step "firewall (nftables table inet movie_platform)"
+    mp::log::info "firewall (nftables table inet movie_platform)"
     ensure_packages nftables
-    content="$(firewall_ruleset "$role")" || die "cannot build the firewall rules"
+    content="$(firewall_ruleset "$role")" || mp::die "cannot build the firewall rules"
     FILE_CHANGED=0
     install -d -m 0755 /etc/movie-platform
     write_if_changed /etc/movie-platform/firewall.nft 0600 root:root < <(printf '%s\n' "$content")
@@ -623,9 +592,9 @@ apply_firewall() {
         # reload, not restart, when it runs: a restart would restart every
         # service that Requires= it. The ruleset replaces the table atomically.
         systemctl reload-or-restart movie-platform-firewall.service
-        info "firewall rules loaded:"
+        mp::log::detail "firewall rules loaded:"
     else
-        info "firewall rules already loaded:"
+        mp::log::detail "firewall rules already loaded:"
     fi
     vm_firewall_rules "$role" | sed 's/^/      /'
 }
@@ -642,17 +611,19 @@ refuse_default_passwords() {
     done
     [ "${#weak[@]}" -gt 0 ] || return 0
     if [ "${MP_ALLOW_DEFAULT_PASSWORDS:-0}" = 1 ]; then
-        warn "MP_ALLOW_DEFAULT_PASSWORDS=1: deploying the committed default passwords of ${weak[*]}"
+        mp::log::warn "MP_ALLOW_DEFAULT_PASSWORDS=1: deploying the committed default passwords of ${weak[*]}"
         return 0
     fi
-    die "${weak[*]} still hold the committed *-change-me passwords, which everyone can read.
+    mp::die "${weak[*]} still hold the committed *-change-me passwords, which everyone can read.
 Set real ones in .env (or let \`vagrant up\` generate them: .vagrant/movie-platform-secrets.env),
 or set MP_ALLOW_DEFAULT_PASSWORDS=1 to deploy the defaults anyway."
 }
 
-# Common start of every setup script: root, paths, settings.
+# provision_init SCRIPT_DIR VM WHAT: the common start of every setup script:
+# root, paths, settings.
 provision_init() {
     require_root
+    mp::log::info "$2 ($(hostname)): $3"
     # Predictable modes for what we create; and a working directory every
     # user can enter (psql runs as postgres, rabbitmqctl as rabbitmq).
     umask 0022
@@ -665,14 +636,14 @@ provision_init() {
         local key
         read -r -a DOTENV_KEYS <<<"$MP_ENV_KEYS"
         for key in "${DOTENV_KEYS[@]}"; do
-            [ -n "${!key+x}" ] || die "MP_ENV_KEYS lists $key but the environment does not set it"
+            [ -n "${!key+x}" ] || mp::die "MP_ENV_KEYS lists $key but the environment does not set it"
         done
-        info "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: from the provisioner's environment"
+        mp::log::detail "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: from the provisioner's environment"
     elif [ -r "$ENV_FILE" ]; then
-        load_dotenv "$ENV_FILE"
-        info "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: $ENV_FILE"
+        mp::env::load "$ENV_FILE"
+        mp::log::detail "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: $ENV_FILE"
     else
-        die "no settings: neither MP_ENV_KEYS (Vagrant) nor $ENV_FILE (set ENV_FILE or PROJECT_DIR)"
+        mp::die "no settings: neither MP_ENV_KEYS (Vagrant) nor $ENV_FILE (set ENV_FILE or PROJECT_DIR)"
     fi
     refuse_default_passwords
 }
