@@ -101,12 +101,13 @@ run_newman() {
 		--reporters cli,json \
 		--reporter-json-export "$report" || rc=$?
 	if [[ -s $report ]]; then
-		counts=$(python3 - "$report" <<-'PY'
-			import json, sys
-			stats = json.load(open(sys.argv[1]))["run"]["stats"]
-			a, r = stats["assertions"], stats["requests"]
-			print(a["total"] - a["failed"], a["failed"] + r["failed"])
-		PY
+		counts=$(
+			python3 - "$report" <<-'PY'
+				import json, sys
+				stats = json.load(open(sys.argv[1]))["run"]["stats"]
+				a, r = stats["assertions"], stats["requests"]
+				print(a["total"] - a["failed"], a["failed"] + r["failed"])
+			PY
 		)
 	else
 		counts="0 1"
@@ -140,14 +141,15 @@ run_schemathesis() {
 		--report junit \
 		--report-junit-path "$junit") || rc=$?
 	if [[ -s $junit ]]; then
-		counts=$(python3 - "$junit" <<-'PY'
-			import sys
-			import xml.etree.ElementTree as ET
-			cases = list(ET.parse(sys.argv[1]).getroot().iter("testcase"))
-			bad = sum(1 for c in cases if c.find("failure") is not None or c.find("error") is not None)
-			skipped = sum(1 for c in cases if c.find("skipped") is not None)
-			print(len(cases) - bad - skipped, bad)
-		PY
+		counts=$(
+			python3 - "$junit" <<-'PY'
+				import sys
+				import xml.etree.ElementTree as ET
+				cases = list(ET.parse(sys.argv[1]).getroot().iter("testcase"))
+				bad = sum(1 for c in cases if c.find("failure") is not None or c.find("error") is not None)
+				skipped = sum(1 for c in cases if c.find("skipped") is not None)
+				print(len(cases) - bad - skipped, bad)
+			PY
 		)
 	else
 		counts="0 1"

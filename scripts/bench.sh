@@ -140,8 +140,8 @@ epmd_stop() {
 
 # ---------------------------------------------------------------- results ---
 
-declare -A R        # every figure, by key
-ERRORS=()           # one line per run that had errors
+declare -A R # every figure, by key
+ERRORS=()    # one line per run that had errors
 record_error() {
 	ERRORS+=("$*")
 	warn "$*"

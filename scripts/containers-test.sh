@@ -162,7 +162,7 @@ preflight() {
 build_images() {
 	local t0=$SECONDS
 	docker_base_image
-	FIGURE[base image]=$((SECONDS - t0))s
+	FIGURE["base image"]=$((SECONDS - t0))s
 	t0=$SECONDS
 	compose build >"$DOCKER_STATE/build.log" 2>&1 || {
 		tail -n 30 "$DOCKER_STATE/build.log" >&2
@@ -206,10 +206,16 @@ check_restart_policy() {
 check_names() {
 	local n bad=0
 	for n in "${VOLUMES[@]}"; do
-		docker volume ls -q | grep -qxF "$n" || { echo "no volume $n"; bad=1; }
+		docker volume ls -q | grep -qxF "$n" || {
+			echo "no volume $n"
+			bad=1
+		}
 	done
 	for n in "${IMAGES[@]}"; do
-		docker images --format '{{.Repository}}' | grep -qxF "$n" || { echo "no image $n"; bad=1; }
+		docker images --format '{{.Repository}}' | grep -qxF "$n" || {
+			echo "no image $n"
+			bad=1
+		}
 	done
 	return "$bad"
 }
@@ -239,7 +245,10 @@ check_non_root() {
 	local c u bad=0
 	for c in "${CONTAINERS[@]}"; do
 		u=$(docker exec "$c" id -u)
-		[[ $u != 0 ]] || { echo "$c runs as root"; bad=1; }
+		[[ $u != 0 ]] || {
+			echo "$c runs as root"
+			bad=1
+		}
 		echo "$c: uid $u ($(docker exec "$c" id -un))"
 	done
 	return "$bad"
@@ -262,7 +271,10 @@ check_worker_health_port() {
 
 check_movies() {
 	http POST /api/movies '{"title":"Containers '"$RUN_ID"'","description":"made by the containers test"}'
-	expect "POST /api/movies" "$STATUS" 201 || { echo "$BODY_TEXT"; return 1; }
+	expect "POST /api/movies" "$STATUS" 201 || {
+		echo "$BODY_TEXT"
+		return 1
+	}
 	MOVIE_ID=$(json_field "$BODY_TEXT" id)
 	http GET "/api/movies/$MOVIE_ID"
 	GET_RID=$RID
@@ -308,7 +320,10 @@ kill_and_recover() {
 	local c=$1 before pid
 	before=$(restarts "$c")
 	pid=$(docker inspect -f '{{.State.Pid}}' "$c")
-	[[ $pid -gt 0 ]] || { echo "$c has no pid"; return 1; }
+	[[ $pid -gt 0 ]] || {
+		echo "$c has no pid"
+		return 1
+	}
 	kill -KILL "$pid"
 	mp::wait_until 30 "$c to be restarted" restarted_since "$c" "$before" || return 1
 	mp::wait_until 60 "$c to be healthy again" is_healthy "$c" || return 1
@@ -374,7 +389,10 @@ check_down_up_keeps_data() {
 	movies=$(movie_count)
 	orders=$(psql_orders 'SELECT count(*) FROM orders')
 	echo "before down: $movies movies, $orders orders"
-	[[ $movies -gt 0 && $orders -gt 0 ]] || { echo "nothing to keep"; return 1; }
+	[[ $movies -gt 0 && $orders -gt 0 ]] || {
+		echo "nothing to keep"
+		return 1
+	}
 	compose down >/dev/null 2>&1
 	up_timed "warm up (down, then up)" || return 1
 	after_movies=$(movie_count)
@@ -414,8 +432,14 @@ check_no_secret_in_images() {
 	}
 	local img bad=0
 	for img in "${IMAGES[@]}"; do
-		if docker image inspect "$img" | grep -F -f "$TMP/secrets"; then echo "secret in docker inspect $img"; bad=1; fi
-		if docker history --no-trunc "$img" | grep -F -f "$TMP/secrets"; then echo "secret in docker history $img"; bad=1; fi
+		if docker image inspect "$img" | grep -F -f "$TMP/secrets"; then
+			echo "secret in docker inspect $img"
+			bad=1
+		fi
+		if docker history --no-trunc "$img" | grep -F -f "$TMP/secrets"; then
+			echo "secret in docker history $img"
+			bad=1
+		fi
 	done
 	# Every file of every layer (docker save holds them uncompressed).
 	local rcs
@@ -459,7 +483,7 @@ check_code_change_rebuilds_last_layer() {
 record_sizes() {
 	local img
 	for img in "${IMAGES[@]}"; do
-		FIGURE[image $img]=$(docker image inspect -f '{{.Size}}' "$img" | awk '{printf "%.1f MB", $1 / 1e6}')
+		FIGURE["image $img"]=$(docker image inspect -f '{{.Size}}' "$img" | awk '{printf "%.1f MB", $1 / 1e6}')
 	done
 }
 

@@ -37,42 +37,42 @@ copy_if_changed "$DEPLOY_DIR/rabbitmq/enabled_plugins" /etc/rabbitmq/enabled_plu
 rabbit_changed=$FILE_CHANGED
 FILE_CHANGED=0
 write_if_changed /etc/systemd/system/epmd.socket.d/movie-platform.conf 0644 \
-    < <(epmd_socket_dropin "$node_addr")
+	< <(epmd_socket_dropin "$node_addr")
 epmd_changed=$FILE_CHANGED
 FILE_CHANGED=0
 copy_if_changed "$DEPLOY_DIR/systemd/rabbitmq-server.service.d/movie-platform.conf" \
-    /etc/systemd/system/rabbitmq-server.service.d/movie-platform.conf 0644
-if [ "$FILE_CHANGED" -eq 1 ] || [ "$epmd_changed" -eq 1 ]; then
-    systemctl daemon-reload
+	/etc/systemd/system/rabbitmq-server.service.d/movie-platform.conf 0644
+if [[ "$FILE_CHANGED" -eq 1 ]] || [[ "$epmd_changed" -eq 1 ]]; then
+	systemctl daemon-reload
 fi
 FILE_CHANGED=0
 copy_if_changed "$DEPLOY_DIR/sysctl/60-movie-platform.conf" /etc/sysctl.d/60-movie-platform.conf 0644
-if [ "$FILE_CHANGED" -eq 1 ]; then
-    sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
+if [[ "$FILE_CHANGED" -eq 1 ]]; then
+	sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
 fi
 
 if ! mp::pkg::installed rabbitmq-server; then
-    # apt starts the broker with the configuration already in place.
-    rabbit_changed=0
+	# apt starts the broker with the configuration already in place.
+	rabbit_changed=0
 fi
 ensure_packages rabbitmq-server postgresql
 
 mp::log::info "RabbitMQ: service"
 systemctl enable --quiet rabbitmq-server.service
-if [ "$epmd_changed" -eq 1 ] && systemctl is-active --quiet epmd.socket; then
-    # epmd keeps its listening sockets until it restarts, and a node does not
-    # register again with a new epmd: restart the broker around it.
-    mp::log::detail "rebinding epmd to loopback (restarts RabbitMQ; takes a while)"
-    systemctl stop rabbitmq-server.service
-    systemctl stop epmd.service epmd.socket
-    systemctl start epmd.socket
-    rabbit_changed=1
+if [[ "$epmd_changed" -eq 1 ]] && systemctl is-active --quiet epmd.socket; then
+	# epmd keeps its listening sockets until it restarts, and a node does not
+	# register again with a new epmd: restart the broker around it.
+	mp::log::detail "rebinding epmd to loopback (restarts RabbitMQ; takes a while)"
+	systemctl stop rabbitmq-server.service
+	systemctl stop epmd.service epmd.socket
+	systemctl start epmd.socket
+	rabbit_changed=1
 fi
-if [ "$rabbit_changed" -eq 1 ] && systemctl is-active --quiet rabbitmq-server.service; then
-    mp::log::detail "restarting RabbitMQ (configuration changed; takes a while)"
-    systemctl restart rabbitmq-server.service
+if [[ "$rabbit_changed" -eq 1 ]] && systemctl is-active --quiet rabbitmq-server.service; then
+	mp::log::detail "restarting RabbitMQ (configuration changed; takes a while)"
+	systemctl restart rabbitmq-server.service
 else
-    systemctl start rabbitmq-server.service
+	systemctl start rabbitmq-server.service
 fi
 rabbitmqctl --timeout "${RABBITMQ_WAIT_SECONDS:-300}" await_startup >/dev/null
 mp::log::detail "RabbitMQ is running"
@@ -83,7 +83,7 @@ rabbitmq_accounts
 
 pg_configure
 pg_ensure_db \
-    "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	"$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
 
 install_service billing-worker BILLING_ "$BILLING_HEALTH_PORT"
 

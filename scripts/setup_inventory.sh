@@ -22,14 +22,14 @@ apply_firewall inventory
 # if it starts before that interface is up.
 FILE_CHANGED=0
 copy_if_changed "$DEPLOY_DIR/sysctl/60-movie-platform.conf" /etc/sysctl.d/60-movie-platform.conf 0644
-if [ "$FILE_CHANGED" -eq 1 ]; then
-    sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
+if [[ "$FILE_CHANGED" -eq 1 ]]; then
+	sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
 fi
 
 ensure_packages postgresql
 pg_configure
 pg_ensure_db \
-    "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	"$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
 
 # The table itself is created by inventory-app's embedded migrations at start.
 install_service inventory-app INVENTORY_ "$INVENTORY_PORT"

@@ -150,7 +150,10 @@ ensure_host_tools() {
 vagrant_insecure_pubkey() {
 	local f
 	for f in /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub; do
-		[[ -f $f && $f != *vagrant-libvirt* && $f != *vagrant_cloud* ]] && { printf '%s\n' "$f"; return 0; }
+		[[ -f $f && $f != *vagrant-libvirt* && $f != *vagrant_cloud* ]] && {
+			printf '%s\n' "$f"
+			return 0
+		}
 	done
 	return 1
 }
