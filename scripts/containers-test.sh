@@ -195,13 +195,20 @@ check_ps() {
 	docker ps --format '{{.Names}}\t{{.Ports}}'
 }
 
-check_restart_policy() {
-	local c bad=0
+# expect_inspect WHAT FORMAT WANT [CONTAINER=WANT...]: `docker inspect -f FORMAT`
+# of every container is WANT, or the WANT given for that container.
+expect_inspect() {
+	local what=$1 format=$2 want=$3 c kv bad=0
+	local -A own=()
+	shift 3
+	for kv in "$@"; do own[${kv%%=*}]=${kv#*=}; done
 	for c in "${CONTAINERS[@]}"; do
-		expect "$c restart policy" "$(docker inspect -f '{{.HostConfig.RestartPolicy}}' "$c")" "{on-failure 0}" || bad=1
+		expect "$c $what" "$(docker inspect -f "$format" "$c")" "${own[$c]-$want}" || bad=1
 	done
 	return "$bad"
 }
+
+check_restart_policy() { expect_inspect "restart policy" '{{.HostConfig.RestartPolicy}}' "{on-failure 0}"; }
 
 check_names() {
 	local n bad=0
@@ -221,25 +228,13 @@ check_names() {
 }
 
 check_only_gateway_published() {
-	local c bindings bad=0
-	for c in "${CONTAINERS[@]}"; do
-		bindings=$(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "$c")
-		if [[ $c == api-gateway-app ]]; then
-			expect "$c bindings" "$bindings" "127.0.0.1:$CONTAINERS_GATEWAY_PORT->8080/tcp " || bad=1
-		else
-			expect "$c bindings" "$bindings" "" || bad=1
-		fi
-	done
-	return "$bad"
+	# shellcheck disable=SC2016 # a Go template, for docker
+	expect_inspect bindings '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "" \
+		api-gateway-app="127.0.0.1:$CONTAINERS_GATEWAY_PORT->8080/tcp "
 }
 
-check_one_network() {
-	local c bad=0
-	for c in "${CONTAINERS[@]}"; do
-		expect "$c networks" "$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$c")" "movie-platform " || bad=1
-	done
-	return "$bad"
-}
+# shellcheck disable=SC2016 # a Go template, for docker
+check_one_network() { expect_inspect networks '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "movie-platform "; }
 
 check_non_root() {
 	local c u bad=0
