@@ -88,8 +88,18 @@ wait_for_gateway() {
 	}
 }
 
+# tally TOOL UNIT EXIT "PASSED FAILED": adds one tool's counts to the totals.
+# A non-zero exit that its report does not count as a failure is one.
+tally() {
+	local p f
+	read -r p f <<<"$4"
+	(($3 == 0 || f > 0)) || f=1
+	mp::log::info "$1: $p $2 passed, $f failed (exit $3)"
+	passed=$((passed + p)) failed=$((failed + f))
+}
+
 run_newman() {
-	local rc=0 report=$REPORT_DIR/newman.json counts p f
+	local rc=0 report=$REPORT_DIR/newman.json counts
 	mp::log::info "newman: $COLLECTION against $GATEWAY_URL"
 	rm -f "$report"
 	# FORCE_COLOR=0: --color off alone leaves escapes in the failure table.
@@ -113,16 +123,11 @@ run_newman() {
 		counts="0 1"
 	fi
 	# newman failing for a reason its stats do not count (bad collection, crash).
-	if ((rc != 0)) && [[ ${counts#* } == 0 ]]; then
-		counts="${counts% *} 1"
-	fi
-	read -r p f <<<"$counts"
-	mp::log::info "newman: $p assertions passed, $f failed (exit $rc)"
-	passed=$((passed + p)) failed=$((failed + f))
+	tally newman assertions "$rc" "$counts"
 }
 
 run_schemathesis() {
-	local rc=0 junit=$REPORT_DIR/schemathesis-junit.xml counts p f
+	local rc=0 junit=$REPORT_DIR/schemathesis-junit.xml counts
 	mp::log::info "schemathesis: $OPENAPI against $GATEWAY_URL (max $MAX_EXAMPLES examples, seed $SEED)"
 	rm -f "$junit"
 	# --workers 1: one DELETE /api/movies from a parallel worker would remove
@@ -155,12 +160,7 @@ run_schemathesis() {
 		counts="0 1"
 	fi
 	# An error the report does not hold (schema not loadable, bad option).
-	if ((rc != 0)) && [[ ${counts#* } == 0 ]]; then
-		counts="${counts% *} 1"
-	fi
-	read -r p f <<<"$counts"
-	mp::log::info "schemathesis: $p operations passed, $f failed (exit $rc)"
-	passed=$((passed + p)) failed=$((failed + f))
+	tally schemathesis operations "$rc" "$counts"
 }
 
 main() {

@@ -401,25 +401,21 @@ cmd_status() {
 	done
 }
 
-cmd_start() {
-	local name=${1:?usage: start NAME}
-	case $name in
-	pg-inventory | pg-billing) pg_start "$name" ;;
-	rabbitmq) rabbitmq_start ;;
-	inventory-app | api-gateway | billing-worker)
-		service_start "$name"
-		service_wait_ready "$name"
-		;;
-	*) mp::die "unknown NAME $name (one of: ${SERVICES[*]} ${INFRA[*]})" ;;
-	esac
-}
+# cmd_start NAME / cmd_stop NAME: one component (a service is started and
+# waited for until it is ready).
+cmd_start() { component start "${1:?usage: start NAME}"; }
+cmd_stop() { component stop "${1:?usage: stop NAME}"; }
 
-cmd_stop() {
-	local name=${1:?usage: stop NAME}
+# component start|stop NAME
+component() {
+	local verb=$1 name=$2
 	case $name in
-	pg-inventory | pg-billing) pg_stop "$name" ;;
-	rabbitmq) rabbitmq_stop ;;
-	inventory-app | api-gateway | billing-worker) service_stop "$name" ;;
+	pg-inventory | pg-billing) "pg_$verb" "$name" ;;
+	rabbitmq) "rabbitmq_$verb" ;;
+	inventory-app | api-gateway | billing-worker)
+		"service_$verb" "$name"
+		[[ $verb == stop ]] || service_wait_ready "$name"
+		;;
 	*) mp::die "unknown NAME $name (one of: ${SERVICES[*]} ${INFRA[*]})" ;;
 	esac
 }

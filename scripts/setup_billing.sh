@@ -14,11 +14,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ -r $SCRIPT_DIR/provision/common.sh ]] || SCRIPT_DIR=${PROJECT_DIR:-/vagrant}/scripts
 # shellcheck source=provision/common.sh
 . "$SCRIPT_DIR/provision/common.sh"
-provision_init "$SCRIPT_DIR" billing-vm "RabbitMQ + PostgreSQL + billing-worker"
-
-# The firewall first: nothing listens unprotected, even during the first
-# provisioning, and billing-worker's unit Requires= it.
-apply_firewall billing
+provision_init "$SCRIPT_DIR" billing "RabbitMQ + PostgreSQL + billing-worker"
 
 # RabbitMQ's node name is rabbit@<hostname>: it must resolve locally.
 ensure_hostname_resolves

@@ -12,11 +12,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ -r $SCRIPT_DIR/provision/common.sh ]] || SCRIPT_DIR=${PROJECT_DIR:-/vagrant}/scripts
 # shellcheck source=provision/common.sh
 . "$SCRIPT_DIR/provision/common.sh"
-provision_init "$SCRIPT_DIR" inventory-vm "PostgreSQL + inventory-app"
-
-# The firewall first: nothing listens unprotected, even during the first
-# provisioning, and inventory-app's unit Requires= it.
-apply_firewall inventory
+provision_init "$SCRIPT_DIR" inventory "PostgreSQL + inventory-app"
 
 # The service binds its private address (INVENTORY_HOST); let it bind even
 # if it starts before that interface is up.

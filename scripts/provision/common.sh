@@ -622,11 +622,14 @@ Set real ones in .env (or let \`vagrant up\` generate them: .vagrant/movie-platf
 or set MP_ALLOW_DEFAULT_PASSWORDS=1 to deploy the defaults anyway."
 }
 
-# provision_init SCRIPT_DIR VM WHAT: the common start of every setup script:
-# root, paths, settings.
+# provision_init SCRIPT_DIR ROLE WHAT: the common start of every setup script
+# (ROLE: gateway, inventory or billing): root, paths, settings, then the VM's
+# firewall (apply_firewall ROLE) first of all, so that nothing listens
+# unprotected, even during the first provisioning; every service unit
+# Requires= it.
 provision_init() {
 	require_root
-	mp::log::info "$2 ($(hostname)): $3"
+	mp::log::info "$2-vm ($(hostname)): $3"
 	# Predictable modes for what we create; and a working directory every
 	# user can enter (psql runs as postgres, rabbitmqctl as rabbitmq).
 	umask 0022
@@ -649,4 +652,5 @@ provision_init() {
 		mp::die "no settings: neither MP_ENV_KEYS (Vagrant) nor $ENV_FILE (set ENV_FILE or PROJECT_DIR)"
 	fi
 	refuse_default_passwords
+	apply_firewall "$2"
 }
