@@ -13,6 +13,7 @@
 #            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture
+#   shlib    scripts/lib-test.sh: the one shell library (scripts/lib/mp.sh) on real processes
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 # Stops everything it started, also when a step fails.
 #
@@ -41,6 +42,7 @@ export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 ALL_STEPS=(lint unit build e2e contract chaos containers hosts hostside)
+ALL_STEPS+=(shlib)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -157,6 +159,8 @@ step_hostside() {
 	[[ -z $crlf ]] || die "a core.autocrlf=true checkout gets CRLF in: $crlf"
 	say "a core.autocrlf=true checkout has LF line ends (but the CRLF fixture)"
 }
+
+step_shlib() { scripts/lib-test.sh; }
 
 run_step() {
 	local s=$1 t0=$SECONDS rc=0

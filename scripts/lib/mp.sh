@@ -95,15 +95,16 @@ mp::pid_alive() {
 mp::pid_gone() { ! mp::pid_alive "$1"; }
 
 # mp::stop_pid PID [NAME [SECONDS]]: sends TERM to PID, waits up to SECONDS
-# (default 15) for it to exit, then sends KILL. Only ever the one PID given.
+# (default 15) for it to exit, then sends KILL and waits for it to be gone.
+# Only ever the one PID given.
 mp::stop_pid() {
 	local pid=$1 name=${2:-pid $1} seconds=${3:-15}
 	mp::pid_alive "$pid" || return 0
 	kill -TERM "$pid" 2>/dev/null || return 0
-	MP_WAIT_INTERVAL=0.2 mp::wait_until "$seconds" "$name to exit" mp::pid_gone "$pid" || {
-		mp::log::warn "$name (pid $pid) did not stop in ${seconds}s, killing it"
-		kill -KILL "$pid" 2>/dev/null || true
-	}
+	MP_WAIT_INTERVAL=0.2 mp::wait_until "$seconds" "$name to exit" mp::pid_gone "$pid" && return 0
+	mp::log::warn "$name (pid $pid) did not stop in ${seconds}s, killing it"
+	kill -KILL "$pid" 2>/dev/null || return 0
+	MP_WAIT_INTERVAL=0.2 mp::wait_until 10 "$name to die of SIGKILL" mp::pid_gone "$pid" || true
 }
 
 # --- packages ------------------------------------------------------------------
