@@ -58,19 +58,19 @@ is() {
 
 # --- log -----------------------------------------------------------------------
 lib 'mp::log::info step; mp::log::detail more; mp::log::warn careful; mp::log::error bad'
-check "log: info, detail, warn and error on stderr, in their forms" is err $'==> step\n    more\nwarning: careful\nerror: bad'
+check "log: info, detail, warn and error on stderr, in their forms" is err $'==> step\n    more\nWARNING: careful\nERROR: bad'
 check "log: nothing on stdout" is out ""
 LIB=scripts/provision/common.sh lib 'mp::log::info step; mp::log::detail more; mp::log::warn careful'
 check "log, provisioning: steps and details on stdout (Vagrant paints stderr red)" is out $'==> step\n    more'
-check "log, provisioning: warnings on stderr" is err "warning: careful"
+check "log, provisioning: warnings on stderr" is err "WARNING: careful"
 MP_LOG_TAG=t lib 'MP_LOG_T0=$(($(date +%s) - 7)); mp::log::info hello; mp::log::error bad'
 check "log with MP_LOG_TAG: [TAG HH:MM:SS +Ns] lines, N from MP_LOG_T0" \
-	matches err $'^\\[t [0-9:]{8} \\+   [78]s\\] hello\n\\[t [0-9:]{8} \\+   [78]s\\] error: bad$'
+	matches err $'^\\[t [0-9:]{8} \\+   [78]s\\] hello\n\\[t [0-9:]{8} \\+   [78]s\\] ERROR: bad$'
 
 # --- die -----------------------------------------------------------------------
 lib 'mp::die "it broke"; echo after'
 check "die: exit status 1" is rc 1
-check "die: error line, nothing after it runs" is err "error: it broke"
+check "die: error line, nothing after it runs" is err "ERROR: it broke"
 lib 'hook() { echo "hook: $1"; }; MP_DIE_HOOK=hook; mp::die "it broke"'
 check "die: MP_DIE_HOOK runs first, with the message" is out "hook: it broke"
 
@@ -79,7 +79,7 @@ printf 'A=1\nB="x ${A}"\nnot a line\n' >"$TMP/bad.env"
 lib "mp::env::load '$TMP/bad.env'; echo loaded"
 check "env::load: a bad line stops with exit 1" is rc 1
 check "env::load: ... naming the file and line" is err "$TMP/bad.env:3: not a KEY=VALUE line
-error: cannot load $TMP/bad.env (see the line above)"
+ERROR: cannot load $TMP/bad.env (see the line above)"
 printf 'A=1\nB="x ${A}"\n' >"$TMP/good.env"
 lib "export A=9; mp::env::load '$TMP/good.env'; printf '%s|' \"\${DOTENV_KEYS[@]}\" \"\$A\" \"\$B\"; bash -c 'echo \$B'"
 check "env::load: keys in order, the environment wins, \${} follows it, exported" is out "A|B|9|x 9|x 9"
@@ -90,16 +90,17 @@ check "wait_until: returns once the command succeeds (3rd poll), its output disc
 check "wait_until: nothing on stderr when it succeeds" is err ""
 lib 't0=$SECONDS; mp::wait_until 1 "never" false || echo "rc=$? after $((SECONDS - t0))s"'
 check "wait_until: fails after SECONDS" is out "rc=1 after 1s"
-check "wait_until: ... saying what it waited for" is err "warning: timed out after 1s waiting for never"
+check "wait_until: ... saying what it waited for" is err "WARNING: timed out after 1s waiting for never"
 
 # --- processes -----------------------------------------------------------------
 lib 'sleep 60 & p=$!; mp::pid_alive $p && echo alive; mp::stop_pid $p sleeper; mp::pid_alive $p || echo gone'
 check "stop_pid: a process that obeys TERM is gone, with no warning" is out $'alive\ngone'
 check "stop_pid: ... and nothing on stderr" is err ""
-lib 'bash -c "trap \"\" TERM; sleep 60" & p=$!; sleep 0.3; t0=$SECONDS; mp::stop_pid $p stubborn 2; mp::pid_alive $p || echo "gone after $((SECONDS - t0))s"'
+# (python3, one process with no children: KILL leaves nothing behind.)
+lib 'python3 -c "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)" & p=$!; disown; sleep 0.5; t0=$SECONDS; mp::stop_pid $p stubborn 2; mp::pid_alive $p || echo "gone after $((SECONDS - t0))s"'
 check "stop_pid: one that ignores TERM is KILLed after SECONDS" is out "gone after 2s"
 check "stop_pid: ... and says so" \
-	matches err $'^warning: timed out after 2s waiting for stubborn to exit\nwarning: stubborn \\(pid [0-9]+\\) did not stop in 2s, killing it$'
+	matches err $'^WARNING: timed out after 2s waiting for stubborn to exit\nWARNING: stubborn \\(pid [0-9]+\\) did not stop in 2s, killing it$'
 # A zombie (exited, not yet reaped by its parent) answers kill -0.
 # bash reaps its own children at once, so the parent here is a sleep that
 # does not: (sleep 0.1 &; exec sleep 3).

@@ -13,8 +13,9 @@
 #            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture
-#   shlib    scripts/lib-test.sh: the one shell library (scripts/lib/mp.sh) on real processes
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
+#   shlib    (after hostside, before vm) scripts/lib-test.sh: the one shell library,
+#            scripts/lib/mp.sh, on real processes
 # Stops everything it started, also when a step fails.
 #
 #   scripts/test.sh                 everything

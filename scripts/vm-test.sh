@@ -32,7 +32,7 @@ case $MODE in
 qemu | vagrant | stock | image | clean) ;;
 *) usage ;;
 esac
-[[ $(id -u) -eq 0 ]] || mp::die "run as root (network namespaces, qemu, libvirtd)"
+[[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, qemu, libvirtd)"
 
 if [[ $MODE == clean ]]; then
 	rm -rf "$VM_CACHE"
@@ -103,7 +103,7 @@ ensure_host_tools "$MODE"
 
 phase "image (build or cache)"
 IMAGE_DIR=$("$VM_LIB_DIR/build-image.sh" | tail -n 1)
-[[ -f $IMAGE_DIR/done ]] || mp::die "image build failed"
+[[ -f $IMAGE_DIR/done ]] || die "image build failed"
 export IMAGE_DIR
 if [[ $MODE == image ]]; then
 	phase_end
@@ -114,14 +114,14 @@ phase "binaries (scripts/build.sh)"
 if [[ ${VM_TEST_SKIP_BUILD:-0} == 1 ]]; then
 	log "VM_TEST_SKIP_BUILD=1: using dist/ as it is"
 else
-	[[ -x $PROJECT_ROOT/scripts/build.sh ]] || mp::die "scripts/build.sh not found"
+	[[ -x $PROJECT_ROOT/scripts/build.sh ]] || die "scripts/build.sh not found"
 	"$PROJECT_ROOT/scripts/build.sh" >"$RUN_DIR/build.log" 2>&1 || {
 		tail -n 30 "$RUN_DIR/build.log" >&2
-		mp::die "scripts/build.sh failed (log: $RUN_DIR/build.log)"
+		die "scripts/build.sh failed (log: $RUN_DIR/build.log)"
 	}
 fi
 for bin in api-gateway inventory-app billing-worker; do
-	[[ -x $PROJECT_ROOT/dist/amd64/$bin ]] || mp::die "dist/amd64/$bin missing: run scripts/build.sh"
+	[[ -x $PROJECT_ROOT/dist/amd64/$bin ]] || die "dist/amd64/$bin missing: run scripts/build.sh"
 done
 
 phase "network namespace"
@@ -138,8 +138,8 @@ if [[ $MODE == stock ]]; then
 	slirp4netns --configure --mtu=65520 --disable-host-loopback --netns-type=path \
 		"/run/netns/$NETNS" tap0 >"$RUN_DIR/slirp4netns.log" 2>&1 &
 	SLIRP_PID=$!
-	mp::wait_until 30 "slirp4netns's tap0 in $NETNS" ip -n "$NETNS" addr show tap0 || mp::die "slirp4netns failed (log: $RUN_DIR/slirp4netns.log)"
-	ip netns exec "$NETNS" nft -f - <<'NFT' || mp::die "cannot install the namespace's egress filter"
+	mp::wait_until 30 "slirp4netns's tap0 in $NETNS" ip -n "$NETNS" addr show tap0 || die "slirp4netns failed (log: $RUN_DIR/slirp4netns.log)"
+	ip netns exec "$NETNS" nft -f - <<'NFT' || die "cannot install the namespace's egress filter"
 table inet mpvm_egress {
 	chain out {
 		type filter hook output priority filter; policy accept;

@@ -53,8 +53,9 @@ apt_install() {
 # True when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# The names before scripts/lib/mp.sh, for scripts/bench.sh (being rewritten on
-# its own branch). Only aliases: delete them once nothing calls them.
+# The names before scripts/lib/mp.sh, for callers changed on other branches
+# (scripts/bench.sh before its rewrite, test.sh's build and hostside steps).
+# Only aliases: rename those calls to mp::* once merged, then delete these.
 say() { mp::log::info "$@"; }
 warn() { mp::log::warn "$@"; }
 die() { mp::die "$@"; }

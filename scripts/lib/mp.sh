@@ -19,7 +19,8 @@ source "$MP_LIB_DIR/dotenv.sh"
 # Settings (set them before the first message):
 #   MP_LOG_TAG      when set, every line is "[TAG HH:MM:SS +   Ns] message",
 #                   N counted from MP_LOG_T0 (epoch seconds), as the VM tests
-#                   print; otherwise "==> message", "warning: ...", "error: ...".
+#                   print; otherwise "==> message", "WARNING: ...", "ERROR: ..."
+#                   (the form provisioning, xtask and build.sh have always used).
 #   MP_LOG_INFO_FD  where info and detail lines go (default 2, stderr, so a
 #                   script's stdout stays its result; provisioning uses 1, since
 #                   Vagrant paints all stderr red).
@@ -47,8 +48,8 @@ mp::log::info() {
 }
 # mp::log::detail MESSAGE...: a detail of the step before ("    MESSAGE").
 mp::log::detail() { mp::log::_line "${MP_LOG_INFO_FD:-2}" '    ' "$@"; }
-mp::log::warn() { mp::log::_line 2 'warning: ' "$@"; }
-mp::log::error() { mp::log::_line 2 'error: ' "$@"; }
+mp::log::warn() { mp::log::_line 2 'WARNING: ' "$@"; }
+mp::log::error() { mp::log::_line 2 'ERROR: ' "$@"; }
 
 # mp::die MESSAGE...: logs the error and exits 1. When MP_DIE_HOOK names a
 # command, it runs first with the message (the VM tests record a FAIL line).

@@ -19,7 +19,7 @@ FLAVOR=${VM_IMAGE_FLAVOR:-test}
 case $FLAVOR in
 test) PREFIX=image ;;
 stock) PREFIX=stock-image ;;
-*) mp::die "VM_IMAGE_FLAVOR must be test or stock" ;;
+*) die "VM_IMAGE_FLAVOR must be test or stock" ;;
 esac
 
 if [[ $FLAVOR == stock ]]; then
@@ -44,11 +44,11 @@ image_hash() {
 
 build_rootfs() {
 	local rootfs=$1 pubkey
-	pubkey=$(vagrant_insecure_pubkey) || mp::die "Vagrant's insecure key not found (Debian package vagrant)"
+	pubkey=$(vagrant_insecure_pubkey) || die "Vagrant's insecure key not found (Debian package vagrant)"
 
 	log "debootstrap $SUITE from $MIRROR (minbase; output in $BUILD_LOG)"
 	timeout 1800 debootstrap --variant=minbase --include=apt-utils,ca-certificates "$SUITE" "$rootfs" "$MIRROR" >>"$BUILD_LOG" 2>&1 ||
-		mp::die "debootstrap failed: see $BUILD_LOG"
+		die "debootstrap failed: see $BUILD_LOG"
 
 	{
 		printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
@@ -77,7 +77,7 @@ build_rootfs() {
 		chroot "$r" apt-get update -q
 		chroot "$r" apt-get install -y -q --no-install-recommends "$@"
 		chroot "$r" apt-get clean
-	' build "$rootfs" "${PACKAGES[@]}" >>"$BUILD_LOG" 2>&1 || mp::die "apt-get in the chroot failed: see $BUILD_LOG"
+	' build "$rootfs" "${PACKAGES[@]}" >>"$BUILD_LOG" 2>&1 || die "apt-get in the chroot failed: see $BUILD_LOG"
 
 	log "configuring the image"
 	(cd "$VM_LIB_DIR/image" && tar -cf - --owner=root --group=root .) | tar -xf - -C "$rootfs" --no-same-owner --no-overwrite-dir
@@ -124,7 +124,7 @@ main() {
 	dir=$VM_CACHE/$PREFIX-$hash
 	mkdir -p "$VM_CACHE"
 	exec 9>"$VM_CACHE/image.lock"
-	timeout 3600 flock 9 || mp::die "another image build holds $VM_CACHE/image.lock"
+	timeout 3600 flock 9 || die "another image build holds $VM_CACHE/image.lock"
 	if [[ -f $dir/done ]]; then
 		log "image cache hit: $dir"
 		printf '%s\n' "$dir"

@@ -24,6 +24,9 @@ MP_WAIT_INTERVAL=${MP_WAIT_INTERVAL:-2}
 source "$PROJECT_ROOT/scripts/lib/mp.sh"
 log() { mp::log::info "$@"; }
 record_die() { printf 'FAIL\t%s\n' "$*" >>"$CHECK_FILE"; }
+# The VM scripts' name for mp::die (they are being changed on another branch:
+# rename the calls to mp::die once that is merged, then drop this alias).
+die() { mp::die "$@"; }
 
 # phase NAME: closes the running phase and starts the next one.
 phase() {
