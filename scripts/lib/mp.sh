@@ -6,7 +6,7 @@
 # scripts/provision/common.sh (inside the VMs) and scripts/vm/lib.sh.
 # Sourced, never executed. It runs inside the VMs too (the Vagrantfile and
 # scripts/vm/qemu.sh upload scripts/lib/ whole), so it needs nothing but bash
-# and coreutils.
+# (5 or newer: Debian 12 has 5.2) and coreutils.
 
 # Sourced once: provision/common.sh and lib/common.sh may both pull it in.
 [[ -n ${MP_LIB_DIR:-} ]] && return 0
@@ -70,16 +70,21 @@ mp::env::load() {
 }
 
 # --- waiting -------------------------------------------------------------------
+# mp::now_us: microseconds since the epoch (bash 5's EPOCHREALTIME, whose
+# decimal point follows the locale).
+mp::now_us() { printf '%s\n' "${EPOCHREALTIME//[!0-9]/}"; }
+
 # mp::wait_until SECONDS DESCRIPTION COMMAND...: runs COMMAND (output discarded:
 # it is a predicate) every MP_WAIT_INTERVAL seconds (default 0.2) until it
-# succeeds. After SECONDS, warns "timed out after ...s waiting for DESCRIPTION"
-# and returns 1.
+# succeeds. After SECONDS (whole seconds, measured to the microsecond: bash's
+# SECONDS would cut a wait short by up to one), warns "timed out after ...s
+# waiting for DESCRIPTION" and returns 1.
 mp::wait_until() {
 	local seconds=$1 what=$2 deadline
 	shift 2
-	deadline=$((SECONDS + seconds))
+	deadline=$(($(mp::now_us) + seconds * 1000000))
 	until "$@" >/dev/null 2>&1; do
-		if ((SECONDS >= deadline)); then
+		if (($(mp::now_us) >= deadline)); then
 			mp::log::warn "timed out after ${seconds}s waiting for $what"
 			return 1
 		fi
