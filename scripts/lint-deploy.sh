@@ -78,7 +78,7 @@ fi
 if out="$(shfmt -d "${scripts[@]}" 2>&1)"; then
 	pass "shfmt -d (${#scripts[@]} scripts)"
 else
-	fail "shfmt -d: $(printf '%s\n' "$out" | sed -n 's/^+++ //p' | tr '\n' ' ')(fix: shfmt -w FILE)"
+	fail "shfmt -d: $(printf '%s\n' "$out" | sed -n 's/^+++ //p' | tr '\n' ' ')(fix: shfmt -w FILE; first quote array keys that hold a - or a space, [\"a-b\"]: shfmt 3.6 reads [a-b] as arithmetic)"
 	printf '%s\n' "$out" | sed 's/^/      /'
 fi
 

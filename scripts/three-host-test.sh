@@ -425,13 +425,13 @@ check "POST /api/billing: 200 (got $STATUS)" test "$STATUS" = 200
 check "billing-vm: the order is stored in table orders of database $BILLING_DB_NAME" \
 	mp::wait_until 30 "order $TAG-1 to be stored" stored_is "$TAG-1" 1
 
-mp::log::info "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID[billing - worker]})"
-mp::stop_pid "${SERVICE_PID[billing - worker]}" billing-worker 30
-wait "${SERVICE_PID[billing - worker]}" 2>/dev/null || true
+mp::log::info "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID["billing-worker"]})"
+mp::stop_pid "${SERVICE_PID["billing-worker"]}" billing-worker 30
+wait "${SERVICE_PID["billing-worker"]}" 2>/dev/null || true
 no_worker_left() { ! in_ns billing ps -o comm= -p "$(ip netns pids "${NS[billing]}" | paste -sd,)" | grep -qx billing-worker; }
 worker_stopped() { mp::pid_gone "$1" && no_worker_left; }
 check "billing-worker exited after SIGTERM (no billing-worker process left on billing-vm)" \
-	worker_stopped "${SERVICE_PID[billing - worker]}"
+	worker_stopped "${SERVICE_PID["billing-worker"]}"
 unset 'SERVICE_PID[billing-worker]'
 ok=1
 for i in 2 3 4; do
