@@ -53,11 +53,11 @@ install_newman() {
 		return 0
 	fi
 	command -v npm >/dev/null || apt_install nodejs npm
-	say "installing newman $NEWMAN_VERSION into $NODE_PREFIX"
+	mp::log::info "installing newman $NEWMAN_VERSION into $NODE_PREFIX"
 	mkdir -p "$NODE_PREFIX"
 	npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --loglevel=error \
 		"newman@$NEWMAN_VERSION" >&2
-	[[ $("$NEWMAN" --version) == "$NEWMAN_VERSION" ]] || die "newman $NEWMAN_VERSION did not install in $NODE_PREFIX"
+	[[ $("$NEWMAN" --version) == "$NEWMAN_VERSION" ]] || mp::die "newman $NEWMAN_VERSION did not install in $NODE_PREFIX"
 }
 
 install_schemathesis() {
@@ -73,7 +73,7 @@ install_schemathesis() {
 			python3 -m venv "$VENV"
 		}
 	fi
-	say "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
+	mp::log::info "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
 	"$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
 }
 
@@ -81,20 +81,26 @@ install_schemathesis() {
 
 # The gateway must answer before either tool starts, or both report noise.
 wait_for_gateway() {
-	local deadline=$((SECONDS + 30))
-	until curl -fsS -m 2 -o /dev/null "$GATEWAY_URL/health" 2>/dev/null; do
-		if ((SECONDS >= deadline)); then
-			warn "the gateway does not answer at $GATEWAY_URL/health (start it: scripts/local.sh up)"
-			echo "api-contract: 0 passed, 1 failed"
-			exit 1
-		fi
-		sleep 0.5
-	done
+	mp::wait_until 30 "the gateway at $GATEWAY_URL/health" curl -fsS -m 2 -o /dev/null "$GATEWAY_URL/health" || {
+		mp::log::warn "the gateway does not answer at $GATEWAY_URL/health (start it: scripts/local.sh up)"
+		echo "api-contract: 0 passed, 1 failed"
+		exit 1
+	}
+}
+
+# tally TOOL UNIT EXIT "PASSED FAILED": adds one tool's counts to the totals.
+# A non-zero exit that its report does not count as a failure is one.
+tally() {
+	local p f
+	read -r p f <<<"$4"
+	(($3 == 0 || f > 0)) || f=1
+	mp::log::info "$1: $p $2 passed, $f failed (exit $3)"
+	passed=$((passed + p)) failed=$((failed + f))
 }
 
 run_newman() {
-	local rc=0 report=$REPORT_DIR/newman.json counts p f
-	say "newman: $COLLECTION against $GATEWAY_URL"
+	local rc=0 report=$REPORT_DIR/newman.json counts
+	mp::log::info "newman: $COLLECTION against $GATEWAY_URL"
 	rm -f "$report"
 	# FORCE_COLOR=0: --color off alone leaves escapes in the failure table.
 	FORCE_COLOR=0 "$NEWMAN" run "$COLLECTION" \
@@ -105,28 +111,24 @@ run_newman() {
 		--reporters cli,json \
 		--reporter-json-export "$report" || rc=$?
 	if [[ -s $report ]]; then
-		counts=$(python3 - "$report" <<-'PY'
-			import json, sys
-			stats = json.load(open(sys.argv[1]))["run"]["stats"]
-			a, r = stats["assertions"], stats["requests"]
-			print(a["total"] - a["failed"], a["failed"] + r["failed"])
-		PY
+		counts=$(
+			python3 - "$report" <<-'PY'
+				import json, sys
+				stats = json.load(open(sys.argv[1]))["run"]["stats"]
+				a, r = stats["assertions"], stats["requests"]
+				print(a["total"] - a["failed"], a["failed"] + r["failed"])
+			PY
 		)
 	else
 		counts="0 1"
 	fi
 	# newman failing for a reason its stats do not count (bad collection, crash).
-	if ((rc != 0)) && [[ ${counts#* } == 0 ]]; then
-		counts="${counts% *} 1"
-	fi
-	read -r p f <<<"$counts"
-	say "newman: $p assertions passed, $f failed (exit $rc)"
-	passed=$((passed + p)) failed=$((failed + f))
+	tally newman assertions "$rc" "$counts"
 }
 
 run_schemathesis() {
-	local rc=0 junit=$REPORT_DIR/schemathesis-junit.xml counts p f
-	say "schemathesis: $OPENAPI against $GATEWAY_URL (max $MAX_EXAMPLES examples, seed $SEED)"
+	local rc=0 junit=$REPORT_DIR/schemathesis-junit.xml counts
+	mp::log::info "schemathesis: $OPENAPI against $GATEWAY_URL (max $MAX_EXAMPLES examples, seed $SEED)"
 	rm -f "$junit"
 	# --workers 1: one DELETE /api/movies from a parallel worker would remove
 	# the movie another worker's stateful scenario has just created.
@@ -144,38 +146,34 @@ run_schemathesis() {
 		--report junit \
 		--report-junit-path "$junit") || rc=$?
 	if [[ -s $junit ]]; then
-		counts=$(python3 - "$junit" <<-'PY'
-			import sys
-			import xml.etree.ElementTree as ET
-			cases = list(ET.parse(sys.argv[1]).getroot().iter("testcase"))
-			bad = sum(1 for c in cases if c.find("failure") is not None or c.find("error") is not None)
-			skipped = sum(1 for c in cases if c.find("skipped") is not None)
-			print(len(cases) - bad - skipped, bad)
-		PY
+		counts=$(
+			python3 - "$junit" <<-'PY'
+				import sys
+				import xml.etree.ElementTree as ET
+				cases = list(ET.parse(sys.argv[1]).getroot().iter("testcase"))
+				bad = sum(1 for c in cases if c.find("failure") is not None or c.find("error") is not None)
+				skipped = sum(1 for c in cases if c.find("skipped") is not None)
+				print(len(cases) - bad - skipped, bad)
+			PY
 		)
 	else
 		counts="0 1"
 	fi
 	# An error the report does not hold (schema not loadable, bad option).
-	if ((rc != 0)) && [[ ${counts#* } == 0 ]]; then
-		counts="${counts% *} 1"
-	fi
-	read -r p f <<<"$counts"
-	say "schemathesis: $p operations passed, $f failed (exit $rc)"
-	passed=$((passed + p)) failed=$((failed + f))
+	tally schemathesis operations "$rc" "$counts"
 }
 
 main() {
 	case $ONLY in
 	'' | newman | schemathesis) ;;
-	*) die "CONTRACT_ONLY must be newman or schemathesis, not $ONLY" ;;
+	*) mp::die "CONTRACT_ONLY must be newman or schemathesis, not $ONLY" ;;
 	esac
 	# Absolute paths: schemathesis runs inside the report folder (it keeps its
 	# .hypothesis and .schemathesis state there, not in the checkout).
 	mkdir -p "$REPORT_DIR"
 	REPORT_DIR=$(cd "$REPORT_DIR" && pwd)
 	if [[ $OPENAPI != http://* && $OPENAPI != https://* ]]; then
-		[[ -f $OPENAPI ]] || die "CONTRACT_OPENAPI: no file $OPENAPI"
+		[[ -f $OPENAPI ]] || mp::die "CONTRACT_OPENAPI: no file $OPENAPI"
 		OPENAPI=$(cd "$(dirname "$OPENAPI")" && pwd)/$(basename "$OPENAPI")
 	fi
 	[[ $ONLY == schemathesis ]] || install_newman

@@ -42,8 +42,8 @@ declare -A FIGURE
 cleanup() {
 	local rc=$?
 	if [[ -e $OWNED ]]; then
-		say "removing the test deployment (down -v)"
-		compose down -v --remove-orphans >/dev/null 2>&1 || warn "compose down -v failed"
+		mp::log::info "removing the test deployment (down -v)"
+		compose down -v --remove-orphans >/dev/null 2>&1 || mp::log::warn "compose down -v failed"
 		rm -f "$OWNED"
 	fi
 	docker_down
@@ -62,7 +62,7 @@ pick_compose() {
 	else
 		COMPOSE=(docker-compose)
 	fi
-	say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))"
+	mp::log::info "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))"
 }
 
 # check NAME COMMAND...: one counted check.
@@ -112,7 +112,7 @@ all_healthy() {
 }
 
 wait_healthy() {
-	wait_until "${1:-180}" "all six containers to be healthy" all_healthy || {
+	mp::wait_until "${1:-180}" "all six containers to be healthy" all_healthy || {
 		docker ps -a >&2
 		return 1
 	}
@@ -139,34 +139,34 @@ preflight() {
 	local c v
 	apt_install docker.io docker-compose iptables
 	[[ -x $DIST/api-gateway && -x $DIST/inventory-app && -x $DIST/billing-worker ]] ||
-		die "no binaries in $DIST: run scripts/build.sh"
+		mp::die "no binaries in $DIST: run scripts/build.sh"
 	docker_up
 	pick_compose
 	if [[ ! -e $OWNED ]]; then
 		for c in "${CONTAINERS[@]}"; do
 			! docker container inspect "$c" >/dev/null 2>&1 ||
-				die "a container named $c exists: this test uses the deployment's names; remove that deployment first (docker compose -f deploy/docker/compose.yaml down, add -v to drop its data)"
+				mp::die "a container named $c exists: this test uses the deployment's names; remove that deployment first (docker compose -f deploy/docker/compose.yaml down, add -v to drop its data)"
 		done
 		for v in "${VOLUMES[@]}"; do
 			! docker volume inspect "$v" >/dev/null 2>&1 ||
-				die "a volume named $v exists (another deployment's data?): remove it first if you do not need it (docker volume rm $v)"
+				mp::die "a volume named $v exists (another deployment's data?): remove it first if you do not need it (docker volume rm $v)"
 		done
 	fi
 	mkdir -p "$DOCKER_STATE"
 	touch "$OWNED"
 	compose down -v --remove-orphans >/dev/null 2>&1 || true
 	# The ports must be free for the published gateway.
-	! port_open "$CONTAINERS_GATEWAY_PORT" || die "port $CONTAINERS_GATEWAY_PORT is in use (set CONTAINERS_GATEWAY_PORT)"
+	! port_open "$CONTAINERS_GATEWAY_PORT" || mp::die "port $CONTAINERS_GATEWAY_PORT is in use (set CONTAINERS_GATEWAY_PORT)"
 }
 
 build_images() {
 	local t0=$SECONDS
 	docker_base_image
-	FIGURE[base image]=$((SECONDS - t0))s
+	FIGURE["base image"]=$((SECONDS - t0))s
 	t0=$SECONDS
 	compose build >"$DOCKER_STATE/build.log" 2>&1 || {
 		tail -n 30 "$DOCKER_STATE/build.log" >&2
-		die "compose build failed (log: $DOCKER_STATE/build.log)"
+		mp::die "compose build failed (log: $DOCKER_STATE/build.log)"
 	}
 	FIGURE[build]=$((SECONDS - t0))s
 }
@@ -195,51 +195,55 @@ check_ps() {
 	docker ps --format '{{.Names}}\t{{.Ports}}'
 }
 
-check_restart_policy() {
-	local c bad=0
+# expect_inspect WHAT FORMAT WANT [CONTAINER=WANT...]: `docker inspect -f FORMAT`
+# of every container is WANT, or the WANT given for that container.
+expect_inspect() {
+	local what=$1 format=$2 want=$3 c kv bad=0
+	local -A own=()
+	shift 3
+	for kv in "$@"; do own[${kv%%=*}]=${kv#*=}; done
 	for c in "${CONTAINERS[@]}"; do
-		expect "$c restart policy" "$(docker inspect -f '{{.HostConfig.RestartPolicy}}' "$c")" "{on-failure 0}" || bad=1
+		expect "$c $what" "$(docker inspect -f "$format" "$c")" "${own[$c]-$want}" || bad=1
 	done
 	return "$bad"
 }
 
+check_restart_policy() { expect_inspect "restart policy" '{{.HostConfig.RestartPolicy}}' "{on-failure 0}"; }
+
 check_names() {
 	local n bad=0
 	for n in "${VOLUMES[@]}"; do
-		docker volume ls -q | grep -qxF "$n" || { echo "no volume $n"; bad=1; }
+		docker volume ls -q | grep -qxF "$n" || {
+			echo "no volume $n"
+			bad=1
+		}
 	done
 	for n in "${IMAGES[@]}"; do
-		docker images --format '{{.Repository}}' | grep -qxF "$n" || { echo "no image $n"; bad=1; }
+		docker images --format '{{.Repository}}' | grep -qxF "$n" || {
+			echo "no image $n"
+			bad=1
+		}
 	done
 	return "$bad"
 }
 
 check_only_gateway_published() {
-	local c bindings bad=0
-	for c in "${CONTAINERS[@]}"; do
-		bindings=$(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "$c")
-		if [[ $c == api-gateway-app ]]; then
-			expect "$c bindings" "$bindings" "127.0.0.1:$CONTAINERS_GATEWAY_PORT->8080/tcp " || bad=1
-		else
-			expect "$c bindings" "$bindings" "" || bad=1
-		fi
-	done
-	return "$bad"
+	# shellcheck disable=SC2016 # a Go template, for docker
+	expect_inspect bindings '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "" \
+		api-gateway-app="127.0.0.1:$CONTAINERS_GATEWAY_PORT->8080/tcp "
 }
 
-check_one_network() {
-	local c bad=0
-	for c in "${CONTAINERS[@]}"; do
-		expect "$c networks" "$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$c")" "movie-platform " || bad=1
-	done
-	return "$bad"
-}
+# shellcheck disable=SC2016 # a Go template, for docker
+check_one_network() { expect_inspect networks '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "movie-platform "; }
 
 check_non_root() {
 	local c u bad=0
 	for c in "${CONTAINERS[@]}"; do
 		u=$(docker exec "$c" id -u)
-		[[ $u != 0 ]] || { echo "$c runs as root"; bad=1; }
+		[[ $u != 0 ]] || {
+			echo "$c runs as root"
+			bad=1
+		}
 		echo "$c: uid $u ($(docker exec "$c" id -un))"
 	done
 	return "$bad"
@@ -262,7 +266,10 @@ check_worker_health_port() {
 
 check_movies() {
 	http POST /api/movies '{"title":"Containers '"$RUN_ID"'","description":"made by the containers test"}'
-	expect "POST /api/movies" "$STATUS" 201 || { echo "$BODY_TEXT"; return 1; }
+	expect "POST /api/movies" "$STATUS" 201 || {
+		echo "$BODY_TEXT"
+		return 1
+	}
 	MOVIE_ID=$(json_field "$BODY_TEXT" id)
 	http GET "/api/movies/$MOVIE_ID"
 	GET_RID=$RID
@@ -282,7 +289,7 @@ check_access_log() {
 check_order_stored() {
 	local user=$RUN_ID-a$REQUESTS
 	expect "POST /api/billing" "$(order "$user")" 200 || return 1
-	wait_until 30 "the order to be stored" stored_once "$user"
+	mp::wait_until 30 "the order to be stored" stored_once "$user"
 }
 
 check_order_waits_for_worker() {
@@ -292,8 +299,8 @@ check_order_waits_for_worker() {
 	expect "billing_queue depth" "$(queue_depth)" 1 || return 1
 	expect "stored while billing-app is stopped" "$(orders_of "$user")" 0 || return 1
 	docker start billing-app >/dev/null
-	wait_until 60 "the waiting order to be stored" stored_once "$user" || return 1
-	wait_until 60 "billing-app to be healthy" is_healthy billing-app || return 1
+	mp::wait_until 60 "the waiting order to be stored" stored_once "$user" || return 1
+	mp::wait_until 60 "billing-app to be healthy" is_healthy billing-app || return 1
 	# Stored exactly once, and nothing left behind.
 	sleep 2
 	expect "rows for the order" "$(orders_of "$user")" 1
@@ -308,10 +315,13 @@ kill_and_recover() {
 	local c=$1 before pid
 	before=$(restarts "$c")
 	pid=$(docker inspect -f '{{.State.Pid}}' "$c")
-	[[ $pid -gt 0 ]] || { echo "$c has no pid"; return 1; }
+	[[ $pid -gt 0 ]] || {
+		echo "$c has no pid"
+		return 1
+	}
 	kill -KILL "$pid"
-	wait_until 30 "$c to be restarted" restarted_since "$c" "$before" || return 1
-	wait_until 60 "$c to be healthy again" is_healthy "$c" || return 1
+	mp::wait_until 30 "$c to be restarted" restarted_since "$c" "$before" || return 1
+	mp::wait_until 60 "$c to be healthy again" is_healthy "$c" || return 1
 	echo "$c: restart count $before -> $(restarts "$c"), healthy again"
 }
 
@@ -329,7 +339,7 @@ check_killed_services_restart() {
 check_rabbitmq_restart() {
 	local user attempt status
 	docker restart RabbitMQ >/dev/null
-	wait_until 120 "RabbitMQ to be healthy" is_healthy RabbitMQ || return 1
+	mp::wait_until 120 "RabbitMQ to be healthy" is_healthy RabbitMQ || return 1
 	# The gateway reconnects by itself: an order is accepted again soon. A
 	# user per attempt: an attempt that was refused must not count.
 	for ((attempt = 1; attempt <= 60; attempt++)); do
@@ -339,18 +349,18 @@ check_rabbitmq_restart() {
 		sleep 1
 	done
 	expect "order after the broker restart (attempt $attempt)" "$status" 200 || return 1
-	wait_until 60 "the order to be stored" stored_once "$user"
+	mp::wait_until 60 "the order to be stored" stored_once "$user"
 }
 
 check_database_restart() {
 	local user
 	docker restart inventory-database >/dev/null
-	wait_until 60 "GET /api/movies/$MOVIE_ID to work again" bash -c "curl -fsS -m 5 -o /dev/null '$GW/api/movies/$MOVIE_ID'" || return 1
+	mp::wait_until 60 "GET /api/movies/$MOVIE_ID to work again" bash -c "curl -fsS -m 5 -o /dev/null '$GW/api/movies/$MOVIE_ID'" || return 1
 	docker restart billing-database >/dev/null
-	wait_until 60 "billing-database to be healthy" is_healthy billing-database || return 1
+	mp::wait_until 60 "billing-database to be healthy" is_healthy billing-database || return 1
 	user=$RUN_ID-d
 	expect "POST /api/billing after the restart" "$(order "$user")" 200 || return 1
-	wait_until 90 "the order to be stored after the database restart" stored_once "$user" || {
+	mp::wait_until 90 "the order to be stored after the database restart" stored_once "$user" || {
 		docker logs --tail 15 billing-app 2>&1
 		return 1
 	}
@@ -374,7 +384,10 @@ check_down_up_keeps_data() {
 	movies=$(movie_count)
 	orders=$(psql_orders 'SELECT count(*) FROM orders')
 	echo "before down: $movies movies, $orders orders"
-	[[ $movies -gt 0 && $orders -gt 0 ]] || { echo "nothing to keep"; return 1; }
+	[[ $movies -gt 0 && $orders -gt 0 ]] || {
+		echo "nothing to keep"
+		return 1
+	}
 	compose down >/dev/null 2>&1
 	up_timed "warm up (down, then up)" || return 1
 	after_movies=$(movie_count)
@@ -414,8 +427,14 @@ check_no_secret_in_images() {
 	}
 	local img bad=0
 	for img in "${IMAGES[@]}"; do
-		if docker image inspect "$img" | grep -F -f "$TMP/secrets"; then echo "secret in docker inspect $img"; bad=1; fi
-		if docker history --no-trunc "$img" | grep -F -f "$TMP/secrets"; then echo "secret in docker history $img"; bad=1; fi
+		if docker image inspect "$img" | grep -F -f "$TMP/secrets"; then
+			echo "secret in docker inspect $img"
+			bad=1
+		fi
+		if docker history --no-trunc "$img" | grep -F -f "$TMP/secrets"; then
+			echo "secret in docker history $img"
+			bad=1
+		fi
 	done
 	# Every file of every layer (docker save holds them uncompressed).
 	local rcs
@@ -459,13 +478,13 @@ check_code_change_rebuilds_last_layer() {
 record_sizes() {
 	local img
 	for img in "${IMAGES[@]}"; do
-		FIGURE[image $img]=$(docker image inspect -f '{{.Size}}' "$img" | awk '{printf "%.1f MB", $1 / 1e6}')
+		FIGURE["image $img"]=$(docker image inspect -f '{{.Size}}' "$img" | awk '{printf "%.1f MB", $1 / 1e6}')
 	done
 }
 
 main() {
 	local t0=$SECONDS
-	load_dotenv "$MP_ROOT/.env"
+	mp::env::load "$MP_ROOT/.env"
 	preflight
 	build_images
 	check "every Dockerfile starts FROM debian:bookworm-slim" check_base_images

@@ -19,12 +19,12 @@ read_rust() { env -i PATH="$PATH" HOME="$HOME" ${CARGO_HOME:+CARGO_HOME=$CARGO_H
 read_bash_lib() {
 	local f=$1
 	shift
-	env -i PATH="$PATH" "$@" bash -c 'source scripts/lib/common.sh; load_dotenv "$1"; for k in "${DOTENV_KEYS[@]}"; do printf "%s\t%s\n" "$k" "${!k}"; done' _ "$f"
+	env -i PATH="$PATH" "$@" bash -c 'source scripts/lib/common.sh; mp::env::load "$1"; for k in "${DOTENV_KEYS[@]}"; do printf "%s\t%s\n" "$k" "${!k}"; done' _ "$f"
 }
 read_bash_provision() {
 	local f=$1
 	shift
-	env -i PATH="$PATH" "$@" bash -c 'source scripts/provision/common.sh; load_dotenv "$1"; for k in "${DOTENV_KEYS[@]}"; do printf "%s\t%s\n" "$k" "${!k}"; done' _ "$f"
+	env -i PATH="$PATH" "$@" bash -c 'source scripts/provision/common.sh; mp::env::load "$1"; for k in "${DOTENV_KEYS[@]}"; do printf "%s\t%s\n" "$k" "${!k}"; done' _ "$f"
 }
 read_ruby() {
 	local f=$1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of everything that deploys the platform, without any VM:
 #   - shellcheck:  every shell script (scripts/**/*.sh, scripts/** with a shell shebang, deploy/docker/**, .ci/run)
+#   - shfmt -d:    the same scripts have the one layout (tabs, .editorconfig)
 #   - ruby -c:     the Vagrantfile parses
 #   - vagrant:     `vagrant validate --ignore-provider` (Vagrant without VirtualBox)
 #   - templates:   .env resolves; env files, PostgreSQL/RabbitMQ configs render
@@ -24,26 +25,30 @@ FIREWALL_UNIT_THRESHOLD="${FIREWALL_UNIT_THRESHOLD:-3.0}"
 failures=0
 pass() { printf 'PASS  %s\n' "$*"; }
 fail() {
-    printf 'FAIL  %s\n' "$*"
-    failures=$((failures + 1))
+	printf 'FAIL  %s\n' "$*"
+	failures=$((failures + 1))
 }
 note() { printf '      %s\n' "$*"; }
 
 as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+	if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi
 }
 
 # need COMMAND PACKAGE: installs PACKAGE (Debian) when COMMAND is missing.
 need() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    command -v apt-get >/dev/null 2>&1 || { echo "lint-deploy: $1 missing (install $2)" >&2; exit 1; }
-    echo "==> lint-deploy: installing $2" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get install -y -qq --no-install-recommends "$2" >/dev/null \
-        || { as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
+	command -v "$1" >/dev/null 2>&1 && return 0
+	command -v apt-get >/dev/null 2>&1 || {
+		echo "lint-deploy: $1 missing (install $2)" >&2
+		exit 1
+	}
+	echo "==> lint-deploy: installing $2" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	as_root apt-get install -y -qq --no-install-recommends "$2" >/dev/null ||
+		{ as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
 }
 
 need shellcheck shellcheck
+need shfmt shfmt
 need ruby ruby
 need vagrant vagrant
 need systemd-analyze systemd
@@ -56,75 +61,83 @@ trap 'rm -rf "$WORK"' EXIT
 # --- shellcheck -------------------------------------------------------------
 scripts=()
 while IFS= read -r -d '' f; do
-    case "$f" in
-        *.sh) scripts+=("$f") ;;
-        *) head -n1 "$f" | grep -Eq '^#!.*\b(ba|da)?sh\b' && scripts+=("$f") ;;
-    esac
+	case "$f" in
+	*.sh) scripts+=("$f") ;;
+	*) head -n1 "$f" | grep -Eq '^#!.*\b(ba|da)?sh\b' && scripts+=("$f") ;;
+	esac
 done < <(find scripts deploy/docker -type f -print0 | sort -z)
-[ -f .ci/run ] && scripts+=(.ci/run)
+[[ -f .ci/run ]] && scripts+=(.ci/run)
 if out="$(shellcheck -x -f gcc "${scripts[@]}" 2>&1)"; then
-    pass "shellcheck (${#scripts[@]} scripts)"
+	pass "shellcheck (${#scripts[@]} scripts)"
 else
-    fail "shellcheck: $(printf '%s\n' "$out" | cut -d: -f1 | sort -u | tr '\n' ' ')"
-    printf '%s\n' "$out" | sed 's/^/      /'
+	fail "shellcheck: $(printf '%s\n' "$out" | cut -d: -f1 | sort -u | tr '\n' ' ')"
+	printf '%s\n' "$out" | sed 's/^/      /'
+fi
+
+# --- shfmt: one layout (tabs, see .editorconfig), so a diff shows only what changed
+if out="$(shfmt -d "${scripts[@]}" 2>&1)"; then
+	pass "shfmt -d (${#scripts[@]} scripts)"
+else
+	fail "shfmt -d: $(printf '%s\n' "$out" | sed -n 's/^+++ //p' | tr '\n' ' ')(fix: shfmt -w FILE; first quote array keys that hold a - or a space, [\"a-b\"]: shfmt 3.6 reads [a-b] as arithmetic)"
+	printf '%s\n' "$out" | sed 's/^/      /'
 fi
 
 # --- Vagrantfile ------------------------------------------------------------
 if out="$(ruby -c Vagrantfile 2>&1)"; then
-    pass "ruby -c Vagrantfile"
+	pass "ruby -c Vagrantfile"
 else
-    fail "ruby -c Vagrantfile"
-    printf '%s\n' "$out"
+	fail "ruby -c Vagrantfile"
+	printf '%s\n' "$out"
 fi
 # Its own dot-dir, so validating leaves nothing in the project.
 if out="$(VAGRANT_DOTFILE_PATH="$WORK/vagrant-dot" VAGRANT_CHECKPOINT_DISABLE=1 \
-    vagrant validate --ignore-provider 2>&1)"; then
-    pass "vagrant validate --ignore-provider"
+	vagrant validate --ignore-provider 2>&1)"; then
+	pass "vagrant validate --ignore-provider"
 else
-    fail "vagrant validate --ignore-provider"
-    printf '%s\n' "$out"
+	fail "vagrant validate --ignore-provider"
+	printf '%s\n' "$out"
 fi
 for vm in gateway-vm inventory-vm billing-vm; do
-    grep -q "name: \"$vm\"" Vagrantfile || fail "Vagrantfile does not define $vm"
+	grep -q "name: \"$vm\"" Vagrantfile || fail "Vagrantfile does not define $vm"
 done
 
 # --- .env and templates (the same code provisioning runs) -------------------
 # shellcheck disable=SC2016 # the script is expanded by the inner bash
 if out="$(
-    env -i PATH="$PATH" bash -c '
+	env -i PATH="$PATH" bash -c '
         set -euo pipefail
         . scripts/provision/common.sh
-        load_dotenv .env
+        mp::env::load .env
         for p in GATEWAY_ INVENTORY_ BILLING_; do
             render_service_env "$p" "$1/$p.env" 0600 >/dev/null
-            grep -q "^${p}" "$1/$p.env" || die "no $p variables rendered"
+            grep -q "^${p}" "$1/$p.env" || mp::die "no $p variables rendered"
             if grep -v "^#" "$1/$p.env" | grep -v -e "^${p}" -e "^RUST_LOG=" | grep -q .; then
-                die "$p env file holds foreign variables"
+                mp::die "$p env file holds foreign variables"
             fi
         done
         render_template deploy/postgresql/movie-platform.conf.in "$1/pg.conf" >/dev/null
         render_template deploy/rabbitmq/rabbitmq.conf.in "$1/rabbitmq.conf" >/dev/null
         RABBITMQ_DIST_INTERFACE="{127,0,1,1}" render_template deploy/rabbitmq/rabbitmq-env.conf.in "$1/rabbitmq-env.conf" >/dev/null
-        for a in gateway worker admin; do [ "$(rabbitmq_permissions "$a" | wc -l)" = 3 ] || die "permissions of $a"; done
+        for a in gateway worker admin; do [[ "$(rabbitmq_permissions "$a" | wc -l)" == 3 ]] || mp::die "permissions of $a"; done
         for r in gateway inventory billing; do firewall_ruleset "$r" >"$1/fw-$r.nft"; done
     ' lint "$WORK" 2>&1
 )"; then
-    pass ".env resolves; env files and PostgreSQL/RabbitMQ configs render"
+	pass ".env resolves; env files and PostgreSQL/RabbitMQ configs render"
 else
-    fail ".env / templates"
-    printf '%s\n' "$out"
+	fail ".env / templates"
+	printf '%s\n' "$out"
 fi
 
 # --- nftables -----------------------------------------------------------------
 for r in gateway inventory billing; do
-    if [ ! -f "$WORK/fw-$r.nft" ]; then
-        fail "nft -c $r-vm ruleset (not rendered)"
-    elif out="$(unshare --net nft -c -f "$WORK/fw-$r.nft" 2>&1)"; then
-        pass "nft -c $r-vm firewall ruleset"
-    else
-        fail "nft -c $r-vm firewall ruleset"
-        printf '%s\n' "$out"
-    fi
+	if [[ ! -f "$WORK/fw-$r.nft" ]]; then
+		fail "nft -c $r-vm ruleset (not rendered)"
+	elif out="$(unshare --net nft -c -f "$WORK/fw-$r.nft" 2>&1)"; then
+		pass "nft -c $r-vm firewall ruleset"
+	else
+		fail "nft -c $r-vm firewall ruleset"
+		printf '%s\n' "$out"
+	fi
 done
 
 # --- systemd units ------------------------------------------------------------
@@ -134,8 +147,8 @@ tree="$WORK/root"
 mkdir -p "$tree/etc/systemd/system" "$tree/usr/local/bin" "$tree/usr/sbin" "$tree/lib/systemd"
 cp -a /lib/systemd/system "$tree/lib/systemd/"
 for exe in "${SERVICES[@]/#//usr/local/bin/}" /usr/sbin/nft; do
-    printf '#!/bin/sh\nexit 0\n' >"$tree$exe"
-    chmod 0755 "$tree$exe"
+	printf '#!/bin/sh\nexit 0\n' >"$tree$exe"
+	chmod 0755 "$tree$exe"
 done
 # Stand-ins for the Debian units our units and drop-ins refer to (the host
 # may not have the packages, and their binaries are not in the tree).
@@ -143,75 +156,75 @@ mkdir -p "$tree/usr/lib/rabbitmq/bin"
 printf '#!/bin/sh\nexit 0\n' >"$tree/usr/lib/rabbitmq/bin/rabbitmq-server"
 chmod 0755 "$tree/usr/lib/rabbitmq/bin/rabbitmq-server"
 printf '[Unit]\nDescription=stand-in for Debian'"'"'s rabbitmq-server.service\n[Service]\nType=notify\nExecStart=/usr/lib/rabbitmq/bin/rabbitmq-server\n' \
-    >"$tree/lib/systemd/system/rabbitmq-server.service"
-if [ ! -f "$tree/lib/systemd/system/postgresql.service" ]; then
-    printf '[Unit]\nDescription=stand-in for Debian'"'"'s postgresql.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/local/bin/api-gateway\n' \
-        >"$tree/lib/systemd/system/postgresql.service"
+	>"$tree/lib/systemd/system/rabbitmq-server.service"
+if [[ ! -f "$tree/lib/systemd/system/postgresql.service" ]]; then
+	printf '[Unit]\nDescription=stand-in for Debian'"'"'s postgresql.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/local/bin/api-gateway\n' \
+		>"$tree/lib/systemd/system/postgresql.service"
 fi
 cp -a deploy/systemd/. "$tree/etc/systemd/system/"
 
 units=()
 for f in deploy/systemd/*.service; do units+=("$(basename "$f")"); done
 for d in deploy/systemd/*.d; do
-    [ -d "$d" ] && units+=("$(basename "$d" .d)")
+	[[ -d "$d" ]] && units+=("$(basename "$d" .d)")
 done
 for u in "${units[@]}"; do
-    out="$(systemd-analyze verify --root="$tree" --man=no "$u" 2>&1 || echo "(exit status $?)")"
-    if [ -z "$out" ]; then
-        pass "systemd-analyze verify $u"
-    else
-        fail "systemd-analyze verify $u"
-        printf '%s\n' "$out"
-    fi
+	out="$(systemd-analyze verify --root="$tree" --man=no "$u" 2>&1 || echo "(exit status $?)")"
+	if [[ -z "$out" ]]; then
+		pass "systemd-analyze verify $u"
+	else
+		fail "systemd-analyze verify $u"
+		printf '%s\n' "$out"
+	fi
 done
 
 # --- sandbox exposure -----------------------------------------------------------
 # --threshold counts in tenths (exposure 2.0 = 20).
 security() {
-    local unit="$1" limit="$2" out level rc
-    out="$(systemd-analyze security --offline=yes --root="$tree" --no-pager \
-        --threshold="$(awk -v t="$limit" 'BEGIN { printf "%d", t * 10 + 0.5 }')" "$unit" 2>&1)" \
-        && rc=0 || rc=$?
-    level="$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: //p')"
-    if [ "$rc" -eq 0 ] && [ -n "$level" ]; then
-        pass "systemd-analyze security $unit: $level (threshold $limit)"
-    else
-        fail "systemd-analyze security $unit: ${level:-no result} (threshold $limit)"
-        printf '%s\n' "$out" | grep -E '✗|Overall|rror' || printf '%s\n' "$out"
-    fi
+	local unit="$1" limit="$2" out level rc
+	out="$(systemd-analyze security --offline=yes --root="$tree" --no-pager \
+		--threshold="$(awk -v t="$limit" 'BEGIN { printf "%d", t * 10 + 0.5 }')" "$unit" 2>&1)" &&
+		rc=0 || rc=$?
+	level="$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: //p')"
+	if [[ "$rc" -eq 0 ]] && [[ -n "$level" ]]; then
+		pass "systemd-analyze security $unit: $level (threshold $limit)"
+	else
+		fail "systemd-analyze security $unit: ${level:-no result} (threshold $limit)"
+		printf '%s\n' "$out" | grep -E '✗|Overall|rror' || printf '%s\n' "$out"
+	fi
 }
 for s in "${SERVICES[@]}"; do
-    security "$s.service" "$SECURITY_THRESHOLD"
+	security "$s.service" "$SECURITY_THRESHOLD"
 done
 security movie-platform-firewall.service "$FIREWALL_UNIT_THRESHOLD"
 
 # --- unit contract ----------------------------------------------------------------
 # What the deployment promises and a sloppy edit could silently break.
 for s in "${SERVICES[@]}"; do
-    f="deploy/systemd/$s.service"
-    missing=()
-    for want in "SyslogIdentifier=$s" "Restart=on-failure" "KillSignal=SIGTERM" "TimeoutStopSec=" \
-        "WantedBy=multi-user.target" "After=network-online.target" "Wants=network-online.target" \
-        "EnvironmentFile=/etc/movie-platform/$s.env" "ExecStart=/usr/local/bin/$s" \
-        "Requires=movie-platform-firewall.service" "After=movie-platform-firewall.service" \
-        "InaccessiblePaths=-/vagrant" "MemoryMax=" "TasksMax="; do
-        grep -q "^$want" "$f" || missing+=("$want")
-    done
-    # The firewall is the one unit a service requires: stopping it must not
-    # stop its database or broker.
-    if grep -E '^(Requires|BindsTo|PartOf|Requisite)=' "$f" | grep -vqx 'Requires=movie-platform-firewall.service'; then
-        missing+=("no Requires=/BindsTo=/PartOf= but the firewall's (stopping $s must not stop its database or broker)")
-    fi
-    if [ "${#missing[@]}" -eq 0 ]; then
-        pass "$s.service has the required settings"
-    else
-        fail "$s.service lacks: ${missing[*]}"
-    fi
+	f="deploy/systemd/$s.service"
+	missing=()
+	for want in "SyslogIdentifier=$s" "Restart=on-failure" "KillSignal=SIGTERM" "TimeoutStopSec=" \
+		"WantedBy=multi-user.target" "After=network-online.target" "Wants=network-online.target" \
+		"EnvironmentFile=/etc/movie-platform/$s.env" "ExecStart=/usr/local/bin/$s" \
+		"Requires=movie-platform-firewall.service" "After=movie-platform-firewall.service" \
+		"InaccessiblePaths=-/vagrant" "MemoryMax=" "TasksMax="; do
+		grep -q "^$want" "$f" || missing+=("$want")
+	done
+	# The firewall is the one unit a service requires: stopping it must not
+	# stop its database or broker.
+	if grep -E '^(Requires|BindsTo|PartOf|Requisite)=' "$f" | grep -vqx 'Requires=movie-platform-firewall.service'; then
+		missing+=("no Requires=/BindsTo=/PartOf= but the firewall's (stopping $s must not stop its database or broker)")
+	fi
+	if [[ "${#missing[@]}" -eq 0 ]]; then
+		pass "$s.service has the required settings"
+	else
+		fail "$s.service lacks: ${missing[*]}"
+	fi
 done
 
 echo
-if [ "$failures" -gt 0 ]; then
-    echo "lint-deploy: $failures check(s) FAILED"
-    exit 1
+if [[ "$failures" -gt 0 ]]; then
+	echo "lint-deploy: $failures check(s) FAILED"
+	exit 1
 fi
 echo "lint-deploy: all checks passed"

@@ -49,7 +49,7 @@ INFRA=(pg-inventory pg-billing rabbitmq)
 # The .env values, then what differs on one host: everything on loopback,
 # each piece on its own port.
 local_env() {
-	load_dotenv "$MP_ROOT/.env"
+	mp::env::load "$MP_ROOT/.env"
 	export INVENTORY_HOST=127.0.0.1 INVENTORY_PORT=$LOCAL_INVENTORY_PORT
 	export INVENTORY_DB_HOST=127.0.0.1 INVENTORY_DB_PORT=$LOCAL_PG_INVENTORY_PORT
 	export GATEWAY_HOST=127.0.0.1 GATEWAY_PORT=$LOCAL_GATEWAY_PORT
@@ -98,7 +98,7 @@ pg_start() {
 	chmod 0700 "$dir"
 	is_root && chown "$(pg_owner)": "$dir"
 	if [[ ! -f $dir/data/PG_VERSION ]]; then
-		say "$name: initdb in $dir/data"
+		mp::log::info "$name: initdb in $dir/data"
 		# Single-user development instance: the postgres superuser needs no
 		# password from 127.0.0.1 (the tests create databases with it), so
 		# any local user can be superuser here (README says so); every
@@ -112,7 +112,7 @@ pg_start() {
 			host all all 127.0.0.1/32 scram-sha-256
 		EOF
 	fi
-	say "$name: starting PostgreSQL on 127.0.0.1:$port"
+	mp::log::info "$name: starting PostgreSQL on 127.0.0.1:$port"
 	touch "$LOGS/$name.log"
 	is_root && chown "$(pg_owner)": "$LOGS/$name.log"
 	run_as_owner "$(pg_owner)" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$LOGS/$name.log" -w -t 60 \
@@ -122,7 +122,7 @@ pg_start() {
 pg_stop() {
 	local name=$1
 	pg_running "$name" || return 0
-	say "$name: stopping PostgreSQL"
+	mp::log::info "$name: stopping PostgreSQL"
 	run_as_owner "$(pg_owner)" "$PG_BIN/pg_ctl" -D "$(pg_dir "$name")/data" -m fast -w -t 60 stop >/dev/null
 }
 
@@ -174,7 +174,7 @@ RMQ_ENV=(
 )
 
 rabbitmq_pid() { [[ -f $RMQ_PIDFILE ]] && cat "$RMQ_PIDFILE"; }
-rabbitmq_running() { pid_alive "$(rabbitmq_pid 2>/dev/null || true)"; }
+rabbitmq_running() { mp::pid_alive "$(rabbitmq_pid 2>/dev/null || true)"; }
 
 mgmt_api() {
 	local method=$1 path=$2
@@ -189,7 +189,7 @@ rabbitmq_ready() {
 
 epmd_start() {
 	local pidfile=$RMQ_DIR/epmd.pid
-	pid_alive "$(cat "$pidfile" 2>/dev/null || true)" && return 0
+	mp::pid_alive "$(cat "$pidfile" 2>/dev/null || true)" && return 0
 	# Started by us (not by the node's -daemon fork) so we know its pid; a
 	# plain command, not a function, so $! is epmd itself (setsid, setpriv
 	# and env all exec).
@@ -198,7 +198,7 @@ epmd_start() {
 	setsid "${as_owner[@]}" env ERL_EPMD_ADDRESS=127.0.0.1 \
 		epmd -port "$LOCAL_EPMD_PORT" >>"$LOGS/epmd.log" 2>&1 &
 	echo $! >"$pidfile"
-	wait_until 10 "epmd" port_open "$LOCAL_EPMD_PORT"
+	mp::wait_until 10 "epmd" port_open "$LOCAL_EPMD_PORT"
 }
 
 rabbitmq_start() {
@@ -224,23 +224,23 @@ rabbitmq_start() {
 	}
 	is_root && chown -R "$RMQ_OWNER": "$RMQ_DIR"
 	epmd_start
-	say "rabbitmq: starting on 127.0.0.1:$LOCAL_RABBITMQ_PORT (management 127.0.0.1:$LOCAL_RABBITMQ_MGMT_PORT)"
+	mp::log::info "rabbitmq: starting on 127.0.0.1:$LOCAL_RABBITMQ_PORT (management 127.0.0.1:$LOCAL_RABBITMQ_MGMT_PORT)"
 	touch "$LOGS/rabbitmq.log"
 	is_root && chown "$RMQ_OWNER": "$LOGS/rabbitmq.log"
 	run_as_owner "$RMQ_OWNER" env "${RMQ_ENV[@]}" \
 		/usr/lib/rabbitmq/bin/rabbitmq-server -detached >>"$LOGS/rabbitmq.log" 2>&1 || true
-	wait_until 120 "RabbitMQ to accept connections" rabbitmq_ready || {
+	mp::wait_until 120 "RabbitMQ to accept connections" rabbitmq_ready || {
 		tail -n 30 "$LOGS/rabbitmq.log" "$RMQ_DIR/log/"*.log >&2 2>/dev/null || true
-		die "RabbitMQ did not start; see $LOGS/rabbitmq.log and $RMQ_DIR/log/"
+		mp::die "RabbitMQ did not start; see $LOGS/rabbitmq.log and $RMQ_DIR/log/"
 	}
 }
 
 rabbitmq_stop() {
 	local pid
 	pid=$(rabbitmq_pid 2>/dev/null || true)
-	if pid_alive "$pid"; then
-		say "rabbitmq: stopping (pid $pid)"
-		stop_pid "$pid" 60
+	if mp::pid_alive "$pid"; then
+		mp::log::info "rabbitmq: stopping (pid $pid)"
+		mp::stop_pid "$pid" rabbitmq 60
 	fi
 	rm -f "$RMQ_PIDFILE"
 }
@@ -248,7 +248,7 @@ rabbitmq_stop() {
 epmd_stop() {
 	local pidfile=$RMQ_DIR/epmd.pid
 	[[ -f $pidfile ]] || return 0
-	stop_pid "$(cat "$pidfile")" 5
+	mp::stop_pid "$(cat "$pidfile")" epmd 5
 	rm -f "$pidfile"
 }
 
@@ -261,7 +261,7 @@ rabbitmq_ensure_user() {
 	local user=$1 password=$2 account=$3 tags=$4 perms body
 	mapfile -t perms < <(bash -c '. "$1"; rabbitmq_permissions "$2"' _ \
 		"$MP_ROOT/scripts/provision/common.sh" "$account")
-	((${#perms[@]} == 3)) || die "no RabbitMQ permissions for $account"
+	((${#perms[@]} == 3)) || mp::die "no RabbitMQ permissions for $account"
 	body=$(printf '{"password":"%s","tags":"%s"}' "$(json_escape "$password")" "$tags")
 	mgmt_api PUT "/users/$(urlencode "$user")" --data-binary @- <<<"$body" >/dev/null
 	body=$(printf '{"configure":"%s","write":"%s","read":"%s"}' \
@@ -306,33 +306,33 @@ service_port() {
 }
 
 service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
-service_running() { pid_alive "$(service_pid "$1")"; }
+service_running() { mp::pid_alive "$(service_pid "$1")"; }
 service_ready() { curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$(service_port "$1")/ready"; }
 
 service_start() {
 	local name=$1 bin=$BIN_DIR/$1
 	service_running "$name" && return 0
-	[[ -x $bin ]] || die "$bin not found: run scripts/build.sh (or set MP_BIN_DIR)"
+	[[ -x $bin ]] || mp::die "$bin not found: run scripts/build.sh (or set MP_BIN_DIR)"
 	mkdir -p "$RUN" "$LOGS"
-	say "$name: starting on 127.0.0.1:$(service_port "$name")"
+	mp::log::info "$name: starting on 127.0.0.1:$(service_port "$name")"
 	setsid "$bin" >>"$LOGS/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 }
 
 service_wait_ready() {
 	local name=$1
-	wait_until "${MP_READY_TIMEOUT:-60}" "$name to be ready" service_ready "$name" || {
+	mp::wait_until "${MP_READY_TIMEOUT:-60}" "$name to be ready" service_ready "$name" || {
 		tail -n 20 "$LOGS/$name.log" >&2 || true
-		die "$name is not ready; see $LOGS/$name.log"
+		mp::die "$name is not ready; see $LOGS/$name.log"
 	}
 }
 
 service_stop() {
 	local name=$1 pid
 	pid=$(service_pid "$name")
-	if pid_alive "$pid"; then
-		say "$name: stopping (pid $pid)"
-		stop_pid "$pid" 20
+	if mp::pid_alive "$pid"; then
+		mp::log::info "$name: stopping (pid $pid)"
+		mp::stop_pid "$pid" "$name" 20
 	fi
 	rm -f "$RUN/$name.pid"
 }
@@ -340,10 +340,10 @@ service_stop() {
 service_kill() {
 	local name=$1 pid
 	pid=$(service_pid "$name")
-	pid_alive "$pid" || die "$name is not running"
-	say "$name: SIGKILL (pid $pid)"
+	mp::pid_alive "$pid" || mp::die "$name is not running"
+	mp::log::info "$name: SIGKILL (pid $pid)"
 	kill -KILL "$pid"
-	wait_until 10 "$name to die" pid_gone "$pid"
+	mp::wait_until 10 "$name to die" mp::pid_gone "$pid"
 	rm -f "$RUN/$name.pid"
 }
 
@@ -401,32 +401,28 @@ cmd_status() {
 	done
 }
 
-cmd_start() {
-	local name=${1:?usage: start NAME}
-	case $name in
-	pg-inventory | pg-billing) pg_start "$name" ;;
-	rabbitmq) rabbitmq_start ;;
-	inventory-app | api-gateway | billing-worker)
-		service_start "$name"
-		service_wait_ready "$name"
-		;;
-	*) die "unknown NAME $name (one of: ${SERVICES[*]} ${INFRA[*]})" ;;
-	esac
-}
+# cmd_start NAME / cmd_stop NAME: one component (a service is started and
+# waited for until it is ready).
+cmd_start() { component start "${1:?usage: start NAME}"; }
+cmd_stop() { component stop "${1:?usage: stop NAME}"; }
 
-cmd_stop() {
-	local name=${1:?usage: stop NAME}
+# component start|stop NAME
+component() {
+	local verb=$1 name=$2
 	case $name in
-	pg-inventory | pg-billing) pg_stop "$name" ;;
-	rabbitmq) rabbitmq_stop ;;
-	inventory-app | api-gateway | billing-worker) service_stop "$name" ;;
-	*) die "unknown NAME $name (one of: ${SERVICES[*]} ${INFRA[*]})" ;;
+	pg-inventory | pg-billing) "pg_$verb" "$name" ;;
+	rabbitmq) "rabbitmq_$verb" ;;
+	inventory-app | api-gateway | billing-worker)
+		"service_$verb" "$name"
+		[[ $verb == stop ]] || service_wait_ready "$name"
+		;;
+	*) mp::die "unknown NAME $name (one of: ${SERVICES[*]} ${INFRA[*]})" ;;
 	esac
 }
 
 cmd_logs() {
 	local name=${1:?usage: logs NAME [-f]}
-	[[ -f $LOGS/$name.log ]] || die "no log for $name in $LOGS"
+	[[ -f $LOGS/$name.log ]] || mp::die "no log for $name in $LOGS"
 	if [[ ${2:-} == -f ]]; then tail -n 50 -F "$LOGS/$name.log"; else cat "$LOGS/$name.log"; fi
 }
 
@@ -436,7 +432,7 @@ cmd_psql() {
 	case $db in
 	"$INVENTORY_DB_NAME") server=pg-inventory ;;
 	"$BILLING_DB_NAME") server=pg-billing ;;
-	*) die "unknown database $db ($INVENTORY_DB_NAME or $BILLING_DB_NAME)" ;;
+	*) mp::die "unknown database $db ($INVENTORY_DB_NAME or $BILLING_DB_NAME)" ;;
 	esac
 	exec psql -h 127.0.0.1 -p "$(pg_port "$server")" -U postgres -d "$db" "$@"
 }
@@ -490,7 +486,7 @@ main() {
 	queue) cmd_queue ;;
 	rabbitmqctl) cmd_rabbitmqctl "$@" ;;
 	env) cmd_env ;;
-	*) die "unknown command $cmd (run without arguments for help)" ;;
+	*) mp::die "unknown command $cmd (run without arguments for help)" ;;
 	esac
 }
 

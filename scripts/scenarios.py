@@ -43,20 +43,18 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from decimal import Decimal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+# The helpers shared with scripts/e2e.py (scripts/lib) and the .env reader.
+sys.path[:0] = [os.path.join(ROOT, "scripts", "lib"), os.path.join(ROOT, "scripts")]
 import mp_dotenv  # noqa: E402 (found through the path set just above)
-LOCAL_SH = os.path.join(ROOT, "scripts", "local.sh")
-
-
-def env(name, default):
-    return os.environ.get(name) or default
+import mp_http  # noqa: E402
+import mp_local  # noqa: E402
+from mp_http import UUID_RE, http_get, wait_until  # noqa: E402
+from mp_local import LocalError, env, local  # noqa: E402
 
 
 def dotenv(name, default):
@@ -68,10 +66,10 @@ def dotenv(name, default):
         return default
 
 
-GATEWAY_URL = env("GATEWAY_URL", "http://127.0.0.1:" + env("LOCAL_GATEWAY_PORT", "8080")).rstrip("/")
+GATEWAY_URL = mp_local.gateway_url()
 _gw = urllib.parse.urlsplit(GATEWAY_URL)
 GATEWAY_HOST, GATEWAY_PORT = _gw.hostname or "127.0.0.1", _gw.port or 80
-WORKER_URL = "http://127.0.0.1:" + env("LOCAL_BILLING_HEALTH_PORT", "8082")
+WORKER_URL = mp_local.worker_url()
 MGMT_URL = "http://127.0.0.1:" + env("LOCAL_RABBITMQ_MGMT_PORT", "55673") + "/api"
 MGMT_AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 VHOST = urllib.parse.quote(dotenv("RABBITMQ_VHOST", "/"), safe="")
@@ -88,43 +86,23 @@ KILL_DELAY = tuple(float(x) for x in env("SCENARIO_KILL_DELAY", "0.02,0.15").spl
 KEYED_ORDERS = int(env("SCENARIO_KEYED_ORDERS", "3000"))
 READY_TIMEOUT = 60
 POST_TIMEOUT = float(env("SCENARIO_POST_TIMEOUT", "300"))
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def log(msg):
     print(f"# {time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-class ScenarioError(Exception):
-    """The system could not be driven (a local.sh command failed...)."""
+class ScenarioError(LocalError):
+    """The system could not be driven (a local.sh command failed, it is not
+    ready...): LocalError is the one local.sh raises."""
 
 
 # ---------------------------------------------------------------- system --
 
 
-def local(*args, timeout=180, check=True):
-    """scripts/local.sh ARGS; raises ScenarioError when it fails."""
-    try:
-        r = subprocess.run(
-            [LOCAL_SH, *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as e:
-        raise ScenarioError(f"local.sh {' '.join(args)} took more than {timeout}s") from e
-    if check and r.returncode != 0:
-        tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-5:])
-        raise ScenarioError(f"local.sh {' '.join(args)} failed ({r.returncode}): {tail}")
-    return r
-
-
 def psql_rows(sql):
-    """Rows (lists of columns) of a COPY ... TO STDOUT, or None if the query failed."""
-    try:
-        r = local("psql", "orders", "-X", "-q", "-tAc", f"COPY ({sql}) TO STDOUT", timeout=60, check=False)
-    except ScenarioError:
-        return None
-    if r.returncode != 0:
-        return None
-    return [line.split("\t") for line in r.stdout.splitlines() if line]
+    """Rows (lists of columns) of SQL on the orders database, or None if it failed."""
+    return mp_local.psql_rows("orders", sql)
 
 
 def stored(tag):
@@ -159,48 +137,29 @@ def read_pid(path):
     return pid
 
 
-def http_get(url, timeout=5):
-    """(status, body text); status 0 when there is no answer."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-    except (OSError, http.client.HTTPException) as e:
-        return 0, str(e)
-
-
-def wait_until(predicate, timeout, interval=0.5):
-    """True as soon as predicate() is true; False after TIMEOUT seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 def ready(url):
     return http_get(url + "/ready", timeout=3)[0] == 200
 
 
 def mgmt(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
+    """The management API's JSON answer; OSError when it is not a 2xx,
+    ValueError when it is not JSON."""
+    r = mp_http.request(
+        method,
         MGMT_URL + path,
-        data=data,
-        method=method,
-        headers={"Authorization": MGMT_AUTH, "Content-Type": "application/json"},
+        None if body is None else json.dumps(body),
+        {"Authorization": MGMT_AUTH, "Content-Type": "application/json"},
+        timeout=15,
     )
-    with urllib.request.urlopen(req, timeout=15) as r:
-        return json.loads(r.read() or b"null")
+    if not 200 <= r.status < 300:
+        raise OSError(f"management API {method} {path}: {r.describe()}")
+    return json.loads(r.body or b"null")
 
 
 def queue_depth(name):
     try:
         q = mgmt("GET", f"/queues/{VHOST}/{urllib.parse.quote(name, safe='')}")
-    except (OSError, ValueError, http.client.HTTPException):
+    except (OSError, ValueError):
         return None
     return int(q.get("messages") or 0)
 
@@ -234,7 +193,7 @@ def restore(*names):
     for name in names:
         try:
             local("start", name, timeout=200)
-        except ScenarioError as e:
+        except LocalError as e:
             log(f"could not restart {name}: {e}")
 
 
@@ -482,7 +441,7 @@ def scenario_2(res):
             # lands shortly after start: connecting, or mid-batch with
             # unacknowledged messages in flight.
             starter = subprocess.Popen(
-                [LOCAL_SH, "start", "billing-worker"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                [mp_local.LOCAL_SH, "start", "billing-worker"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             try:
                 wait_until(lambda: read_pid(WORKER_PIDFILE) not in (None, old_pid), 10, interval=0.01)
@@ -511,36 +470,51 @@ def scenario_2(res):
     verify(res, tag, poster.accepted, timeout=DRAIN_TIMEOUT)
 
 
+def outage(poster, name, lead, during, after):
+    """Orders flow from POSTER while NAME is down: LEAD seconds of flow, stop
+    NAME, during(), start NAME, after(). Always stops the flow, and starts NAME
+    again if it is still down."""
+    down = False
+    try:
+        poster.start_flow()
+        time.sleep(lead)
+        log(f"stopping {name}")
+        down = True
+        local("stop", name)
+        during()
+        log(f"starting {name}")
+        local("start", name, timeout=200)
+        down = False
+        after()
+    finally:
+        if getattr(poster, "threads", None):
+            poster.stop_flow()
+        if down:
+            restore(name)
+
+
 def scenario_3(res):
     tag = new_tag(3)
     poster = Poster(tag)
     gw_pid, worker_pid = read_pid(GATEWAY_PIDFILE), read_pid(WORKER_PIDFILE)
-    rabbit_down = False
     outage_ready = None
-    try:
-        poster.start_flow()
-        time.sleep(3)
-        log("stopping rabbitmq")
-        rabbit_down = True
-        local("stop", "rabbitmq")
+
+    def during():
+        nonlocal outage_ready
         time.sleep(2)
         outage_ready = http_get(GATEWAY_URL + "/ready")
         worker_ready = http_get(WORKER_URL + "/ready")
         res.notes.append(f"during the outage: gateway /ready {outage_ready[0]}, worker /ready {worker_ready[0]}")
         time.sleep(2)
-        log("starting rabbitmq")
-        local("start", "rabbitmq", timeout=200)
-        rabbit_down = False
+
+    def after():
         back = time.monotonic()
         recovered = wait_until(lambda: poster.last_ok > back, 60)
         if res.require(recovered, "no order accepted within 60s after RabbitMQ came back"):
             res.notes.append(f"first 200 {poster.last_ok - back:.1f}s after RabbitMQ was back")
         time.sleep(3)
-    finally:
-        if getattr(poster, "threads", None):
-            poster.stop_flow()
-        if rabbit_down:
-            restore("rabbitmq")
+
+    outage(poster, "rabbitmq", 3, during, after)
     record_posts(res, poster)
     res.counts["statuses"] = poster.status_text().replace(" ", ",")
     other = {k: v for k, v in poster.statuses.items() if k not in (200, 503)}
@@ -565,27 +539,15 @@ def scenario_4(res):
     tag = new_tag(4)
     poster = Poster(tag)
     worker_pid = read_pid(WORKER_PIDFILE)
-    pg_down = False
     seen_ready = collections.Counter()
-    try:
-        poster.start_flow()
-        time.sleep(2)
-        log("stopping pg-billing for 20 s")
-        pg_down = True
-        local("stop", "pg-billing")
+
+    def during():
         t_end = time.monotonic() + 20
         while time.monotonic() < t_end:
             seen_ready[http_get(WORKER_URL + "/ready", timeout=2)[0]] += 1
             time.sleep(1)
-        log("starting pg-billing")
-        local("start", "pg-billing")
-        pg_down = False
-        time.sleep(3)
-    finally:
-        if getattr(poster, "threads", None):
-            poster.stop_flow()
-        if pg_down:
-            restore("pg-billing")
+
+    outage(poster, "pg-billing", 2, during, lambda: time.sleep(3))
     record_posts(res, poster)
     res.notes.append(f"worker /ready during the outage: {dict(seen_ready)}")
     res.require(len(poster.accepted) == poster.sent, f"gateway refused orders while only PostgreSQL was down ({poster.status_text()})")
@@ -846,14 +808,14 @@ def main(argv):
         try:
             ensure_running()
             run(res)
-        except ScenarioError as e:
+        except LocalError as e:
             res.require(False, str(e))
         except Exception as e:  # a broken scenario must not stop the others
             res.require(False, f"{type(e).__name__}: {e}")
         finally:
             try:
                 ensure_running()
-            except ScenarioError as e:
+            except LocalError as e:
                 res.require(False, f"system not restored: {e}")
         for note in res.notes:
             log(f"scenario {n}: {note}")

@@ -9,25 +9,19 @@
 # (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist).
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-COMMON="$SCRIPT_DIR/provision/common.sh"
-[ -r "$COMMON" ] || COMMON="${PROJECT_DIR:-/vagrant}/scripts/provision/common.sh"
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Vagrant runs this script alone from /tmp: the library is then in PROJECT_DIR.
+[[ -r $SCRIPT_DIR/provision/common.sh ]] || SCRIPT_DIR=${PROJECT_DIR:-/vagrant}/scripts
 # shellcheck source=provision/common.sh
-. "$COMMON"
-
-provision_init "$SCRIPT_DIR"
-step "billing-vm ($(hostname)): RabbitMQ + PostgreSQL + billing-worker"
-
-# The firewall first: nothing listens unprotected, even during the first
-# provisioning, and billing-worker's unit Requires= it.
-apply_firewall billing
+. "$SCRIPT_DIR/provision/common.sh"
+provision_init "$SCRIPT_DIR" billing "RabbitMQ + PostgreSQL + billing-worker"
 
 # RabbitMQ's node name is rabbit@<hostname>: it must resolve locally.
 ensure_hostname_resolves
 
 # Configuration goes in place before the package is installed, so the broker's
 # very first start (apt starts it) already listens where it should.
-step "RabbitMQ: configuration"
+mp::log::info "RabbitMQ: configuration"
 rabbit_changed=0
 FILE_CHANGED=0
 node_addr="$(rabbitmq_node_address "$(hostname)")"
@@ -39,45 +33,45 @@ copy_if_changed "$DEPLOY_DIR/rabbitmq/enabled_plugins" /etc/rabbitmq/enabled_plu
 rabbit_changed=$FILE_CHANGED
 FILE_CHANGED=0
 write_if_changed /etc/systemd/system/epmd.socket.d/movie-platform.conf 0644 \
-    < <(epmd_socket_dropin "$node_addr")
+	< <(epmd_socket_dropin "$node_addr")
 epmd_changed=$FILE_CHANGED
 FILE_CHANGED=0
 copy_if_changed "$DEPLOY_DIR/systemd/rabbitmq-server.service.d/movie-platform.conf" \
-    /etc/systemd/system/rabbitmq-server.service.d/movie-platform.conf 0644
-if [ "$FILE_CHANGED" -eq 1 ] || [ "$epmd_changed" -eq 1 ]; then
-    systemctl daemon-reload
+	/etc/systemd/system/rabbitmq-server.service.d/movie-platform.conf 0644
+if [[ "$FILE_CHANGED" -eq 1 ]] || [[ "$epmd_changed" -eq 1 ]]; then
+	systemctl daemon-reload
 fi
 FILE_CHANGED=0
 copy_if_changed "$DEPLOY_DIR/sysctl/60-movie-platform.conf" /etc/sysctl.d/60-movie-platform.conf 0644
-if [ "$FILE_CHANGED" -eq 1 ]; then
-    sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
+if [[ "$FILE_CHANGED" -eq 1 ]]; then
+	sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
 fi
 
-if ! package_installed rabbitmq-server; then
-    # apt starts the broker with the configuration already in place.
-    rabbit_changed=0
+if ! mp::pkg::installed rabbitmq-server; then
+	# apt starts the broker with the configuration already in place.
+	rabbit_changed=0
 fi
 ensure_packages rabbitmq-server postgresql
 
-step "RabbitMQ: service"
+mp::log::info "RabbitMQ: service"
 systemctl enable --quiet rabbitmq-server.service
-if [ "$epmd_changed" -eq 1 ] && systemctl is-active --quiet epmd.socket; then
-    # epmd keeps its listening sockets until it restarts, and a node does not
-    # register again with a new epmd: restart the broker around it.
-    info "rebinding epmd to loopback (restarts RabbitMQ; takes a while)"
-    systemctl stop rabbitmq-server.service
-    systemctl stop epmd.service epmd.socket
-    systemctl start epmd.socket
-    rabbit_changed=1
+if [[ "$epmd_changed" -eq 1 ]] && systemctl is-active --quiet epmd.socket; then
+	# epmd keeps its listening sockets until it restarts, and a node does not
+	# register again with a new epmd: restart the broker around it.
+	mp::log::detail "rebinding epmd to loopback (restarts RabbitMQ; takes a while)"
+	systemctl stop rabbitmq-server.service
+	systemctl stop epmd.service epmd.socket
+	systemctl start epmd.socket
+	rabbit_changed=1
 fi
-if [ "$rabbit_changed" -eq 1 ] && systemctl is-active --quiet rabbitmq-server.service; then
-    info "restarting RabbitMQ (configuration changed; takes a while)"
-    systemctl restart rabbitmq-server.service
+if [[ "$rabbit_changed" -eq 1 ]] && systemctl is-active --quiet rabbitmq-server.service; then
+	mp::log::detail "restarting RabbitMQ (configuration changed; takes a while)"
+	systemctl restart rabbitmq-server.service
 else
-    systemctl start rabbitmq-server.service
+	systemctl start rabbitmq-server.service
 fi
 rabbitmqctl --timeout "${RABBITMQ_WAIT_SECONDS:-300}" await_startup >/dev/null
-info "RabbitMQ is running"
+mp::log::detail "RabbitMQ is running"
 
 # gateway (declare + publish), worker (declare + consume), admin (management
 # UI); guest deleted. The permissions: rabbitmq_permissions in common.sh.
@@ -85,8 +79,8 @@ rabbitmq_accounts
 
 pg_configure
 pg_ensure_db \
-    "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	"$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
 
 install_service billing-worker BILLING_ "$BILLING_HEALTH_PORT"
 
-step "billing-vm ready: AMQP ${VM_BILLING_IP}:${RABBITMQ_PORT} (gateway only), management http://127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}/ (vagrant ssh billing-vm -- -L ${RABBITMQ_MANAGEMENT_PORT}:127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}), PostgreSQL 127.0.0.1:${POSTGRES_PORT}"
+mp::log::info "billing-vm ready: AMQP ${VM_BILLING_IP}:${RABBITMQ_PORT} (gateway only), management http://127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}/ (vagrant ssh billing-vm -- -L ${RABBITMQ_MANAGEMENT_PORT}:127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}), PostgreSQL 127.0.0.1:${POSTGRES_PORT}"

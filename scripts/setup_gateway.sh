@@ -6,19 +6,16 @@
 # (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist).
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-COMMON="$SCRIPT_DIR/provision/common.sh"
-[ -r "$COMMON" ] || COMMON="${PROJECT_DIR:-/vagrant}/scripts/provision/common.sh"
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Vagrant runs this script alone from /tmp: the library is then in PROJECT_DIR.
+[[ -r $SCRIPT_DIR/provision/common.sh ]] || SCRIPT_DIR=${PROJECT_DIR:-/vagrant}/scripts
 # shellcheck source=provision/common.sh
-. "$COMMON"
-
-provision_init "$SCRIPT_DIR"
-step "gateway-vm ($(hostname)): api-gateway"
+. "$SCRIPT_DIR/provision/common.sh"
+provision_init "$SCRIPT_DIR" gateway "api-gateway"
 
 # The gateway is reached through Vagrant's port forward (NAT interface) and
-# from the private network; it holds no data and talks to the other VMs.
-# The firewall first: the service's unit Requires= it.
-apply_firewall gateway
+# from the private network (its firewall, which provision_init applied, says
+# so); it holds no data and talks to the other VMs.
 install_service api-gateway GATEWAY_ "$GATEWAY_PORT"
 
-step "gateway-vm ready: http://${VM_GATEWAY_IP}:${GATEWAY_PORT}/api/movies (host: http://localhost:${HOST_GATEWAY_PORT}/api/movies)"
+mp::log::info "gateway-vm ready: http://${VM_GATEWAY_IP}:${GATEWAY_PORT}/api/movies (host: http://localhost:${HOST_GATEWAY_PORT}/api/movies)"

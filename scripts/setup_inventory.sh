@@ -7,33 +7,27 @@
 # (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist).
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-COMMON="$SCRIPT_DIR/provision/common.sh"
-[ -r "$COMMON" ] || COMMON="${PROJECT_DIR:-/vagrant}/scripts/provision/common.sh"
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Vagrant runs this script alone from /tmp: the library is then in PROJECT_DIR.
+[[ -r $SCRIPT_DIR/provision/common.sh ]] || SCRIPT_DIR=${PROJECT_DIR:-/vagrant}/scripts
 # shellcheck source=provision/common.sh
-. "$COMMON"
-
-provision_init "$SCRIPT_DIR"
-step "inventory-vm ($(hostname)): PostgreSQL + inventory-app"
-
-# The firewall first: nothing listens unprotected, even during the first
-# provisioning, and inventory-app's unit Requires= it.
-apply_firewall inventory
+. "$SCRIPT_DIR/provision/common.sh"
+provision_init "$SCRIPT_DIR" inventory "PostgreSQL + inventory-app"
 
 # The service binds its private address (INVENTORY_HOST); let it bind even
 # if it starts before that interface is up.
 FILE_CHANGED=0
 copy_if_changed "$DEPLOY_DIR/sysctl/60-movie-platform.conf" /etc/sysctl.d/60-movie-platform.conf 0644
-if [ "$FILE_CHANGED" -eq 1 ]; then
-    sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
+if [[ "$FILE_CHANGED" -eq 1 ]]; then
+	sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
 fi
 
 ensure_packages postgresql
 pg_configure
 pg_ensure_db \
-    "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	"$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
 
 # The table itself is created by inventory-app's embedded migrations at start.
 install_service inventory-app INVENTORY_ "$INVENTORY_PORT"
 
-step "inventory-vm ready: inventory-app on ${VM_INVENTORY_IP}:${INVENTORY_PORT} (gateway only), PostgreSQL on 127.0.0.1:${POSTGRES_PORT}"
+mp::log::info "inventory-vm ready: inventory-app on ${VM_INVENTORY_IP}:${INVENTORY_PORT} (gateway only), PostgreSQL on 127.0.0.1:${POSTGRES_PORT}"

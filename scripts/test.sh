@@ -14,6 +14,8 @@
 #   hosts    the three-host test in network namespaces
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
+#   shlib    (after hostside, before vm) scripts/lib-test.sh: the one shell library,
+#            scripts/lib/mp.sh, on real processes
 # Stops everything it started, also when a step fails.
 #
 #   scripts/test.sh                 everything
@@ -41,6 +43,7 @@ export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 ALL_STEPS=(lint unit build e2e contract chaos containers hosts hostside)
+ALL_STEPS+=(shlib)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -50,7 +53,7 @@ declare -A RESULT TIME
 cleanup() {
 	local rc=$?
 	# Steps run in subshells, so stop whatever may have been started.
-	say "stopping the test infrastructure"
+	mp::log::info "stopping the test infrastructure"
 	scripts/local.sh down >/dev/null || true
 	summary
 	exit "$rc"
@@ -72,7 +75,7 @@ install_prerequisites() {
 		shellcheck postgresql-15 rabbitmq-server
 	# newman (Postman's runner) needs node and npm; keep an existing install.
 	command -v npm >/dev/null || apt_install nodejs npm
-	command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+	command -v cargo >/dev/null || mp::die "cargo not found: install Rust with rustup (https://rustup.rs)"
 	rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 	rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
 		rustup target add x86_64-unknown-linux-musl
@@ -159,9 +162,11 @@ step_hostside() {
 	say "a core.autocrlf=true checkout has LF line ends (but the CRLF fixture)"
 }
 
+step_shlib() { scripts/lib-test.sh; }
+
 run_step() {
 	local s=$1 t0=$SECONDS rc=0
-	say "step $s"
+	mp::log::info "step $s"
 	# In a subshell that is not part of a condition: bash ignores `set -e`
 	# inside anything called from `if`/`||`, which would let a failing
 	# command in the middle of a step pass unnoticed.
@@ -177,13 +182,13 @@ run_step() {
 		RESULT[$s]=ok
 	else
 		RESULT[$s]=FAILED
-		die "step $s failed"
+		mp::die "step $s failed"
 	fi
 }
 
 install_prerequisites
 for s in "${STEPS[@]}"; do
-	declare -F "step_$s" >/dev/null || die "unknown step $s (steps: ${ALL_STEPS[*]} vm)"
+	declare -F "step_$s" >/dev/null || mp::die "unknown step $s (steps: ${ALL_STEPS[*]} vm)"
 	[[ -n ${RESULT[$s]:-} ]] || run_step "$s"
 done
-say "all steps passed: ${STEPS[*]}"
+mp::log::info "all steps passed: ${STEPS[*]}"

@@ -46,7 +46,7 @@ NET="${THREE_HOST_SUBNET:-10.203.0}"
 TAG="mp3h$$"
 declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100")
 declare -A NS=([gateway]="$TAG-gateway" [inventory]="$TAG-inventory" [billing]="$TAG-billing"
-    [client]="$TAG-client" [vagrant]="$TAG-vagrant")
+	[client]="$TAG-client" [vagrant]="$TAG-vagrant")
 # Vagrant's side of each VM (its NAT / management interface), another subnet.
 MNET="${NET%.*}.$((${NET##*.} + 1))"
 declare -A MIP=([gateway]="$MNET.10" [inventory]="$MNET.11" [billing]="$MNET.12" [vagrant]="$MNET.2")
@@ -54,42 +54,42 @@ NS_BRIDGE="$TAG-bridge"
 HOSTS=(gateway inventory billing client)
 PY=/usr/bin/python3
 
-[ "$(id -u)" -eq 0 ] || die "three-host-test needs root (network namespaces, runuser)"
+[[ "$(id -u)" -eq 0 ]] || mp::die "three-host-test needs root (network namespaces, runuser)"
 
 # --- results ---------------------------------------------------------------
 failures=0
 checks=0
 pass() {
-    checks=$((checks + 1))
-    printf 'PASS  %s  [%ss]\n' "$*" "$SECONDS"
+	checks=$((checks + 1))
+	printf 'PASS  %s  [%ss]\n' "$*" "$SECONDS"
 }
 fail() {
-    checks=$((checks + 1))
-    failures=$((failures + 1))
-    printf 'FAIL  %s  [%ss]\n' "$*" "$SECONDS"
+	checks=$((checks + 1))
+	failures=$((failures + 1))
+	printf 'FAIL  %s  [%ss]\n' "$*" "$SECONDS"
 }
 # check DESCRIPTION COMMAND...: PASS if COMMAND succeeds.
 check() {
-    local what="$1"
-    shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
+	local what="$1"
+	shift
+	if "$@"; then pass "$what"; else fail "$what"; fi
 }
 # abort DESCRIPTION: a set-up step failed, nothing after it can be meaningful.
 abort() {
-    fail "$*"
-    exit 1
+	fail "$*"
+	exit 1
 }
 
 # --- prerequisites ---------------------------------------------------------
 missing=()
 for p in postgresql-15 rabbitmq-server nftables curl python3 python3-pika iproute2 util-linux; do
-    package_installed "$p" || missing+=("$p")
+	mp::pkg::installed "$p" || missing+=("$p")
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-    ensure_packages "${missing[@]}"
+if [[ "${#missing[@]}" -gt 0 ]]; then
+	ensure_packages "${missing[@]}"
 fi
 for b in api-gateway inventory-app billing-worker; do
-    [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
+	[[ -x "$BIN_DIR/$b" ]] || mp::die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
 done
 
 # --- clean-up ----------------------------------------------------------------
@@ -98,71 +98,61 @@ chmod 0755 "$WORK"
 declare -A SERVICE_PID=()
 PG_DIRS=()
 
-stop_pid() {
-    local pid="$1" i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.2
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
 cleanup() {
-    local rc=$? name pid dir ns
-    trap - EXIT INT TERM
-    set +e
-    for name in "${!SERVICE_PID[@]}"; do
-        stop_pid "${SERVICE_PID[$name]}"
-    done
-    for dir in "${PG_DIRS[@]}"; do
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
-    done
-    if [ -f "$WORK/rabbitmq/rabbitmq.pid" ]; then
-        stop_pid "$(cat "$WORK/rabbitmq/rabbitmq.pid")"
-    fi
-    # Whatever is left in our namespaces (epmd, a stuck child) was started by
-    # this script: those namespaces exist only for it.
-    for ns in "${NS[@]}" "$NS_BRIDGE"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            stop_pid "$pid"
-        done
-        ip netns delete "$ns" 2>/dev/null
-    done
-    if [ "${THREE_HOST_KEEP:-0}" = 1 ]; then
-        echo "three-host-test: kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
+	local rc=$? name pid dir ns
+	trap - EXIT INT TERM
+	set +e
+	for name in "${!SERVICE_PID[@]}"; do
+		mp::stop_pid "${SERVICE_PID[$name]}" "$name" 30
+	done
+	for dir in "${PG_DIRS[@]}"; do
+		runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
+	done
+	if [[ -f "$WORK/rabbitmq/rabbitmq.pid" ]]; then
+		mp::stop_pid "$(cat "$WORK/rabbitmq/rabbitmq.pid")" rabbitmq 30
+	fi
+	# Whatever is left in our namespaces (epmd, a stuck child) was started by
+	# this script: those namespaces exist only for it.
+	for ns in "${NS[@]}" "$NS_BRIDGE"; do
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do
+			mp::stop_pid "$pid" "$ns process" 30
+		done
+		ip netns delete "$ns" 2>/dev/null
+	done
+	if [[ "${THREE_HOST_KEEP:-0}" == 1 ]]; then
+		echo "three-host-test: kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 in_ns() {
-    local host="$1"
-    shift
-    ip netns exec "${NS[$host]}" "$@"
+	local host="$1"
+	shift
+	ip netns exec "${NS[$host]}" "$@"
 }
 
 # --- settings: .env with the test subnet instead of 192.168.56.x ---------------
 # Forget any .env variable the caller's environment holds, so only the file
 # and the address overrides count (the same precedence as on a VM).
 while IFS= read -r key; do
-    unset "$key"
+	unset "$key"
 done < <(sed -n 's/^[[:space:]]*\(export[[:space:]]\+\)\?\([A-Za-z_][A-Za-z0-9_]*\)=.*/\2/p' .env)
 export VM_GATEWAY_IP="${IP[gateway]}" VM_INVENTORY_IP="${IP[inventory]}" VM_BILLING_IP="${IP[billing]}"
 
 # The committed passwords are refused by provisioning unless explicitly allowed.
 defaults_refused() {
-    local out
-    out="$(env -i PATH="$PATH" bash -c '. scripts/provision/common.sh; load_dotenv .env; refuse_default_passwords' 2>&1)" \
-        && return 1
-    grep -q "RABBITMQ_GATEWAY_PASSWORD.*MP_ALLOW_DEFAULT_PASSWORDS=1" <<<"${out//$'\n'/ }"
+	local out
+	out="$(env -i PATH="$PATH" bash -c '. scripts/provision/common.sh; mp::env::load .env; refuse_default_passwords' 2>&1)" &&
+		return 1
+	grep -q "RABBITMQ_GATEWAY_PASSWORD.*MP_ALLOW_DEFAULT_PASSWORDS=1" <<<"${out//$'\n'/ }"
 }
 defaults_allowed_explicitly() {
-    env -i PATH="$PATH" MP_ALLOW_DEFAULT_PASSWORDS=1 \
-        bash -c '. scripts/provision/common.sh; load_dotenv .env; refuse_default_passwords' >/dev/null 2>&1
+	env -i PATH="$PATH" MP_ALLOW_DEFAULT_PASSWORDS=1 \
+		bash -c '. scripts/provision/common.sh; mp::env::load .env; refuse_default_passwords' >/dev/null 2>&1
 }
 check "provisioning refuses the committed *-change-me passwords" defaults_refused
 check "...unless MP_ALLOW_DEFAULT_PASSWORDS=1 says so" defaults_allowed_explicitly
@@ -171,11 +161,11 @@ check "...unless MP_ALLOW_DEFAULT_PASSWORDS=1 says so" defaults_allowed_explicit
 # .env that is a value (not a ${reference}); the references follow.
 SECRET_KEYS=()
 while IFS= read -r key; do
-    SECRET_KEYS+=("$key")
-    printf -v "$key" '%s' "$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
-    export "${key?}"
+	SECRET_KEYS+=("$key")
+	printf -v "$key" '%s' "$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+	export "${key?}"
 done < <(sed -n 's/^\([A-Z_]*_PASSWORD\)=[^$]*$/\1/p' .env)
-load_dotenv "$ROOT/.env"
+mp::env::load "$ROOT/.env"
 check "generated passwords pass the check" refuse_default_passwords
 install -m 0600 /dev/null "$WORK/secrets"
 for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets"
@@ -183,37 +173,37 @@ for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets
 CANARY="canary-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
 printf '%s\n' "$CANARY" >>"$WORK/secrets"
 
-step "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
+mp::log::info "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
 render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
 render_service_env INVENTORY_ "$WORK/inventory-app.env" 0600 >/dev/null
 render_service_env BILLING_ "$WORK/billing-worker.env" 0600 >/dev/null
 check "gateway env file points at the inventory and RabbitMQ hosts" \
-    grep -qx "GATEWAY_INVENTORY_URL=http://${IP[inventory]}:$INVENTORY_PORT" "$WORK/api-gateway.env"
+	grep -qx "GATEWAY_INVENTORY_URL=http://${IP[inventory]}:$INVENTORY_PORT" "$WORK/api-gateway.env"
 own_variables_only() {
-    local f file prefix
-    for f in api-gateway:GATEWAY_ inventory-app:INVENTORY_ billing-worker:BILLING_; do
-        file="$WORK/${f%%:*}.env" prefix="${f##*:}"
-        [ "$(stat -c %a "$file")" = 600 ] || return 1
-        if grep -v "^#" "$file" | grep -v -e "^$prefix" -e "^RUST_LOG=" | grep -q .; then
-            return 1
-        fi
-    done
+	local f file prefix
+	for f in api-gateway:GATEWAY_ inventory-app:INVENTORY_ billing-worker:BILLING_; do
+		file="$WORK/${f%%:*}.env" prefix="${f##*:}"
+		[[ "$(stat -c %a "$file")" == 600 ]] || return 1
+		if grep -v "^#" "$file" | grep -v -e "^$prefix" -e "^RUST_LOG=" | grep -q .; then
+			return 1
+		fi
+	done
 }
 check "each env file: mode 0600, only its service's variables (and RUST_LOG)" own_variables_only
 
 # --- network -----------------------------------------------------------------------
-step "network namespaces: bridge + ${HOSTS[*]}"
+mp::log::info "network namespaces: bridge + ${HOSTS[*]}"
 ip netns add "$NS_BRIDGE"
 ip -n "$NS_BRIDGE" link set lo up
 ip -n "$NS_BRIDGE" link add br0 type bridge
 ip -n "$NS_BRIDGE" link set br0 up
 for h in "${HOSTS[@]}"; do
-    ip netns add "${NS[$h]}"
-    ip -n "$NS_BRIDGE" link add "v-$h" type veth peer name eth0 netns "${NS[$h]}"
-    ip -n "$NS_BRIDGE" link set "v-$h" master br0 up
-    ip -n "${NS[$h]}" link set lo up
-    ip -n "${NS[$h]}" addr add "${IP[$h]}/24" dev eth0
-    ip -n "${NS[$h]}" link set eth0 up
+	ip netns add "${NS[$h]}"
+	ip -n "$NS_BRIDGE" link add "v-$h" type veth peer name eth0 netns "${NS[$h]}"
+	ip -n "$NS_BRIDGE" link set "v-$h" master br0 up
+	ip -n "${NS[$h]}" link set lo up
+	ip -n "${NS[$h]}" addr add "${IP[$h]}/24" dev eth0
+	ip -n "${NS[$h]}" link set eth0 up
 done
 # The Vagrant side: a second bridge, one more interface per VM, and a
 # namespace for Vagrant itself (where `vagrant ssh` comes from).
@@ -222,14 +212,14 @@ ip -n "${NS[vagrant]}" link set lo up
 ip -n "$NS_BRIDGE" link add br1 type bridge
 ip -n "$NS_BRIDGE" link set br1 up
 for h in gateway inventory billing vagrant; do
-    ip -n "$NS_BRIDGE" link add "m-$h" type veth peer name eth1 netns "${NS[$h]}"
-    ip -n "$NS_BRIDGE" link set "m-$h" master br1 up
-    ip -n "${NS[$h]}" addr add "${MIP[$h]}/24" dev eth1
-    ip -n "${NS[$h]}" link set eth1 up
+	ip -n "$NS_BRIDGE" link add "m-$h" type veth peer name eth1 netns "${NS[$h]}"
+	ip -n "$NS_BRIDGE" link set "m-$h" master br1 up
+	ip -n "${NS[$h]}" addr add "${MIP[$h]}/24" dev eth1
+	ip -n "${NS[$h]}" link set eth1 up
 done
 for h in gateway inventory billing; do
-    firewall_ruleset "$h" >"$WORK/firewall-$h.nft"
-    in_ns "$h" nft -f "$WORK/firewall-$h.nft" || abort "load the $h-vm nftables rules"
+	firewall_ruleset "$h" >"$WORK/firewall-$h.nft"
+	in_ns "$h" nft -f "$WORK/firewall-$h.nft" || abort "load the $h-vm nftables rules"
 done
 pass "namespaces up, each VM's nftables rules loaded"
 
@@ -238,35 +228,41 @@ pass "namespaces up, each VM's nftables rules loaded"
 # our config snippet, start inside the namespace, role + database by the
 # provisioning code.
 pg_up() {
-    local host="$1" db="$2" role="$3" password="$4" dir="$WORK/pg-$1"
-    install -d -o postgres -g postgres -m 0700 "$dir" "$dir/data" "$dir/sock"
-    runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres \
-        --auth-local=peer --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 \
-        || { cat "$dir/initdb.log" >&2; abort "initdb for $host-vm"; }
-    render_template "$DEPLOY_DIR/postgresql/movie-platform.conf.in" "$dir/movie-platform.conf" 0644 \
-        postgres:postgres >/dev/null
-    printf "include '%s'\nunix_socket_directories = '%s'\n" "$dir/movie-platform.conf" "$dir/sock" \
-        >>"$dir/data/postgresql.conf"
-    PG_DIRS+=("$dir")
-    in_ns "$host" runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-        >/dev/null || { tail -n 20 "$dir/server.log" >&2; abort "start PostgreSQL on $host-vm"; }
-    pg_target "$host"
-    pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" >/dev/null \
-        || abort "role and database on $host-vm"
-    pass "$host-vm: PostgreSQL up, database $db owned by $role (scram login over 127.0.0.1)"
+	local host="$1" db="$2" role="$3" password="$4" dir="$WORK/pg-$1"
+	install -d -o postgres -g postgres -m 0700 "$dir" "$dir/data" "$dir/sock"
+	runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres \
+		--auth-local=peer --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 ||
+		{
+			cat "$dir/initdb.log" >&2
+			abort "initdb for $host-vm"
+		}
+	render_template "$DEPLOY_DIR/postgresql/movie-platform.conf.in" "$dir/movie-platform.conf" 0644 \
+		postgres:postgres >/dev/null
+	printf "include '%s'\nunix_socket_directories = '%s'\n" "$dir/movie-platform.conf" "$dir/sock" \
+		>>"$dir/data/postgresql.conf"
+	PG_DIRS+=("$dir")
+	in_ns "$host" runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+		>/dev/null || {
+		tail -n 20 "$dir/server.log" >&2
+		abort "start PostgreSQL on $host-vm"
+	}
+	pg_target "$host"
+	pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" >/dev/null ||
+		abort "role and database on $host-vm"
+	pass "$host-vm: PostgreSQL up, database $db owned by $role (scram login over 127.0.0.1)"
 }
 
 # pg_target HOST: points pg_ensure_db (provisioning code) at HOST's instance.
 # shellcheck disable=SC2034 # PG_SUPER/PG_CLIENT are read by pg_ensure_db
 pg_target() {
-    PG_SUPER=(ip netns exec "${NS[$1]}" runuser -u postgres -- psql -h "$WORK/pg-$1/sock" -p "$POSTGRES_PORT" -d postgres)
-    PG_CLIENT=(ip netns exec "${NS[$1]}")
+	PG_SUPER=(ip netns exec "${NS[$1]}" runuser -u postgres -- psql -h "$WORK/pg-$1/sock" -p "$POSTGRES_PORT" -d postgres)
+	PG_CLIENT=(ip netns exec "${NS[$1]}")
 }
 
 # sql HOST DB QUERY: as the postgres superuser over the socket (the audit's
 # `sudo -u postgres psql`), unaligned output.
 sql() {
-    in_ns "$1" runuser -u postgres -- psql -X -q -h "$WORK/pg-$1/sock" -p "$POSTGRES_PORT" -d "$2" -tAc "$3"
+	in_ns "$1" runuser -u postgres -- psql -X -q -h "$WORK/pg-$1/sock" -p "$POSTGRES_PORT" -d "$2" -tAc "$3"
 }
 
 # From here until the accounts have been set up (and reset) twice, every
@@ -278,12 +274,12 @@ sleep 0.5
 bash -c 'sleep 1; :' "$CANARY" &
 CANARY_PID=$!
 
-step "PostgreSQL on inventory-vm and billing-vm"
+mp::log::info "PostgreSQL on inventory-vm and billing-vm"
 pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
 pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD"
 
 # --- RabbitMQ, as on billing-vm ---------------------------------------------------------
-step "RabbitMQ on billing-vm"
+mp::log::info "RabbitMQ on billing-vm"
 RMQ="$WORK/rabbitmq"
 install -d -o rabbitmq -g rabbitmq -m 0750 "$RMQ" "$RMQ/mnesia" "$RMQ/log"
 render_template "$DEPLOY_DIR/rabbitmq/rabbitmq.conf.in" "$RMQ/rabbitmq.conf" 0644 rabbitmq:rabbitmq >/dev/null
@@ -295,54 +291,57 @@ RABBITMQ_DIST_INTERFACE="{$(rabbitmq_node_address localhost | tr . ,)}"
 export RABBITMQ_DIST_INTERFACE
 render_template "$DEPLOY_DIR/rabbitmq/rabbitmq-env.conf.in" "$RMQ/rabbitmq-env.conf" 0644 rabbitmq:rabbitmq >/dev/null
 RMQ_ENV=(HOME=/var/lib/rabbitmq RABBITMQ_NODENAME=rabbit@localhost ERL_EPMD_ADDRESS=127.0.0.1
-    RABBITMQ_CONFIG_FILE="$RMQ/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ/enabled_plugins"
-    RABBITMQ_CONF_ENV_FILE="$RMQ/rabbitmq-env.conf" RABBITMQ_MNESIA_BASE="$RMQ/mnesia"
-    RABBITMQ_LOG_BASE="$RMQ/log" RABBITMQ_PID_FILE="$RMQ/rabbitmq.pid")
+	RABBITMQ_CONFIG_FILE="$RMQ/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ/enabled_plugins"
+	RABBITMQ_CONF_ENV_FILE="$RMQ/rabbitmq-env.conf" RABBITMQ_MNESIA_BASE="$RMQ/mnesia"
+	RABBITMQ_LOG_BASE="$RMQ/log" RABBITMQ_PID_FILE="$RMQ/rabbitmq.pid")
 RABBITMQCTL=(ip netns exec "${NS[billing]}" runuser -u rabbitmq -- env "${RMQ_ENV[@]}"
-    /usr/lib/rabbitmq/bin/rabbitmqctl)
+	/usr/lib/rabbitmq/bin/rabbitmqctl)
 in_ns billing runuser -u rabbitmq -- env "${RMQ_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server -detached \
-    >"$RMQ/start.log" 2>&1 || true
-"${RABBITMQCTL[@]}" -q --timeout 120 wait "$RMQ/rabbitmq.pid" >/dev/null 2>&1 \
-    || { tail -n 30 "$RMQ/start.log" "$RMQ"/log/*.log >&2 2>/dev/null; abort "start RabbitMQ on billing-vm"; }
+	>"$RMQ/start.log" 2>&1 || true
+"${RABBITMQCTL[@]}" -q --timeout 120 wait "$RMQ/rabbitmq.pid" >/dev/null 2>&1 ||
+	{
+		tail -n 30 "$RMQ/start.log" "$RMQ"/log/*.log >&2 2>/dev/null
+		abort "start RabbitMQ on billing-vm"
+	}
 rabbitmq_accounts >/dev/null || abort "RabbitMQ accounts"
 pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), accounts $RABBITMQ_GATEWAY_USER, $RABBITMQ_WORKER_USER, $RABBITMQ_ADMIN_USER on vhost $RABBITMQ_VHOST"
 # Provisioning is idempotent: a second run creates nothing, resets nothing.
 setup_again() {
-    local out
-    out="$(
-        rabbitmq_accounts
-        pg_target inventory
-        pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
-        pg_target billing
-        pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
-    )" || return 1
-    ! grep -e created -e "set from" -e "now owned" <<<"$out"
+	local out
+	out="$(
+		rabbitmq_accounts
+		pg_target inventory
+		pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+		pg_target billing
+		pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	)" || return 1
+	! grep -e created -e "set from" -e "now owned" <<<"$out"
 }
 check "user/database set-up run again: nothing created or reset" setup_again
 # Passwords changed behind provisioning's back are set again from .env (the
 # reset paths: rabbitmqctl change_password, psql ALTER ROLE).
 reset_again() {
-    local out
-    "${RABBITMQCTL[@]}" -q change_password "$RABBITMQ_GATEWAY_USER" not-the-one-from-env >/dev/null || return 1
-    sql inventory postgres "ALTER ROLE \"$INVENTORY_DB_USER\" PASSWORD 'not-the-one-from-env'" >/dev/null || return 1
-    out="$(
-        rabbitmq_accounts
-        pg_target inventory
-        pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
-    )" || return 1
-    grep -q "password of $RABBITMQ_GATEWAY_USER set from .env" <<<"$out" &&
-        grep -q "password of role $INVENTORY_DB_USER set from .env" <<<"$out"
+	local out
+	"${RABBITMQCTL[@]}" -q change_password "$RABBITMQ_GATEWAY_USER" not-the-one-from-env >/dev/null || return 1
+	sql inventory postgres "ALTER ROLE \"$INVENTORY_DB_USER\" PASSWORD 'not-the-one-from-env'" >/dev/null || return 1
+	out="$(
+		rabbitmq_accounts
+		pg_target inventory
+		pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	)" || return 1
+	grep -q "password of $RABBITMQ_GATEWAY_USER set from .env" <<<"$out" &&
+		grep -q "password of role $INVENTORY_DB_USER set from .env" <<<"$out"
 }
 check "passwords changed by hand are set again from .env" reset_again
 touch "$WORK/argv-watch.stop"
 argv_clean() {
-    local rc=0
-    wait "$ARGV_WATCH_PID" || rc=$?
-    sed 's/^/      /' "$WORK/argv-watch.out"
-    # Exactly one leak: the canary's.
-    [ "$rc" -eq 2 ] && grep -q '^samples=[1-9]' "$WORK/argv-watch.out" &&
-        [ "$(grep -c '^LEAK' "$WORK/argv-watch.out")" = 1 ] &&
-        grep -q "^LEAK pid $CANARY_PID:" "$WORK/argv-watch.out"
+	local rc=0
+	wait "$ARGV_WATCH_PID" || rc=$?
+	sed 's/^/      /' "$WORK/argv-watch.out"
+	# Exactly one leak: the canary's.
+	[[ "$rc" -eq 2 ]] && grep -q '^samples=[1-9]' "$WORK/argv-watch.out" &&
+		[[ "$(grep -c '^LEAK' "$WORK/argv-watch.out")" == 1 ]] &&
+		grep -q "^LEAK pid $CANARY_PID:" "$WORK/argv-watch.out"
 }
 check "no password on any command line (/proc/*/cmdline sampled while accounts were created, checked and reset; the canary caught)" argv_clean
 
@@ -350,40 +349,30 @@ check "no password on any command line (/proc/*/cmdline sampled while accounts w
 # start_service HOST NAME: the binary from dist/, its env file and nothing else
 # in its environment, as nobody, log in the work dir.
 start_service() {
-    local host="$1" name="$2" envargs
-    mapfile -t envargs < <(env_file_args "$WORK/$name.env")
-    # A plain command (not a function) in the background: $! is then the
-    # service itself (ip netns exec, setpriv and env all exec), the pid the
-    # worker test stops.
-    ip netns exec "${NS[$host]}" setpriv --reuid=65534 --regid=65534 --clear-groups -- \
-        env -i PATH=/usr/bin:/bin "${envargs[@]}" "$BIN_DIR/$name" >>"$WORK/$name.log" 2>&1 &
-    SERVICE_PID[$name]=$!
+	local host="$1" name="$2" envargs
+	mapfile -t envargs < <(env_file_args "$WORK/$name.env")
+	# A plain command (not a function) in the background: $! is then the
+	# service itself (ip netns exec, setpriv and env all exec), the pid the
+	# worker test stops.
+	ip netns exec "${NS[$host]}" setpriv --reuid=65534 --regid=65534 --clear-groups -- \
+		env -i PATH=/usr/bin:/bin "${envargs[@]}" "$BIN_DIR/$name" >>"$WORK/$name.log" 2>&1 &
+	SERVICE_PID[$name]=$!
 }
 
 # listening HOST PORT: something listens on PORT in HOST's namespace.
 listening() { in_ns "$1" ss -Hltn "sport = :$2" | grep -q .; }
 
-# wait_for SECONDS COMMAND...
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.3
-    done
-}
-
 service_up() {
-    local host="$1" name="$2" port="$3"
-    if wait_for 60 listening "$host" "$port" && kill -0 "${SERVICE_PID[$name]}" 2>/dev/null; then
-        pass "$host-vm: $name running (pid ${SERVICE_PID[$name]}), listening on port $port"
-    else
-        tail -n 30 "$WORK/$name.log" >&2
-        abort "$host-vm: $name did not start (log above)"
-    fi
+	local host="$1" name="$2" port="$3"
+	if mp::wait_until 60 "$name to listen on $host:$port" listening "$host" "$port" && kill -0 "${SERVICE_PID[$name]}" 2>/dev/null; then
+		pass "$host-vm: $name running (pid ${SERVICE_PID[$name]}), listening on port $port"
+	else
+		tail -n 30 "$WORK/$name.log" >&2
+		abort "$host-vm: $name did not start (log above)"
+	fi
 }
 
-step "services from $BIN_DIR"
+mp::log::info "services from $BIN_DIR"
 start_service inventory inventory-app
 start_service billing billing-worker
 start_service gateway api-gateway
@@ -395,20 +384,20 @@ service_up gateway api-gateway "$GATEWAY_PORT"
 GW="http://${IP[gateway]}:$GATEWAY_PORT"
 # http METHOD PATH [JSON]: sets STATUS and BODY (curl runs in the client namespace).
 http() {
-    local out
-    out="$(in_ns client curl -sS -m 15 -o - -w '\n%{http_code}' -X "$1" \
-        -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$GW$2" 2>&1)" || true
-    STATUS="${out##*$'\n'}"
-    BODY="${out%$'\n'*}"
+	local out
+	out="$(in_ns client curl -sS -m 15 -o - -w '\n%{http_code}' -X "$1" \
+		-H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$GW$2" 2>&1)" || true
+	STATUS="${out##*$'\n'}"
+	BODY="${out%$'\n'*}"
 }
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$BODY" "$1" 2>/dev/null; }
 
-step "movies API through the gateway"
+mp::log::info "movies API through the gateway"
 movies_ready() {
-    http GET /api/movies
-    [ "$STATUS" = 200 ]
+	http GET /api/movies
+	[[ "$STATUS" == 200 ]]
 }
-check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" wait_for 60 movies_ready
+check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" mp::wait_until 60 "GET /api/movies to answer 200" movies_ready
 TITLE="Three hosts $TAG"
 http POST /api/movies "{\"title\":\"$TITLE\",\"description\":\"created by three-host-test\"}"
 MOVIE_ID="$(json_field id || true)"
@@ -417,38 +406,37 @@ http GET /api/movies
 check "GET /api/movies lists it" grep -qF "$TITLE" <<<"$BODY"
 http GET "/api/movies/$MOVIE_ID"
 check "GET /api/movies/$MOVIE_ID: 200 and the title (got $STATUS)" \
-    test "$STATUS" = 200 -a "$(json_field title || true)" = "$TITLE"
+	test "$STATUS" = 200 -a "$(json_field title || true)" = "$TITLE"
 check "inventory-vm: the row is in table movies of database $INVENTORY_DB_NAME" \
-    test "$(sql inventory "$INVENTORY_DB_NAME" "SELECT count(*) FROM movies WHERE id = ${MOVIE_ID:-0}" || true)" = 1
+	test "$(sql inventory "$INVENTORY_DB_NAME" "SELECT count(*) FROM movies WHERE id = ${MOVIE_ID:-0}" || true)" = 1
 
-step "orders through the gateway, RabbitMQ and billing-worker"
+mp::log::info "orders through the gateway, RabbitMQ and billing-worker"
 order() { http POST /api/billing "{\"user_id\":\"$1\",\"number_of_items\":2,\"total_amount\":\"19.90\"}"; }
 # stored REGEX: how many orders have a user_id matching REGEX.
 stored() { sql billing "$BILLING_DB_NAME" "SELECT count(*) FROM orders WHERE user_id ~ '^$1\$'" || echo -1; }
-stored_is() { [ "$(stored "$1")" = "$2" ]; }
+stored_is() { [[ "$(stored "$1")" == "$2" ]]; }
 queued() {
-    "${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
-        awk '$1 == "billing_queue" { print $2 }'
+	"${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
+		awk '$1 == "billing_queue" { print $2 }'
 }
 
 order "$TAG-1"
 check "POST /api/billing: 200 (got $STATUS)" test "$STATUS" = 200
 check "billing-vm: the order is stored in table orders of database $BILLING_DB_NAME" \
-    wait_for 30 stored_is "$TAG-1" 1
+	mp::wait_until 30 "order $TAG-1 to be stored" stored_is "$TAG-1" 1
 
-step "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID[billing-worker]})"
-stop_pid "${SERVICE_PID[billing-worker]}"
-wait "${SERVICE_PID[billing-worker]}" 2>/dev/null || true
-gone() { ! kill -0 "$1" 2>/dev/null; }
+mp::log::info "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID["billing-worker"]})"
+mp::stop_pid "${SERVICE_PID["billing-worker"]}" billing-worker 30
+wait "${SERVICE_PID["billing-worker"]}" 2>/dev/null || true
 no_worker_left() { ! in_ns billing ps -o comm= -p "$(ip netns pids "${NS[billing]}" | paste -sd,)" | grep -qx billing-worker; }
-worker_stopped() { gone "$1" && no_worker_left; }
+worker_stopped() { mp::pid_gone "$1" && no_worker_left; }
 check "billing-worker exited after SIGTERM (no billing-worker process left on billing-vm)" \
-    worker_stopped "${SERVICE_PID[billing-worker]}"
+	worker_stopped "${SERVICE_PID["billing-worker"]}"
 unset 'SERVICE_PID[billing-worker]'
 ok=1
 for i in 2 3 4; do
-    order "$TAG-$i"
-    [ "$STATUS" = 200 ] || ok=0
+	order "$TAG-$i"
+	[[ "$STATUS" == 200 ]] || ok=0
 done
 check "3 orders while the worker is down: all answered 200" test "$ok" = 1
 sleep 2
@@ -456,21 +444,21 @@ check "...and none of them is stored" stored_is "$TAG-[234]" 0
 depth="$(queued)"
 check "...they wait in billing_queue (got ${depth:-nothing}, want 3 messages)" test "$depth" = 3
 
-step "billing-worker started again"
+mp::log::info "billing-worker started again"
 start_service billing billing-worker
 service_up billing billing-worker "$BILLING_HEALTH_PORT"
-check "the backlog is stored: all 3 orders" wait_for 60 stored_is "$TAG-[234]" 3
+check "the backlog is stored: all 3 orders" mp::wait_until 60 "the 3 waiting orders to be stored" stored_is "$TAG-[234]" 3
 check "every order stored exactly once (4 rows, 4 distinct order ids)" test \
-    "$(sql billing "$BILLING_DB_NAME" "SELECT count(*) || '/' || count(DISTINCT order_id) FROM orders WHERE user_id ~ '^$TAG-'" || true)" = 4/4
-queue_empty() { [ "$(queued)" = 0 ]; }
-check "billing_queue is empty" wait_for 15 queue_empty
+	"$(sql billing "$BILLING_DB_NAME" "SELECT count(*) || '/' || count(DISTINCT order_id) FROM orders WHERE user_id ~ '^$TAG-'" || true)" = 4/4
+queue_empty() { [[ "$(queued)" == 0 ]]; }
+check "billing_queue is empty" mp::wait_until 15 "billing_queue to be empty" queue_empty
 
 # --- network promises ----------------------------------------------------------------------
-step "who can reach what"
+mp::log::info "who can reach what"
 # reach HOST IP PORT: a TCP connection from HOST's namespace succeeds within 2 s.
 reach() {
-    # shellcheck disable=SC2016 # expanded by the inner bash
-    in_ns "$1" timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$2" "$3" 2>/dev/null
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	in_ns "$1" timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$2" "$3" 2>/dev/null
 }
 reachable() { check "$1 -> $2:$3 reachable${4:+ ($4)}" reach "$1" "${IP[$2]}" "$3"; }
 unreachable() { ! reach "$@"; }
@@ -500,40 +488,40 @@ blocked gateway billing "$RABBITMQ_MANAGEMENT_PORT" "management UI is on loopbac
 # ssh: a stand-in sshd on port 22 of every VM. Closed from the private network
 # (the other VMs, the host's side of it), open from Vagrant's interface.
 for h in gateway inventory billing; do
-    in_ns "$h" "$PY" -c 'import socket, time
+	in_ns "$h" "$PY" -c 'import socket, time
 s = socket.socket(socket.AF_INET6)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 s.bind(("::", 22)); s.listen(64); time.sleep(3600)' >/dev/null 2>&1 &
 done
 for h in gateway inventory billing; do
-    wait_for 10 listening "$h" 22 || fail "$h-vm: stand-in sshd on port 22 did not start"
+	mp::wait_until 10 "the stand-in sshd of $h-vm" listening "$h" 22 || fail "$h-vm: stand-in sshd on port 22 did not start"
 done
 for pair in gateway:inventory gateway:billing inventory:gateway inventory:billing billing:gateway \
-    billing:inventory client:gateway client:inventory client:billing; do
-    blocked "${pair%%:*}" "${pair##*:}" 22 "ssh between the VMs"
+	billing:inventory client:gateway client:inventory client:billing; do
+	blocked "${pair%%:*}" "${pair##*:}" 22 "ssh between the VMs"
 done
 for h in gateway inventory billing; do
-    check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
+	check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
 done
 
 # --- RabbitMQ accounts: least privilege ------------------------------------------------------
-step "RabbitMQ accounts"
+mp::log::info "RabbitMQ accounts"
 # amqp HOST USER PASSWORD ADDRESS ACTION: scripts/lib/amqp-permissions.py from HOST
 # (credentials in its environment); sets AMQP_OUT and AMQP_RC (0 allowed, 3 refused).
 amqp() {
-    AMQP_RC=0
-    AMQP_OUT="$(
-        export AMQP_USER="$2" AMQP_PASSWORD="$3"
-        in_ns "$1" "$PY" "$ROOT/scripts/lib/amqp-permissions.py" "$4" "$RABBITMQ_PORT" "$RABBITMQ_VHOST" "$5" 2>&1
-    )" || AMQP_RC=$?
+	AMQP_RC=0
+	AMQP_OUT="$(
+		export AMQP_USER="$2" AMQP_PASSWORD="$3"
+		in_ns "$1" "$PY" "$ROOT/scripts/lib/amqp-permissions.py" "$4" "$RABBITMQ_PORT" "$RABBITMQ_VHOST" "$5" 2>&1
+	)" || AMQP_RC=$?
 }
 as_gateway() { amqp gateway "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_GATEWAY_PASSWORD" "${IP[billing]}" "$1"; }
 as_worker() { amqp billing "$RABBITMQ_WORKER_USER" "$RABBITMQ_WORKER_PASSWORD" 127.0.0.1 "$1"; }
-refused() { [ "$AMQP_RC" = 3 ] && grep -q "^refused 403" <<<"$AMQP_OUT"; }
-allowed() { [ "$AMQP_RC" = 0 ] && [ "$AMQP_OUT" = allowed ]; }
+refused() { [[ "$AMQP_RC" == 3 ]] && grep -q "^refused 403" <<<"$AMQP_OUT"; }
+allowed() { [[ "$AMQP_RC" == 0 ]] && [[ "$AMQP_OUT" == allowed ]]; }
 for action in consume get purge; do
-    as_gateway "$action"
-    check "gateway's account: $action billing_queue refused (${AMQP_OUT:0:80})" refused
+	as_gateway "$action"
+	check "gateway's account: $action billing_queue refused (${AMQP_OUT:0:80})" refused
 done
 as_gateway declare-other
 check "gateway's account: declaring a queue outside the topology refused (${AMQP_OUT:0:80})" refused
@@ -546,71 +534,71 @@ check "worker's account: declaring a queue outside the topology refused (${AMQP_
 as_worker declare
 check "worker's account: declaring the topology allowed (${AMQP_OUT:0:80})" allowed
 queued_in() {
-    "${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
-        awk -v q="$1" '$1 == q { print $2 }'
+	"${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
+		awk -v q="$1" '$1 == q { print $2 }'
 }
 dlq_before="$(queued_in billing_queue.dlq)"
 as_gateway publish-poison
 check "gateway's account: publishing (a body that is no order) allowed (${AMQP_OUT:0:80})" allowed
-dead_lettered() { [ "$(queued_in billing_queue.dlq)" = "$((${dlq_before:-0} + 1))" ]; }
-check "...and the worker, with its own account, dead-letters it into billing_queue.dlq" wait_for 30 dead_lettered
+dead_lettered() { [[ "$(queued_in billing_queue.dlq)" == "$((${dlq_before:-0} + 1))" ]]; }
+check "...and the worker, with its own account, dead-letters it into billing_queue.dlq" mp::wait_until 30 "the message to be dead-lettered" dead_lettered
 
 # mgmt HOST USER:PASSWORD: HTTP status of the management API's whoami on the
 # broker's loopback (curl reads the credentials from stdin, not argv).
 mgmt_status() {
-    in_ns billing curl -s -m 10 -o /dev/null -w '%{http_code}' -K - \
-        "http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/whoami" <<<"user = \"$1\"" || true
+	in_ns billing curl -s -m 10 -o /dev/null -w '%{http_code}' -K - \
+		"http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/whoami" <<<"user = \"$1\"" || true
 }
 check "management API: $RABBITMQ_ADMIN_USER logs in (on billing-vm's loopback)" \
-    test "$(mgmt_status "$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD")" = 200
+	test "$(mgmt_status "$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD")" = 200
 check "management API: $RABBITMQ_GATEWAY_USER is refused (no tags)" \
-    test "$(mgmt_status "$RABBITMQ_GATEWAY_USER:$RABBITMQ_GATEWAY_PASSWORD")" = 401
+	test "$(mgmt_status "$RABBITMQ_GATEWAY_USER:$RABBITMQ_GATEWAY_PASSWORD")" = 401
 check "management API: $RABBITMQ_WORKER_USER is refused (no tags)" \
-    test "$(mgmt_status "$RABBITMQ_WORKER_USER:$RABBITMQ_WORKER_PASSWORD")" = 401
+	test "$(mgmt_status "$RABBITMQ_WORKER_USER:$RABBITMQ_WORKER_PASSWORD")" = 401
 check "management API: guest is refused" test "$(mgmt_status guest:guest)" = 401
-users_are() { [ "$("${RABBITMQCTL[@]}" -s list_users | awk '{ print $1 }' | sort | paste -sd' ')" = "$1" ]; }
+users_are() { [[ "$("${RABBITMQCTL[@]}" -s list_users | awk '{ print $1 }' | sort | paste -sd' ')" == "$1" ]]; }
 check "rabbitmqctl list_users: exactly the three accounts (no guest)" users_are \
-    "$(printf '%s\n' "$RABBITMQ_ADMIN_USER" "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_WORKER_USER" | sort | paste -sd' ')"
+	"$(printf '%s\n' "$RABBITMQ_ADMIN_USER" "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_WORKER_USER" | sort | paste -sd' ')"
 
 # deploy/rabbitmq/rabbitmq.conf.in makes new classic queues v2 (the faster store).
 queue_version() {
-    local vhost
-    vhost=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$RABBITMQ_VHOST")
-    in_ns billing curl -s -m 10 -K - "http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/queues/$vhost/$1" \
-        <<<"user = \"$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD\"" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["backing_queue_status"]["version"])' 2>/dev/null || true
+	local vhost
+	vhost=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$RABBITMQ_VHOST")
+	in_ns billing curl -s -m 10 -K - "http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/queues/$vhost/$1" \
+		<<<"user = \"$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD\"" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["backing_queue_status"]["version"])' 2>/dev/null || true
 }
 check "billing_queue is a classic queue v2 (classic_queue.default_version)" \
-    test "$(queue_version billing_queue)" = 2
+	test "$(queue_version billing_queue)" = 2
 
 # only_on HOST PORT ADDRESS...: every listener on PORT is bound to one of ADDRESSES.
 only_on() {
-    local host="$1" port="$2" addrs
-    shift 2
-    addrs="$(in_ns "$host" ss -Hltn "sport = :$port" | awk '{ a = $4; sub(/:[0-9]+$/, "", a); print a }' | sort -u)"
-    [ -n "$addrs" ] || return 1
-    local a want ok
-    while IFS= read -r a; do
-        ok=0
-        for want in "$@"; do [ "$a" = "$want" ] && ok=1; done
-        [ "$ok" = 1 ] || return 1
-    done <<<"$addrs"
+	local host="$1" port="$2" addrs
+	shift 2
+	addrs="$(in_ns "$host" ss -Hltn "sport = :$port" | awk '{ a = $4; sub(/:[0-9]+$/, "", a); print a }' | sort -u)"
+	[[ -n "$addrs" ]] || return 1
+	local a want ok
+	while IFS= read -r a; do
+		ok=0
+		for want in "$@"; do [[ "$a" == "$want" ]] && ok=1; done
+		[[ "$ok" == 1 ]] || return 1
+	done <<<"$addrs"
 }
 check "inventory-vm: PostgreSQL listens on 127.0.0.1 only" only_on inventory "$POSTGRES_PORT" 127.0.0.1
 check "billing-vm: PostgreSQL listens on 127.0.0.1 only" only_on billing "$POSTGRES_PORT" 127.0.0.1
 check "billing-vm: AMQP listens on 127.0.0.1 and ${IP[billing]} only" \
-    only_on billing "$RABBITMQ_PORT" 127.0.0.1 "${IP[billing]}"
+	only_on billing "$RABBITMQ_PORT" 127.0.0.1 "${IP[billing]}"
 check "billing-vm: management listens on 127.0.0.1 only" \
-    only_on billing "$RABBITMQ_MANAGEMENT_PORT" 127.0.0.1
+	only_on billing "$RABBITMQ_MANAGEMENT_PORT" 127.0.0.1
 check "billing-vm: epmd listens on loopback only" only_on billing 4369 127.0.0.1 "[::1]"
 check "billing-vm: Erlang distribution listens on 127.0.0.1 only" only_on billing 25672 127.0.0.1
 check "inventory-vm: inventory-app listens on ${IP[inventory]} only (INVENTORY_HOST)" \
-    only_on inventory "$INVENTORY_PORT" "${IP[inventory]}"
+	only_on inventory "$INVENTORY_PORT" "${IP[inventory]}"
 check "billing-vm: worker health listens on 127.0.0.1 only" only_on billing "$BILLING_HEALTH_PORT" 127.0.0.1
 
 echo
-if [ "$failures" -gt 0 ]; then
-    echo "three-host-test: $failures of $checks checks FAILED (logs: THREE_HOST_KEEP=1 keeps $WORK)"
-    exit 1
+if [[ "$failures" -gt 0 ]]; then
+	echo "three-host-test: $failures of $checks checks FAILED (logs: THREE_HOST_KEEP=1 keeps $WORK)"
+	exit 1
 fi
 echo "three-host-test: all $checks checks passed"

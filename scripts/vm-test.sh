@@ -138,7 +138,7 @@ if [[ $MODE == stock ]]; then
 	slirp4netns --configure --mtu=65520 --disable-host-loopback --netns-type=path \
 		"/run/netns/$NETNS" tap0 >"$RUN_DIR/slirp4netns.log" 2>&1 &
 	SLIRP_PID=$!
-	wait_for 30 "slirp4netns's tap0 in $NETNS" ip -n "$NETNS" addr show tap0 || die "slirp4netns failed (log: $RUN_DIR/slirp4netns.log)"
+	mp::wait_until 30 "slirp4netns's tap0 in $NETNS" ip -n "$NETNS" addr show tap0 || die "slirp4netns failed (log: $RUN_DIR/slirp4netns.log)"
 	ip netns exec "$NETNS" nft -f - <<'NFT' || die "cannot install the namespace's egress filter"
 table inet mpvm_egress {
 	chain out {

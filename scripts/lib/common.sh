@@ -1,26 +1,13 @@
 # shellcheck shell=bash
-# Shared by the local-run and test scripts: paths, .env loading, logging,
-# privilege helpers. Sourced, never executed.
+# Shared by the local-run and test scripts: paths, privilege and package
+# helpers, on top of the one library scripts/lib/mp.sh (logging, mp::die,
+# mp::env::load, mp::wait_until, mp::stop_pid). Sourced, never executed.
 
 MP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export MP_ROOT
 
-say() { printf '==> %s\n' "$*" >&2; }
-warn() { printf 'warning: %s\n' "$*" >&2; }
-die() {
-	printf 'error: %s\n' "$*" >&2
-	exit 1
-}
-
-# shellcheck source=scripts/lib/dotenv.sh
-source "$MP_ROOT/scripts/lib/dotenv.sh"
-
-# Loads .env into the environment (exported), by the one .env format
-# (scripts/lib/dotenv.sh). Values already set in the environment win, so
-# `GATEWAY_PORT=9000 scripts/local.sh up` works.
-load_dotenv() {
-	dotenv_load "${1:-$MP_ROOT/.env}" || die "cannot load ${1:-$MP_ROOT/.env} (see the line above)"
-}
+# shellcheck source=scripts/lib/mp.sh
+source "$MP_ROOT/scripts/lib/mp.sh"
 
 # This machine's architecture as Debian names it, which is the folder of dist/
 # holding its binaries (cargo xtask dist writes dist/amd64/, dist/arm64/).
@@ -55,10 +42,10 @@ as_root() {
 apt_install() {
 	local missing=() pkg
 	for pkg in "$@"; do
-		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+		mp::pkg::installed "$pkg" || missing+=("$pkg")
 	done
 	((${#missing[@]} == 0)) && return 0
-	say "installing ${missing[*]}"
+	mp::log::info "installing ${missing[*]}"
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
@@ -66,33 +53,12 @@ apt_install() {
 # True when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
-wait_until() {
-	local deadline=$((SECONDS + $1)) what=$2
-	shift 2
-	until "$@"; do
-		((SECONDS < deadline)) || {
-			warn "timed out after waiting for $what"
-			return 1
-		}
-		sleep 0.2
-	done
-}
-
-# True when PID is a live process (not a zombie).
-pid_alive() {
-	[[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null && [[ $(ps -o stat= -p "$1" 2>/dev/null) != Z* ]]
-}
-
-pid_gone() { ! pid_alive "$1"; }
-
-# Sends TERM to PID, waits up to SECONDS, then KILL.
-stop_pid() {
-	local pid=$1 seconds=${2:-15}
-	pid_alive "$pid" || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	wait_until "$seconds" "pid $pid to exit" pid_gone "$pid" || {
-		warn "pid $pid did not stop in ${seconds}s, killing it"
-		kill -KILL "$pid" 2>/dev/null || true
-	}
-}
+# The names before scripts/lib/mp.sh, for callers changed on other branches
+# (scripts/bench.sh before its rewrite, test.sh's build and hostside steps).
+# Only aliases: rename those calls to mp::* once merged, then delete these.
+say() { mp::log::info "$@"; }
+warn() { mp::log::warn "$@"; }
+die() { mp::die "$@"; }
+load_dotenv() { mp::env::load "${1:-$MP_ROOT/.env}"; }
+wait_until() { mp::wait_until "$@"; }
+stop_pid() { mp::stop_pid "$1" "pid $1" "${2:-15}"; }

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Docker helpers for the containers test (scripts/containers-test.sh): a
 # dockerd of our own when none runs, the base image when no registry can give
-# it, and the compose command of this machine. Sourced after lib/common.sh.
+# it, and the compose command of this machine. Sourced after lib/common.sh (and so lib/mp.sh).
 
 # The base image every Dockerfile under deploy/docker starts from. Users pull
 # it; here no registry is reachable, so docker_base_image builds it.
@@ -18,18 +18,18 @@ docker_ok() { docker info >/dev/null 2>&1; }
 # docker_up: uses the running dockerd, or starts one (pid in DOCKERD_PID_FILE).
 docker_up() {
 	if docker_ok; then
-		say "using the running dockerd"
+		mp::log::info "using the running dockerd"
 		return 0
 	fi
-	command -v dockerd >/dev/null || die "dockerd not found (apt-get install docker.io)"
+	command -v dockerd >/dev/null || mp::die "dockerd not found (apt-get install docker.io)"
 	mkdir -p "$DOCKER_STATE"
 	DOCKER_FORWARD_POLICY=$(iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" {print $3}')
-	say "starting dockerd (log: $DOCKER_STATE/dockerd.log)"
+	mp::log::info "starting dockerd (log: $DOCKER_STATE/dockerd.log)"
 	dockerd -p "$DOCKERD_PID_FILE" >"$DOCKER_STATE/dockerd.log" 2>&1 &
 	DOCKERD_STARTED=$!
-	wait_until 60 "dockerd to answer" docker_ok || {
+	mp::wait_until 60 "dockerd to answer" docker_ok || {
 		tail -n 20 "$DOCKER_STATE/dockerd.log" >&2
-		die "dockerd did not start"
+		mp::die "dockerd did not start"
 	}
 }
 
@@ -37,11 +37,11 @@ docker_up() {
 # gives the root namespace back its FORWARD policy, which dockerd set to DROP.
 docker_down() {
 	[[ -n $DOCKERD_STARTED ]] || return 0
-	say "stopping the dockerd this test started (pid $DOCKERD_STARTED)"
-	stop_pid "$DOCKERD_STARTED" 30
+	mp::log::info "stopping the dockerd this test started (pid $DOCKERD_STARTED)"
+	mp::stop_pid "$DOCKERD_STARTED" dockerd 30
 	DOCKERD_STARTED=
 	if [[ -n $DOCKER_FORWARD_POLICY && $DOCKER_FORWARD_POLICY != DROP ]]; then
-		iptables -P FORWARD "$DOCKER_FORWARD_POLICY" || warn "could not restore the FORWARD policy"
+		iptables -P FORWARD "$DOCKER_FORWARD_POLICY" || mp::log::warn "could not restore the FORWARD policy"
 	fi
 }
 
@@ -52,11 +52,11 @@ docker_base_image() {
 	docker image inspect "$DOCKER_BASE_IMAGE" >/dev/null 2>&1 && return 0
 	apt_install debootstrap
 	dir=$DOCKER_STATE/rootfs
-	say "building $DOCKER_BASE_IMAGE with debootstrap (no registry here)"
+	mp::log::info "building $DOCKER_BASE_IMAGE with debootstrap (no registry here)"
 	rm -rf "$dir"
 	debootstrap --variant=minbase bookworm "$dir" http://deb.debian.org/debian >"$DOCKER_STATE/debootstrap.log" 2>&1 || {
 		tail -n 20 "$DOCKER_STATE/debootstrap.log" >&2
-		die "debootstrap failed"
+		mp::die "debootstrap failed"
 	}
 	# As the real slim image: no documentation, manuals or translations,
 	# now or from packages installed later, and no apt lists or caches.

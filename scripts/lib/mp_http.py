@@ -1,4 +1,4 @@
-"""HTTP for the test programs (scripts/e2e.py; usable by scripts/scenarios.py):
+"""HTTP for the test programs (scripts/e2e.py, scripts/scenarios.py):
 one request function over http.client that sends exactly the bytes and
 headers it is given (no implicit Content-Type, any method, invalid UTF-8),
 and a response that keeps status, headers and raw body.
@@ -93,6 +93,12 @@ def send_json(method, url, value, headers=None, timeout=20):
 def with_query(url, **params):
     """URL with PARAMS appended, percent-encoded (a NUL becomes %00)."""
     return url + "?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+
+
+def http_get(url, timeout=5):
+    """GET URL: (status, body text), or (0, why) when there is no answer."""
+    r = request("GET", url, timeout=timeout)
+    return (r.status, r.body.decode("utf-8", "replace")) if r.status else (0, r.error)
 
 
 def wait_until(predicate, timeout, interval=0.5):

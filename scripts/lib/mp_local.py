@@ -1,5 +1,5 @@
 """The system scripts/local.sh runs, seen from a test program
-(scripts/e2e.py; usable by scripts/scenarios.py): where its services answer,
+(scripts/e2e.py, scripts/scenarios.py): where its services answer,
 and driving it through local.sh (stop/start, logs, psql).
 
 Targets come from the environment, as scripts/test.sh exports them:

@@ -400,7 +400,7 @@ check_reboot() {
 	# ssh port forward does not survive a reboot from inside the guest).
 	API_BASE=${API_BASE_AFTER_REBOOT:-${API_BASE:-}}
 	log "gateway after the reboot: ${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}"
-	wait_for 300 "the gateway answers after the reboot" curl -fsS -m 10 "${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}/api/movies" || true
+	mp::wait_until 300 "the gateway answers after the reboot" curl -fsS -m 10 "${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}/api/movies" || true
 	if [[ -n ${KEPT_MOVIE_ID:-} ]]; then
 		api GET "/api/movies/$KEPT_MOVIE_ID"
 		expect_code "after reboot: movie $KEPT_MOVIE_ID still there" 200 &&
@@ -419,7 +419,7 @@ run_demo_checks() {
 	phase "services up (units active and enabled)"
 	wait_units_active 600 || true
 	check_units "after provisioning"
-	if wait_for 300 "the gateway on 127.0.0.1:$HOST_GATEWAY_PORT" curl -fsS -m 10 "http://127.0.0.1:$HOST_GATEWAY_PORT/api/movies"; then
+	if mp::wait_until 300 "the gateway on 127.0.0.1:$HOST_GATEWAY_PORT" curl -fsS -m 10 "http://127.0.0.1:$HOST_GATEWAY_PORT/api/movies"; then
 		pass "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
 	else
 		fail "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"

@@ -15,12 +15,18 @@ PHASE_CURRENT=""
 PHASE_START=0
 PHASE_FAILED=0
 
-log() { printf '[vm-test %s +%4ss] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - VM_T0))" "$*" >&2; }
-die() {
-	log "ERROR: $*"
-	printf 'FAIL\t%s\n' "$*" >>"$CHECK_FILE"
-	exit 1
-}
+# Messages, mp::die, mp::env::load, mp::wait_until: the one shell library, whose
+# lines here carry the run's clock; a fatal error is a failed check too.
+MP_LOG_TAG=vm-test MP_LOG_T0=$VM_T0 MP_DIE_HOOK=record_die
+# Polling a VM under TCG more often than every 2 s only loads it.
+MP_WAIT_INTERVAL=${MP_WAIT_INTERVAL:-2}
+# shellcheck source=scripts/lib/mp.sh
+source "$PROJECT_ROOT/scripts/lib/mp.sh"
+log() { mp::log::info "$@"; }
+record_die() { printf 'FAIL\t%s\n' "$*" >>"$CHECK_FILE"; }
+# The VM scripts' name for mp::die (they are being changed on another branch:
+# rename the calls to mp::die once that is merged, then drop this alias).
+die() { mp::die "$@"; }
 
 # phase NAME: closes the running phase and starts the next one.
 phase() {
@@ -77,33 +83,6 @@ check() {
 	if "$@"; then pass "$what"; else fail "$what"; fi
 }
 checks_failed() { [[ -f $CHECK_FILE ]] && grep -q '^FAIL' "$CHECK_FILE"; }
-
-# --- .env ------------------------------------------------------------------------
-# Loads .env with the one .env reader of the shell scripts (scripts/lib/dotenv.sh).
-# Sets ENV_KEYS to the keys in order.
-ENV_KEYS=()
-# shellcheck source=scripts/lib/dotenv.sh
-source "$PROJECT_ROOT/scripts/lib/dotenv.sh"
-load_env() {
-	dotenv_load "$1" || die "cannot load $1"
-	# shellcheck disable=SC2034 # read by qemu.sh
-	ENV_KEYS=("${DOTENV_KEYS[@]}")
-}
-
-# --- waiting ---------------------------------------------------------------------
-# wait_for SECONDS DESCRIPTION CMD...: retries CMD every 2 s until it succeeds.
-wait_for() {
-	local secs=$1 what=$2 deadline
-	shift 2
-	deadline=$(($(date +%s) + secs))
-	until "$@" >/dev/null 2>&1; do
-		if (($(date +%s) >= deadline)); then
-			log "timed out after ${secs}s waiting for: $what"
-			return 1
-		fi
-		sleep 2
-	done
-}
 
 # --- apt mirror of this machine ---------------------------------------------------
 # Prints the first http(s) URI that serves SUITE (e.g. bookworm, bookworm-security)
@@ -174,7 +153,10 @@ ensure_host_tools() {
 vagrant_insecure_pubkey() {
 	local f
 	for f in /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub; do
-		[[ -f $f && $f != *vagrant-libvirt* && $f != *vagrant_cloud* ]] && { printf '%s\n' "$f"; return 0; }
+		[[ -f $f && $f != *vagrant-libvirt* && $f != *vagrant_cloud* ]] && {
+			printf '%s\n' "$f"
+			return 0
+		}
 	done
 	return 1
 }

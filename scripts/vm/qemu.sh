@@ -24,7 +24,7 @@ source "$VM_LIB_DIR/checks.sh"
 		printf '%s\n' "$line"
 	done <"$PROJECT_ROOT/.env" >"$RUN_DIR/dotenv"
 )
-load_env "$RUN_DIR/dotenv"
+mp::env::load "$RUN_DIR/dotenv"
 
 VMS=(gateway inventory billing)
 declare -A VM_IP=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
@@ -209,8 +209,8 @@ wait_ssh() {
 # is; as shell assignments, one per line.
 provision_env() {
 	local key
-	printf 'PROJECT_DIR=/vagrant\nDIST_DIR=/vagrant/dist\nMP_ENV_KEYS=%q\n' "${ENV_KEYS[*]}"
-	for key in "${ENV_KEYS[@]}"; do printf '%s=%q\n' "$key" "${!key}"; done
+	printf 'PROJECT_DIR=/vagrant\nDIST_DIR=/vagrant/dist\nMP_ENV_KEYS=%q\n' "${DOTENV_KEYS[*]}"
+	for key in "${DOTENV_KEYS[@]}"; do printf '%s=%q\n' "$key" "${!key}"; done
 }
 
 # provision NAME LOGFILE: as Vagrant's shell provisioner does it: the script alone

@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$VM_LIB_DIR/checks.sh"
 
 : "${RUN_DIR:?run by scripts/vm-test.sh}" "${IMAGE_DIR:?run by scripts/vm-test.sh}"
-load_env "$PROJECT_ROOT/.env"
+mp::env::load "$PROJECT_ROOT/.env"
 
 VMS=(gateway inventory billing)
 IMAGE_HASH=${IMAGE_DIR##*/image-}
@@ -80,11 +80,11 @@ EOF
 
 	export LIBVIRT_LOG_OUTPUTS="3:file:$LV/libvirtd.log"
 	virtlogd -d -p "$LV/virtlogd.pid"
-	wait_for 30 "virtlogd" test -s "$LV/virtlogd.pid"
+	mp::wait_until 30 "virtlogd" test -s "$LV/virtlogd.pid"
 	VIRTLOGD_PID=$(cat "$LV/virtlogd.pid")
 	libvirtd -d -p "$LV/libvirtd.pid"
 	# The first start probes qemu's capabilities: slow under load.
-	wait_for 300 "libvirtd" virsh -c qemu:///system version
+	mp::wait_until 300 "libvirtd" virsh -c qemu:///system version
 	LIBVIRTD_PID=$(cat "$LV/libvirtd.pid")
 	log "libvirtd pid $LIBVIRTD_PID, virtlogd pid $VIRTLOGD_PID (state under $LV)"
 }

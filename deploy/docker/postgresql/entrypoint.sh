@@ -34,16 +34,16 @@ first_start() {
 	pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k $sock" -w start >/dev/null
 	psql -X -q -h "$sock" -U postgres -d postgres -v ON_ERROR_STOP=1 \
 		-v role="$POSTGRES_USER" -v db="$POSTGRES_DB" -v pw="$POSTGRES_PASSWORD" <<-'SQL'
-		SET password_encryption = 'scram-sha-256';
-		SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
-		\if :need_role
-		CREATE ROLE :"role" LOGIN PASSWORD :'pw';
-		\endif
-		SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') AS need_db \gset
-		\if :need_db
-		CREATE DATABASE :"db" OWNER :"role";
-		\endif
-	SQL
+			SET password_encryption = 'scram-sha-256';
+			SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
+			\if :need_role
+			CREATE ROLE :"role" LOGIN PASSWORD :'pw';
+			\endif
+			SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') AS need_db \gset
+			\if :need_db
+			CREATE DATABASE :"db" OWNER :"role";
+			\endif
+		SQL
 	pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 	rmdir "$sock"
 	touch "$done_marker"
