@@ -1,5 +1,6 @@
-//! `GET /health` (the process is up) and `GET /ready` (it can do its job:
-//! consuming from RabbitMQ and PostgreSQL answering), as JSON.
+//! The worker's HTTP server: `GET /health` (the process is up) and `GET
+//! /ready` (it can do its job: consuming from RabbitMQ and PostgreSQL
+//! answering), in `common::health`'s shape plus the `orders` counters.
 
 use crate::error::WorkerError;
 use crate::status::{Counters, WorkerStatus};
@@ -8,7 +9,9 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use common::db::PgPool;
+use common::health::{ready_response, Check};
 use common::http::ServerLimits;
+use common::request_id::{self, AccessLog};
 use serde::Serialize;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -17,24 +20,11 @@ use std::time::Duration;
 /// How long `/ready` waits for a database connection before saying "down".
 const READY_DB_TIMEOUT: Duration = Duration::from_secs(1);
 
+pub const ACCESS_LOG_TARGET: &str = "billing_worker::access";
+
 #[derive(Debug, Serialize)]
-struct Readiness {
-    status: &'static str,
-    rabbitmq: &'static str,
-    database: &'static str,
+struct Extra {
     orders: Counters,
-}
-
-fn up_down(up: bool) -> &'static str {
-    if up {
-        "up"
-    } else {
-        "down"
-    }
-}
-
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "up" }))
 }
 
 async fn ready(pool: web::Data<PgPool>, status: web::Data<Arc<WorkerStatus>>) -> HttpResponse {
@@ -45,22 +35,16 @@ async fn ready(pool: web::Data<PgPool>, status: web::Data<Arc<WorkerStatus>>) ->
         Ok(store::ping(&mut conn)?)
     })
     .await;
-    let database = matches!(database, Ok(Ok(())));
-    let body = Readiness {
-        status: if rabbitmq && database {
-            "ready"
-        } else {
-            "not_ready"
+    let postgres = matches!(database, Ok(Ok(())));
+    ready_response(
+        &[
+            ("postgres", Check::up(postgres)),
+            ("rabbitmq", Check::up(rabbitmq)),
+        ],
+        Extra {
+            orders: status.counters(),
         },
-        rabbitmq: up_down(rabbitmq),
-        database: up_down(database),
-        orders: status.counters(),
-    };
-    if rabbitmq && database {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    )
 }
 
 /// The health server on an already bound listener. It handles no signals
@@ -69,7 +53,7 @@ pub fn server(
     listener: TcpListener,
     pool: PgPool,
     status: Arc<WorkerStatus>,
-) -> Result<Server, WorkerError> {
+) -> std::io::Result<Server> {
     let pool = web::Data::new(pool);
     let status = web::Data::new(status);
     // Probes only: a few connections are plenty, and none may hold more.
@@ -81,24 +65,16 @@ pub fn server(
         App::new()
             .wrap(from_fn(common::http::bound_requests))
             .wrap(common::http::json_error_pages())
+            .wrap(from_fn(request_id::middleware))
             .app_data(pool.clone())
             .app_data(status.clone())
-            .service(
-                web::resource("/health")
-                    .route(common::http::get_or_head().to(health))
-                    .default_service(web::to(common::http::method_not_allowed("GET, HEAD"))),
-            )
-            .service(
-                web::resource("/ready")
-                    .route(common::http::get_or_head().to(ready))
-                    .default_service(web::to(common::http::method_not_allowed("GET, HEAD"))),
-            )
+            .app_data(AccessLog(ACCESS_LOG_TARGET))
+            .configure(|cfg| common::health::configure(cfg, ready))
             .default_service(web::to(common::http::not_found))
     })
     .workers(1)
     .disable_signals()
     .shutdown_timeout(2)
-    .listen(listener)
-    .map_err(WorkerError::Http)?;
+    .listen(listener)?;
     Ok(common::bounded_server!(server, limits).run())
 }

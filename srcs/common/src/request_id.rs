@@ -1,9 +1,12 @@
-//! One id per request: taken from the client's `X-Request-Id` when it is
-//! sane, made up otherwise; forwarded to inventory and the order message,
-//! returned on every response, and written in every log line of the request.
+//! One id per request, the same middleware in every HTTP service: taken from
+//! the client's `X-Request-Id` when it is sane, made up otherwise; the
+//! gateway forwards it to inventory and into the order message; it is
+//! returned on every response and written as `request_id=ID` in every log
+//! line of the request, in every service.
 
 use std::time::Instant;
 
+use crate::REQUEST_ID_HEADER;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
@@ -11,7 +14,6 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest};
-use common::REQUEST_ID_HEADER;
 
 /// Longest client-sent id we keep; longer ones are replaced.
 pub const MAX_LEN: usize = 128;
@@ -51,7 +53,13 @@ pub fn generate() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Outermost middleware: assigns the id, puts it on the response (errors
+/// The log target of a service's one-line-per-request access log, as app
+/// data (`.app_data(AccessLog("api_gateway::access"))`); without it the
+/// lines go to `access`.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLog(pub &'static str);
+
+/// Outermost middleware (`.wrap(from_fn(request_id::middleware))`): assigns the id, puts it on the response (errors
 /// included), logs server-side failures with their detail, and writes one
 /// access-log line per request.
 pub async fn middleware(
@@ -70,6 +78,7 @@ pub async fn middleware(
         }
     };
     req.extensions_mut().insert(RequestId(id.clone()));
+    let target = req.app_data::<AccessLog>().map_or("access", |t| t.0);
     let method = req.method().clone();
     let path = req.path().to_owned();
 
@@ -83,7 +92,7 @@ pub async fn middleware(
             if let Ok(value) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert(header_name(), value);
             }
-            log_access(&method, &path, resp.status(), started, &id);
+            log_access(target, &method, &path, resp.status(), started, &id);
             return Err(InternalError::from_response(err, resp).into());
         }
     };
@@ -98,13 +107,20 @@ pub async fn middleware(
             log::debug!("request_id={id} {method} {path} rejected: {err}");
         }
     }
-    log_access(&method, &path, status, started, &id);
+    log_access(target, &method, &path, status, started, &id);
     Ok(res)
 }
 
-fn log_access(method: &Method, path: &str, status: StatusCode, started: Instant, id: &str) {
+fn log_access(
+    target: &str,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    started: Instant,
+    id: &str,
+) {
     log::info!(
-        target: "api_gateway::access",
+        target: target,
         "{method} {path} {} {}ms request_id={id}",
         status.as_u16(),
         started.elapsed().as_millis(),

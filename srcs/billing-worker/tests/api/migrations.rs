@@ -1,6 +1,6 @@
 //! The embedded migrations and the insert they serve.
 
-use crate::support::TestDb;
+use crate::support::{test_db, OrdersDb};
 use bigdecimal::BigDecimal;
 use billing_worker::store::{insert_orders, NewOrder};
 use billing_worker::MIGRATIONS;
@@ -23,7 +23,7 @@ fn has_orders_table(conn: &mut PgConnection) -> bool {
 
 #[test]
 fn migrations_go_up_down_and_up_again() {
-    let db = TestDb::create();
+    let db = test_db();
     let mut conn = db.conn();
     assert!(!has_orders_table(&mut conn));
     conn.run_pending_migrations(MIGRATIONS).unwrap();
@@ -45,7 +45,7 @@ fn new_order(id: Uuid, user: &str) -> NewOrder {
 
 #[test]
 fn inserting_is_idempotent_on_the_order_id() {
-    let db = TestDb::create();
+    let db = test_db();
     let mut conn = db.conn();
     conn.run_pending_migrations(MIGRATIONS).unwrap();
 
@@ -65,7 +65,7 @@ fn inserting_is_idempotent_on_the_order_id() {
 
 #[test]
 fn the_table_enforces_what_validation_promises() {
-    let db = TestDb::create();
+    let db = test_db();
     let mut conn = db.conn();
     conn.run_pending_migrations(MIGRATIONS).unwrap();
     let mut zero_items = new_order(Uuid::new_v4(), "z");

@@ -1,8 +1,6 @@
 //! The streamed listing and keyset paging, against a real PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::*;
 use actix_web::http::StatusCode;
 use diesel::pg::PgConnection;
 use diesel::RunQueryDsl;
@@ -13,7 +11,6 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// `n` movies "Movie 1".. "Movie n" (every third also "keep"), each with a
 /// description of `description_len` characters, in one statement.
@@ -253,17 +250,17 @@ async fn small_answers_are_byte_identical_with_their_content_length() {
 
 #[actix_web::test]
 async fn a_client_leaving_mid_stream_gives_the_connection_back() {
-    let logs = captured_logs();
-    let app = spawn_app_with(|c, _| c.db_pool_size = 1).await;
+    test_support::logs::install();
+    let app = spawn_app_with(|c, _| c.db.pool_size = 1).await;
     seed(&mut app.db(), 150_000, 200);
     let (rid, stream, _) = start_listing(&app).await;
     // Closed with most of the answer unsent.
     drop(stream);
     // Well under the 30 s stall limit: only the disconnect can free it.
     wait_for_free_pool(&app, Duration::from_secs(5)).await;
-    logs.wait_for(
+    test_support::logs::wait_for(
         &[&format!(
-            "listing stopped: nobody reads it any more (the client went away, or a HEAD) rid={rid}"
+            "listing stopped: nobody reads it any more (the client went away, or a HEAD) request_id={rid}"
         )],
         Duration::from_secs(5),
     )
@@ -273,7 +270,7 @@ async fn a_client_leaving_mid_stream_gives_the_connection_back() {
 
 #[actix_web::test]
 async fn a_database_error_mid_stream_cuts_the_answer_and_is_logged() {
-    let logs = captured_logs();
+    test_support::logs::install();
     let app = spawn_app().await;
     seed(&mut app.db(), 150_000, 200);
     let (rid, mut stream, first) = start_listing(&app).await;
@@ -299,12 +296,11 @@ async fn a_database_error_mid_stream_cuts_the_answer_and_is_logged() {
     assert!(!complete, "a cut answer must not end with the last chunk");
     assert!(payload.starts_with(b"[{\"id\":1,"));
     assert!(serde_json::from_slice::<Value>(&payload).is_err());
-    let line = logs
-        .wait_for(
-            &["listing cut after", &format!("rid={rid}")],
-            Duration::from_secs(5),
-        )
-        .await;
+    let line = test_support::logs::wait_for(
+        &["listing cut after", &format!("request_id={rid}")],
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(line.contains("terminating connection"), "{line}");
     // The pool replaces the dead connection.
     assert_eq!(app.get("/api/movies?limit=1").await.status, StatusCode::OK);
@@ -312,18 +308,18 @@ async fn a_database_error_mid_stream_cuts_the_answer_and_is_logged() {
 
 #[actix_web::test]
 async fn a_client_that_stops_reading_is_cut_after_the_stall_limit() {
-    let logs = captured_logs();
+    test_support::logs::install();
     let app = spawn_app_with(|c, l| {
-        c.db_pool_size = 1;
+        c.db.pool_size = 1;
         l.listing_stall_secs = 1;
     })
     .await;
     seed(&mut app.db(), 150_000, 200);
     let (rid, mut stream, first) = start_listing(&app).await;
     // The socket stays open but unread: after 1 s the listing lets go.
-    logs.wait_for(
+    test_support::logs::wait_for(
         &[&format!(
-            "the client read nothing for 1s; its answer is cut rid={rid}"
+            "the client read nothing for 1s; its answer is cut request_id={rid}"
         )],
         Duration::from_secs(10),
     )
@@ -333,8 +329,8 @@ async fn a_client_that_stops_reading_is_cut_after_the_stall_limit() {
     let (_, payload, complete) = dechunk(&raw);
     assert!(!complete);
     assert!(serde_json::from_slice::<Value>(&payload).is_err());
-    logs.wait_for(
-        &["listing cut after", &format!("rid={rid}")],
+    test_support::logs::wait_for(
+        &["listing cut after", &format!("request_id={rid}")],
         Duration::from_secs(5),
     )
     .await;

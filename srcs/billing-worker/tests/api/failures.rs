@@ -2,7 +2,9 @@
 //! connection cut, and a stop in the middle of work. Nothing acked is lost,
 //! nothing unstored is acked, and the worker recovers by itself.
 
-use crate::support::{config, eventually, order, Publisher, TestDb, TestVhost, Worker};
+use crate::support::{
+    config, eventually, order, test_db, test_db_named, test_vhost, OrdersDb, Publisher, Worker,
+};
 use billing_worker::consumer::CONNECTION_NAME;
 use diesel::connection::SimpleConnection;
 use std::collections::HashSet;
@@ -22,8 +24,8 @@ fn ids_in(bodies: &[Vec<u8>]) -> HashSet<Uuid> {
 
 #[actix_web::test]
 async fn with_the_database_missing_at_start_nothing_is_taken_until_it_exists() {
-    let db = TestDb::named();
-    let vhost = TestVhost::create().await;
+    let db = test_db_named();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     let ids = publisher.publish_orders(20).await;
@@ -34,7 +36,7 @@ async fn with_the_database_missing_at_start_nothing_is_taken_until_it_exists() {
     .await;
     let (status, body) = worker.ready().await;
     assert_eq!(status, 503);
-    assert_eq!(body["database"], "down");
+    assert_eq!(body["checks"]["postgres"], "down");
     assert_eq!(
         publisher.queued().await,
         20,
@@ -51,8 +53,8 @@ async fn with_the_database_missing_at_start_nothing_is_taken_until_it_exists() {
 
 #[actix_web::test]
 async fn a_database_outage_while_consuming_holds_the_orders_and_stores_them_when_it_ends() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
@@ -63,7 +65,7 @@ async fn a_database_outage_while_consuming_holds_the_orders_and_stores_them_when
         worker.counter("database_retries").await >= 3
     })
     .await;
-    assert_eq!(worker.ready().await.1["database"], "down");
+    assert_eq!(worker.ready().await.1["checks"]["postgres"], "down");
     assert_eq!(worker.counter("stored").await, 0);
 
     db.unblock();
@@ -80,8 +82,8 @@ async fn a_database_outage_while_consuming_holds_the_orders_and_stores_them_when
 
 #[actix_web::test]
 async fn stopping_during_a_database_outage_acks_nothing_and_loses_nothing() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
@@ -107,8 +109,8 @@ async fn stopping_during_a_database_outage_acks_nothing_and_loses_nothing() {
 
 #[actix_web::test]
 async fn a_graceful_stop_acks_the_batch_in_flight_and_leaves_the_rest_queued() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 5, 5));
     worker.wait_ready().await;
@@ -148,8 +150,8 @@ async fn a_graceful_stop_acks_the_batch_in_flight_and_leaves_the_rest_queued() {
 
 #[actix_web::test]
 async fn a_store_stuck_past_the_grace_period_is_abandoned_and_its_messages_stay_queued() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 5, 5));
     worker.wait_ready().await;
@@ -179,8 +181,8 @@ async fn a_store_stuck_past_the_grace_period_is_abandoned_and_its_messages_stay_
 
 #[actix_web::test]
 async fn a_connection_closed_by_the_broker_is_reopened_and_consuming_resumes() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
@@ -195,7 +197,6 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_consuming_resumes() {
     eventually("the worker's connection to be listed", || async {
         let found = vhost
             .connections()
-            .await
             .into_iter()
             .find(|(_, client)| client == CONNECTION_NAME)
             .map(|(name, _)| name);
@@ -205,7 +206,7 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_consuming_resumes() {
     })
     .await;
     let name = name.into_inner().unwrap();
-    vhost.close_connection(&name).await;
+    vhost.close_connection(&name);
     eventually("the worker to reconnect", || async {
         worker.counter("rabbitmq_reconnects").await >= 1 && worker.ready().await.0 == 200
     })
@@ -229,8 +230,8 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_consuming_resumes() {
 async fn orders_published_while_the_worker_is_stopped_appear_once_when_it_starts() {
     // The user's demo: orders published meanwhile wait in the queue, then
     // appear exactly once.
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;

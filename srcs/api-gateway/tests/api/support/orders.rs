@@ -11,22 +11,17 @@ use billing_worker::schema::orders;
 use billing_worker::startup::Application;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use secrecy::SecretString;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{env_port, rabbit, wait_for};
 
 pub fn pg_port() -> u16 {
-    env_port("TEST_BILLING_PG_PORT", 55433)
+    env_port("TEST_BILLING_PG_PORT")
 }
 
 fn connect(db: &str) -> PgConnection {
-    let url = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={db} connect_timeout=5",
-        pg_port()
-    );
-    PgConnection::establish(&url).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+    test_support::pg::connect(pg_port(), db)
 }
 
 /// A billing-worker consuming `vhost`, storing into a database of its own
@@ -48,24 +43,13 @@ impl Worker {
         let config = Config {
             health_host: "127.0.0.1".into(),
             health_port: 0,
-            db_host: "127.0.0.1".into(),
-            db_port: pg_port(),
-            db_name: db.clone(),
-            db_user: "postgres".into(),
-            db_password: SecretString::from(""),
-            db_pool_size: 2,
-            rabbitmq_host: "127.0.0.1".into(),
-            rabbitmq_port: rabbit::amqp_port(),
-            rabbitmq_user: "guest".into(),
-            rabbitmq_password: SecretString::from("guest"),
-            rabbitmq_vhost: vhost.to_owned(),
+            db: test_support::pg::settings(pg_port(), &db, 2),
+            rabbitmq: rabbit::settings(vhost),
             prefetch: 100,
             batch_size: 50,
-        }
-        .validated()
-        .unwrap();
+        };
         let app = Application::build(config).unwrap();
-        let health_port = app.health_port();
+        let health_port = app.port();
         let (tx, rx) = oneshot::channel::<()>();
         let task = actix_web::rt::spawn(app.run_until(async move {
             let _ = rx.await;

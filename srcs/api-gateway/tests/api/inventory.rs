@@ -1,13 +1,10 @@
 //! Through the gateway to the real inventory-app (in-process, on a database
 //! of its own): every answer must equal the one inventory gives directly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::inventory::spawn_inventory;
+use crate::support::{client, closed_port, config, send, spawn_gateway, Reply};
 use actix_web::http::{Method, StatusCode};
 use serde_json::json;
-use support::inventory::spawn_inventory;
-use support::{client, closed_port, config, send, spawn_gateway, Reply};
 
 /// Sends the same request to inventory and through the gateway.
 async fn both(
@@ -207,12 +204,12 @@ async fn a_request_pipelined_after_a_head_gets_its_answer() {
         "HEAD /api/movies/{id} HTTP/1.1\r\nHost: g\r\nX-Request-Id: head-1\r\n\r\n\
          GET /api/movies/{id} HTTP/1.1\r\nHost: g\r\nX-Request-Id: get-2\r\nConnection: close\r\n\r\n"
     );
-    let response = support::raw_exchange(gateway.port, requests.as_bytes()).await;
+    let response = crate::support::raw_exchange(gateway.port, requests.as_bytes()).await;
     let (head_answer, rest) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no complete answer: {response:?}"));
     assert!(head_answer.starts_with("HTTP/1.1 200"), "{response}");
-    let head_headers = support::raw_headers(&format!("{head_answer}\r\n\r\n"));
+    let head_headers = crate::support::raw_headers(&format!("{head_answer}\r\n\r\n"));
     assert!(
         head_headers.contains(&("content-length".to_owned(), length.to_string())),
         "{response}"
@@ -223,7 +220,7 @@ async fn a_request_pipelined_after_a_head_gets_its_answer() {
     );
     // Right after the HEAD's head: the GET's answer, with the movie.
     assert!(rest.starts_with("HTTP/1.1 200"), "{response}");
-    let get_headers = support::raw_headers(rest);
+    let get_headers = crate::support::raw_headers(rest);
     assert!(
         get_headers.contains(&("x-request-id".to_owned(), "get-2".to_owned())),
         "{response}"

@@ -1,15 +1,14 @@
 //! `/api/movies*` against a stand-in upstream that records what it received
 //! and answers what the test asks for.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
-use actix_web::http::{Method, StatusCode};
-use support::upstream::{
+use crate::support::upstream::{
     spawn_closing_keepalive_upstream, spawn_raw_upstream, spawn_upstream, spawn_upstream_on,
     Upstream,
 };
-use support::{closed_port, config, raw_exchange, raw_headers, send, spawn_gateway, Gateway};
+use crate::support::{
+    closed_port, config, raw_exchange, raw_headers, send, spawn_gateway, Gateway,
+};
+use actix_web::http::{Method, StatusCode};
 
 /// A gateway in front of `upstream`; RabbitMQ is not needed here.
 async fn gateway_for(upstream: &Upstream) -> Gateway {

@@ -3,7 +3,6 @@
 //! vhost of its own per test, and a TCP relay to cut or stall the broker.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod capture;
 pub mod inventory;
 pub mod orders;
 pub mod rabbit;
@@ -11,40 +10,20 @@ pub mod relay;
 pub mod upstream;
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use api_gateway::{Application, Config};
-use secrecy::SecretString;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Bounds every wait on something that happens in the background; a bound
-/// keeps a broken gateway from hanging a test, it is not a timing assertion.
-pub const PATIENCE: Duration = Duration::from_secs(45);
-
-/// A port read from the environment; a missing variable fails the test with
-/// what to do, it never skips it.
-pub fn env_port(var: &str, example: u16) -> u16 {
-    let raw = std::env::var(var).unwrap_or_else(|_| {
-        panic!(
-            "{var} is not set: these tests need the real servers (PostgreSQL, RabbitMQ with \
-             management) on 127.0.0.1; run scripts/test.sh, or `scripts/local.sh infra` and \
-             export TEST_INVENTORY_PG_PORT=55432 TEST_RABBITMQ_PORT=55672 \
-             TEST_RABBITMQ_MGMT_PORT=55673 (here {var}={example})"
-        )
-    });
-    raw.parse()
-        .unwrap_or_else(|_| panic!("{var}={raw:?} is not a port number"))
-}
-
-/// A port nothing listens on (bound, read, released).
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use test_support::logs as capture;
+#[allow(unused_imports)]
+pub use test_support::{closed_port, env_port, PATIENCE};
 
 /// Gateway settings for a test: inventory at `inventory_url`, RabbitMQ on
 /// 127.0.0.1:`amqp_port`, vhost `vhost`, user guest.
@@ -54,11 +33,10 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         port: 0,
         inventory_url: inventory_url.to_owned(),
         inventory_timeout_ms: 5_000,
-        rabbitmq_host: "127.0.0.1".to_owned(),
-        rabbitmq_port: amqp_port,
-        rabbitmq_user: "guest".to_owned(),
-        rabbitmq_password: SecretString::from("guest"),
-        rabbitmq_vhost: vhost.to_owned(),
+        rabbitmq: common::amqp::AmqpSettings {
+            port: amqp_port,
+            ..rabbit::settings(vhost)
+        },
         publish_timeout_ms: 5_000,
         workers: Some(1),
         inventory_idle_timeout_ms: 5_000,
@@ -79,7 +57,7 @@ pub struct Gateway {
 
 /// Builds and serves the gateway in the background of the test's runtime.
 pub async fn spawn_gateway(config: Config) -> Gateway {
-    let app = Application::build(config).await.expect("build the gateway");
+    let app = Application::build(config).expect("build the gateway");
     let port = app.port();
     actix_web::rt::spawn(app.run());
     Gateway {
@@ -131,17 +109,8 @@ impl Reply {
     /// and field, carrying a request id.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str, field: Option<&str>) {
-        assert_eq!(self.status.as_u16(), status, "{self:?}");
         assert_eq!(self.content_type(), Some("application/json"), "{self:?}");
-        let body = self.json();
-        assert_eq!(body["error"]["code"], code, "{self:?}");
-        assert_eq!(body["error"]["field"].as_str(), field, "{self:?}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{self:?}"
-        );
+        test_support::assert_error(self.status.as_u16(), &self.json(), status, code, field);
         assert!(self.header("x-request-id").is_some(), "{self:?}");
     }
 }
@@ -217,22 +186,12 @@ pub fn valid_order() -> Value {
 
 /// Polls `probe` every 100 ms until it yields a value, for at most
 /// [`PATIENCE`].
-pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "gave up waiting for {what} after {PATIENCE:?}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    test_support::wait_until(what, PATIENCE, probe).await
 }
 
 /// Writes `request` as is to 127.0.0.1:`port` and reads until the server

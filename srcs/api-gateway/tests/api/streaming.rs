@@ -2,19 +2,16 @@
 //! cut and logged, a client that leaves or reads slowly holds nothing
 //! upstream, and no client-sent request id can forge a log token.
 //! A test binary of its own, as it installs the process-wide logger.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actix_web::http::{Method, StatusCode};
-use support::inventory::spawn_inventory;
-use support::upstream::spawn_upstream;
-use support::{
+use crate::support::inventory::spawn_inventory;
+use crate::support::upstream::spawn_upstream;
+use crate::support::{
     capture, client, closed_port, config, raw_exchange, send, spawn_gateway, wait_for, PATIENCE,
 };
+use actix_web::http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The gateway's old whole-body buffer, which large listings overflowed.
@@ -63,6 +60,28 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     answer
 }
 
+/// A raw connection to the gateway with `GET path` sent (plus `headers`,
+/// each ending in CRLF), for the tests that read an answer at their own pace.
+async fn raw_get(port: u16, path: &str, headers: &str) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: g\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads at least `bytes` bytes; panics with `closed` if the gateway closes first.
+async fn read_at_least(stream: &mut tokio::net::TcpStream, bytes: usize, closed: &str) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    while got < bytes {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{closed}");
+        got += n;
+    }
+}
+
 #[actix_web::test]
 async fn an_upstream_stalling_mid_stream_is_cut_and_logged() {
     capture::install();
@@ -71,13 +90,12 @@ async fn an_upstream_stalling_mid_stream_is_cut_and_logged() {
     settings.inventory_idle_timeout_ms = 500;
     let gateway = spawn_gateway(settings).await;
 
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /api/movies/stall HTTP/1.1\r\nHost: g\r\nX-Request-Id: stall-1\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = raw_get(
+        gateway.port,
+        "/api/movies/stall",
+        "X-Request-Id: stall-1\r\n",
+    )
+    .await;
     let answer = String::from_utf8(read_until_closed(&mut stream).await).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
@@ -108,20 +126,13 @@ async fn a_client_leaving_mid_stream_frees_the_upstream_side() {
     let upstream = spawn_upstream();
     let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
 
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /api/movies/endless HTTP/1.1\r\nHost: g\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0;
-    while got < 1024 * 1024 {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "the gateway closed an endless response");
-        got += n;
-    }
+    let mut stream = raw_get(gateway.port, "/api/movies/endless", "").await;
+    read_at_least(
+        &mut stream,
+        1024 * 1024,
+        "the gateway closed an endless response",
+    )
+    .await;
     assert_eq!(upstream.endless.dropped.load(Ordering::SeqCst), 0);
     drop(stream);
 
@@ -138,13 +149,7 @@ async fn a_client_leaving_mid_stream_frees_the_upstream_side() {
 async fn a_client_that_does_not_read_holds_back_the_upstream() {
     let upstream = spawn_upstream();
     let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gateway.port))
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /api/movies/endless HTTP/1.1\r\nHost: g\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = raw_get(gateway.port, "/api/movies/endless", "").await;
     let mut head = [0u8; 1024];
     assert!(stream.read(&mut head).await.unwrap() > 0);
 
@@ -168,13 +173,12 @@ async fn a_client_that_does_not_read_holds_back_the_upstream() {
     assert!(later < 64 * 1024 * 1024, "{later} bytes");
 
     // The response is still alive and resumes when the client reads.
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0;
-    while got < 16 * 1024 * 1024 {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "the response was cut while the client was slow");
-        got += n;
-    }
+    read_at_least(
+        &mut stream,
+        16 * 1024 * 1024,
+        "the response was cut while the client was slow",
+    )
+    .await;
     assert!(upstream.endless.bytes.load(Ordering::SeqCst) > later);
 }
 

@@ -1,12 +1,8 @@
 //! The real RabbitMQ: a vhost per test (so `billing_queue` of one test never
 //! sees another's orders), reading the queue back, and the management API.
 
-use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use actix_web::http::{Method, StatusCode};
-use common::amqp::AmqpTarget;
+use common::amqp::AmqpSettings;
 use common::order::{parse_order, OrderMessage};
 use common::topology::BILLING_QUEUE;
 use lapin::message::Delivery;
@@ -18,12 +14,23 @@ use serde_json::Value;
 
 use super::{env_port, send, wait_for};
 
+/// guest on the test broker, in `vhost`.
+pub fn settings(vhost: &str) -> AmqpSettings {
+    AmqpSettings {
+        host: "127.0.0.1".into(),
+        port: amqp_port(),
+        user: "guest".into(),
+        password: SecretString::from("guest"),
+        vhost: vhost.to_owned(),
+    }
+}
+
 pub fn amqp_port() -> u16 {
-    env_port("TEST_RABBITMQ_PORT", 55672)
+    env_port("TEST_RABBITMQ_PORT")
 }
 
 pub fn mgmt_port() -> u16 {
-    env_port("TEST_RABBITMQ_MGMT_PORT", 55673)
+    env_port("TEST_RABBITMQ_MGMT_PORT")
 }
 
 /// guest:guest, base64.
@@ -46,72 +53,16 @@ pub async fn mgmt(method: Method, path: &str, body: Option<Value>) -> (StatusCod
     (reply.status, json)
 }
 
+pub use test_support::rabbit::TestVhost as Vhost;
+
 /// A vhost of its own, with full rights for guest; deleted on drop.
-pub struct Vhost {
-    pub name: String,
-}
-
-impl Vhost {
-    pub async fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "gateway-test-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let (status, body) = mgmt(Method::PUT, &format!("/vhosts/{name}"), None).await;
-        assert!(
-            status.is_success(),
-            "creating vhost {name}: {status} {body}"
-        );
-        let (status, body) = mgmt(
-            Method::PUT,
-            &format!("/permissions/{name}/guest"),
-            Some(serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"})),
-        )
-        .await;
-        assert!(
-            status.is_success(),
-            "permissions on {name}: {status} {body}"
-        );
-        Self { name }
-    }
-}
-
-impl Drop for Vhost {
-    /// Blocking and best effort: drop cannot await, and a leftover vhost
-    /// harms nobody.
-    fn drop(&mut self) {
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", mgmt_port())) else {
-            return;
-        };
-        let request = format!(
-            "DELETE /api/vhosts/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n",
-            self.name
-        );
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-        if stream.write_all(request.as_bytes()).is_ok() {
-            let mut sink = Vec::new();
-            let _ = stream.read_to_end(&mut sink);
-        }
-    }
+pub fn vhost() -> Vhost {
+    Vhost::create(mgmt_port(), "gateway-test")
 }
 
 /// A connection of the test's own to `vhost`, as guest.
 pub async fn channel(vhost: &str) -> (Connection, Channel) {
-    let password = SecretString::from("guest");
-    let target = AmqpTarget {
-        host: "127.0.0.1",
-        port: amqp_port(),
-        user: "guest",
-        password: &password,
-        vhost,
-    };
+    let target = settings(vhost);
     let connection = target.connect("api-gateway-tests").await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     (connection, channel)

@@ -1,11 +1,8 @@
 //! The HTTP API against a real PostgreSQL: one database per test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::{ids, spawn_app, TestApp};
 use actix_web::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{ids, spawn_app, TestApp};
 
 fn titles(list: &Value) -> Vec<&str> {
     list.as_array()
@@ -32,7 +29,10 @@ async fn health_and_ready_answer_with_and_without_trailing_slash() {
     for path in ["/ready", "/ready/"] {
         let reply = app.get(path).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
-        assert_eq!(reply.body, json!({"status": "ready"}));
+        assert_eq!(
+            reply.body,
+            json!({"status": "ready", "checks": {"postgres": "ok"}})
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! The normal path: what is published gets stored once and acked; what can
 //! never be an order goes to the dead-letter queue.
 
-use crate::support::{config, eventually, order, Publisher, TestDb, TestVhost, Worker};
+use crate::support::{config, eventually, order, test_db, test_vhost, OrdersDb, Publisher, Worker};
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use lapin::types::ShortString;
@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 #[actix_web::test]
 async fn an_order_published_like_the_gateway_does_is_stored_once_and_acked() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
@@ -40,8 +40,8 @@ async fn an_order_published_like_the_gateway_does_is_stored_once_and_acked() {
 
 #[actix_web::test]
 async fn the_same_order_id_published_twice_makes_one_row() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
@@ -75,8 +75,8 @@ async fn the_same_order_id_published_twice_makes_one_row() {
 
 #[actix_web::test]
 async fn a_hand_published_message_without_any_id_and_string_values_is_stored() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
@@ -102,8 +102,8 @@ async fn a_hand_published_message_without_any_id_and_string_values_is_stored() {
 
 #[actix_web::test]
 async fn malformed_messages_are_dead_lettered_and_good_ones_stored() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
@@ -153,8 +153,8 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored() {
 
 #[actix_web::test]
 async fn a_row_the_database_refuses_is_dead_lettered_without_blocking_the_others() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     // Small batches, so the refused order shares a batch with good ones.
     let worker = Worker::start(config(&db, &vhost, 10, 10));
@@ -189,8 +189,8 @@ async fn a_row_the_database_refuses_is_dead_lettered_without_blocking_the_others
 
 #[actix_web::test]
 async fn a_backlog_published_before_the_worker_starts_is_drained() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
     let ids = publisher.publish_orders(3_000).await;
     assert_eq!(publisher.queued().await, 3_000);
@@ -209,8 +209,8 @@ async fn a_backlog_published_before_the_worker_starts_is_drained() {
 /// the dead-letter queue, in one batch or across batches.
 #[actix_web::test]
 async fn an_order_id_reused_with_other_content_is_dead_lettered_not_dropped() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
 
     let first = order("u1", 1, "10.00");

@@ -1,13 +1,10 @@
 //! Health, readiness, unknown paths and methods, and the served OpenAPI
 //! document.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use crate::support::rabbit;
+use crate::support::upstream::spawn_upstream;
+use crate::support::{closed_port, config, send, spawn_gateway};
 use actix_web::http::{Method, StatusCode};
-use support::rabbit::{self, Vhost};
-use support::upstream::spawn_upstream;
-use support::{closed_port, config, send, spawn_gateway};
 
 #[actix_web::test]
 async fn health_answers_while_every_dependency_is_down() {
@@ -24,15 +21,15 @@ async fn health_answers_while_every_dependency_is_down() {
     let reply = gateway.get("/ready").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
     let body = reply.json();
-    assert_eq!(body["status"], "unavailable");
-    assert_eq!(body["inventory"], "down");
-    assert_eq!(body["rabbitmq"], "down");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["inventory"], "down");
+    assert_eq!(body["checks"]["rabbitmq"], "down");
     assert_eq!(body["error"]["code"], "not_ready");
 }
 
 #[actix_web::test]
 async fn ready_names_what_is_down() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let upstream = spawn_upstream();
 
     // Both up.
@@ -41,7 +38,7 @@ async fn ready_names_what_is_down() {
     let body = gateway.get("/ready").await.json();
     assert_eq!(
         body,
-        serde_json::json!({"status": "ready", "inventory": "up", "rabbitmq": "up"})
+        serde_json::json!({"status": "ready", "checks": {"inventory": "ok", "rabbitmq": "ok"}})
     );
 
     // Inventory down, RabbitMQ up.
@@ -51,15 +48,15 @@ async fn ready_names_what_is_down() {
         &vhost.name,
     ))
     .await;
-    let reply = support::wait_for("RabbitMQ to be connected", || async {
+    let reply = crate::support::wait_for("RabbitMQ to be connected", || async {
         let reply = gateway.get("/ready").await;
-        (reply.json()["rabbitmq"] == "up").then_some(reply)
+        (reply.json()["checks"]["rabbitmq"] == "ok").then_some(reply)
     })
     .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     let body = reply.json();
-    assert_eq!(body["status"], "unavailable");
-    assert_eq!(body["inventory"], "down");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["inventory"], "down");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
@@ -70,8 +67,8 @@ async fn ready_names_what_is_down() {
     let reply = gateway.get("/ready").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     let body = reply.json();
-    assert_eq!(body["inventory"], "up");
-    assert_eq!(body["rabbitmq"], "down");
+    assert_eq!(body["checks"]["inventory"], "ok");
+    assert_eq!(body["checks"]["rabbitmq"], "down");
 }
 
 #[actix_web::test]

@@ -1,20 +1,17 @@
 //! `Idempotency-Key` end to end: the gateway, the real RabbitMQ (a vhost per
 //! test) and the real billing-worker on a PostgreSQL database of its own, so
 //! "one order" is counted in rows, not in messages.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::HashSet;
 
+use crate::support::orders::{amount, Worker};
+use crate::support::rabbit::{self, Vhost};
+use crate::support::relay::Relay;
+use crate::support::upstream::spawn_upstream;
+use crate::support::{config, send, spawn_gateway, Gateway, Reply};
 use actix_web::http::{Method, StatusCode};
 use api_gateway::billing::order_id_for_key;
 use serde_json::{json, Value};
-use support::orders::{amount, Worker};
-use support::rabbit::{self, Vhost};
-use support::relay::Relay;
-use support::upstream::spawn_upstream;
-use support::{config, send, spawn_gateway, Gateway, Reply};
 use uuid::Uuid;
 
 async fn ready_gateway(vhost: &Vhost) -> Gateway {
@@ -26,7 +23,7 @@ async fn ready_gateway(vhost: &Vhost) -> Gateway {
 
 /// A vhost, a worker consuming it and a ready gateway publishing to it.
 async fn system() -> (Vhost, Worker, Gateway) {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let worker = Worker::start(&vhost.name).await;
     let gateway = ready_gateway(&vhost).await;
     (vhost, worker, gateway)
@@ -84,7 +81,7 @@ async fn fifty_concurrent_tries_of_one_key_give_one_order_id_and_one_row() {
 
 #[actix_web::test]
 async fn a_key_whose_first_try_timed_out_is_stored_once_when_retried() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let worker = Worker::start(&vhost.name).await;
     let relay = Relay::start(rabbit::amqp_port(), true).await;
     let inventory = spawn_upstream();
@@ -111,7 +108,7 @@ async fn a_key_whose_first_try_timed_out_is_stored_once_when_retried() {
     relay.set_paused(false);
 
     // The client retries, as clients do after a timeout, until it gets 200.
-    let retried = support::wait_for("the retry to be accepted", || async {
+    let retried = crate::support::wait_for("the retry to be accepted", || async {
         let reply = post_with_key(&gateway, &key, &body).await;
         (reply.status == StatusCode::OK).then(|| accepted(&reply))
     })
@@ -190,9 +187,9 @@ async fn keys_are_scoped_per_user_and_without_a_key_every_order_is_new() {
 
 #[actix_web::test]
 async fn a_bad_idempotency_key_is_400_naming_the_header_and_queues_nothing() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
-    let body = serde_json::to_vec(&support::valid_order()).unwrap();
+    let body = serde_json::to_vec(&crate::support::valid_order()).unwrap();
     let too_long = "k".repeat(256);
     let bad: Vec<Vec<u8>> = vec![
         b"".to_vec(),
@@ -226,8 +223,8 @@ async fn a_bad_idempotency_key_is_400_naming_the_header_and_queues_nothing() {
     );
     // The longest key, and every visible ASCII character, are fine.
     let longest = "k".repeat(255);
-    accepted(&post_with_key(&gateway, &longest, &support::valid_order()).await);
+    accepted(&post_with_key(&gateway, &longest, &crate::support::valid_order()).await);
     let visible: String = (0x21u8..=0x7e).map(char::from).collect();
-    accepted(&post_with_key(&gateway, &visible, &support::valid_order()).await);
+    accepted(&post_with_key(&gateway, &visible, &crate::support::valid_order()).await);
     assert_eq!(rabbit::drain(&vhost.name).await.len(), 2);
 }

@@ -1,18 +1,17 @@
 //! `POST /api/billing` against the real RabbitMQ, each test on a vhost of its
 //! own; the queue is read back with basic_get.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::collections::HashSet;
 
+use crate::support::rabbit::{self, Vhost};
+use crate::support::relay::Relay;
+use crate::support::upstream::spawn_upstream;
+use crate::support::{
+    closed_port, config, send, spawn_gateway, valid_order, wait_for, Gateway, Reply,
+};
 use actix_web::http::{Method, StatusCode};
 use common::order::OrderMessage;
 use serde_json::{json, Value};
-use support::rabbit::{self, Vhost};
-use support::relay::Relay;
-use support::upstream::spawn_upstream;
-use support::{closed_port, config, send, spawn_gateway, valid_order, wait_for, Gateway, Reply};
 use uuid::Uuid;
 
 /// A gateway publishing to `vhost` through 127.0.0.1:`amqp_port`.
@@ -50,7 +49,7 @@ fn ids(messages: &[lapin::message::Delivery]) -> Vec<Uuid> {
 
 #[actix_web::test]
 async fn confirmed_order_is_queued_persistent_with_its_properties() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
     let client_id = Uuid::new_v4();
     let req = gateway
@@ -105,7 +104,7 @@ async fn confirmed_order_is_queued_persistent_with_its_properties() {
 
 #[actix_web::test]
 async fn numbers_are_accepted_money_stays_exact_and_trailing_slash_works() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
     let reply = gateway
         .post_json(
@@ -129,7 +128,7 @@ async fn numbers_are_accepted_money_stays_exact_and_trailing_slash_works() {
 
 #[actix_web::test]
 async fn invalid_orders_name_the_field_and_queue_nothing() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
     let cases: &[(&str, &str, Option<&str>)] = &[
         (
@@ -206,7 +205,7 @@ async fn invalid_orders_name_the_field_and_queue_nothing() {
 
 #[actix_web::test]
 async fn wrong_content_type_is_415_and_oversized_body_is_413() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
     let body = serde_json::to_vec(&valid_order()).unwrap();
     for content_type in [
@@ -239,7 +238,7 @@ async fn wrong_content_type_is_415_and_oversized_body_is_413() {
 
 #[actix_web::test]
 async fn wrong_method_on_billing_is_405() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = gateway_on(&vhost, closed_port()).await;
     for method in [Method::GET, Method::PUT, Method::DELETE] {
         send(gateway.request(method, "/api/billing"), None)
@@ -250,7 +249,7 @@ async fn wrong_method_on_billing_is_405() {
 
 #[actix_web::test]
 async fn order_sent_before_any_worker_ran_is_kept_in_a_durable_queue() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let queue_path = format!("/queues/{}/billing_queue", vhost.name);
     let (status, _) = rabbit::mgmt(Method::GET, &queue_path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the queue exists already");
@@ -275,7 +274,7 @@ async fn order_sent_before_any_worker_ran_is_kept_in_a_durable_queue() {
 
 #[actix_web::test]
 async fn two_hundred_concurrent_orders_are_all_confirmed_and_queued_once() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
     let replies = futures_util::future::join_all((0..200).map(|i| {
         let gateway = &gateway;
@@ -296,7 +295,7 @@ async fn two_hundred_concurrent_orders_are_all_confirmed_and_queued_once() {
 
 #[actix_web::test]
 async fn unreachable_broker_is_503_at_once_and_the_gateway_still_serves() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = gateway_on(&vhost, closed_port()).await;
     let health = gateway.get("/health").await;
     assert_eq!(health.status, StatusCode::OK);
@@ -313,7 +312,7 @@ async fn unreachable_broker_is_503_at_once_and_the_gateway_still_serves() {
 
     let ready = gateway.get("/ready").await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(ready.json()["rabbitmq"], "down");
+    assert_eq!(ready.json()["checks"]["rabbitmq"], "down");
 }
 
 /// Posts orders until one is accepted; each reply must be 200 or 503.
@@ -334,7 +333,7 @@ async fn order_until_accepted(gateway: &Gateway) -> Uuid {
 
 #[actix_web::test]
 async fn gateway_started_without_broker_connects_when_it_comes() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let relay = Relay::start(rabbit::amqp_port(), false).await;
     let gateway = gateway_on(&vhost, relay.port).await;
     gateway
@@ -350,7 +349,7 @@ async fn gateway_started_without_broker_connects_when_it_comes() {
 
 #[actix_web::test]
 async fn cut_connection_is_replaced_without_restart() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let relay = Relay::start(rabbit::amqp_port(), true).await;
     let gateway = gateway_on(&vhost, relay.port).await;
     gateway.wait_ready().await;
@@ -367,7 +366,7 @@ async fn cut_connection_is_replaced_without_restart() {
 
 #[actix_web::test]
 async fn connection_closed_by_the_broker_is_replaced_without_restart() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
     let first = accepted_id(&gateway.order(&valid_order()).await);
     let old = rabbit::only_connection(&vhost.name).await;
@@ -385,7 +384,7 @@ async fn connection_closed_by_the_broker_is_replaced_without_restart() {
 
 #[actix_web::test]
 async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let relay = Relay::start(rabbit::amqp_port(), true).await;
     let inventory = spawn_upstream();
     let mut settings = config(&inventory.url, relay.port, &vhost.name);
@@ -405,7 +404,7 @@ async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
 
 #[actix_web::test]
 async fn unroutable_order_is_503_and_the_queue_is_declared_again() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;
     // An operator deletes the queue under the running gateway: the mandatory
     // publish comes back unroutable, which must not be reported accepted.

@@ -1,24 +1,24 @@
 //! `/health` and `/ready` reflect what the worker can do.
 
-use crate::support::{closed_port, config, get_json, TestDb, TestVhost, Worker};
+use crate::support::{closed_port, config, get_json, test_db, test_vhost, Worker};
 
 #[actix_web::test]
 async fn ready_when_consuming_and_the_database_answers() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
 
     let (status, body) = worker.ready().await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
-    assert_eq!(body["rabbitmq"], "up");
-    assert_eq!(body["database"], "up");
+    assert_eq!(body["checks"]["rabbitmq"], "ok");
+    assert_eq!(body["checks"]["postgres"], "ok");
     assert_eq!(body["orders"]["stored"], 0);
 
     let (status, body) = worker.get("/health").await;
     assert_eq!(status, 200);
-    assert_eq!(body["status"], "up");
+    assert_eq!(body["status"], "ok");
 
     let (status, body) = worker.get("/nope").await;
     assert_eq!(status, 404);
@@ -51,20 +51,20 @@ async fn ready_when_consuming_and_the_database_answers() {
 
 #[actix_web::test]
 async fn not_ready_while_rabbitmq_is_unreachable() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let mut cfg = config(&db, &vhost, 1000, 500);
-    cfg.rabbitmq_port = closed_port();
+    cfg.rabbitmq.port = closed_port();
     let worker = Worker::start(cfg);
 
     crate::support::eventually("the database to be seen up", || async {
-        worker.ready().await.1["database"] == "up"
+        worker.ready().await.1["checks"]["postgres"] == "ok"
     })
     .await;
     let (status, body) = worker.ready().await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "not_ready");
-    assert_eq!(body["rabbitmq"], "down");
+    assert_eq!(body["checks"]["rabbitmq"], "down");
     assert_eq!(get_json(worker.port, "/health").await.0, 200);
 
     worker.stop().await;
@@ -72,16 +72,16 @@ async fn not_ready_while_rabbitmq_is_unreachable() {
 
 #[actix_web::test]
 async fn not_ready_while_the_database_is_unreachable() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let mut cfg = config(&db, &vhost, 1000, 500);
-    cfg.db_port = closed_port();
+    cfg.db.port = closed_port();
     let worker = Worker::start(cfg);
 
     let (status, body) = worker.ready().await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "not_ready");
-    assert_eq!(body["database"], "down");
+    assert_eq!(body["checks"]["postgres"], "down");
     assert_eq!(get_json(worker.port, "/health").await.0, 200);
 
     // And it still stops promptly although the database never came up.
@@ -119,8 +119,8 @@ async fn answer_while_holding(port: u16, request: &'static [u8], dribble: &'stat
 
 #[actix_web::test]
 async fn the_health_port_refuses_connect_and_upgrade_and_bounds_bodies() {
-    let db = TestDb::create();
-    let vhost = TestVhost::create().await;
+    let db = test_db();
+    let vhost = test_vhost();
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
 

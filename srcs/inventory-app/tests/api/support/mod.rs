@@ -6,35 +6,20 @@ use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use diesel::pg::PgConnection;
-use diesel::{Connection, RunQueryDsl};
+use diesel::RunQueryDsl;
 use inventory_app::config::{Config, Limits};
 use inventory_app::startup::Application;
-use secrecy::SecretString;
 use serde_json::Value;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const PG_PORT_VAR: &str = "TEST_INVENTORY_PG_PORT";
 
 pub fn pg_port() -> u16 {
-    let raw = std::env::var(PG_PORT_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{PG_PORT_VAR} is not set: these tests need a real PostgreSQL on 127.0.0.1 \
-             (user postgres, no password); run scripts/test.sh, or `scripts/local.sh infra` \
-             and export {PG_PORT_VAR}=55432"
-        )
-    });
-    raw.parse()
-        .unwrap_or_else(|_| panic!("{PG_PORT_VAR}={raw:?} is not a port number"))
+    test_support::env_port(PG_PORT_VAR)
 }
 
 pub fn connect(dbname: &str) -> PgConnection {
-    let url = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={dbname} connect_timeout=5",
-        pg_port()
-    );
-    PgConnection::establish(&url).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+    test_support::pg::connect(pg_port(), dbname)
 }
 
 /// The ids of a JSON array of movies, in order.
@@ -48,17 +33,7 @@ pub fn ids(list: &Value) -> Vec<i64> {
 
 /// A fresh, unique database name (valid unquoted identifier).
 pub fn unique_db_name() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "inventory_test_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    test_support::unique_name("inventory_test")
 }
 
 pub fn create_database(name: &str) {
@@ -79,21 +54,13 @@ pub fn config(db_port: u16, db_name: &str) -> Config {
     Config {
         host: "127.0.0.1".to_owned(),
         port: 0,
-        db_host: "127.0.0.1".to_owned(),
-        db_port,
-        db_name: db_name.to_owned(),
-        db_user: "postgres".to_owned(),
-        db_password: SecretString::from(""),
-        db_pool_size: 4,
+        db: test_support::pg::settings(db_port, db_name, 4),
         workers: Some(1),
+        limits: Limits::default(),
     }
 }
 
-/// A port nothing listens on.
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+pub use test_support::closed_port;
 
 pub struct TestApp {
     pub address: String,
@@ -122,14 +89,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config, &mut Limits)) -> Te
     let mut config = config(pg_port(), &name);
     let mut limits = Limits::default();
     adjust(&mut config, &mut limits);
-    let app = spawn_built(Application::build_with(&config, &limits), Some(name));
+    config.limits = limits;
+    let app = spawn_built(Application::build(config), Some(name));
     app.wait_until_ready(Duration::from_secs(30)).await;
     app
 }
 
 /// An app on `config`, serving at once, whatever the database's state.
 pub fn spawn_with(config: Config, owned_db: Option<String>) -> TestApp {
-    spawn_built(Application::build(&config), owned_db)
+    spawn_built(Application::build(config), owned_db)
 }
 
 fn spawn_built(
@@ -175,15 +143,7 @@ impl Reply {
     /// Asserts status, error code and (optionally) the field named.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str, field: Option<&str>) {
-        assert_eq!(self.status.as_u16(), status, "{self:?}");
-        assert_eq!(self.error_code(), code, "{self:?}");
-        assert_eq!(self.error_field(), field, "{self:?}");
-        assert!(
-            self.body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{self:?}"
-        );
+        test_support::assert_error(self.status.as_u16(), &self.body, status, code, field);
     }
 }
 
@@ -309,69 +269,14 @@ impl TestApp {
     /// Polls `/ready` until 200; panics after `limit` (a bound, not a timing
     /// assertion: it only keeps a broken app from hanging the test).
     pub async fn wait_until_ready(&self, limit: Duration) {
-        let start = Instant::now();
-        loop {
+        test_support::wait_until("the app to be ready", limit, || async {
             let reply = self.get("/ready").await;
             if reply.status == StatusCode::OK {
-                return;
+                return Some(());
             }
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
-            assert!(
-                start.elapsed() < limit,
-                "not ready after {limit:?}: {reply:?}"
-            );
-            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Captures log lines so a test can look for one.
-pub struct Capture(pub Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}", record.target(), record.args());
-        self.0.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
-/// The process's logger, installed on first use.
-pub fn captured_logs() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Info);
-        capture
-    })
-}
-
-impl Capture {
-    /// Waits (bounded) for a line containing all of `needles`; panics with
-    /// all lines if none comes.
-    pub async fn wait_for(&self, needles: &[&str], limit: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let found = self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-                .cloned();
-            if let Some(line) = found {
-                return line;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "no log line with {needles:?} after {limit:?}: {:#?}",
-                self.0.lock().unwrap()
-            );
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
+            None
+        })
+        .await;
     }
 }

@@ -6,127 +6,66 @@ use bigdecimal::BigDecimal;
 use billing_worker::config::Config;
 use billing_worker::schema::orders;
 use billing_worker::startup::Application;
+use common::amqp::AmqpSettings;
 use common::order::OrderMessage;
 use common::topology::{self, BILLING_QUEUE, DEAD_LETTER_QUEUE};
 use diesel::prelude::*;
-use diesel::{Connection, PgConnection};
+use diesel::PgConnection;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation};
 use secrecy::SecretString;
 use serde_json::Value;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
-fn port_var(name: &str) -> u16 {
-    let value = std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests through scripts/test.sh, or start \
-             `scripts/local.sh infra` and export TEST_BILLING_PG_PORT, \
-             TEST_RABBITMQ_PORT and TEST_RABBITMQ_MGMT_PORT"
-        )
-    });
-    value
-        .parse()
-        .unwrap_or_else(|_| panic!("{name}={value} is not a port number"))
-}
-
 pub fn pg_port() -> u16 {
-    port_var("TEST_BILLING_PG_PORT")
+    test_support::env_port("TEST_BILLING_PG_PORT")
 }
 pub fn amqp_port() -> u16 {
-    port_var("TEST_RABBITMQ_PORT")
+    test_support::env_port("TEST_RABBITMQ_PORT")
 }
 pub fn mgmt_port() -> u16 {
-    port_var("TEST_RABBITMQ_MGMT_PORT")
+    test_support::env_port("TEST_RABBITMQ_MGMT_PORT")
 }
 
-/// A port nothing listens on (bound, then released).
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", Uuid::new_v4().simple())
-}
+pub use test_support::closed_port;
 
 // ------------------------------------------------------------ PostgreSQL --
 
 fn connect(dbname: &str) -> PgConnection {
-    let url = format!(
-        "host=127.0.0.1 port={} user=postgres dbname={dbname}",
-        pg_port()
-    );
-    PgConnection::establish(&url).unwrap_or_else(|e| panic!("cannot connect to {dbname}: {e}"))
+    test_support::pg::connect(pg_port(), dbname)
 }
 
-/// A database of the test's own (created now, or only named, see
-/// [`TestDb::named`]), dropped when the value goes out of scope.
-pub struct TestDb {
-    pub name: String,
+pub use test_support::pg::TestDb;
+pub use test_support::rabbit::TestVhost;
+
+/// A database of the test's own, dropped when the value goes out of scope.
+pub fn test_db() -> TestDb {
+    TestDb::create(pg_port(), "billing_test")
 }
 
-impl TestDb {
-    pub fn create() -> Self {
-        let db = Self::named();
-        db.create_now();
-        db
-    }
+/// Only a name: the database does not exist until `create_now`.
+pub fn test_db_named() -> TestDb {
+    TestDb::named(pg_port(), "billing_test")
+}
 
-    /// Only a name: the database does not exist until [`TestDb::create_now`].
-    pub fn named() -> Self {
-        Self {
-            name: unique("billing_test"),
-        }
-    }
+/// A RabbitMQ vhost of the test's own, with `guest` allowed everything.
+pub fn test_vhost() -> TestVhost {
+    TestVhost::create(mgmt_port(), "billing-test")
+}
 
-    pub fn create_now(&self) {
-        diesel::sql_query(format!("CREATE DATABASE {}", self.name))
-            .execute(&mut connect("postgres"))
-            .unwrap();
-    }
+/// What the worker's tests read back from a test database.
+pub trait OrdersDb {
+    fn sessions_waiting_for_a_lock(&self) -> i64;
+    fn count(&self) -> i64;
+    fn rows(&self) -> Vec<(Uuid, String, i32, BigDecimal)>;
+}
 
-    pub fn conn(&self) -> PgConnection {
-        connect(&self.name)
-    }
-
-    /// Makes the database refuse connections and cuts those it has: to the
-    /// worker this looks like PostgreSQL going down, while the other tests on
-    /// the same server carry on.
-    pub fn block(&self) {
-        let mut admin = connect("postgres");
-        diesel::sql_query(format!(
-            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
-            self.name
-        ))
-        .execute(&mut admin)
-        .unwrap();
-        self.terminate_sessions(&mut admin);
-    }
-
-    pub fn unblock(&self) {
-        diesel::sql_query(format!(
-            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
-            self.name
-        ))
-        .execute(&mut connect("postgres"))
-        .unwrap();
-    }
-
-    fn terminate_sessions(&self, admin: &mut PgConnection) {
-        diesel::sql_query(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{}' AND pid <> pg_backend_pid()",
-            self.name
-        ))
-        .execute(admin)
-        .unwrap();
-    }
-
+impl OrdersDb for TestDb {
     /// Sessions of this database waiting for a lock (seen from outside).
-    pub fn sessions_waiting_for_a_lock(&self) -> i64 {
+    fn sessions_waiting_for_a_lock(&self) -> i64 {
         #[derive(QueryableByName)]
         struct Count {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -143,7 +82,7 @@ impl TestDb {
     }
 
     /// Rows in `orders`; 0 while the worker has not created the table yet.
-    pub fn count(&self) -> i64 {
+    fn count(&self) -> i64 {
         match orders::table.count().get_result(&mut self.conn()) {
             Ok(n) => n,
             Err(e) if e.to_string().contains("does not exist") => 0,
@@ -152,7 +91,7 @@ impl TestDb {
     }
 
     /// (order_id, user_id, number_of_items, total_amount) of every row.
-    pub fn rows(&self) -> Vec<(Uuid, String, i32, BigDecimal)> {
+    fn rows(&self) -> Vec<(Uuid, String, i32, BigDecimal)> {
         orders::table
             .select((
                 orders::order_id,
@@ -163,129 +102,6 @@ impl TestDb {
             .order(orders::id)
             .load(&mut self.conn())
             .unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Best effort: a test that failed may leave its worker connected.
-        if let Ok(mut admin) = PgConnection::establish(&format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            pg_port()
-        )) {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin);
-        }
-    }
-}
-
-// -------------------------------------------------------------- RabbitMQ --
-
-fn mgmt_url(path: &str) -> String {
-    format!("http://127.0.0.1:{}/api{path}", mgmt_port())
-}
-
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A RabbitMQ vhost of the test's own, with `guest` allowed everything.
-pub struct TestVhost {
-    pub name: String,
-}
-
-impl TestVhost {
-    pub async fn create() -> Self {
-        let name = unique("billing-test");
-        let client = awc::Client::default();
-        let status = client
-            .put(mgmt_url(&format!("/vhosts/{}", encode(&name))))
-            .basic_auth("guest", "guest")
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "creating vhost {name}: {status}");
-        let status = client
-            .put(mgmt_url(&format!("/permissions/{}/guest", encode(&name))))
-            .basic_auth("guest", "guest")
-            .send_json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "permissions on {name}: {status}");
-        Self { name }
-    }
-
-    /// Names of the client connections to this vhost.
-    pub async fn connections(&self) -> Vec<(String, String)> {
-        let mut resp = awc::Client::default()
-            .get(mgmt_url(&format!(
-                "/vhosts/{}/connections",
-                encode(&self.name)
-            )))
-            .basic_auth("guest", "guest")
-            .send()
-            .await
-            .unwrap();
-        let list: Value = resp.json().limit(1 << 20).await.unwrap();
-        list.as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                let name = c["name"].as_str().unwrap_or_default().to_owned();
-                let client = c["client_properties"]["connection_name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                (name, client)
-            })
-            .collect()
-    }
-
-    /// Has the broker close a connection, as an administrator would.
-    pub async fn close_connection(&self, name: &str) {
-        let status = awc::Client::default()
-            .delete(mgmt_url(&format!("/connections/{}", encode(name))))
-            .basic_auth("guest", "guest")
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "closing connection {name}: {status}");
-    }
-}
-
-impl Drop for TestVhost {
-    /// Deletes the vhost even when the test failed. Drop cannot await, so this
-    /// is a plain blocking HTTP request; best effort.
-    fn drop(&mut self) {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", mgmt_port())) else {
-            return;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        // "guest:guest" in base64.
-        let request = format!(
-            "DELETE /api/vhosts/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-             Authorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n",
-            encode(&self.name)
-        );
-        if stream.write_all(request.as_bytes()).is_ok() {
-            let _ = stream.read_to_end(&mut Vec::new());
-        }
     }
 }
 
@@ -301,7 +117,7 @@ impl Publisher {
         let uri = format!(
             "amqp://guest:guest@127.0.0.1:{}/{}",
             amqp_port(),
-            encode(&vhost.name)
+            test_support::rabbit::encode(&vhost.name)
         );
         let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
             .await
@@ -431,22 +247,17 @@ pub fn config(db: &TestDb, vhost: &TestVhost, prefetch: u16, batch_size: usize) 
     Config {
         health_host: "127.0.0.1".into(),
         health_port: 0,
-        db_host: "127.0.0.1".into(),
-        db_port: pg_port(),
-        db_name: db.name.clone(),
-        db_user: "postgres".into(),
-        db_password: SecretString::from(""),
-        db_pool_size: 3,
-        rabbitmq_host: "127.0.0.1".into(),
-        rabbitmq_port: amqp_port(),
-        rabbitmq_user: "guest".into(),
-        rabbitmq_password: SecretString::from("guest"),
-        rabbitmq_vhost: vhost.name.clone(),
+        db: db.settings(3),
+        rabbitmq: AmqpSettings {
+            host: "127.0.0.1".into(),
+            port: amqp_port(),
+            user: "guest".into(),
+            password: SecretString::from("guest"),
+            vhost: vhost.name.clone(),
+        },
         prefetch,
         batch_size,
     }
-    .validated()
-    .unwrap()
 }
 
 /// A worker running inside the test, stoppable like SIGTERM would.
@@ -461,7 +272,7 @@ impl Worker {
         // RUST_LOG=info cargo test ... shows the worker's log lines.
         let _ = env_logger::builder().is_test(true).try_init();
         let app = Application::build(config).unwrap();
-        let port = app.health_port();
+        let port = app.port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = actix_web::rt::spawn(app.run_until(async move {
             let _ = rx.await;
@@ -525,12 +336,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let limit = Duration::from_secs(60);
+    test_support::wait_until(what, limit, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await;
 }
