@@ -1,7 +1,9 @@
 //! The normal path: what is published gets stored once and acked; what can
 //! never be an order goes to the dead-letter queue.
 
-use crate::support::{config, eventually, order, test_db, test_vhost, OrdersDb, Publisher, Worker};
+use crate::support::{
+    config, eventually, order, system, test_db, test_vhost, OrdersDb, Publisher, Worker,
+};
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use lapin::types::ShortString;
@@ -13,11 +15,7 @@ use uuid::Uuid;
 
 #[actix_web::test]
 async fn an_order_published_like_the_gateway_does_is_stored_once_and_acked() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, _vhost, publisher, worker) = system().await;
 
     let o = order("user-20", 99, "250.00");
     publisher.publish_order(&o, "req-abc").await;
@@ -40,11 +38,7 @@ async fn an_order_published_like_the_gateway_does_is_stored_once_and_acked() {
 
 #[actix_web::test]
 async fn the_same_order_id_published_twice_makes_one_row() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, _vhost, publisher, worker) = system().await;
 
     // The gateway's message, twice (a publisher retry or a redelivery).
     let o = order("u1", 1, "10");
@@ -75,11 +69,7 @@ async fn the_same_order_id_published_twice_makes_one_row() {
 
 #[actix_web::test]
 async fn a_hand_published_message_without_any_id_and_string_values_is_stored() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, _vhost, publisher, worker) = system().await;
 
     // As RabbitMQ's UI sends it: no properties at all, values as strings.
     publisher
@@ -102,11 +92,7 @@ async fn a_hand_published_message_without_any_id_and_string_values_is_stored() {
 
 #[actix_web::test]
 async fn malformed_messages_are_dead_lettered_and_good_ones_stored() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, _vhost, publisher, worker) = system().await;
 
     let good = [order("a", 1, "1"), order("b", 2, "2"), order("c", 3, "3")];
     let bad: [&[u8]; 6] = [
@@ -199,8 +185,7 @@ async fn a_backlog_published_before_the_worker_starts_is_drained() {
     eventually("the backlog to be stored", || async { db.count() == 3_000 }).await;
     worker.stop().await;
 
-    let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
-    assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
 }
 

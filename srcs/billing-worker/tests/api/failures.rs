@@ -3,12 +3,33 @@
 //! nothing unstored is acked, and the worker recovers by itself.
 
 use crate::support::{
-    config, eventually, order, test_db, test_db_named, test_vhost, OrdersDb, Publisher, Worker,
+    config, eventually, order, system, system_with, test_db_named, test_vhost, OrdersDb, Publisher,
+    TestDb, Worker,
 };
 use billing_worker::consumer::CONNECTION_NAME;
 use diesel::connection::SimpleConnection;
 use std::collections::HashSet;
 use uuid::Uuid;
+
+/// Holds the orders table locked, publishes `n` orders and waits until the
+/// worker's first batch is stuck inside its insert. Committing (or dropping)
+/// the returned connection lets it go on.
+async fn stuck_in_an_insert(
+    db: &TestDb,
+    publisher: &Publisher,
+    n: usize,
+) -> (diesel::PgConnection, Vec<Uuid>) {
+    let mut locker = db.conn();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let ids = publisher.publish_orders(n).await;
+    eventually("the worker's insert to wait for the lock", || async {
+        db.sessions_waiting_for_a_lock() >= 1
+    })
+    .await;
+    (locker, ids)
+}
 
 fn ids_in(bodies: &[Vec<u8>]) -> HashSet<Uuid> {
     bodies
@@ -46,18 +67,13 @@ async fn with_the_database_missing_at_start_nothing_is_taken_until_it_exists() {
     db.create_now();
     eventually("the orders to be stored", || async { db.count() == 20 }).await;
     worker.stop().await;
-    let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
-    assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
 }
 
 #[actix_web::test]
 async fn a_database_outage_while_consuming_holds_the_orders_and_stores_them_when_it_ends() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, _vhost, publisher, worker) = system().await;
 
     db.block();
     let ids = publisher.publish_orders(50).await;
@@ -75,18 +91,13 @@ async fn a_database_outage_while_consuming_holds_the_orders_and_stores_them_when
     .await;
     worker.stop().await;
 
-    let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
-    assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
 }
 
 #[actix_web::test]
 async fn stopping_during_a_database_outage_acks_nothing_and_loses_nothing() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, vhost, publisher, worker) = system().await;
 
     db.block();
     let ids = publisher.publish_orders(30).await;
@@ -102,29 +113,15 @@ async fn stopping_during_a_database_outage_acks_nothing_and_loses_nothing() {
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     eventually("the orders to be stored", || async { db.count() == 30 }).await;
     worker.stop().await;
-    let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
-    assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
 }
 
 #[actix_web::test]
 async fn a_graceful_stop_acks_the_batch_in_flight_and_leaves_the_rest_queued() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 5, 5));
-    worker.wait_ready().await;
+    let (db, _vhost, publisher, worker) = system_with(5, 5).await;
 
-    // Hold the table so the worker's first batch is stuck inside its insert.
-    let mut locker = db.conn();
-    locker
-        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let ids = publisher.publish_orders(20).await;
-    eventually("the worker's insert to wait for the lock", || async {
-        db.sessions_waiting_for_a_lock() >= 1
-    })
-    .await;
+    let (mut locker, ids) = stuck_in_an_insert(&db, &publisher, 20).await;
 
     // Stop while that batch is in flight, then let it commit.
     let stopping = actix_web::rt::spawn(worker.stop());
@@ -150,21 +147,9 @@ async fn a_graceful_stop_acks_the_batch_in_flight_and_leaves_the_rest_queued() {
 
 #[actix_web::test]
 async fn a_store_stuck_past_the_grace_period_is_abandoned_and_its_messages_stay_queued() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 5, 5));
-    worker.wait_ready().await;
+    let (db, vhost, publisher, worker) = system_with(5, 5).await;
 
-    let mut locker = db.conn();
-    locker
-        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
-    let ids = publisher.publish_orders(20).await;
-    eventually("the worker's insert to wait for the lock", || async {
-        db.sessions_waiting_for_a_lock() >= 1
-    })
-    .await;
+    let (mut locker, ids) = stuck_in_an_insert(&db, &publisher, 20).await;
 
     // The lock outlives the grace period: the stop must not wait for it.
     worker.stop().await;
@@ -174,18 +159,13 @@ async fn a_store_stuck_past_the_grace_period_is_abandoned_and_its_messages_stay_
     let worker = Worker::start(config(&db, &vhost, 1000, 500));
     eventually("every order to be stored", || async { db.count() == 20 }).await;
     worker.stop().await;
-    let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
-    assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
     assert_eq!(publisher.queued().await, 0);
 }
 
 #[actix_web::test]
 async fn a_connection_closed_by_the_broker_is_reopened_and_consuming_resumes() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, vhost, publisher, worker) = system().await;
     let first = publisher.publish_orders(10).await;
     eventually("the first orders to be stored", || async {
         db.count() == 10
@@ -230,11 +210,7 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_consuming_resumes() {
 async fn orders_published_while_the_worker_is_stopped_appear_once_when_it_starts() {
     // The user's demo: orders published meanwhile wait in the queue, then
     // appear exactly once.
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    worker.wait_ready().await;
+    let (db, vhost, publisher, worker) = system().await;
     let before = publisher.publish_orders(5).await;
     eventually("the first orders to be stored", || async {
         db.count() == 5

@@ -61,6 +61,11 @@ pub trait OrdersDb {
     fn sessions_waiting_for_a_lock(&self) -> i64;
     fn count(&self) -> i64;
     fn rows(&self) -> Vec<(Uuid, String, i32, BigDecimal)>;
+
+    /// The order ids of every row.
+    fn stored_ids(&self) -> std::collections::HashSet<Uuid> {
+        self.rows().into_iter().map(|r| r.0).collect()
+    }
 }
 
 impl OrdersDb for TestDb {
@@ -258,6 +263,25 @@ pub fn config(db: &TestDb, vhost: &TestVhost, prefetch: u16, batch_size: usize) 
         prefetch,
         batch_size,
     }
+}
+
+/// The usual set-up: a database, a vhost, a publisher on it and a ready
+/// worker consuming it (prefetch 1000, batch 500).
+pub async fn system() -> (TestDb, TestVhost, Publisher, Worker) {
+    system_with(1000, 500).await
+}
+
+/// [`system`] with another prefetch window and batch size.
+pub async fn system_with(
+    prefetch: u16,
+    batch_size: usize,
+) -> (TestDb, TestVhost, Publisher, Worker) {
+    let db = test_db();
+    let vhost = test_vhost();
+    let publisher = Publisher::connect(&vhost).await;
+    let worker = Worker::start(config(&db, &vhost, prefetch, batch_size));
+    worker.wait_ready().await;
+    (db, vhost, publisher, worker)
 }
 
 /// A worker running inside the test, stoppable like SIGTERM would.
