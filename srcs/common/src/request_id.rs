@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use crate::logging::one_line;
 use crate::REQUEST_ID_HEADER;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -87,7 +88,7 @@ pub async fn middleware(
         // An error that escaped every handler (none do today): answer it
         // with the id attached, and log it since no response will carry it.
         Err(err) => {
-            log::error!("request_id={id} {method} {path}: {err}");
+            log::error!("request_id={id} {method} {path}: {}", one_line(&err));
             let mut resp = err.error_response();
             if let Ok(value) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert(header_name(), value);
@@ -101,7 +102,12 @@ pub async fn middleware(
     }
     let status = res.status();
     if let Some(err) = res.response().error() {
-        if status.is_server_error() {
+        // The one log line of a failed request, with its detail (which the
+        // response never shows): a handler's error only becomes a response.
+        let err = one_line(err);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            log::error!("request_id={id} {method} {path} failed: {err}");
+        } else if status.is_server_error() {
             log::warn!("request_id={id} {method} {path} failed: {err}");
         } else {
             log::debug!("request_id={id} {method} {path} rejected: {err}");

@@ -87,12 +87,8 @@ impl ResponseError for ApiError {
                 error_response(status, ErrorCode::ValidationFailed, message, *field)
             }
             Self::NotFound(message) => error_response(status, ErrorCode::NotFound, message, None),
-            Self::DatabaseUnavailable(detail) => {
-                // libpq messages span lines; keep one log line per event.
-                log::warn!(
-                    "database unavailable: {}",
-                    common::logging::one_line(detail)
-                );
+            // The detail is logged by the request-id middleware, with the id.
+            Self::DatabaseUnavailable(_) => {
                 let mut resp = error_response(
                     status,
                     ErrorCode::DatabaseUnavailable,
@@ -103,16 +99,14 @@ impl ResponseError for ApiError {
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
                 resp
             }
-            // The detail goes to the log only: it may show SQL or internals.
-            Self::Internal(detail) => {
-                log::error!("internal error: {detail}");
-                error_response(
-                    status,
-                    ErrorCode::InternalError,
-                    "internal server error",
-                    None,
-                )
-            }
+            // The detail goes to the log only (the middleware's line): it may
+            // show SQL or internals.
+            Self::Internal(_) => error_response(
+                status,
+                ErrorCode::InternalError,
+                "internal server error",
+                None,
+            ),
         }
     }
 }

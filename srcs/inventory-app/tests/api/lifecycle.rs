@@ -111,6 +111,31 @@ async fn unreachable_database_gives_503_json_and_health_stays_up() {
         .assert_error(400, "validation_failed", Some("title"));
 }
 
+/// A failed request is logged once, at warning level, with its request id
+/// and the detail the response does not show.
+#[actix_web::test]
+async fn a_database_outage_is_logged_once_per_request_with_its_id() {
+    test_support::logs::install();
+    let app = spawn_with(config(closed_port(), "movies"), None);
+    let rid = format!("rid-{}", unique_db_name());
+    app.send(Method::GET, "/api/movies", None, None, Some(&rid))
+        .await
+        .assert_error(503, "database_unavailable", None);
+    let line = test_support::logs::wait_for(
+        &[&format!(
+            "request_id={rid} GET /api/movies failed: database unavailable: "
+        )],
+        test_support::PATIENCE,
+    )
+    .await;
+    assert!(line.starts_with("WARN common::request_id: "), "{line}");
+    let about_it: Vec<_> = test_support::logs::lines_with(&rid)
+        .into_iter()
+        .filter(|l| !l.contains(inventory_app::startup::ACCESS_LOG_TARGET))
+        .collect();
+    assert_eq!(about_it, [line], "one line besides the access line");
+}
+
 #[actix_web::test]
 async fn a_database_that_appears_later_is_picked_up() {
     let name = unique_db_name();
