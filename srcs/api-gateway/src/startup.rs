@@ -4,9 +4,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use common::http::{
-    bound_requests, get_or_head, json_error_pages, method_not_allowed, not_found, BodyDeadline,
-};
+use common::http::{bound_requests, BodyDeadline};
 use common::request_id::{self, AccessLog};
 pub use common::startup::StartupError;
 use tokio::task::JoinHandle;
@@ -14,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::broker::Broker;
 use crate::config::{Config, ACCESS_LOG_TARGET};
 use crate::proxy::Inventory;
-use crate::{billing, health, openapi, proxy};
+use crate::routes;
 
 /// A bound, not yet serving gateway.
 pub struct Application {
@@ -55,25 +53,7 @@ impl Application {
                 // and an access-log line.
                 .wrap(from_fn(bound_requests))
                 .wrap(from_fn(request_id::middleware))
-                // No JSON rewriting here: whatever inventory answers (even a
-                // non-JSON error) reaches the client unchanged.
-                .service(web::scope("/api/movies").default_service(web::to(proxy::forward)))
-                .service(
-                    web::scope("")
-                        .wrap(json_error_pages())
-                        .service(
-                            web::resource(["/api/billing", "/api/billing/"])
-                                .route(web::post().to(billing::create_order))
-                                .default_service(web::to(method_not_allowed("POST"))),
-                        )
-                        .service(
-                            web::resource("/api/openapi.yaml")
-                                .route(get_or_head().to(openapi::spec))
-                                .default_service(web::to(method_not_allowed("GET, HEAD"))),
-                        )
-                        .configure(|cfg| common::health::configure(cfg, health::ready))
-                        .default_service(web::to(not_found)),
-                )
+                .configure(routes::configure)
         })
         .listen(listener)
         .map_err(StartupError::Server)?;

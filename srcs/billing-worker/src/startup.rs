@@ -9,15 +9,19 @@ use crate::consumer::Consumer;
 use crate::error::WorkerError;
 use crate::shutdown::{self, Shutdown};
 use crate::status::WorkerStatus;
-use crate::{health, MIGRATIONS};
+use crate::{routes, MIGRATIONS};
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
 use common::config::ServiceConfig;
 use common::db::{try_migrate, PgPool};
 use common::http::ServerLimits;
 use common::logging::one_line;
+use common::request_id::{self, AccessLog};
 use common::retry::Backoff;
 pub use common::startup::StartupError;
 use std::future::Future;
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +29,7 @@ use std::time::Duration;
 const DB_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 const MIGRATE_RETRY_INITIAL: Duration = Duration::from_millis(250);
 const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(4);
+pub const ACCESS_LOG_TARGET: &str = "billing_worker::access";
 
 pub struct Application {
     config: Arc<Config>,
@@ -45,7 +50,7 @@ impl Application {
         )?;
         let pool = common::db::pool(&config.db, DB_CHECKOUT_TIMEOUT);
         let status = Arc::new(WorkerStatus::default());
-        let server = health::server(listener, pool.clone(), Arc::clone(&status))
+        let server = health_server(listener, pool.clone(), Arc::clone(&status))
             .map_err(StartupError::Server)?;
         log::info!(
             "billing-worker listening on {}:{port} (health), database {:?}, RabbitMQ at {:?}",
@@ -118,6 +123,37 @@ impl Application {
         log::info!("billing-worker stopped");
         server_result?.map_err(WorkerError::Http)
     }
+}
+
+/// The health server on an already bound listener. It handles no signals
+/// itself: the application stops it after the consumer has finished.
+fn health_server(
+    listener: TcpListener,
+    pool: PgPool,
+    status: Arc<WorkerStatus>,
+) -> std::io::Result<Server> {
+    let pool = web::Data::new(pool);
+    let status = web::Data::new(status);
+    // Probes only: a few connections are plenty, and none may hold more.
+    let limits = ServerLimits {
+        max_connections: 64,
+        ..ServerLimits::default()
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(common::http::bound_requests))
+            .wrap(common::http::json_error_pages())
+            .wrap(from_fn(request_id::middleware))
+            .app_data(pool.clone())
+            .app_data(status.clone())
+            .app_data(AccessLog(ACCESS_LOG_TARGET))
+            .configure(routes::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .listen(listener)?;
+    Ok(common::bounded_server!(server, limits).run())
 }
 
 /// Applies pending migrations, waiting for the database as long as needed.
