@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::body;
 use crate::broker::Broker;
 use crate::error::GatewayError;
-use crate::request_id::RequestId;
+use common::request_id::RequestId;
 
 /// An order is four short fields; anything bigger is not an order.
 pub const MAX_ORDER_BODY: usize = 16 * 1024;

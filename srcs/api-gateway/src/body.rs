@@ -26,7 +26,7 @@ pub async fn read_limited(
     // with hundreds of slow uploads is most of the memory they cost.
     let mut body = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| GatewayError::BadBody(e.to_string()))?;
+        let chunk = chunk.map_err(GatewayError::BadBody)?;
         if body.len() + chunk.len() > limit {
             return Err(GatewayError::PayloadTooLarge { limit });
         }

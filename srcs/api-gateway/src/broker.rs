@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::order::OrderMessage;
+use common::retry::Backoff;
 use common::{topology, REQUEST_ID_HEADER};
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -138,8 +139,7 @@ impl Broker {
                 "RabbitMQ is blocking publishers (resource alarm)".into(),
             ));
         }
-        let payload =
-            serde_json::to_vec(order).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let payload = serde_json::to_vec(order).map_err(|e| GatewayError::Internal(Box::new(e)))?;
         let properties = properties(order, request_id);
 
         let publish = async {
@@ -265,9 +265,8 @@ impl Link {
 /// Connects, keeps the link while it is healthy, and reconnects with capped
 /// exponential backoff whenever it is lost, until asked to stop.
 async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<bool>) {
-    let target = format!("{:?}", config.amqp_target());
-    let mut delay = FIRST_RETRY;
-    let mut attempt = 0u32;
+    let target = format!("{:?}", config.rabbitmq);
+    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
     let mut generation = 0u64;
     while !*stop.borrow() {
         let connected = tokio::select! {
@@ -289,13 +288,13 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
                     connection: connection.status().clone(),
                 }));
                 drop(strong);
-                if attempt > 0 {
-                    log::info!("connected to RabbitMQ {target} after {attempt} failed attempt(s)");
+                let failed = backoff.attempt() - 1;
+                if failed > 0 {
+                    log::info!("connected to RabbitMQ {target} after {failed} failed attempt(s)");
                 } else {
                     log::info!("connected to RabbitMQ {target}");
                 }
-                attempt = 0;
-                delay = FIRST_RETRY;
+                backoff.reset();
 
                 let lost = watch_link(
                     &shared,
@@ -322,15 +321,15 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
                 }
             }
             Err(e) => {
-                attempt += 1;
                 log::warn!(
-                    "cannot connect to RabbitMQ {target} (attempt {attempt}): {e}; retrying in {delay:?}"
+                    "cannot connect to RabbitMQ {target} (attempt {}): {e}; retrying in {:?}",
+                    backoff.attempt(),
+                    backoff.peek()
                 );
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = backoff.wait() => {}
                     _ = stop.changed() => return,
                 }
-                delay = (delay * 2).min(MAX_RETRY);
             }
         }
     }
@@ -341,7 +340,7 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
 /// a plain channel for the alarm probe.
 async fn connect(config: &Config) -> Result<(Connection, Channel, Channel), String> {
     let connection = config
-        .amqp_target()
+        .rabbitmq
         .connect(APP_ID)
         .await
         .map_err(|e| e.to_string())?;

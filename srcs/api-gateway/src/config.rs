@@ -2,13 +2,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use awc::http::Uri;
-use common::amqp::AmqpTarget;
-use common::config::ConfigError;
+use common::amqp::AmqpSettings;
+use common::config::{at_least_one, ConfigError, ServiceConfig};
 use common::http::ServerLimits;
-use secrecy::SecretString;
 use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "GATEWAY_";
+/// RabbitMQ: `GATEWAY_RABBITMQ_HOST`, `_PORT`, `_USER`, `_PASSWORD`, `_VHOST`.
+pub const RABBITMQ_PREFIX: &str = "GATEWAY_RABBITMQ_";
 
 /// The log target of the one-line-per-request access log (request_id.rs);
 /// `GATEWAY_ACCESS_LOG_FILE` copies exactly these lines to a file.
@@ -24,11 +25,8 @@ pub struct Config {
     /// Budget for one whole exchange with inventory (connect, send, answer).
     #[serde(default = "default_timeout_ms")]
     pub inventory_timeout_ms: u64,
-    pub rabbitmq_host: String,
-    pub rabbitmq_port: u16,
-    pub rabbitmq_user: String,
-    pub rabbitmq_password: SecretString,
-    pub rabbitmq_vhost: String,
+    #[serde(skip)]
+    pub rabbitmq: AmqpSettings,
     /// How long an order waits for RabbitMQ's publisher confirm.
     #[serde(default = "default_timeout_ms")]
     pub publish_timeout_ms: u64,
@@ -81,17 +79,17 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Config {
-    /// Reads and checks the configuration; the error names the variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let config: Self = common::config::from_env(ENV_PREFIX)?;
-        config.validate()?;
-        Ok(config)
+impl ServiceConfig for Config {
+    const PREFIX: &'static str = ENV_PREFIX;
+
+    fn read_nested(&mut self, vars: &[(String, String)]) -> Result<(), ConfigError> {
+        self.rabbitmq = AmqpSettings::from_vars(RABBITMQ_PREFIX, vars.iter().cloned())?;
+        Ok(())
     }
 
     /// Checks what the types alone cannot, so a typo stops start-up instead
     /// of failing every request later.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         inventory_base(&self.inventory_url)?;
         for (name, value) in [
             ("INVENTORY_TIMEOUT_MS", self.inventory_timeout_ms),
@@ -102,9 +100,10 @@ impl Config {
             ("REQUEST_HEAD_TIMEOUT_MS", self.request_head_timeout_ms),
         ] {
             if value == 0 {
-                return Err(ConfigError(format!(
-                    "bad variable {ENV_PREFIX}{name}: must be a positive number of milliseconds"
-                )));
+                return Err(ConfigError::bad(
+                    format!("{ENV_PREFIX}{name}"),
+                    "must be a positive number of milliseconds",
+                ));
             }
         }
         for (name, value) in [
@@ -112,15 +111,13 @@ impl Config {
             ("MAX_CONNECTIONS", self.max_connections),
             ("BACKLOG", self.backlog as usize),
         ] {
-            if value == 0 {
-                return Err(ConfigError(format!(
-                    "bad variable {ENV_PREFIX}{name}: must be at least 1"
-                )));
-            }
+            at_least_one(&format!("{ENV_PREFIX}{name}"), value as u64)?;
         }
         Ok(())
     }
+}
 
+impl Config {
     /// What one client may hold on the gateway.
     pub fn limits(&self) -> ServerLimits {
         ServerLimits {
@@ -157,23 +154,14 @@ impl Config {
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
-
-    pub fn amqp_target(&self) -> AmqpTarget<'_> {
-        AmqpTarget {
-            host: &self.rabbitmq_host,
-            port: self.rabbitmq_port,
-            user: &self.rabbitmq_user,
-            password: &self.rabbitmq_password,
-            vhost: &self.rabbitmq_vhost,
-        }
-    }
 }
 
 fn inventory_base(raw: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| {
-        ConfigError(format!(
-            "bad variable {ENV_PREFIX}INVENTORY_URL: {why} (got {raw:?}, expected e.g. http://127.0.0.1:8081)"
-        ))
+        ConfigError::bad(
+            format!("{ENV_PREFIX}INVENTORY_URL"),
+            format!("{why} (got {raw:?}, expected e.g. http://127.0.0.1:8081)"),
+        )
     };
     let uri: Uri = raw.trim().parse().map_err(|_| bad("not a URL"))?;
     // awc is built without TLS: only plain http can work.
@@ -214,9 +202,7 @@ mod tests {
     }
 
     fn read(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let c: Config = common::config::from_iter(ENV_PREFIX, vars(extra))?;
-        c.validate()?;
-        Ok(c)
+        Config::from_vars(vars(extra))
     }
 
     #[test]
@@ -225,7 +211,10 @@ mod tests {
         assert_eq!(c.inventory_timeout_ms, 5_000);
         assert_eq!(c.publish_timeout_ms, 5_000);
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!format!("{:?}", c.amqp_target()).contains("hunter2"));
+        assert_eq!(
+            format!("{:?}", c.rabbitmq),
+            "amqp://billing@127.0.0.1:5672//"
+        );
     }
 
     #[test]
@@ -324,7 +313,7 @@ mod tests {
             .into_iter()
             .filter(|(k, _)| k != "GATEWAY_RABBITMQ_PASSWORD")
             .collect();
-        let err = common::config::from_iter::<Config, _>(ENV_PREFIX, without).unwrap_err();
+        let err = Config::from_vars(without).unwrap_err();
         assert!(
             err.to_string().contains("GATEWAY_RABBITMQ_PASSWORD"),
             "{err}"

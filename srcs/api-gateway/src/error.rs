@@ -1,6 +1,7 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use common::error::ErrorCode;
 use common::http::error_response;
 use common::order::FieldError;
 
@@ -14,7 +15,7 @@ pub enum GatewayError {
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
-    BadBody(String),
+    BadBody(#[source] actix_web::error::PayloadError),
     #[error("invalid order: {0}")]
     InvalidOrder(#[from] FieldError),
     #[error("inventory unreachable: {0}")]
@@ -37,25 +38,25 @@ pub enum GatewayError {
         timeout_ms: u64,
     },
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl GatewayError {
     /// The stable, machine-readable code of the JSON error body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::BadBody(_) => "invalid_body",
-            Self::InvalidOrder(e) if e.field.is_some() => "validation_failed",
-            Self::InvalidOrder(_) => "invalid_json",
-            Self::UpstreamUnavailable(_) => "upstream_unavailable",
-            Self::UpstreamTimeout { .. } => "upstream_timeout",
-            Self::UpstreamBadResponse(_) => "upstream_bad_response",
-            Self::BrokerUnavailable(_) => "broker_unavailable",
-            Self::OrderNotQueued { .. } => "order_not_queued",
-            Self::PublishTimeout { .. } => "broker_timeout",
-            Self::Internal(_) => "internal_error",
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::BadBody(_) => ErrorCode::InvalidBody,
+            Self::InvalidOrder(e) if e.field.is_some() => ErrorCode::ValidationFailed,
+            Self::InvalidOrder(_) => ErrorCode::InvalidJson,
+            Self::UpstreamUnavailable(_) => ErrorCode::UpstreamUnavailable,
+            Self::UpstreamTimeout { .. } => ErrorCode::UpstreamTimeout,
+            Self::UpstreamBadResponse(_) => ErrorCode::UpstreamBadResponse,
+            Self::BrokerUnavailable(_) => ErrorCode::BrokerUnavailable,
+            Self::OrderNotQueued { .. } => ErrorCode::OrderNotQueued,
+            Self::PublishTimeout { .. } => ErrorCode::BrokerTimeout,
+            Self::Internal(_) => ErrorCode::InternalError,
         }
     }
 
@@ -150,6 +151,6 @@ mod tests {
         assert!(e.to_string().contains("10.0.0.9"));
         assert!(!e.client_message().contains("10.0.0.9"));
         assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(e.code(), "broker_unavailable");
+        assert_eq!(e.code(), ErrorCode::BrokerUnavailable);
     }
 }

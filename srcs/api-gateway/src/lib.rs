@@ -10,7 +10,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod proxy;
-pub mod request_id;
+pub mod routes;
 pub mod startup;
 
 pub use config::Config;

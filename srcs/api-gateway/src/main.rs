@@ -1,3 +1,4 @@
+use common::config::ServiceConfig;
 use std::process::ExitCode;
 
 use api_gateway::{Application, Config};
@@ -25,7 +26,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let app = match Application::build(config).await {
+    let app = match Application::build(config) {
         Ok(app) => app,
         Err(e) => {
             log::error!("start-up failed: {e}");

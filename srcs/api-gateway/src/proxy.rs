@@ -29,7 +29,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body;
 use crate::error::GatewayError;
-use crate::request_id::{self, RequestId};
+use common::request_id::{self, RequestId};
 
 /// Largest request body forwarded: what inventory accepts (its JSON limit),
 /// so a bigger one is refused here, with the same 413, before it costs

@@ -1,29 +1,18 @@
+use common::config::ServiceConfig;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use common::config::ConfigError;
-use common::http::{
-    bound_requests, get_or_head, json_error_pages, method_not_allowed, not_found, BodyDeadline,
-};
+use common::http::{bound_requests, BodyDeadline};
+use common::request_id::{self, AccessLog};
+pub use common::startup::StartupError;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
-use crate::config::Config;
+use crate::config::{Config, ACCESS_LOG_TARGET};
 use crate::proxy::Inventory;
-use crate::{billing, health, openapi, proxy, request_id};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
-}
+use crate::routes;
 
 /// A bound, not yet serving gateway.
 pub struct Application {
@@ -37,19 +26,13 @@ impl Application {
     /// Checks the configuration, binds the port (0 picks a free one), and
     /// starts the RabbitMQ connection loop in the background: nothing here
     /// waits for inventory or RabbitMQ. Call inside the actix runtime.
-    pub async fn build(config: Config) -> Result<Self, StartupError> {
+    pub fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
         let inventory_base = config.inventory_base()?;
         let inventory_timeout = config.inventory_timeout();
-        let address = format!("{}:{}", config.host, config.port);
-        let bind_error = |source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        };
         let limits = config.limits();
         let inventory_idle_timeout = config.inventory_idle_timeout();
-        let listener = common::http::listen(&address, limits.backlog).map_err(bind_error)?;
-        let port = listener.local_addr().map_err(bind_error)?.port();
+        let (listener, port) = common::startup::listen(&config.host, config.port, limits.backlog)?;
 
         let (broker, broker_task) = Broker::start(&config);
         let shared_broker = web::Data::new(broker.clone());
@@ -65,41 +48,15 @@ impl Application {
                 .app_data(inventory)
                 .app_data(shared_broker.clone())
                 .app_data(BodyDeadline(limits.body_timeout))
+                .app_data(AccessLog(ACCESS_LOG_TARGET))
                 // Inside the request-id middleware, so refusals carry an id
                 // and an access-log line.
                 .wrap(from_fn(bound_requests))
                 .wrap(from_fn(request_id::middleware))
-                // No JSON rewriting here: whatever inventory answers (even a
-                // non-JSON error) reaches the client unchanged.
-                .service(web::scope("/api/movies").default_service(web::to(proxy::forward)))
-                .service(
-                    web::scope("")
-                        .wrap(json_error_pages())
-                        .service(
-                            web::resource(["/api/billing", "/api/billing/"])
-                                .route(web::post().to(billing::create_order))
-                                .default_service(web::to(method_not_allowed("POST"))),
-                        )
-                        .service(
-                            web::resource("/api/openapi.yaml")
-                                .route(get_or_head().to(openapi::spec))
-                                .default_service(web::to(method_not_allowed("GET, HEAD"))),
-                        )
-                        .service(
-                            web::resource("/health")
-                                .route(get_or_head().to(health::health))
-                                .default_service(web::to(method_not_allowed("GET, HEAD"))),
-                        )
-                        .service(
-                            web::resource("/ready")
-                                .route(get_or_head().to(health::ready))
-                                .default_service(web::to(method_not_allowed("GET, HEAD"))),
-                        )
-                        .default_service(web::to(not_found)),
-                )
+                .configure(routes::configure)
         })
         .listen(listener)
-        .map_err(bind_error)?;
+        .map_err(StartupError::Server)?;
         let server = common::bounded_server!(server, limits);
         let server = match config.workers {
             Some(n) => server.workers(n),
@@ -109,7 +66,7 @@ impl Application {
             "api-gateway listening on {}:{port}, inventory at {}, RabbitMQ at {:?}",
             config.host,
             config.inventory_url,
-            config.amqp_target()
+            config.rabbitmq
         );
         Ok(Self {
             port,

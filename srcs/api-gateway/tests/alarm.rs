@@ -9,6 +9,7 @@
 //! on the test broker (scripts/test.sh sets it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "api/support/mod.rs"]
 mod support;
 
 use std::process::Command;
@@ -17,7 +18,7 @@ use actix_web::http::StatusCode;
 use api_gateway::billing::order_id_for_key;
 use serde_json::{json, Value};
 use support::orders::{amount, Worker};
-use support::rabbit::{self, Vhost};
+use support::rabbit;
 use support::upstream::spawn_upstream;
 use support::{config, spawn_gateway, wait_for, Gateway, Reply};
 
@@ -94,7 +95,7 @@ async fn post_with_key(gateway: &Gateway, key: &str, body: &Value) -> Reply {
 
 #[actix_web::test]
 async fn a_disk_alarm_makes_ready_and_the_first_order_503_then_both_recover() {
-    let vhost = Vhost::new().await;
+    let vhost = rabbit::vhost();
     let worker = Worker::start(&vhost.name).await;
     let inventory = spawn_upstream();
     let mut settings = config(&inventory.url, rabbit::amqp_port(), &vhost.name);
@@ -127,8 +128,8 @@ async fn a_disk_alarm_makes_ready_and_the_first_order_503_then_both_recover() {
         raised.elapsed()
     );
     let ready = ready.json();
-    assert_eq!(ready["rabbitmq"], "blocked", "{ready}");
-    assert_eq!(ready["inventory"], "up", "{ready}");
+    assert_eq!(ready["checks"]["rabbitmq"], "blocked", "{ready}");
+    assert_eq!(ready["checks"]["inventory"], "ok", "{ready}");
     assert_eq!(ready["error"]["code"], "not_ready", "{ready}");
     assert!(
         ready["error"]["message"]

@@ -4,6 +4,7 @@
 //! hundreds of slow uploads cost bounded memory while normal requests answer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "api/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,50 +1,18 @@
 //! Log lines: one access line per request and the error detail, each with
-//! the request id. A test binary of its own, as it installs the process-wide
-//! logger.
+//! the request id. A test binary of its own: it counts every access line the
+//! process logs, so no other test may run beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "api/support/mod.rs"]
 mod support;
 
-use std::sync::Mutex;
-
 use actix_web::http::Method;
+use support::capture::{install, lines_with};
 use support::{closed_port, config, send, spawn_gateway, wait_for};
-
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.target().starts_with("api_gateway")
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            LINES.lock().unwrap().push(format!(
-                "{} {}: {}",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn lines_with(needle: &str) -> Vec<String> {
-    LINES
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains(needle))
-        .cloned()
-        .collect()
-}
 
 #[actix_web::test]
 async fn every_request_is_logged_once_with_its_id_and_errors_with_detail() {
-    log::set_boxed_logger(Box::new(Capture)).unwrap();
-    log::set_max_level(log::LevelFilter::Debug);
+    install();
     let inventory_port = closed_port();
     let gateway = spawn_gateway(config(
         &format!("http://127.0.0.1:{inventory_port}"),

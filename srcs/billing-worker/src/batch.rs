@@ -103,7 +103,7 @@ impl Received {
     /// What identifies the message in a log line.
     pub fn describe(&self) -> String {
         format!(
-            "delivery tag {}, message id {}, request {}",
+            "delivery tag {}, message id {}, request_id={}",
             self.delivery_tag,
             self.message_id.as_deref().map_or("-".into(), printable),
             self.request()

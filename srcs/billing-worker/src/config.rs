@@ -1,88 +1,53 @@
 //! The worker's settings, read once at start from `BILLING_*` variables.
 
-use common::amqp::AmqpTarget;
-use common::config::ConfigError;
-use common::db::PgTarget;
-use secrecy::SecretString;
+use common::amqp::AmqpSettings;
+use common::config::{at_least_one, ConfigError, ServiceConfig};
+use common::db::PgSettings;
 use serde::Deserialize;
 
 pub const PREFIX: &str = "BILLING_";
+/// PostgreSQL: `BILLING_DB_HOST`, `_PORT`, `_NAME`, `_USER`, `_PASSWORD`, `_POOL_SIZE`.
+pub const DB_PREFIX: &str = "BILLING_DB_";
+/// RabbitMQ: `BILLING_RABBITMQ_HOST`, `_PORT`, `_USER`, `_PASSWORD`, `_VHOST`.
+pub const RABBITMQ_PREFIX: &str = "BILLING_RABBITMQ_";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub health_host: String,
     pub health_port: u16,
-    pub db_host: String,
-    pub db_port: u16,
-    pub db_name: String,
-    pub db_user: String,
-    pub db_password: SecretString,
-    pub db_pool_size: u32,
-    pub rabbitmq_host: String,
-    pub rabbitmq_port: u16,
-    pub rabbitmq_user: String,
-    pub rabbitmq_password: SecretString,
-    pub rabbitmq_vhost: String,
+    #[serde(skip)]
+    pub db: PgSettings,
+    #[serde(skip)]
+    pub rabbitmq: AmqpSettings,
     /// Unacknowledged deliveries RabbitMQ may hand this worker at once.
     pub prefetch: u16,
     /// Deliveries stored per transaction (at most; fewer when traffic is light).
     pub batch_size: usize,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        common::config::from_env::<Self>(PREFIX)?.validated()
-    }
+impl ServiceConfig for Config {
+    const PREFIX: &'static str = PREFIX;
 
-    /// Same as [`Config::from_env`] over an explicit set of variables.
-    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        common::config::from_iter::<Self, _>(PREFIX, vars)?.validated()
+    fn read_nested(&mut self, vars: &[(String, String)]) -> Result<(), ConfigError> {
+        self.db = PgSettings::from_vars(DB_PREFIX, vars.iter().cloned())?;
+        self.rabbitmq = AmqpSettings::from_vars(RABBITMQ_PREFIX, vars.iter().cloned())?;
+        Ok(())
     }
 
     /// Checks what serde cannot: a batch has to fit in the prefetch window,
     /// or the worker would wait for deliveries RabbitMQ will never send.
-    pub fn validated(self) -> Result<Self, ConfigError> {
-        if self.batch_size < 1 {
-            return Err(ConfigError(format!(
-                "bad variable {PREFIX}BATCH_SIZE: must be at least 1 (got {})",
-                self.batch_size
-            )));
-        }
+    fn validate(&self) -> Result<(), ConfigError> {
+        at_least_one(&format!("{PREFIX}BATCH_SIZE"), self.batch_size as u64)?;
         if usize::from(self.prefetch) < self.batch_size {
-            return Err(ConfigError(format!(
-                "bad variable {PREFIX}PREFETCH: must be at least {PREFIX}BATCH_SIZE ({}), got {}",
-                self.batch_size, self.prefetch
-            )));
+            return Err(ConfigError::bad(
+                format!("{PREFIX}PREFETCH"),
+                format!(
+                    "must be at least {PREFIX}BATCH_SIZE ({}), got {}",
+                    self.batch_size, self.prefetch
+                ),
+            ));
         }
-        if self.db_pool_size < 1 {
-            return Err(ConfigError(format!(
-                "bad variable {PREFIX}DB_POOL_SIZE: must be at least 1 (got 0)"
-            )));
-        }
-        Ok(self)
-    }
-
-    pub fn pg_target(&self) -> PgTarget<'_> {
-        PgTarget {
-            host: &self.db_host,
-            port: self.db_port,
-            dbname: &self.db_name,
-            user: &self.db_user,
-            password: &self.db_password,
-        }
-    }
-
-    pub fn amqp_target(&self) -> AmqpTarget<'_> {
-        AmqpTarget {
-            host: &self.rabbitmq_host,
-            port: self.rabbitmq_port,
-            user: &self.rabbitmq_user,
-            password: &self.rabbitmq_password,
-            vhost: &self.rabbitmq_vhost,
-        }
+        at_least_one(&format!("{DB_PREFIX}POOL_SIZE"), self.db.pool_size.into())
     }
 }
 

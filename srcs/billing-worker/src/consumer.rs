@@ -7,11 +7,13 @@
 
 use crate::batch::{self, Next};
 use crate::config::Config;
-use crate::error::{one_line, WorkerError};
+use crate::error::WorkerError;
 use crate::process::{Outcome, Processor};
 use crate::shutdown::Shutdown;
 use crate::status::WorkerStatus;
 use common::db::PgPool;
+use common::logging::one_line;
+use common::retry::Backoff;
 use common::topology::{self, BILLING_QUEUE};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -47,8 +49,7 @@ impl Consumer {
             status: Arc::clone(&self.status),
             shutdown: self.shutdown.clone(),
         };
-        let mut delay = RECONNECT_INITIAL;
-        let mut attempt = 1u32;
+        let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
         while !self.shutdown.is_requested() {
             let mut consumed = false;
             let result = self.session(&processor, &mut consumed).await;
@@ -59,25 +60,25 @@ impl Consumer {
             };
             if consumed {
                 // It worked until now: start the backoff over.
-                delay = RECONNECT_INITIAL;
-                attempt = 0;
+                backoff.reset();
                 self.status.add_reconnect();
                 log::warn!(
-                    "rabbitmq connection lost: {}; reconnecting in {delay:?}",
-                    one_line(&err)
+                    "rabbitmq connection lost: {}; reconnecting in {:?}",
+                    one_line(&err),
+                    backoff.peek()
                 );
             } else {
                 log::warn!(
-                    "rabbitmq unavailable (try {attempt}): {}; retrying in {delay:?}",
-                    one_line(&err)
+                    "rabbitmq unavailable (try {}): {}; retrying in {:?}",
+                    backoff.attempt(),
+                    one_line(&err),
+                    backoff.peek()
                 );
             }
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = backoff.wait() => {}
                 () = self.shutdown.requested() => break,
             }
-            delay = (delay * 2).min(RECONNECT_MAX);
-            attempt += 1;
         }
         log::info!("consumer stopped");
     }
@@ -85,7 +86,7 @@ impl Consumer {
     /// One connection's life. `Ok` means a stop was requested and everything
     /// settled was acked before the channel and connection were closed.
     async fn session(&self, processor: &Processor, consumed: &mut bool) -> Result<(), WorkerError> {
-        let target = self.config.amqp_target();
+        let target = &self.config.rabbitmq;
         let setup = async {
             let connection = target.connect(CONNECTION_NAME).await?;
             let channel = connection.create_channel().await?;

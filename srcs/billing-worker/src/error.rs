@@ -1,14 +1,11 @@
-//! The worker's one error type. None of these reaches a client: the consumer
-//! loop answers them with a reconnect or a retry, and start-up with a log
-//! line and an exit code. (The health endpoints build their own responses.)
+//! The worker's one error type while it runs. None of these reaches a
+//! client: the consumer loop answers them with a reconnect or a retry, and
+//! `run()` with a log line and an exit code. Start-up errors are
+//! `common::startup::StartupError`; the health endpoints build their own
+//! responses.
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
     #[error("database unavailable: {0}")]
     Pool(#[from] diesel::r2d2::PoolError),
     #[error("database error: {0}")]
@@ -26,16 +23,7 @@ pub enum WorkerError {
     #[error("rabbitmq: channel closed before the ack was sent")]
     ChannelLost,
     #[error("background task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
     #[error("http server: {0}")]
-    Http(std::io::Error),
-}
-
-/// An error's text on one line: libpq's messages span several lines, which
-/// would split a log entry (and lose its priority under journald).
-pub fn one_line(err: &impl std::fmt::Display) -> String {
-    err.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    Http(#[source] std::io::Error),
 }

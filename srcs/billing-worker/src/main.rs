@@ -1,5 +1,6 @@
 use billing_worker::config::Config;
 use billing_worker::startup::Application;
+use common::config::ServiceConfig;
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -4,11 +4,13 @@
 //! already with other content is dead-lettered too, never dropped silently.
 
 use crate::batch::{decode, Content, IdSource, Received};
-use crate::error::{one_line, WorkerError};
+use crate::error::WorkerError;
 use crate::shutdown::Shutdown;
 use crate::status::WorkerStatus;
 use crate::store::{self, NewOrder, RowOutcome};
 use common::db::PgPool;
+use common::logging::one_line;
+use common::retry::Backoff;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use std::sync::Arc;
@@ -151,8 +153,7 @@ impl Processor {
     /// deliveries stay unacknowledged (held by this worker) meanwhile, so
     /// nothing is lost and RabbitMQ is not asked to redeliver in a hot loop.
     async fn store_with_retry(&self, rows: Arc<Vec<NewOrder>>) -> Stored {
-        let mut delay = RETRY_INITIAL;
-        let mut attempt = 1u32;
+        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         loop {
             let pool = self.pool.clone();
             let batch = Arc::clone(&rows);
@@ -162,7 +163,7 @@ impl Processor {
                     Ok(store::store_orders(&mut conn, &batch)?)
                 });
             let result = tokio::select! {
-                joined = task => joined.unwrap_or_else(|e| Err(WorkerError::Task(e.to_string()))),
+                joined = task => joined.unwrap_or_else(|e| Err(WorkerError::Task(e))),
                 () = self.shutdown.requested_then(STOP_GRACE) => {
                     log::warn!(
                         "stop requested: a store of {} order(s) is still running after {STOP_GRACE:?}; leaving them unacknowledged in the queue",
@@ -173,10 +174,11 @@ impl Processor {
             };
             match result {
                 Ok(inserted) => {
-                    if attempt > 1 {
+                    if backoff.attempt() > 1 {
                         log::info!(
-                            "database is back: {} order(s) stored on try {attempt}",
-                            rows.len()
+                            "database is back: {} order(s) stored on try {}",
+                            rows.len(),
+                            backoff.attempt()
                         );
                     }
                     return Stored::Done(inserted);
@@ -187,14 +189,16 @@ impl Processor {
                 Err(e) => {
                     self.status.add_database_retry();
                     log::warn!(
-                        "cannot store {} order(s) (try {attempt}): {}; they stay unacknowledged, retrying in {delay:?}",
+                        "cannot store {} order(s) (try {}): {}; they stay unacknowledged, retrying in {:?}",
                         rows.len(),
-                        one_line(&e)
+                        backoff.attempt(),
+                        one_line(&e),
+                        backoff.peek()
                     );
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = backoff.wait() => {}
                 () = self.shutdown.requested() => {
                     log::info!(
                         "stop requested while the database is unavailable: {} order(s) stay in the queue",
@@ -203,8 +207,6 @@ impl Processor {
                     return Stored::Abandoned;
                 }
             }
-            delay = (delay * 2).min(RETRY_MAX);
-            attempt += 1;
         }
     }
 
@@ -229,17 +231,17 @@ impl Processor {
                     tally.stored += 1;
                     if *id_source == IdSource::Generated {
                         log::info!(
-                            "order {id} stored (request {}; the message had no id, so this one was generated: a redelivery of it would be stored again)",
+                            "order {id} stored request_id={} (the message had no id, so this one was generated: a redelivery of it would be stored again)",
                             r.request()
                         );
                     } else {
-                        log::info!("order {id} stored (request {})", r.request());
+                        log::info!("order {id} stored request_id={}", r.request());
                     }
                 }
                 RowOutcome::Duplicate => {
                     tally.duplicates += 1;
                     log::info!(
-                        "order {id} was already stored, duplicate skipped (request {}, redelivered: {})",
+                        "order {id} was already stored, duplicate skipped request_id={} redelivered={}",
                         r.request(),
                         r.redelivered
                     );

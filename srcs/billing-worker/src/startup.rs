@@ -1,16 +1,25 @@
-//! Building and running the worker: `build()` binds the health listener and
-//! prepares the pool (without connecting), `run()` serves health, migrates
-//! and consumes until SIGTERM/SIGINT, `run_until()` until any future resolves
-//! (tests use it to simulate a stop).
+//! Building and running the worker, in the shape of the other services:
+//! `build()` checks the configuration, binds and starts the health server and
+//! prepares the pool (without connecting); `run()` migrates and consumes until
+//! SIGTERM/SIGINT, `run_until()` until any future resolves (tests use it to
+//! simulate a stop).
 
 use crate::config::Config;
 use crate::consumer::Consumer;
-use crate::error::{one_line, WorkerError};
+use crate::error::WorkerError;
 use crate::shutdown::{self, Shutdown};
 use crate::status::WorkerStatus;
-use crate::{health, MIGRATIONS};
-use common::db::PgPool;
-use diesel_migrations::MigrationHarness;
+use crate::{routes, MIGRATIONS};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use common::config::ServiceConfig;
+use common::db::{try_migrate, PgPool};
+use common::http::ServerLimits;
+use common::logging::one_line;
+use common::request_id::{self, AccessLog};
+use common::retry::Backoff;
+pub use common::startup::StartupError;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -20,40 +29,47 @@ use std::time::Duration;
 const DB_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 const MIGRATE_RETRY_INITIAL: Duration = Duration::from_millis(250);
 const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(4);
+pub const ACCESS_LOG_TARGET: &str = "billing_worker::access";
 
 pub struct Application {
     config: Arc<Config>,
-    listener: TcpListener,
-    health_port: u16,
+    server: Server,
+    port: u16,
     pool: PgPool,
     status: Arc<WorkerStatus>,
 }
 
 impl Application {
-    pub fn build(config: Config) -> Result<Self, WorkerError> {
-        let addr = format!("{}:{}", config.health_host, config.health_port);
-        let bind_err = |source| WorkerError::Bind {
-            addr: addr.clone(),
-            source,
-        };
-        let listener = TcpListener::bind(&addr).map_err(bind_err)?;
-        let health_port = listener.local_addr().map_err(bind_err)?.port();
-        let pool = common::db::pool(
-            &config.pg_target(),
-            config.db_pool_size,
-            DB_CHECKOUT_TIMEOUT,
+    /// Call inside a tokio runtime (the health server starts serving here).
+    pub fn build(config: Config) -> Result<Self, StartupError> {
+        config.validate()?;
+        let (listener, port) = common::startup::listen(
+            &config.health_host,
+            config.health_port,
+            ServerLimits::default().backlog,
+        )?;
+        let pool = common::db::pool(&config.db, DB_CHECKOUT_TIMEOUT);
+        let status = Arc::new(WorkerStatus::default());
+        let server = health_server(listener, pool.clone(), Arc::clone(&status))
+            .map_err(StartupError::Server)?;
+        log::info!(
+            "billing-worker listening on {}:{port} (health), database {:?}, RabbitMQ at {:?}",
+            config.health_host,
+            config.db,
+            config.rabbitmq
         );
         Ok(Self {
             config: Arc::new(config),
-            listener,
-            health_port,
+            server,
+            port,
             pool,
-            status: Arc::new(WorkerStatus::default()),
+            status,
         })
     }
 
-    pub fn health_port(&self) -> u16 {
-        self.health_port
+    /// The health server's port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn status(&self) -> Arc<WorkerStatus> {
@@ -70,17 +86,8 @@ impl Application {
     /// health server.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), WorkerError> {
         let (trigger, shutdown) = shutdown::channel();
-        log::info!(
-            "billing-worker starting: health on {}, database {:?}",
-            self.listener
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            self.config.pg_target()
-        );
-        let server = health::server(self.listener, self.pool.clone(), Arc::clone(&self.status))?;
-        let server_handle = server.handle();
-        let mut server_task = tokio::spawn(server);
+        let server_handle = self.server.handle();
+        let mut server_task = tokio::spawn(self.server);
 
         let consumer = Consumer {
             config: Arc::clone(&self.config),
@@ -114,12 +121,39 @@ impl Application {
             None => server_task.await,
         };
         log::info!("billing-worker stopped");
-        match server_result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(WorkerError::Http(e)),
-            Err(e) => Err(WorkerError::Task(e.to_string())),
-        }
+        server_result?.map_err(WorkerError::Http)
     }
+}
+
+/// The health server on an already bound listener. It handles no signals
+/// itself: the application stops it after the consumer has finished.
+fn health_server(
+    listener: TcpListener,
+    pool: PgPool,
+    status: Arc<WorkerStatus>,
+) -> std::io::Result<Server> {
+    let pool = web::Data::new(pool);
+    let status = web::Data::new(status);
+    // Probes only: a few connections are plenty, and none may hold more.
+    let limits = ServerLimits {
+        max_connections: 64,
+        ..ServerLimits::default()
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(common::http::bound_requests))
+            .wrap(common::http::json_error_pages())
+            .wrap(from_fn(request_id::middleware))
+            .app_data(pool.clone())
+            .app_data(status.clone())
+            .app_data(AccessLog(ACCESS_LOG_TARGET))
+            .configure(routes::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .listen(listener)?;
+    Ok(common::bounded_server!(server, limits).run())
 }
 
 /// Applies pending migrations, waiting for the database as long as needed.
@@ -127,18 +161,12 @@ impl Application {
 /// requested, so a worker whose database never came up still stops at once.
 /// Returns false in that case.
 async fn migrate(pool: &PgPool, status: &WorkerStatus, shutdown: &Shutdown) -> bool {
-    let mut delay = MIGRATE_RETRY_INITIAL;
-    let mut attempt = 1u32;
+    let mut backoff = Backoff::new(MIGRATE_RETRY_INITIAL, MIGRATE_RETRY_MAX);
     loop {
         let pool = pool.clone();
-        let task = tokio::task::spawn_blocking(move || -> Result<usize, String> {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            conn.run_pending_migrations(MIGRATIONS)
-                .map(|applied| applied.len())
-                .map_err(|e| e.to_string())
-        });
+        let task = tokio::task::spawn_blocking(move || try_migrate(&pool, MIGRATIONS));
         let result = tokio::select! {
-            joined = task => joined.unwrap_or_else(|e| Err(e.to_string())),
+            joined = task => joined.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
             () = shutdown.requested() => return false,
         };
         match result {
@@ -149,16 +177,16 @@ async fn migrate(pool: &PgPool, status: &WorkerStatus, shutdown: &Shutdown) -> b
             Err(e) => {
                 status.add_database_retry();
                 log::warn!(
-                    "database not ready (try {attempt}): {}; nothing is consumed until it is, retrying in {delay:?}",
-                    one_line(&e)
+                    "database not ready (try {}): {}; nothing is consumed until it is, retrying in {:?}",
+                    backoff.attempt(),
+                    one_line(&e),
+                    backoff.peek()
                 );
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = backoff.wait() => {}
             () = shutdown.requested() => return false,
         }
-        delay = (delay * 2).min(MIGRATE_RETRY_MAX);
-        attempt += 1;
     }
 }

@@ -4,9 +4,68 @@
 
 use serde::de::DeserializeOwned;
 
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {0}")]
-pub struct ConfigError(pub String);
+/// A variable that stops start-up, always named in full (prefix included).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: missing variable {0}")]
+    Missing(String),
+    #[error("configuration error: bad variable {variable}: {reason}")]
+    Bad { variable: String, reason: String },
+    /// envy's text when it names no variable (it always does today).
+    #[error("configuration error: {0}")]
+    Other(String),
+}
+
+impl ConfigError {
+    pub fn bad(variable: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Bad {
+            variable: variable.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The one check for counts that the types admit as 0 but a service cannot
+/// use (workers, pool size, batch size...): refused, naming the variable.
+pub fn at_least_one(variable: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::bad(variable, "must be at least 1 (got 0)"));
+    }
+    Ok(())
+}
+
+/// How every service reads its configuration: its own variables under
+/// `PREFIX` with envy, then the nested settings envy cannot read (PostgreSQL,
+/// RabbitMQ: `#[serde(skip)]` fields read under prefixes of their own), then
+/// the checks the types cannot make. A bad or missing variable stops start-up
+/// with a message naming it.
+pub trait ServiceConfig: DeserializeOwned {
+    const PREFIX: &'static str;
+
+    /// Fills the `#[serde(skip)]` fields from `vars` (nothing by default).
+    fn read_nested(&mut self, _vars: &[(String, String)]) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// What the types cannot check; `Application::build` runs it too, for
+    /// configs built by hand (tests).
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut config: Self = from_iter(Self::PREFIX, vars.iter().cloned())?;
+        config.read_nested(&vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+}
 
 /// Reads `T` from the variables named `PREFIX` + field name in upper case.
 pub fn from_env<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
@@ -21,25 +80,25 @@ where
 {
     envy::prefixed(prefix)
         .from_iter(vars)
-        .map_err(|e| ConfigError(describe(prefix, e)))
+        .map_err(|e| describe(prefix, e))
 }
 
-fn describe(prefix: &str, err: envy::Error) -> String {
+fn describe(prefix: &str, err: envy::Error) -> ConfigError {
     match err {
         envy::Error::MissingValue(field) => {
-            format!("missing variable {prefix}{}", field.to_uppercase())
+            ConfigError::Missing(format!("{prefix}{}", field.to_uppercase()))
         }
         // envy's own text already names the variable ("... provided by PORT");
         // put the full, prefixed name in front so it can be grepped for.
         envy::Error::Custom(msg) => match msg.rsplit_once(" provided by ") {
-            Some((what, var)) => format!("bad variable {prefix}{var}: {what}"),
-            None => msg,
+            Some((what, var)) => ConfigError::bad(format!("{prefix}{var}"), what),
+            None => ConfigError::Other(msg),
         },
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde::Deserialize;
 
@@ -50,7 +109,7 @@ mod tests {
         name: String,
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pub(crate) fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -70,7 +129,22 @@ mod tests {
     fn malformed_variable_is_named_with_its_prefix() {
         let err = from_iter::<Sample, _>("SVC_", vars(&[("SVC_PORT", "http"), ("SVC_NAME", "x")]))
             .unwrap_err();
-        assert!(err.to_string().contains("SVC_PORT"), "{err}");
+        assert_eq!(
+            err,
+            ConfigError::bad(
+                "SVC_PORT",
+                "invalid digit found in string while parsing value 'http'"
+            )
+        );
+    }
+
+    #[test]
+    fn zero_is_refused_by_name() {
+        assert_eq!(
+            at_least_one("SVC_WORKERS", 0).unwrap_err().to_string(),
+            "configuration error: bad variable SVC_WORKERS: must be at least 1 (got 0)"
+        );
+        assert_eq!(at_least_one("SVC_WORKERS", 1), Ok(()));
     }
 
     #[test]

@@ -2,46 +2,87 @@
 //! connection string, a pool that never blocks start-up, and migrations that
 //! wait for the database instead of failing when it is not up yet.
 
+use crate::config::ConfigError;
+use crate::retry::Backoff;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use std::time::Duration;
 
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 
-/// Where and as whom to connect. `Debug` never shows the password.
-pub struct PgTarget<'a> {
-    pub host: &'a str,
+/// A service's PostgreSQL settings, read once here for both services that
+/// have a database, from `<PREFIX>HOST`, `PORT`, `NAME`, `USER`, `PASSWORD`
+/// and `POOL_SIZE` (e.g. `INVENTORY_DB_HOST`). `Debug` never shows the password.
+#[derive(Clone, Deserialize)]
+pub struct PgSettings {
+    pub host: String,
     pub port: u16,
-    pub dbname: &'a str,
-    pub user: &'a str,
-    pub password: &'a SecretString,
+    pub name: String,
+    pub user: String,
+    pub password: SecretString,
+    /// Most connections the service holds open at once.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
 }
 
-impl PgTarget<'_> {
+fn default_pool_size() -> u32 {
+    16
+}
+
+/// Empty settings, only so that a service's config struct can mark the field
+/// `#[serde(skip)]` (envy cannot read nested structs) and fill it with
+/// [`PgSettings::from_vars`] right after.
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 0,
+            name: String::new(),
+            user: String::new(),
+            password: SecretString::from(String::new()),
+            pool_size: default_pool_size(),
+        }
+    }
+}
+
+impl PgSettings {
+    /// Reads and checks the settings under `prefix` (e.g. `"BILLING_DB_"`).
+    pub fn from_vars<I>(prefix: &str, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let settings: Self = crate::config::from_iter(prefix, vars)?;
+        // A pool of 0 used to be silently turned into 1 in one service and
+        // refused in the other.
+        crate::config::at_least_one(&format!("{prefix}POOL_SIZE"), settings.pool_size.into())?;
+        Ok(settings)
+    }
+
     /// A libpq key/value connection string. Values are quoted so a password
     /// with spaces, quotes or backslashes cannot change its meaning.
     /// `connect_timeout` keeps a dead host from stalling a request for long.
     pub fn conninfo(&self) -> String {
         format!(
             "host={} port={} dbname={} user={} password={} connect_timeout=2 application_name={}",
-            quote(self.host),
+            quote(&self.host),
             self.port,
-            quote(self.dbname),
-            quote(self.user),
+            quote(&self.name),
+            quote(&self.user),
             quote(self.password.expose_secret()),
             quote(&application_name()),
         )
     }
 }
 
-impl std::fmt::Debug for PgTarget<'_> {
+impl std::fmt::Debug for PgSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "postgres://{}@{}:{}/{}",
-            self.user, self.host, self.port, self.dbname
+            self.user, self.host, self.port, self.name
         )
     }
 }
@@ -71,10 +112,10 @@ fn quote(value: &str) -> String {
 /// for a connection: with the database down, callers get an error (503) quickly
 /// instead of hanging. Broken connections are tested on checkout and replaced,
 /// so the pool recovers by itself when the database returns.
-pub fn pool(target: &PgTarget<'_>, max_size: u32, checkout_timeout: Duration) -> PgPool {
-    let manager = ConnectionManager::<PgConnection>::new(target.conninfo());
+pub fn pool(settings: &PgSettings, checkout_timeout: Duration) -> PgPool {
+    let manager = ConnectionManager::<PgConnection>::new(settings.conninfo());
     Pool::builder()
-        .max_size(max_size.max(1))
+        .max_size(settings.pool_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(checkout_timeout)
         .test_on_check_out(true)
@@ -99,8 +140,7 @@ impl<E: std::fmt::Display> diesel::r2d2::HandleError<E> for QuietErrors {
 /// `embed_migrations!` constant, passed as `|| MIGRATIONS` because the type
 /// is neither `Copy` nor `Clone`.
 pub fn migrate_with_retry(pool: &PgPool, migrations: impl Fn() -> EmbeddedMigrations, what: &str) {
-    let mut delay = Duration::from_millis(250);
-    let mut attempt = 1u32;
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         match try_migrate(pool, migrations()) {
             Ok(applied) => {
@@ -109,36 +149,48 @@ pub fn migrate_with_retry(pool: &PgPool, migrations: impl Fn() -> EmbeddedMigrat
             }
             Err(e) => {
                 log::warn!(
-                    "{what}: database not ready (try {attempt}): {e}; retrying in {delay:?}"
+                    "{what}: database not ready (try {}): {}; retrying in {:?}",
+                    backoff.attempt(),
+                    crate::logging::one_line(&e),
+                    backoff.peek()
                 );
             }
         }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(5));
-        attempt += 1;
+        std::thread::sleep(backoff.next_delay());
     }
 }
 
-fn try_migrate(pool: &PgPool, migrations: EmbeddedMigrations) -> Result<usize, String> {
-    let mut conn = pool.get().map_err(|e| e.to_string())?;
+/// Why migrations could not run: no connection, or the migration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("{0}")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// One try at the pending migrations; the number applied.
+pub fn try_migrate(pool: &PgPool, migrations: EmbeddedMigrations) -> Result<usize, MigrateError> {
+    let mut conn = pool.get()?;
     conn.run_pending_migrations(migrations)
         .map(|v| v.len())
-        .map_err(|e| e.to_string())
+        .map_err(MigrateError::Migration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::vars;
 
     #[test]
     fn conninfo_quotes_every_value() {
-        let password = SecretString::from("it's a \\secret");
-        let t = PgTarget {
-            host: "127.0.0.1",
+        let t = PgSettings {
+            host: "127.0.0.1".into(),
             port: 5432,
-            dbname: "movies",
-            user: "u",
-            password: &password,
+            name: "movies".into(),
+            user: "u".into(),
+            password: SecretString::from("it's a \\secret"),
+            pool_size: 1,
         };
         let info = t.conninfo();
         assert!(info.contains(r"password='it\'s a \\secret'"), "{info}");
@@ -147,14 +199,35 @@ mod tests {
 
     #[test]
     fn debug_hides_the_password() {
-        let password = SecretString::from("hunter2");
-        let t = PgTarget {
-            host: "h",
+        let t = PgSettings {
+            host: "h".into(),
             port: 1,
-            dbname: "d",
-            user: "u",
-            password: &password,
+            name: "d".into(),
+            user: "u".into(),
+            password: SecretString::from("hunter2"),
+            pool_size: 1,
         };
-        assert!(!format!("{t:?}").contains("hunter2"));
+        assert_eq!(format!("{t:?}"), "postgres://u@h:1/d");
+    }
+
+    /// The variable names of .env, read under the service's prefix.
+    #[test]
+    fn settings_are_read_under_the_prefix() {
+        let mut env = vars(&[
+            ("BILLING_DB_HOST", "10.0.0.2"),
+            ("BILLING_DB_PORT", "5433"),
+            ("BILLING_DB_NAME", "orders"),
+            ("BILLING_DB_USER", "billing"),
+            ("BILLING_DB_PASSWORD", "pw"),
+            ("INVENTORY_DB_HOST", "elsewhere"),
+        ]);
+        let s = PgSettings::from_vars("BILLING_DB_", env.clone()).unwrap();
+        assert_eq!(format!("{s:?}"), "postgres://billing@10.0.0.2:5433/orders");
+        assert_eq!(s.pool_size, 16);
+        env.push(("BILLING_DB_POOL_SIZE".into(), "0".into()));
+        assert_eq!(
+            PgSettings::from_vars("BILLING_DB_", env).unwrap_err(),
+            ConfigError::bad("BILLING_DB_POOL_SIZE", "must be at least 1 (got 0)")
+        );
     }
 }

@@ -25,6 +25,8 @@ use actix_web::{guard, web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::Stream;
 use pin_project_lite::pin_project;
 use serde::Serialize;
+
+use crate::error::ErrorCode;
 use socket2::{Domain, Socket, Type};
 use tokio::time::{sleep, Sleep};
 
@@ -36,7 +38,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: clients branch on this, never on `message`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -45,7 +47,7 @@ pub struct ErrorDetail {
 /// A JSON error response in the project's format.
 pub fn error_response(
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: impl Into<String>,
     field: Option<&str>,
 ) -> HttpResponse {
@@ -75,13 +77,13 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                 JsonPayloadError::OverflowKnownLength { .. }
                 | JsonPayloadError::Overflow { .. } => error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    ErrorCode::PayloadTooLarge,
                     format!("request body is larger than {limit} bytes"),
                     None,
                 ),
                 JsonPayloadError::ContentType => error_response(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
+                    ErrorCode::UnsupportedMediaType,
                     "Content-Type must be application/json",
                     None,
                 ),
@@ -89,14 +91,14 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                     let (message, field) = describe_json_error(e);
                     error_response(
                         StatusCode::BAD_REQUEST,
-                        "invalid_json",
+                        ErrorCode::InvalidJson,
                         message,
                         field.as_deref(),
                     )
                 }
                 other => error_response(
                     StatusCode::BAD_REQUEST,
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     format!("could not read the request body: {other}"),
                     None,
                 ),
@@ -129,7 +131,7 @@ pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err: PathError, _req: &HttpRequest| {
         let resp = error_response(
             StatusCode::BAD_REQUEST,
-            "invalid_path_parameter",
+            ErrorCode::InvalidPathParameter,
             format!("invalid path parameter: {err}"),
             None,
         );
@@ -142,7 +144,7 @@ pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req: &HttpRequest| {
         let resp = error_response(
             StatusCode::BAD_REQUEST,
-            "invalid_query_parameter",
+            ErrorCode::InvalidQueryParameter,
             format!("invalid query string: {err}"),
             None,
         );
@@ -154,7 +156,7 @@ pub fn query_config() -> web::QueryConfig {
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     error_response(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no route for {} {}", req.method(), req.path()),
         None,
     )
@@ -169,7 +171,7 @@ pub fn method_not_allowed(
     move |req: HttpRequest| {
         let mut resp = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             format!("method {} is not allowed on {}", req.method(), req.path()),
             None,
         );
@@ -218,19 +220,19 @@ pub fn json_error_pages<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     })
 }
 
-fn status_code_text(status: StatusCode) -> (&'static str, String) {
+fn status_code_text(status: StatusCode) -> (ErrorCode, String) {
     let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::URI_TOO_LONG => "uri_too_long",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
-        StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
-        s if s.is_client_error() => "client_error",
-        _ => "internal_error",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+        StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+        s if s.is_client_error() => ErrorCode::ClientError,
+        _ => ErrorCode::InternalError,
     };
     let message = status.canonical_reason().unwrap_or("error").to_owned();
     (code, message)
@@ -329,7 +331,7 @@ pub async fn bound_requests(
     if req.method() == Method::CONNECT {
         let resp = error_response(
             StatusCode::NOT_IMPLEMENTED,
-            "connect_not_supported",
+            ErrorCode::ConnectNotSupported,
             "CONNECT is not supported: this server is not a tunnel",
             None,
         );
@@ -338,7 +340,7 @@ pub async fn bound_requests(
     if req.headers().contains_key(header::UPGRADE) {
         let resp = error_response(
             StatusCode::NOT_IMPLEMENTED,
-            "upgrade_not_supported",
+            ErrorCode::UpgradeNotSupported,
             "protocol upgrades are not supported: send the request without an Upgrade header",
             Some("Upgrade"),
         );
@@ -374,7 +376,7 @@ pub async fn bound_requests(
         let ms = timeout.as_millis();
         let resp = error_response(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!("the request body did not arrive within {ms} ms"),
             None,
         );

@@ -8,9 +8,14 @@ pub mod amqp;
 pub mod config;
 #[cfg(feature = "db")]
 pub mod db;
+pub mod error;
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod order;
+pub mod request_id;
+pub mod retry;
+pub mod startup;
 #[cfg(feature = "amqp")]
 pub mod topology;
 

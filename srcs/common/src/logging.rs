@@ -117,3 +117,16 @@ fn syslog_priority(level: log::Level) -> u8 {
         log::Level::Debug | log::Level::Trace => 7,
     }
 }
+
+/// An error's text on one line: libpq's messages span several lines, which
+/// would split a log entry (and lose its priority under journald).
+pub fn one_line(err: &impl std::fmt::Display) -> String {
+    err.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The key every log line uses for a request's id (`request_id=ID`); the
+/// scripts that follow a request through the logs grep for it.
+pub const REQUEST_ID_KEY: &str = "request_id";

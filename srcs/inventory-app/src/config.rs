@@ -1,30 +1,28 @@
-use common::config::ConfigError;
-use common::db::PgTarget;
-use secrecy::SecretString;
+use common::config::{at_least_one, ConfigError, ServiceConfig};
+use common::db::PgSettings;
 use serde::Deserialize;
 use std::time::Duration;
 
+pub const ENV_PREFIX: &str = "INVENTORY_";
+/// PostgreSQL: `INVENTORY_DB_HOST`, `_PORT`, `_NAME`, `_USER`, `_PASSWORD`, `_POOL_SIZE`.
+pub const DB_PREFIX: &str = "INVENTORY_DB_";
+
 /// Everything inventory-app reads from its environment (`INVENTORY_*`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     pub host: String,
     pub port: u16,
-    pub db_host: String,
-    pub db_port: u16,
-    pub db_name: String,
-    pub db_user: String,
-    pub db_password: SecretString,
-    #[serde(default = "default_pool_size")]
-    pub db_pool_size: u32,
     /// HTTP worker threads; `None` lets actix use one per core.
     #[serde(default)]
     pub workers: Option<usize>,
+    #[serde(skip)]
+    pub db: PgSettings,
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
-/// Tunables with defaults, read from the same `INVENTORY_*` variables but
-/// kept apart from `Config`, so that code that builds a `Config` by hand
-/// (other crates' tests) does not change when one is added.
-#[derive(Debug, Deserialize)]
+/// Tunables with defaults, read from the same `INVENTORY_*` variables.
+#[derive(Debug, Clone, Deserialize)]
 pub struct Limits {
     /// How long a listing may wait for a client that stops reading before it
     /// gives its database connection back (the response is then cut).
@@ -41,77 +39,32 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
-    }
-
-    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        let limits: Self = common::config::from_iter(ENV_PREFIX, vars)?;
-        limits.validate()?;
-        Ok(limits)
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        at_least_one("LISTING_STALL_SECS", self.listing_stall_secs)
-    }
-
     pub fn listing_stall(&self) -> Duration {
         Duration::from_secs(self.listing_stall_secs)
     }
-}
-
-fn at_least_one(name: &str, value: u64) -> Result<(), ConfigError> {
-    if value == 0 {
-        return Err(ConfigError(format!(
-            "bad variable {ENV_PREFIX}{name}: must be at least 1 (got 0)"
-        )));
-    }
-    Ok(())
-}
-
-pub const ENV_PREFIX: &str = "INVENTORY_";
-
-fn default_pool_size() -> u32 {
-    16
 }
 
 fn default_listing_stall_secs() -> u64 {
     30
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
+impl ServiceConfig for Config {
+    const PREFIX: &'static str = ENV_PREFIX;
+
+    fn read_nested(&mut self, vars: &[(String, String)]) -> Result<(), ConfigError> {
+        self.limits = common::config::from_iter(ENV_PREFIX, vars.iter().cloned())?;
+        self.db = PgSettings::from_vars(DB_PREFIX, vars.iter().cloned())?;
+        Ok(())
     }
 
-    /// Reads and checks the variables: a value the types accept but the
-    /// service cannot use stops start-up here, naming the variable, instead of
-    /// panicking inside actix (0 workers) or being silently changed (pool 0).
-    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        let config: Self = common::config::from_iter(ENV_PREFIX, vars)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        at_least_one("WORKERS", self.workers.map_or(1, |w| w as u64))?;
-        at_least_one("DB_POOL_SIZE", u64::from(self.db_pool_size))
-    }
-
-    pub fn pg_target(&self) -> PgTarget<'_> {
-        PgTarget {
-            host: &self.db_host,
-            port: self.db_port,
-            dbname: &self.db_name,
-            user: &self.db_user,
-            password: &self.db_password,
-        }
+    /// A value the types accept but the service cannot use stops start-up
+    /// here, naming the variable, instead of panicking inside actix (0
+    /// workers) or being silently changed (pool 0).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let name = |var: &str| format!("{ENV_PREFIX}{var}");
+        at_least_one(&name("WORKERS"), self.workers.map_or(1, |w| w as u64))?;
+        at_least_one(&format!("{DB_PREFIX}POOL_SIZE"), self.db.pool_size.into())?;
+        at_least_one(&name("LISTING_STALL_SECS"), self.limits.listing_stall_secs)
     }
 }
 
@@ -139,10 +92,13 @@ mod tests {
     #[test]
     fn optional_values_have_defaults() {
         let c = Config::from_vars(vars(REQUIRED)).unwrap();
-        assert_eq!(c.db_pool_size, 16);
+        assert_eq!(c.db.pool_size, 16);
         assert_eq!(c.workers, None);
-        let l = Limits::from_vars(vars(REQUIRED)).unwrap();
-        assert_eq!(l.listing_stall_secs, 30);
+        assert_eq!(c.limits.listing_stall_secs, 30);
+        assert_eq!(
+            format!("{:?}", c.db),
+            "postgres://inventory@127.0.0.1:5432/movies"
+        );
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
@@ -176,9 +132,7 @@ mod tests {
         ] {
             let mut with = REQUIRED.to_vec();
             with.push((name, "0"));
-            let err = Config::from_vars(vars(&with))
-                .and_then(|_| Limits::from_vars(vars(&with)))
-                .unwrap_err();
+            let err = Config::from_vars(vars(&with)).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("configuration error: bad variable {name}: must be at least 1 (got 0)")
@@ -186,7 +140,6 @@ mod tests {
             with.pop();
             with.push((name, "1"));
             assert!(Config::from_vars(vars(&with)).is_ok(), "{name}=1");
-            assert!(Limits::from_vars(vars(&with)).is_ok(), "{name}=1");
         }
     }
 }

@@ -1,7 +1,11 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use common::error::ErrorCode;
 use common::http::error_response;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// The cause of a 503 or 500, kept for the log line (never sent to clients).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every way a request can fail, with its status and stable error code.
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +20,9 @@ pub enum ApiError {
     NotFound(String),
     /// Pool checkout failed, the connection broke, or migrations are pending.
     #[error("database unavailable: {0}")]
-    DatabaseUnavailable(String),
+    DatabaseUnavailable(#[source] Cause),
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
 
 impl ApiError {
@@ -47,22 +51,22 @@ impl From<DieselError> for ApiError {
             DieselError::NotFound => Self::NotFound("record not found".to_owned()),
             DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                info,
-            ) => Self::DatabaseUnavailable(info.message().to_owned()),
-            other => Self::Internal(other.to_string()),
+                _,
+            ) => Self::DatabaseUnavailable(Box::new(e)),
+            other => Self::Internal(Box::new(other)),
         }
     }
 }
 
 impl From<diesel::r2d2::PoolError> for ApiError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
-        Self::DatabaseUnavailable(e.to_string())
+        Self::DatabaseUnavailable(Box::new(e))
     }
 }
 
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
-        Self::Internal(e.to_string())
+        Self::Internal(Box::new(e))
     }
 }
 
@@ -80,16 +84,14 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         match self {
             Self::Validation { field, message } => {
-                error_response(status, "validation_failed", message, *field)
+                error_response(status, ErrorCode::ValidationFailed, message, *field)
             }
-            Self::NotFound(message) => error_response(status, "not_found", message, None),
-            Self::DatabaseUnavailable(detail) => {
-                // libpq messages span lines; keep one log line per event.
-                let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
-                log::warn!("database unavailable: {detail}");
+            Self::NotFound(message) => error_response(status, ErrorCode::NotFound, message, None),
+            // The detail is logged by the request-id middleware, with the id.
+            Self::DatabaseUnavailable(_) => {
                 let mut resp = error_response(
                     status,
-                    "database_unavailable",
+                    ErrorCode::DatabaseUnavailable,
                     "the database is unavailable, try again shortly",
                     None,
                 );
@@ -97,11 +99,14 @@ impl ResponseError for ApiError {
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
                 resp
             }
-            // The detail goes to the log only: it may show SQL or internals.
-            Self::Internal(detail) => {
-                log::error!("internal error: {detail}");
-                error_response(status, "internal_error", "internal server error", None)
-            }
+            // The detail goes to the log only (the middleware's line): it may
+            // show SQL or internals.
+            Self::Internal(_) => error_response(
+                status,
+                ErrorCode::InternalError,
+                "internal server error",
+                None,
+            ),
         }
     }
 }

@@ -99,15 +99,17 @@ fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
     match result {
         Ok(()) => {}
         Err(Stop::Db(e)) => out.fail(e.into()),
-        Err(Stop::Render(e)) => out.fail(ApiError::Internal(format!("rendering a movie: {e}"))),
+        Err(Stop::Render(e)) => {
+            out.fail(ApiError::Internal(format!("rendering a movie: {e}").into()))
+        }
         Err(Stop::ClientGone) => {
             log::info!(
-                "listing stopped: nobody reads it any more (the client went away, or a HEAD) rid={}",
+                "listing stopped: nobody reads it any more (the client went away, or a HEAD) request_id={}",
                 out.rid
             )
         }
         Err(Stop::Stalled) => log::warn!(
-            "listing stopped: the client read nothing for {:?}; its answer is cut rid={}",
+            "listing stopped: the client read nothing for {:?}; its answer is cut request_id={}",
             out.stall,
             out.rid
         ),
@@ -209,7 +211,10 @@ impl Out {
 
     fn fail(&self, error: ApiError) {
         if self.send(Piece::Failed(error)).is_err() {
-            log::info!("listing failed after the client went away rid={}", self.rid);
+            log::info!(
+                "listing failed after the client went away request_id={}",
+                self.rid
+            );
         }
     }
 }
@@ -246,7 +251,7 @@ impl ListingBody {
     fn cut(&mut self, error: ApiError) -> Poll<Option<Result<Bytes, ApiError>>> {
         self.rx = None;
         log::error!(
-            "listing cut after {} bytes (the client sees a truncated answer): {error} rid={}",
+            "listing cut after {} bytes (the client sees a truncated answer): {error} request_id={}",
             self.sent,
             self.rid
         );
@@ -287,7 +292,7 @@ impl MessageBody for ListingBody {
             Poll::Ready(Some(Piece::Failed(e))) => this.cut(e),
             // The thread stopped without its last chunk (a stalled client).
             Poll::Ready(Some(Piece::Start { .. }) | None) => this.cut(ApiError::Internal(
-                "the listing stopped before its end".to_owned(),
+                "the listing stopped before its end".into(),
             )),
         }
     }

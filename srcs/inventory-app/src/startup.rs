@@ -1,14 +1,16 @@
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::state::AppState;
 use crate::{routes, MIGRATIONS};
 use actix_web::dev::Server;
-use actix_web::middleware::{from_fn, Logger, NormalizePath};
+use actix_web::middleware::{from_fn, NormalizePath};
 use actix_web::{web, App, HttpServer};
-use common::config::ConfigError;
+use common::config::ServiceConfig;
 use common::http::{
     bound_requests, json_config, json_error_pages, not_found, path_config, query_config,
     ServerLimits,
 };
+use common::request_id::{self, AccessLog};
+pub use common::startup::StartupError;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,25 +18,7 @@ use std::time::Duration;
 /// it gets a 503 after this, instead of hanging.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(800);
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Method, path, status, latency and the gateway's request id (`-` if none).
-const ACCESS_LOG_FORMAT: &str = "%r %s %Dms rid=%{x-request-id}i";
-
-/// Why the service could not start: each says what failed, so an operator
-/// is not sent looking for a port conflict when the cause is elsewhere.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("cannot start the HTTP server: {0}")]
-    Server(std::io::Error),
-    #[error("cannot start the migrations thread: {0}")]
-    Migrations(std::io::Error),
-}
+pub const ACCESS_LOG_TARGET: &str = "inventory_app::access";
 
 /// A bound, not yet serving, inventory-app.
 pub struct Application {
@@ -43,31 +27,22 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the listener, then starts migrations in the background, so the
-    /// service answers (503 on data routes) while its database is still down.
-    /// Call from inside an actix/tokio runtime.
-    pub fn build(config: &Config) -> Result<Self, StartupError> {
-        Self::build_with(config, &Limits::default())
-    }
-
-    /// [`build`](Self::build) with tunables other than the defaults.
-    pub fn build_with(config: &Config, limits: &Limits) -> Result<Self, StartupError> {
+    /// Checks the configuration, binds the listener (port 0 picks a free
+    /// one), then starts migrations in the background, so the service answers
+    /// (503 on data routes) while its database is still down. Call from
+    /// inside an actix/tokio runtime.
+    pub fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
-        limits.validate()?;
-        let address = format!("{}:{}", config.host, config.port);
-        let bind_error = |source| StartupError::Bind {
-            address: address.clone(),
-            source,
-        };
         let server_limits = ServerLimits::default();
-        let listener =
-            common::http::listen((config.host.as_str(), config.port), server_limits.backlog)
-                .map_err(bind_error)?;
-        let port = listener.local_addr().map_err(bind_error)?.port();
+        let (listener, port) =
+            common::startup::listen(&config.host, config.port, server_limits.backlog)?;
 
-        let pool = common::db::pool(&config.pg_target(), config.db_pool_size, CHECKOUT_TIMEOUT);
-        let state = AppState::new(pool, limits.listing_stall());
-        spawn_migrations(&state).map_err(StartupError::Migrations)?;
+        let pool = common::db::pool(&config.db, CHECKOUT_TIMEOUT);
+        let state = AppState::new(pool, config.limits.listing_stall());
+        spawn_migrations(&state).map_err(|source| StartupError::Thread {
+            what: "migrations",
+            source,
+        })?;
 
         let state = web::Data::new(state);
         let mut server = HttpServer::new(move || {
@@ -76,6 +51,7 @@ impl Application {
                 .app_data(json_config(MAX_BODY_BYTES))
                 .app_data(path_config())
                 .app_data(query_config())
+                .app_data(AccessLog(ACCESS_LOG_TARGET))
                 .configure(routes::configure)
                 .default_service(web::to(not_found))
                 // The body deadline, CONNECT/Upgrade refusal and connection
@@ -84,7 +60,7 @@ impl Application {
                 .wrap(json_error_pages())
                 .wrap(NormalizePath::trim())
                 // Outermost, so it logs the path as sent and the final status.
-                .wrap(Logger::new(ACCESS_LOG_FORMAT))
+                .wrap(from_fn(request_id::middleware))
         })
         .listen(listener)
         .map_err(StartupError::Server)?;
@@ -92,6 +68,11 @@ impl Application {
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }
+        log::info!(
+            "inventory-app listening on {}:{port}, database {:?}",
+            config.host,
+            config.db
+        );
         Ok(Self {
             port,
             server: server.run(),

@@ -36,7 +36,7 @@ impl AppState {
             Ok(())
         } else {
             Err(ApiError::DatabaseUnavailable(
-                "migrations have not run yet".to_owned(),
+                "migrations have not run yet".into(),
             ))
         }
     }

@@ -8,13 +8,11 @@
 //! The messages it takes are gone: run it on a bench instance's backlog only.
 
 use bench_tools::Args;
-use common::amqp::AmqpTarget;
+use common::amqp::AmqpSettings;
 use common::topology::{self, BILLING_QUEUE};
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use secrecy::SecretString;
-use serde::Deserialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,15 +21,6 @@ const USAGE: &str =
   Consumes N messages from billing_queue (prefetch P, default 1000), acking every
   B (default 500) with one multiple-ack. Prints: consumed=N seconds=S rate=R
   Env: BENCH_AMQP_HOST, BENCH_AMQP_PORT, BENCH_AMQP_USER, BENCH_AMQP_PASSWORD, BENCH_AMQP_VHOST";
-
-#[derive(Deserialize)]
-struct AmqpConfig {
-    host: String,
-    port: u16,
-    user: String,
-    password: SecretString,
-    vhost: String,
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -56,14 +45,8 @@ async fn run() -> Result<bool, String> {
     if ack_every == 0 {
         return Err(format!("--ack-every must be > 0\n{USAGE}"));
     }
-    let config: AmqpConfig = common::config::from_env("BENCH_AMQP_").map_err(|e| e.to_string())?;
-    let target = AmqpTarget {
-        host: &config.host,
-        port: config.port,
-        user: &config.user,
-        password: &config.password,
-        vhost: &config.vhost,
-    };
+    let target =
+        AmqpSettings::from_vars("BENCH_AMQP_", std::env::vars()).map_err(|e| e.to_string())?;
     let connection = target
         .connect("bench-raw-consume")
         .await

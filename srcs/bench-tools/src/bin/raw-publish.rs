@@ -10,7 +10,7 @@
 //! Connection settings come from BENCH_AMQP_{HOST,PORT,USER,PASSWORD,VHOST}.
 
 use bench_tools::{percentile, Args};
-use common::amqp::AmqpTarget;
+use common::amqp::AmqpSettings;
 use common::order::OrderMessage;
 use common::topology::{self, BILLING_QUEUE};
 use common::REQUEST_ID_HEADER;
@@ -18,8 +18,6 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
-use secrecy::SecretString;
-use serde::Deserialize;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,15 +30,6 @@ const USAGE: &str = "usage: raw-publish (--count N | --duration SECONDS [--warmu
   each publishes one persistent, mandatory order and awaits its confirm.
   Prints: published=N seconds=S rate=R p50_ms=X p99_ms=Y errors=E
   Env: BENCH_AMQP_HOST, BENCH_AMQP_PORT, BENCH_AMQP_USER, BENCH_AMQP_PASSWORD, BENCH_AMQP_VHOST";
-
-#[derive(Deserialize)]
-struct AmqpConfig {
-    host: String,
-    port: u16,
-    user: String,
-    password: SecretString,
-    vhost: String,
-}
 
 /// When to stop, and which confirms count.
 #[derive(Clone, Copy)]
@@ -81,15 +70,8 @@ async fn run() -> Result<bool, String> {
     if concurrency == 0 || channels == 0 {
         return Err(format!("--concurrency and --channels must be > 0\n{USAGE}"));
     }
-    let config: AmqpConfig = common::config::from_env("BENCH_AMQP_").map_err(|e| e.to_string())?;
-
-    let target = AmqpTarget {
-        host: &config.host,
-        port: config.port,
-        user: &config.user,
-        password: &config.password,
-        vhost: &config.vhost,
-    };
+    let target =
+        AmqpSettings::from_vars("BENCH_AMQP_", std::env::vars()).map_err(|e| e.to_string())?;
     let connection = target
         .connect("bench-raw-publish")
         .await

@@ -1,16 +1,10 @@
-use crate::error::ApiError;
 use crate::queries;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
-
-/// The process is up; says nothing about the database.
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
-}
+use common::health::{ready_response, Check};
 
 /// Ready to serve data: migrations done and the database answers a query now.
-pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.db(queries::ping).await?;
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let postgres = state.db(queries::ping).await.is_ok();
+    ready_response(&[("postgres", Check::up(postgres))], ())
 }

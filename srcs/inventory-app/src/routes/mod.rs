@@ -7,17 +7,8 @@ use common::http::{get_or_head, method_not_allowed};
 /// Every route. Paths are matched after trailing slashes are trimmed
 /// (see `startup`), so `/api/movies/` reaches the same handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    common::health::configure(cfg, health::ready);
     cfg.service(
-        web::resource("/health")
-            .route(get_or_head().to(health::health))
-            .default_service(web::to(method_not_allowed("GET, HEAD"))),
-    )
-    .service(
-        web::resource("/ready")
-            .route(get_or_head().to(health::ready))
-            .default_service(web::to(method_not_allowed("GET, HEAD"))),
-    )
-    .service(
         web::resource("/api/movies")
             .route(get_or_head().to(movies::list))
             .route(web::post().to(movies::create))

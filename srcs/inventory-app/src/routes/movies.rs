@@ -6,6 +6,7 @@ use crate::state::AppState;
 use crate::validation::{self, RawMovieQuery};
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
+use common::request_id::RequestId;
 use diesel::OptionalExtension;
 use serde_json::{json, Value};
 
@@ -18,12 +19,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let filter = validation::movie_filter(query.into_inner())?;
     state.check_migrated()?;
-    let rid = req
-        .headers()
-        .get(common::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let rid = RequestId::of(&req);
     let mut rx = listing::start(&state, filter.clone(), rid.clone());
     let next_after = match rx.recv().await {
         Some(Piece::Start { next_after }) => next_after,
@@ -48,7 +44,7 @@ pub async fn list(
 }
 
 fn stopped_early() -> ApiError {
-    ApiError::Internal("the listing stopped before its first chunk".to_owned())
+    ApiError::Internal("the listing stopped before its first chunk".into())
 }
 
 /// `Link: </api/movies?...&after_id=N&limit=K>; rel="next"`, path-relative so
@@ -62,7 +58,7 @@ fn next_link(filter: &MovieFilter, after_id: i64) -> Result<String, ApiError> {
     params.push(("after_id", after_id.to_string()));
     params.push(("limit", limit.to_string()));
     let query = serde_urlencoded::to_string(&params)
-        .map_err(|e| ApiError::Internal(format!("encoding the next link: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("encoding the next link: {e}").into()))?;
     Ok(format!("</api/movies?{query}>; rel=\"next\""))
 }
 

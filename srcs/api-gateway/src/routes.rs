@@ -1,0 +1,29 @@
+//! Every route of the gateway; the handlers live in the modules named after
+//! what they do (`proxy`, `billing`, `health`, `openapi`).
+
+use actix_web::web;
+use common::http::{get_or_head, json_error_pages, method_not_allowed, not_found};
+
+use crate::{billing, health, openapi, proxy};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // No JSON rewriting here: whatever inventory answers (even a non-JSON
+    // error) reaches the client unchanged.
+    cfg.service(web::scope("/api/movies").default_service(web::to(proxy::forward)))
+        .service(
+            web::scope("")
+                .wrap(json_error_pages())
+                .service(
+                    web::resource(["/api/billing", "/api/billing/"])
+                        .route(web::post().to(billing::create_order))
+                        .default_service(web::to(method_not_allowed("POST"))),
+                )
+                .service(
+                    web::resource("/api/openapi.yaml")
+                        .route(get_or_head().to(openapi::spec))
+                        .default_service(web::to(method_not_allowed("GET, HEAD"))),
+                )
+                .configure(|cfg| common::health::configure(cfg, health::ready))
+                .default_service(web::to(not_found)),
+        );
+}

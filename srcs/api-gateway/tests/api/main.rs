@@ -1,0 +1,14 @@
+//! api-gateway's integration tests against the real RabbitMQ, inventory-app
+//! and PostgreSQL, as one test binary (built and linked once). Three tests
+//! keep a process of their own: `alarm.rs` (a broker-wide disk alarm no other
+//! test may see), `limits.rs` (measures the process's memory) and
+//! `logging.rs` (counts every access line the process logs).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod billing;
+mod idempotency;
+mod inventory;
+mod proxy;
+mod streaming;
+mod support;
+mod surface;

@@ -1,0 +1,175 @@
+//! One id per request, the same middleware in every HTTP service: taken from
+//! the client's `X-Request-Id` when it is sane, made up otherwise; the
+//! gateway forwards it to inventory and into the order message; it is
+//! returned on every response and written as `request_id=ID` in every log
+//! line of the request, in every service.
+
+use std::time::Instant;
+
+use crate::logging::one_line;
+use crate::REQUEST_ID_HEADER;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest};
+
+/// Longest client-sent id we keep; longer ones are replaced.
+pub const MAX_LEN: usize = 128;
+
+/// The request's id, stored in the request extensions by [`middleware`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The id of `req`. Every request passes the middleware, so the fallback
+    /// (a fresh id) only matters for handlers called outside of it.
+    pub fn of(req: &HttpRequest) -> String {
+        req.extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_else(generate)
+    }
+}
+
+pub fn header_name() -> HeaderName {
+    HeaderName::from_static(REQUEST_ID_HEADER)
+}
+
+/// A client-sent id is kept when it is 1..=128 characters of
+/// `[A-Za-z0-9._-]`, so it can neither break a log line or a header nor forge
+/// a `key=value` token or a quoted string in one; anything else is replaced.
+pub fn accept(value: Option<&HeaderValue>) -> Option<String> {
+    let bytes = value?.as_bytes();
+    let safe = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if bytes.is_empty() || bytes.len() > MAX_LEN || !bytes.iter().all(safe) {
+        return None;
+    }
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+pub fn generate() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The log target of a service's one-line-per-request access log, as app
+/// data (`.app_data(AccessLog("api_gateway::access"))`); without it the
+/// lines go to `access`.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLog(pub &'static str);
+
+/// Outermost middleware (`.wrap(from_fn(request_id::middleware))`): assigns the id, puts it on the response (errors
+/// included), logs server-side failures with their detail, and writes one
+/// access-log line per request.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let sent = req.headers().get(REQUEST_ID_HEADER);
+    let id = match accept(sent) {
+        Some(id) => id,
+        None => {
+            if sent.is_some() {
+                log::debug!("replacing an unusable client X-Request-Id");
+            }
+            generate()
+        }
+    };
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let target = req.app_data::<AccessLog>().map_or("access", |t| t.0);
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+
+    let mut res = match next.call(req).await {
+        Ok(res) => res,
+        // An error that escaped every handler (none do today): answer it
+        // with the id attached, and log it since no response will carry it.
+        Err(err) => {
+            log::error!("request_id={id} {method} {path}: {}", one_line(&err));
+            let mut resp = err.error_response();
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert(header_name(), value);
+            }
+            log_access(target, &method, &path, resp.status(), started, &id);
+            return Err(InternalError::from_response(err, resp).into());
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(header_name(), value);
+    }
+    let status = res.status();
+    if let Some(err) = res.response().error() {
+        // The one log line of a failed request, with its detail (which the
+        // response never shows): a handler's error only becomes a response.
+        let err = one_line(err);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            log::error!("request_id={id} {method} {path} failed: {err}");
+        } else if status.is_server_error() {
+            log::warn!("request_id={id} {method} {path} failed: {err}");
+        } else {
+            log::debug!("request_id={id} {method} {path} rejected: {err}");
+        }
+    }
+    log_access(target, &method, &path, status, started, &id);
+    Ok(res)
+}
+
+fn log_access(
+    target: &str,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    started: Instant,
+    id: &str,
+) {
+    log::info!(
+        target: target,
+        "{method} {path} {} {}ms request_id={id}",
+        status.as_u16(),
+        started.elapsed().as_millis(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn sane_ids_are_kept() {
+        assert_eq!(accept(Some(&hv("abc-123"))).as_deref(), Some("abc-123"));
+        let max = "x".repeat(MAX_LEN);
+        assert_eq!(accept(Some(&hv(&max))), Some(max));
+    }
+
+    #[test]
+    fn absurd_ids_are_refused() {
+        assert_eq!(accept(None), None);
+        assert_eq!(accept(Some(&hv(""))), None);
+        assert_eq!(accept(Some(&hv("has space"))), None);
+        assert_eq!(accept(Some(&hv(&"x".repeat(MAX_LEN + 1)))), None);
+        let latin1 = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert_eq!(accept(Some(&latin1)), None);
+        assert_eq!(accept(Some(&hv("tab\there"))), None);
+        for forged in [
+            "a\" b=c", "x=y", "\"q\"", "a/b", "a;b", "a,b", "a:b", "a%20b",
+        ] {
+            assert_eq!(accept(Some(&hv(forged))), None, "{forged}");
+        }
+        let every_safe = "AZaz09._-";
+        assert_eq!(accept(Some(&hv(every_safe))).as_deref(), Some(every_safe));
+    }
+
+    #[test]
+    fn generated_ids_are_uuid_v4() {
+        let id = generate();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+    }
+}

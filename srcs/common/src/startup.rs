@@ -1,0 +1,80 @@
+//! Why a service could not start, the same for all three: each variant says
+//! what failed and keeps its cause, so an operator is not sent looking for a
+//! port conflict when the cause is elsewhere.
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the HTTP server: {0}")]
+    Server(#[source] std::io::Error),
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StartupError {
+    /// For `map_err` on the bind and `local_addr` calls of one address.
+    pub fn bind(address: &str) -> impl Fn(std::io::Error) -> Self + '_ {
+        move |source| Self::Bind {
+            address: address.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Binds `host:port` with the given accept backlog and returns the listener
+/// and the port it got (port 0 picks a free one, as tests do).
+pub fn listen(
+    host: &str,
+    port: u16,
+    backlog: u32,
+) -> Result<(std::net::TcpListener, u16), StartupError> {
+    let address = format!("{host}:{port}");
+    let bind = StartupError::bind(&address);
+    let listener = crate::http::listen(address.as_str(), backlog).map_err(&bind)?;
+    let port = listener.local_addr().map_err(&bind)?.port();
+    Ok((listener, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_port_in_use_is_named_with_its_cause() {
+        let (_held, port) = listen("127.0.0.1", 0, 16).unwrap();
+        let err = listen("127.0.0.1", port, 16).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot listen on 127.0.0.1:{port}: {}",
+                err.source().unwrap()
+            )
+        );
+        let io = err.source().unwrap().downcast_ref::<std::io::Error>();
+        assert_eq!(io.unwrap().kind(), std::io::ErrorKind::AddrInUse);
+    }
+
+    /// inventory's `main` once said "cannot listen" for every start-up error.
+    #[test]
+    fn a_config_error_is_not_reported_as_a_bind_error() {
+        let err = StartupError::from(ConfigError::bad("X_PORT", "must be at least 1 (got 0)"));
+        assert_eq!(
+            err.to_string(),
+            "configuration error: bad variable X_PORT: must be at least 1 (got 0)"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! What the integration tests of the three services share, so that each
+//! harness holds only what is its own service's: ports of the real test
+//! servers, a database and a RabbitMQ vhost per test, the one `wait_until`,
+//! log capture and error assertions. Tests run against the real PostgreSQL
+//! and RabbitMQ that `scripts/test.sh` starts, never against mocks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod logs;
+pub mod pg;
+pub mod rabbit;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Bounds every wait on something that happens in the background; a bound
+/// keeps a broken service from hanging a test, it is not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(45);
+
+/// A port from the environment (`TEST_*_PORT`, set by `scripts/test.sh`). A
+/// missing variable fails the test with what to do; it never skips it.
+pub fn env_port(var: &str) -> u16 {
+    let raw = std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: these tests need the real servers (PostgreSQL, RabbitMQ with \
+             management) on 127.0.0.1; run scripts/test.sh, or `scripts/local.sh infra` and \
+             export TEST_INVENTORY_PG_PORT, TEST_BILLING_PG_PORT, TEST_RABBITMQ_PORT and \
+             TEST_RABBITMQ_MGMT_PORT"
+        )
+    });
+    raw.parse()
+        .unwrap_or_else(|_| panic!("{var}={raw:?} is not a port number"))
+}
+
+/// A port nothing listens on (bound, read, released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A name no other test (or test process) uses, valid as an unquoted SQL
+/// identifier and as a vhost name.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`; panics naming `what`
+/// after `limit`.
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that `body` is the project's JSON error with this `code` and
+/// `field` (absent when `None`) and a non-empty message, and that the
+/// status is `status`.
+#[track_caller]
+pub fn assert_error(
+    status: u16,
+    body: &Value,
+    expected_status: u16,
+    code: &str,
+    field: Option<&str>,
+) {
+    let shown = || format!("{status} {body}");
+    assert_eq!(status, expected_status, "{}", shown());
+    assert_eq!(body["error"]["code"].as_str(), Some(code), "{}", shown());
+    assert_eq!(body["error"]["field"].as_str(), field, "{}", shown());
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        shown()
+    );
+}
