@@ -380,6 +380,24 @@ mod tests {
     fn err(body: &str) -> FieldError {
         parse_order(body.as_bytes()).unwrap_err()
     }
+    /// `{"user_id":1,"number_of_items":1,"total_amount":1}` with `field` set
+    /// to the raw JSON `value` (absent when None); `order_id` goes last.
+    fn body_with(field: &str, value: Option<&str>) -> String {
+        let fields = [
+            ("user_id", Some("1")),
+            ("number_of_items", Some("1")),
+            ("total_amount", Some("1")),
+            ("order_id", None),
+        ];
+        let members: Vec<String> = fields
+            .into_iter()
+            .filter_map(|(name, default)| {
+                let v = if name == field { value } else { default };
+                v.map(|v| format!(r#""{name}":{v}"#))
+            })
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
 
     #[test]
     fn strings_and_numbers_are_both_accepted() {
@@ -405,9 +423,7 @@ mod tests {
     #[test]
     fn json_numbers_are_taken_at_their_exact_value_in_any_notation() {
         let amount = |v: &str| {
-            let input = ok(&format!(
-                r#"{{"user_id":1,"number_of_items":1,"total_amount":{v}}}"#
-            ));
+            let input = ok(&body_with("total_amount", Some(v)));
             OrderMessage::new(Uuid::nil(), &input).total_amount
         };
         for (v, want) in [
@@ -425,12 +441,7 @@ mod tests {
         ] {
             assert_eq!(amount(v), want, "{v}");
         }
-        let items = |v: &str| {
-            ok(&format!(
-                r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#
-            ))
-            .number_of_items
-        };
+        let items = |v: &str| ok(&body_with("number_of_items", Some(v))).number_of_items;
         for (v, want) in [
             ("5.0", 5),
             ("5E0", 5),
@@ -453,7 +464,7 @@ mod tests {
             "1e-999999999999999999999",
             "-1e2",
         ] {
-            let body = format!(r#"{{"user_id":1,"number_of_items":1,"total_amount":{v}}}"#);
+            let body = body_with("total_amount", Some(v));
             assert_eq!(err(&body).field, Some("total_amount"), "{v}");
         }
         for v in [
@@ -465,12 +476,12 @@ mod tests {
             "1E999999999999999999999",
             "1.0000001",
         ] {
-            let body = format!(r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#);
+            let body = body_with("number_of_items", Some(v));
             assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
         }
         // Strings stay plain decimal: an exponent in a string is refused.
         for v in [r#""1E2""#, r#""5.0""#] {
-            let body = format!(r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#);
+            let body = body_with("number_of_items", Some(v));
             assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
         }
         let body = r#"{"user_id":1,"number_of_items":1,"total_amount":"1E2"}"#;
@@ -479,92 +490,36 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases = [
-            (r#"{"number_of_items":1,"total_amount":1}"#, "user_id"),
-            (
-                r#"{"user_id":"","number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":"   ","number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":1.5,"number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":true,"number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":{},"number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                &format!(
-                    r#"{{"user_id":"{}","number_of_items":1,"total_amount":1}}"#,
-                    "x".repeat(65)
-                ),
-                "user_id",
-            ),
-            (r#"{"user_id":1,"total_amount":1}"#, "number_of_items"),
-            (
-                r#"{"user_id":1,"number_of_items":0,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":-3,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1.5,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":"abc","total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1000001,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":99999999999999999999999,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (r#"{"user_id":1,"number_of_items":1}"#, "total_amount"),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":-1}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":1.234}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":"1e3"}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":"NaN"}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":100000000}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":null}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":1,"order_id":"nope"}"#,
-                "order_id",
-            ),
+        let long_user = format!(r#""{}""#, "x".repeat(65));
+        // (field, its raw JSON value or None for absent): the body is a valid
+        // order with only that field changed, so the error must name it.
+        let cases: [(&str, Option<&str>); 22] = [
+            ("user_id", None),
+            ("user_id", Some(r#""""#)),
+            ("user_id", Some(r#""   ""#)),
+            ("user_id", Some("1.5")),
+            ("user_id", Some("true")),
+            ("user_id", Some("{}")),
+            ("user_id", Some(&long_user)),
+            ("number_of_items", None),
+            ("number_of_items", Some("0")),
+            ("number_of_items", Some("-3")),
+            ("number_of_items", Some("1.5")),
+            ("number_of_items", Some(r#""abc""#)),
+            ("number_of_items", Some("1000001")),
+            ("number_of_items", Some("99999999999999999999999")),
+            ("total_amount", None),
+            ("total_amount", Some("-1")),
+            ("total_amount", Some("1.234")),
+            ("total_amount", Some(r#""1e3""#)),
+            ("total_amount", Some(r#""NaN""#)),
+            ("total_amount", Some("100000000")),
+            ("total_amount", Some("null")),
+            ("order_id", Some(r#""nope""#)),
         ];
-        for (body, field) in cases {
-            assert_eq!(err(body).field, Some(field), "{body}");
+        for (field, value) in cases {
+            let body = body_with(field, value);
+            assert_eq!(err(&body).field, Some(field), "{body}");
         }
     }
 
