@@ -456,36 +456,41 @@ mod tests {
 
     #[test]
     fn inexact_or_out_of_range_numbers_are_refused_cheaply() {
-        for v in [
-            "1e-3",
-            "1.001e0",
-            "1e8",
-            "1E999999999999999999999",
-            "1e-999999999999999999999",
-            "-1e2",
-        ] {
-            let body = body_with("total_amount", Some(v));
-            assert_eq!(err(&body).field, Some("total_amount"), "{v}");
+        let cases: [(&str, &[&str]); 2] = [
+            (
+                "total_amount",
+                &[
+                    "1e-3",
+                    "1.001e0",
+                    "1e8",
+                    "1E999999999999999999999",
+                    "1e-999999999999999999999",
+                    "-1e2",
+                    // Strings stay plain decimal: an exponent in a string is refused.
+                    r#""1E2""#,
+                ],
+            ),
+            (
+                "number_of_items",
+                &[
+                    "5.5",
+                    "1e7",
+                    "1e-1",
+                    "0e5",
+                    "-5e0",
+                    "1E999999999999999999999",
+                    "1.0000001",
+                    r#""1E2""#,
+                    r#""5.0""#,
+                ],
+            ),
+        ];
+        for (field, values) in cases {
+            for v in values {
+                let body = body_with(field, Some(v));
+                assert_eq!(err(&body).field, Some(field), "{v}");
+            }
         }
-        for v in [
-            "5.5",
-            "1e7",
-            "1e-1",
-            "0e5",
-            "-5e0",
-            "1E999999999999999999999",
-            "1.0000001",
-        ] {
-            let body = body_with("number_of_items", Some(v));
-            assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
-        }
-        // Strings stay plain decimal: an exponent in a string is refused.
-        for v in [r#""1E2""#, r#""5.0""#] {
-            let body = body_with("number_of_items", Some(v));
-            assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
-        }
-        let body = r#"{"user_id":1,"number_of_items":1,"total_amount":"1E2"}"#;
-        assert_eq!(err(body).field, Some("total_amount"));
     }
 
     #[test]
