@@ -373,30 +373,13 @@ fn parse_total_amount(v: &RawValue) -> Result<BigDecimal, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::orders::body_with;
 
     fn ok(body: &str) -> OrderInput {
         parse_order(body.as_bytes()).unwrap()
     }
     fn err(body: &str) -> FieldError {
         parse_order(body.as_bytes()).unwrap_err()
-    }
-    /// `{"user_id":1,"number_of_items":1,"total_amount":1}` with `field` set
-    /// to the raw JSON `value` (absent when None); `order_id` goes last.
-    fn body_with(field: &str, value: Option<&str>) -> String {
-        let fields = [
-            ("user_id", Some("1")),
-            ("number_of_items", Some("1")),
-            ("total_amount", Some("1")),
-            ("order_id", None),
-        ];
-        let members: Vec<String> = fields
-            .into_iter()
-            .filter_map(|(name, default)| {
-                let v = if name == field { value } else { default };
-                v.map(|v| format!(r#""{name}":{v}"#))
-            })
-            .collect();
-        format!("{{{}}}", members.join(","))
     }
 
     #[test]
