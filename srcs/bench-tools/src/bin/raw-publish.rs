@@ -12,16 +12,14 @@
 use bench_tools::{percentile, Args};
 use common::amqp::AmqpSettings;
 use common::order::OrderMessage;
-use common::topology::{self, BILLING_QUEUE};
-use common::REQUEST_ID_HEADER;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use common::topology;
+use lapin::options::ConfirmSelectOptions;
+use lapin::Channel;
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const USAGE: &str = "usage: raw-publish (--count N | --duration SECONDS [--warmup SECONDS])
@@ -195,38 +193,12 @@ async fn publish_one(channel: &Channel, seq: u64) -> Result<(), String> {
         total_amount: format!("{}.{:02}", seq % 1000, seq % 100),
     };
     let body = serde_json::to_vec(&message).map_err(|e| format!("serialize: {e}"))?;
-    let mut headers = FieldTable::default();
-    headers.insert(
-        ShortString::from(REQUEST_ID_HEADER),
-        AMQPValue::LongString(LongString::from(Uuid::new_v4().to_string())),
-    );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     // The same properties as the gateway's, so messages are the same size.
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(order_id.to_string().into())
-        .with_timestamp(now)
-        .with_app_id("bench-raw-publish".into())
-        .with_headers(headers);
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            BILLING_QUEUE.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &body,
-            properties,
-        )
+    let properties =
+        topology::order_properties(order_id, &Uuid::new_v4().to_string(), "bench-raw-publish");
+    let confirm = topology::publish_order(channel, &body, properties)
         .await
-        .map_err(|e| format!("publish: {e}"))?
-        .await
-        .map_err(|e| format!("confirm: {e}"))?;
+        .map_err(|e| format!("publish: {e}"))?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(returned)) => Err(format!(
