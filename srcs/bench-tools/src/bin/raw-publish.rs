@@ -10,7 +10,6 @@
 //! Connection settings come from BENCH_AMQP_{HOST,PORT,USER,PASSWORD,VHOST}.
 
 use bench_tools::{percentile, Args};
-use common::amqp::AmqpSettings;
 use common::order::OrderMessage;
 use common::topology;
 use lapin::options::ConfirmSelectOptions;
@@ -48,14 +47,7 @@ struct Tally {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("raw-publish: {e}");
-            ExitCode::from(2)
-        }
-    }
+    bench_tools::exit_code("raw-publish", run()).await
 }
 
 async fn run() -> Result<bool, String> {
@@ -68,28 +60,17 @@ async fn run() -> Result<bool, String> {
     if concurrency == 0 || channels == 0 {
         return Err(format!("--concurrency and --channels must be > 0\n{USAGE}"));
     }
-    let target =
-        AmqpSettings::from_vars("BENCH_AMQP_", std::env::vars()).map_err(|e| e.to_string())?;
-    let connection = target
-        .connect("bench-raw-publish")
-        .await
-        .map_err(|e| format!("connect to {target:?}: {e}"))?;
-    let mut chans = Vec::with_capacity(channels);
-    for _ in 0..channels {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| format!("create channel: {e}"))?;
+    // The first channel declares the topology; the others only publish.
+    let (connection, first) = bench_tools::connect("bench-raw-publish").await?;
+    let mut chans = vec![first];
+    for _ in 1..channels {
+        chans.push(bench_tools::channel(&connection).await?);
+    }
+    for channel in &chans {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| format!("confirm.select: {e}"))?;
-        chans.push(channel);
-    }
-    if let Some(first) = chans.first() {
-        topology::declare(first)
-            .await
-            .map_err(|e| format!("declare topology: {e}"))?;
     }
 
     let start = Instant::now();
