@@ -675,12 +675,13 @@ class Bench:
 
     # ---------------------------------------------------------- wrk runs --
 
-    def lua_script(self, name, src, ids=None):
-        """A wrk script = the request part (@IDS@ filled in) + the reporting part."""
+    def lua_script(self, name, src, **fill):
+        """A wrk script = the request part (@KEY@ filled in from FILL: ids= gives @IDS@,
+        path= gives @PATH@) + the reporting part."""
         os.makedirs(os.path.join(self.work, "lua"), exist_ok=True)
         body = read_text(os.path.join(HERE, src)) if src else ""
-        if ids is not None:
-            body = body.replace("@IDS@", str(ids))
+        for key, value in fill.items():
+            body = body.replace(f"@{key.upper()}@", str(value))
         path = os.path.join(self.work, "lua", f"{name}.lua")
         with open(path, "w") as f:
             f.write(body + read_text(os.path.join(HERE, "report.lua")))
@@ -945,8 +946,8 @@ class Bench:
     def section_write(self):
         s = self.s
         say("2. write path")
-        post_movie = self.lua_script("post-movie", "post-movie.lua")
-        post_order = self.lua_script("post-order", "post-order.lua")
+        post_movie = self.lua_script("post-movie", "post.lua", path="/api/movies")
+        post_order = self.lua_script("post-order", "post.lua", path="/api/billing")
         gw_pid = self.service_pid("api-gateway")
         c = s.write_conns
         self.wrk_compare(f"write.movie.{c}", "/api/movies", c, post_movie)

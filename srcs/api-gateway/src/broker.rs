@@ -18,14 +18,13 @@
 //! get 503 at once, until `connection.unblocked`.
 
 use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::order::OrderMessage;
 use common::retry::Backoff;
-use common::{topology, REQUEST_ID_HEADER};
+use common::topology;
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionStatus, Event};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -140,25 +139,9 @@ impl Broker {
             ));
         }
         let payload = serde_json::to_vec(order).map_err(|e| GatewayError::Internal(Box::new(e)))?;
-        let properties = properties(order, request_id);
+        let properties = topology::order_properties(order.order_id, request_id, APP_ID);
 
-        let publish = async {
-            link.channel
-                .basic_publish(
-                    "".into(),
-                    topology::BILLING_QUEUE.into(),
-                    // Without `mandatory`, an order for a missing queue would
-                    // be dropped silently and still be acked.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &payload,
-                    properties,
-                )
-                .await?
-                .await
-        };
+        let publish = topology::publish_order(&link.channel, &payload, properties);
         let timeout = self.shared.publish_timeout;
         match tokio::time::timeout(timeout, publish).await {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
@@ -203,26 +186,6 @@ impl Broker {
             }),
         }
     }
-}
-
-fn properties(order: &OrderMessage, request_id: &str) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        ShortString::from(REQUEST_ID_HEADER),
-        AMQPValue::LongString(LongString::from(request_id)),
-    );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    BasicProperties::default()
-        // 2 = persistent: written to disk before the broker confirms.
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(order.order_id.to_string().into())
-        .with_timestamp(now)
-        .with_app_id(APP_ID.into())
-        .with_headers(headers)
 }
 
 impl Shared {

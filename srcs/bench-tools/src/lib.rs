@@ -1,10 +1,53 @@
-//! Shared bits of the benchmark helpers (`raw-publish`, `startup`) that
+//! Shared bits of the benchmark helpers (`raw-publish`, `raw-consume`,
+//! `startup`) that
 //! scripts/bench.sh drives. They print one `key=value` line per result so a
 //! shell script can read them without a JSON parser.
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::future::Future;
+use std::process::ExitCode;
 use std::str::FromStr;
+
+use common::amqp::AmqpSettings;
+use common::topology;
+use lapin::{Channel, Connection};
+
+/// Runs a broker tool's `run` and turns its outcome into the exit status:
+/// 0 complete, 1 incomplete (`Ok(false)`), 2 an error (printed as `name: e`).
+pub async fn exit_code(name: &str, run: impl Future<Output = Result<bool, String>>) -> ExitCode {
+    match run.await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A connection named `name` to the broker of BENCH_AMQP_{HOST,PORT,USER,
+/// PASSWORD,VHOST}, and one channel on it with the billing topology declared.
+pub async fn connect(name: &str) -> Result<(Connection, Channel), String> {
+    let target =
+        AmqpSettings::from_vars("BENCH_AMQP_", std::env::vars()).map_err(|e| e.to_string())?;
+    let connection = target
+        .connect(name)
+        .await
+        .map_err(|e| format!("connect to {target:?}: {e}"))?;
+    let channel = channel(&connection).await?;
+    topology::declare(&channel)
+        .await
+        .map_err(|e| format!("declare topology: {e}"))?;
+    Ok((connection, channel))
+}
+
+pub async fn channel(connection: &Connection) -> Result<Channel, String> {
+    connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("create channel: {e}"))
+}
 
 /// `--name value` options, and whatever follows a bare `--` (a command line).
 #[derive(Debug, Default)]

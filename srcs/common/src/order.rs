@@ -373,6 +373,7 @@ fn parse_total_amount(v: &RawValue) -> Result<BigDecimal, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::orders::body_with;
 
     fn ok(body: &str) -> OrderInput {
         parse_order(body.as_bytes()).unwrap()
@@ -405,9 +406,7 @@ mod tests {
     #[test]
     fn json_numbers_are_taken_at_their_exact_value_in_any_notation() {
         let amount = |v: &str| {
-            let input = ok(&format!(
-                r#"{{"user_id":1,"number_of_items":1,"total_amount":{v}}}"#
-            ));
+            let input = ok(&body_with("total_amount", Some(v)));
             OrderMessage::new(Uuid::nil(), &input).total_amount
         };
         for (v, want) in [
@@ -425,12 +424,7 @@ mod tests {
         ] {
             assert_eq!(amount(v), want, "{v}");
         }
-        let items = |v: &str| {
-            ok(&format!(
-                r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#
-            ))
-            .number_of_items
-        };
+        let items = |v: &str| ok(&body_with("number_of_items", Some(v))).number_of_items;
         for (v, want) in [
             ("5.0", 5),
             ("5E0", 5),
@@ -445,126 +439,75 @@ mod tests {
 
     #[test]
     fn inexact_or_out_of_range_numbers_are_refused_cheaply() {
-        for v in [
-            "1e-3",
-            "1.001e0",
-            "1e8",
-            "1E999999999999999999999",
-            "1e-999999999999999999999",
-            "-1e2",
-        ] {
-            let body = format!(r#"{{"user_id":1,"number_of_items":1,"total_amount":{v}}}"#);
-            assert_eq!(err(&body).field, Some("total_amount"), "{v}");
+        let cases: [(&str, &[&str]); 2] = [
+            (
+                "total_amount",
+                &[
+                    "1e-3",
+                    "1.001e0",
+                    "1e8",
+                    "1E999999999999999999999",
+                    "1e-999999999999999999999",
+                    "-1e2",
+                    // Strings stay plain decimal: an exponent in a string is refused.
+                    r#""1E2""#,
+                ],
+            ),
+            (
+                "number_of_items",
+                &[
+                    "5.5",
+                    "1e7",
+                    "1e-1",
+                    "0e5",
+                    "-5e0",
+                    "1E999999999999999999999",
+                    "1.0000001",
+                    r#""1E2""#,
+                    r#""5.0""#,
+                ],
+            ),
+        ];
+        for (field, values) in cases {
+            for v in values {
+                let body = body_with(field, Some(v));
+                assert_eq!(err(&body).field, Some(field), "{v}");
+            }
         }
-        for v in [
-            "5.5",
-            "1e7",
-            "1e-1",
-            "0e5",
-            "-5e0",
-            "1E999999999999999999999",
-            "1.0000001",
-        ] {
-            let body = format!(r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#);
-            assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
-        }
-        // Strings stay plain decimal: an exponent in a string is refused.
-        for v in [r#""1E2""#, r#""5.0""#] {
-            let body = format!(r#"{{"user_id":1,"number_of_items":{v},"total_amount":1}}"#);
-            assert_eq!(err(&body).field, Some("number_of_items"), "{v}");
-        }
-        let body = r#"{"user_id":1,"number_of_items":1,"total_amount":"1E2"}"#;
-        assert_eq!(err(body).field, Some("total_amount"));
     }
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases = [
-            (r#"{"number_of_items":1,"total_amount":1}"#, "user_id"),
-            (
-                r#"{"user_id":"","number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":"   ","number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":1.5,"number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":true,"number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                r#"{"user_id":{},"number_of_items":1,"total_amount":1}"#,
-                "user_id",
-            ),
-            (
-                &format!(
-                    r#"{{"user_id":"{}","number_of_items":1,"total_amount":1}}"#,
-                    "x".repeat(65)
-                ),
-                "user_id",
-            ),
-            (r#"{"user_id":1,"total_amount":1}"#, "number_of_items"),
-            (
-                r#"{"user_id":1,"number_of_items":0,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":-3,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1.5,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":"abc","total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1000001,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":99999999999999999999999,"total_amount":1}"#,
-                "number_of_items",
-            ),
-            (r#"{"user_id":1,"number_of_items":1}"#, "total_amount"),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":-1}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":1.234}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":"1e3"}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":"NaN"}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":100000000}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":null}"#,
-                "total_amount",
-            ),
-            (
-                r#"{"user_id":1,"number_of_items":1,"total_amount":1,"order_id":"nope"}"#,
-                "order_id",
-            ),
+        let long_user = format!(r#""{}""#, "x".repeat(65));
+        // (field, its raw JSON value or None for absent): the body is a valid
+        // order with only that field changed, so the error must name it.
+        let cases: [(&str, Option<&str>); 22] = [
+            ("user_id", None),
+            ("user_id", Some(r#""""#)),
+            ("user_id", Some(r#""   ""#)),
+            ("user_id", Some("1.5")),
+            ("user_id", Some("true")),
+            ("user_id", Some("{}")),
+            ("user_id", Some(&long_user)),
+            ("number_of_items", None),
+            ("number_of_items", Some("0")),
+            ("number_of_items", Some("-3")),
+            ("number_of_items", Some("1.5")),
+            ("number_of_items", Some(r#""abc""#)),
+            ("number_of_items", Some("1000001")),
+            ("number_of_items", Some("99999999999999999999999")),
+            ("total_amount", None),
+            ("total_amount", Some("-1")),
+            ("total_amount", Some("1.234")),
+            ("total_amount", Some(r#""1e3""#)),
+            ("total_amount", Some(r#""NaN""#)),
+            ("total_amount", Some("100000000")),
+            ("total_amount", Some("null")),
+            ("order_id", Some(r#""nope""#)),
         ];
-        for (body, field) in cases {
-            assert_eq!(err(body).field, Some(field), "{body}");
+        for (field, value) in cases {
+            let body = body_with(field, value);
+            assert_eq!(err(&body).field, Some(field), "{body}");
         }
     }
 

@@ -10,9 +10,14 @@
 //! would also dead-letter *good* orders that were redelivered many times
 //! because a worker was killed repeatedly; the worker decides what is poison.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
+use uuid::Uuid;
 
 pub const BILLING_QUEUE: &str = "billing_queue";
 pub const DEAD_LETTER_EXCHANGE: &str = "billing_queue.dlx";
@@ -86,4 +91,50 @@ fn dead_letter_queue_arguments() -> FieldTable {
         AMQPValue::LongString(LongString::from("classic")),
     );
     args
+}
+
+/// The properties of an order message, the same from every publisher (the
+/// gateway, the benchmarks, the worker's tests): persistent, JSON, the order
+/// id as message id, the request id in the `x-request-id` header.
+pub fn order_properties(order_id: Uuid, request_id: &str, app_id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from(crate::REQUEST_ID_HEADER),
+        AMQPValue::LongString(LongString::from(request_id)),
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    BasicProperties::default()
+        // 2 = persistent: written to disk before the broker confirms.
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(order_id.to_string().into())
+        .with_timestamp(now)
+        .with_app_id(app_id.into())
+        .with_headers(headers)
+}
+
+/// Publishes one message to `billing_queue` and waits for the broker's
+/// confirm (the channel must be in confirm mode). `mandatory`: without it, an
+/// order for a missing queue would be dropped silently and still be acked.
+pub async fn publish_order(
+    channel: &Channel,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> lapin::Result<Confirmation> {
+    channel
+        .basic_publish(
+            "".into(),
+            BILLING_QUEUE.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            payload,
+            properties,
+        )
+        .await?
+        .await
 }

@@ -1,10 +1,12 @@
 //! A database of each test's own on the real PostgreSQL (user postgres,
 //! trust authentication on 127.0.0.1, as the test servers are set up).
 
+use bigdecimal::BigDecimal;
 use common::db::PgSettings;
 use diesel::pg::PgConnection;
-use diesel::{Connection, RunQueryDsl};
+use diesel::{sql_types, Connection, QueryableByName, RunQueryDsl};
 use secrecy::SecretString;
+use uuid::Uuid;
 
 pub fn connect(port: u16, dbname: &str) -> PgConnection {
     let url = format!("host=127.0.0.1 port={port} user=postgres dbname={dbname} connect_timeout=5");
@@ -97,4 +99,32 @@ impl Drop for TestDb {
             let _ = diesel::sql_query(sql).execute(&mut admin);
         }
     }
+}
+
+/// One row of the billing worker's `orders` table.
+pub type OrderRow = (Uuid, String, i32, BigDecimal);
+
+/// (order_id, user_id, number_of_items, total_amount) of every row of
+/// `orders`, in insertion order: what the worker's and the gateway's tests
+/// read back to count orders in rows.
+pub fn order_rows(conn: &mut PgConnection) -> Vec<OrderRow> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = sql_types::Uuid)]
+        order_id: Uuid,
+        #[diesel(sql_type = sql_types::Text)]
+        user_id: String,
+        #[diesel(sql_type = sql_types::Integer)]
+        number_of_items: i32,
+        #[diesel(sql_type = sql_types::Numeric)]
+        total_amount: BigDecimal,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT order_id, user_id, number_of_items, total_amount FROM orders ORDER BY id",
+    )
+    .load(conn)
+    .unwrap();
+    rows.into_iter()
+        .map(|r| (r.order_id, r.user_id, r.number_of_items, r.total_amount))
+        .collect()
 }

@@ -6,20 +6,11 @@ use std::collections::HashSet;
 
 use crate::support::orders::{amount, Worker};
 use crate::support::rabbit::{self, Vhost};
-use crate::support::relay::Relay;
-use crate::support::upstream::spawn_upstream;
-use crate::support::{config, send, spawn_gateway, Gateway, Reply};
+use crate::support::{gateway_behind_relay, ready_gateway, send, Gateway, Reply};
 use actix_web::http::{Method, StatusCode};
 use api_gateway::billing::order_id_for_key;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-async fn ready_gateway(vhost: &Vhost) -> Gateway {
-    let inventory = spawn_upstream();
-    let gateway = spawn_gateway(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
-    gateway.wait_ready().await;
-    gateway
-}
 
 /// A vhost, a worker consuming it and a ready gateway publishing to it.
 async fn system() -> (Vhost, Worker, Gateway) {
@@ -83,12 +74,7 @@ async fn fifty_concurrent_tries_of_one_key_give_one_order_id_and_one_row() {
 async fn a_key_whose_first_try_timed_out_is_stored_once_when_retried() {
     let vhost = rabbit::vhost();
     let worker = Worker::start(&vhost.name).await;
-    let relay = Relay::start(rabbit::amqp_port(), true).await;
-    let inventory = spawn_upstream();
-    let mut settings = config(&inventory.url, relay.port, &vhost.name);
-    settings.publish_timeout_ms = 500;
-    let gateway = spawn_gateway(settings).await;
-    gateway.wait_ready().await;
+    let (relay, gateway) = gateway_behind_relay(&vhost).await;
 
     let key = key();
     let body = json!({"user_id": "u-504", "number_of_items": 1, "total_amount": "9.99"});

@@ -8,8 +8,7 @@
 //! The messages it takes are gone: run it on a bench instance's backlog only.
 
 use bench_tools::Args;
-use common::amqp::AmqpSettings;
-use common::topology::{self, BILLING_QUEUE};
+use common::topology::BILLING_QUEUE;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -24,14 +23,7 @@ const USAGE: &str =
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("raw-consume: {e}");
-            ExitCode::from(2)
-        }
-    }
+    bench_tools::exit_code("raw-consume", run()).await
 }
 
 async fn run() -> Result<bool, String> {
@@ -45,19 +37,7 @@ async fn run() -> Result<bool, String> {
     if ack_every == 0 {
         return Err(format!("--ack-every must be > 0\n{USAGE}"));
     }
-    let target =
-        AmqpSettings::from_vars("BENCH_AMQP_", std::env::vars()).map_err(|e| e.to_string())?;
-    let connection = target
-        .connect("bench-raw-consume")
-        .await
-        .map_err(|e| format!("connect to {target:?}: {e}"))?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| format!("create channel: {e}"))?;
-    topology::declare(&channel)
-        .await
-        .map_err(|e| format!("declare topology: {e}"))?;
+    let (connection, channel) = bench_tools::connect("bench-raw-consume").await?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await

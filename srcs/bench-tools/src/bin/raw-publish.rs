@@ -10,18 +10,15 @@
 //! Connection settings come from BENCH_AMQP_{HOST,PORT,USER,PASSWORD,VHOST}.
 
 use bench_tools::{percentile, Args};
-use common::amqp::AmqpSettings;
 use common::order::OrderMessage;
-use common::topology::{self, BILLING_QUEUE};
-use common::REQUEST_ID_HEADER;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use common::topology;
+use lapin::options::ConfirmSelectOptions;
+use lapin::Channel;
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const USAGE: &str = "usage: raw-publish (--count N | --duration SECONDS [--warmup SECONDS])
@@ -50,14 +47,7 @@ struct Tally {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("raw-publish: {e}");
-            ExitCode::from(2)
-        }
-    }
+    bench_tools::exit_code("raw-publish", run()).await
 }
 
 async fn run() -> Result<bool, String> {
@@ -70,28 +60,17 @@ async fn run() -> Result<bool, String> {
     if concurrency == 0 || channels == 0 {
         return Err(format!("--concurrency and --channels must be > 0\n{USAGE}"));
     }
-    let target =
-        AmqpSettings::from_vars("BENCH_AMQP_", std::env::vars()).map_err(|e| e.to_string())?;
-    let connection = target
-        .connect("bench-raw-publish")
-        .await
-        .map_err(|e| format!("connect to {target:?}: {e}"))?;
-    let mut chans = Vec::with_capacity(channels);
-    for _ in 0..channels {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| format!("create channel: {e}"))?;
+    // The first channel declares the topology; the others only publish.
+    let (connection, first) = bench_tools::connect("bench-raw-publish").await?;
+    let mut chans = vec![first];
+    for _ in 1..channels {
+        chans.push(bench_tools::channel(&connection).await?);
+    }
+    for channel in &chans {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| format!("confirm.select: {e}"))?;
-        chans.push(channel);
-    }
-    if let Some(first) = chans.first() {
-        topology::declare(first)
-            .await
-            .map_err(|e| format!("declare topology: {e}"))?;
     }
 
     let start = Instant::now();
@@ -195,38 +174,12 @@ async fn publish_one(channel: &Channel, seq: u64) -> Result<(), String> {
         total_amount: format!("{}.{:02}", seq % 1000, seq % 100),
     };
     let body = serde_json::to_vec(&message).map_err(|e| format!("serialize: {e}"))?;
-    let mut headers = FieldTable::default();
-    headers.insert(
-        ShortString::from(REQUEST_ID_HEADER),
-        AMQPValue::LongString(LongString::from(Uuid::new_v4().to_string())),
-    );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     // The same properties as the gateway's, so messages are the same size.
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(order_id.to_string().into())
-        .with_timestamp(now)
-        .with_app_id("bench-raw-publish".into())
-        .with_headers(headers);
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            BILLING_QUEUE.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &body,
-            properties,
-        )
+    let properties =
+        topology::order_properties(order_id, &Uuid::new_v4().to_string(), "bench-raw-publish");
+    let confirm = topology::publish_order(channel, &body, properties)
         .await
-        .map_err(|e| format!("publish: {e}"))?
-        .await
-        .map_err(|e| format!("confirm: {e}"))?;
+        .map_err(|e| format!("publish: {e}"))?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(returned)) => Err(format!(

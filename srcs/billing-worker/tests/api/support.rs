@@ -11,8 +11,8 @@ use common::order::OrderMessage;
 use common::topology::{self, BILLING_QUEUE, DEAD_LETTER_QUEUE};
 use diesel::prelude::*;
 use diesel::PgConnection;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -97,16 +97,7 @@ impl OrdersDb for TestDb {
 
     /// (order_id, user_id, number_of_items, total_amount) of every row.
     fn rows(&self) -> Vec<(Uuid, String, i32, BigDecimal)> {
-        orders::table
-            .select((
-                orders::order_id,
-                orders::user_id,
-                orders::number_of_items,
-                orders::total_amount,
-            ))
-            .order(orders::id)
-            .load(&mut self.conn())
-            .unwrap()
+        test_support::pg::order_rows(&mut self.conn())
     }
 }
 
@@ -140,20 +131,7 @@ impl Publisher {
     }
 
     pub async fn publish_raw(&self, body: &[u8], properties: BasicProperties) {
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                BILLING_QUEUE.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await
-            .unwrap()
+        let confirm = topology::publish_order(&self.channel, body, properties)
             .await
             .unwrap();
         assert!(
@@ -164,16 +142,8 @@ impl Publisher {
 
     /// What the gateway publishes for an accepted order.
     pub async fn publish_order(&self, order: &OrderMessage, request_id: &str) {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from(common::REQUEST_ID_HEADER),
-            AMQPValue::LongString(LongString::from(request_id)),
-        );
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(order.order_id.to_string()))
-            .with_headers(headers);
+        let properties =
+            topology::order_properties(order.order_id, request_id, "billing-worker-tests");
         self.publish_raw(&serde_json::to_vec(order).unwrap(), properties)
             .await;
     }

@@ -67,6 +67,39 @@ pub async fn spawn_gateway(config: Config) -> Gateway {
     }
 }
 
+/// A gateway publishing to `vhost` through 127.0.0.1:`amqp_port` (a relay's
+/// port or the broker's), its inventory a test upstream.
+pub async fn gateway_on(vhost: &rabbit::Vhost, amqp_port: u16) -> Gateway {
+    gateway_with(vhost, amqp_port, |_| {}).await
+}
+
+async fn gateway_with(
+    vhost: &rabbit::Vhost,
+    amqp_port: u16,
+    edit: impl FnOnce(&mut Config),
+) -> Gateway {
+    let inventory = upstream::spawn_upstream();
+    let mut settings = config(&inventory.url, amqp_port, &vhost.name);
+    edit(&mut settings);
+    spawn_gateway(settings).await
+}
+
+/// A gateway connected to the real broker, ready.
+pub async fn ready_gateway(vhost: &rabbit::Vhost) -> Gateway {
+    let gateway = gateway_on(vhost, rabbit::amqp_port()).await;
+    gateway.wait_ready().await;
+    gateway
+}
+
+/// A ready gateway whose broker traffic goes through a forwarding relay,
+/// with a 500 ms publish timeout: pausing the relay holds back the confirm.
+pub async fn gateway_behind_relay(vhost: &rabbit::Vhost) -> (relay::Relay, Gateway) {
+    let relay = relay::Relay::start(rabbit::amqp_port(), true).await;
+    let gateway = gateway_with(vhost, relay.port, |c| c.publish_timeout_ms = 500).await;
+    gateway.wait_ready().await;
+    (relay, gateway)
+}
+
 pub fn client() -> awc::Client {
     awc::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -7,10 +7,9 @@ use std::str::FromStr;
 use bigdecimal::BigDecimal;
 use billing_worker::config::Config;
 use billing_worker::error::WorkerError;
-use billing_worker::schema::orders;
 use billing_worker::startup::Application;
 use diesel::pg::PgConnection;
-use diesel::prelude::*;
+use diesel::RunQueryDsl;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -106,18 +105,9 @@ impl Worker {
         .await;
     }
 
-    /// Every stored row: order_id -> (user_id, number_of_items, total_amount).
-    pub fn rows(&self) -> Vec<(Uuid, String, i32, BigDecimal)> {
-        orders::table
-            .select((
-                orders::order_id,
-                orders::user_id,
-                orders::number_of_items,
-                orders::total_amount,
-            ))
-            .order(orders::id)
-            .load(&mut connect(&self.db))
-            .unwrap()
+    /// Every stored row: (order_id, user_id, number_of_items, total_amount).
+    pub fn rows(&self) -> Vec<test_support::pg::OrderRow> {
+        test_support::pg::order_rows(&mut connect(&self.db))
     }
 
     /// How many rows each order_id has.
