@@ -144,6 +144,14 @@ ensure_host_tools() {
 	command -v rsync >/dev/null || pkgs+=(rsync)
 	# The image's vagrant user gets Vagrant's insecure public key from Debian's package.
 	vagrant_insecure_pubkey >/dev/null || pkgs+=(vagrant)
+	if [[ ${VM_ARCH:-amd64} == arm64 ]]; then
+		command -v qemu-system-aarch64 >/dev/null || pkgs+=(qemu-system-arm)
+		# Runs the arm64 image's second debootstrap stage and its maintainer scripts.
+		command -v qemu-aarch64-static >/dev/null || pkgs+=(qemu-user-static)
+		# A binfmt_misc private to a user namespace: Linux 6.7 or newer.
+		[[ -e /proc/filesystems ]] && ! grep -qw binfmt_misc /proc/filesystems &&
+			die "this kernel has no binfmt_misc, which the arm64 image build needs"
+	fi
 	[[ ${1:-} == stock ]] && ! command -v slirp4netns >/dev/null && pkgs+=(slirp4netns)
 	[[ ${1:-} == stock ]] && ! command -v nft >/dev/null && pkgs+=(nftables)
 	if [[ ${1:-} == vagrant ]]; then
