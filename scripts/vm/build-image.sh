@@ -92,11 +92,14 @@ build_rootfs() {
 	local rootfs=$1 pubkey
 	pubkey=$(vagrant_insecure_pubkey) || die "Vagrant's insecure key not found (Debian package vagrant)"
 
-	log "debootstrap $SUITE ($ARCH) from $MIRROR (minbase; output in $BUILD_LOG)"
-	if [[ $ARCH == amd64 ]]; then
+	if [[ -f $rootfs/.mp-base-done ]]; then
+		log "VM_IMAGE_RESUME=1: the base system of an interrupted build is there, debootstrap skipped"
+	elif [[ $ARCH == amd64 ]]; then
+		log "debootstrap $SUITE ($ARCH) from $MIRROR (minbase; output in $BUILD_LOG)"
 		timeout 1800 debootstrap --variant=minbase --include=apt-utils,ca-certificates "$SUITE" "$rootfs" "$MIRROR" >>"$BUILD_LOG" 2>&1 ||
 			die "debootstrap failed: see $BUILD_LOG"
 	else
+		log "debootstrap $SUITE ($ARCH) from $MIRROR (minbase; output in $BUILD_LOG)"
 		timeout 1800 debootstrap --arch="$ARCH" --foreign --variant=minbase --include=apt-utils,ca-certificates \
 			"$SUITE" "$rootfs" "$MIRROR" >>"$BUILD_LOG" 2>&1 || die "debootstrap (first stage) failed: see $BUILD_LOG"
 		log "debootstrap second stage under qemu-aarch64-static"
@@ -109,6 +112,7 @@ build_rootfs() {
 			container=lxc chroot "$1" /debootstrap/debootstrap --second-stage
 		' stage2 "$rootfs" >>"$BUILD_LOG" 2>&1 || die "debootstrap (second stage) failed: see $BUILD_LOG"
 	fi
+	touch "$rootfs/.mp-base-done"
 
 	{
 		printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
@@ -131,8 +135,13 @@ build_rootfs() {
 	emulated timeout 5400 unshare --mount --propagation private -- bash -euo pipefail -c '
 		r=$1 arch=$2; shift 2
 		mount -t proc proc "$r/proc"
-		[[ $arch != amd64 ]] || mount -t sysfs sys "$r/sys"
-		mount --bind /dev "$r/dev"
+		if [[ $arch == amd64 ]]; then
+			mount -t sysfs sys "$r/sys"
+			mount --bind /dev "$r/dev"
+		else
+			# A user namespace may bind /dev only with the mounts under it.
+			mount --rbind /dev "$r/dev"
+		fi
 		mount -t devpts devpts "$r/dev/pts" -o newinstance,ptmxmode=0666
 		export DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 LC_ALL=C.UTF-8
 		chroot "$r" apt-get update -q
@@ -143,7 +152,7 @@ build_rootfs() {
 	log "configuring the image"
 	(cd "$VM_LIB_DIR/image" && tar -cf - --owner=root --group=root .) | tar -xf - -C "$rootfs" --no-same-owner --no-overwrite-dir
 	chmod 440 "$rootfs/etc/sudoers.d/vagrant"
-	rm -f "$rootfs/usr/sbin/policy-rc.d" "$rootfs"/etc/ssh/ssh_host_*
+	rm -f "$rootfs/usr/sbin/policy-rc.d" "$rootfs"/etc/ssh/ssh_host_* "$rootfs/.mp-base-done"
 	# Empty machine-id: systemd makes a new one on each VM's first boot.
 	: >"$rootfs/etc/machine-id"
 	rm -f "$rootfs/var/lib/dbus/machine-id"
@@ -193,8 +202,14 @@ main() {
 	fi
 	log "image cache miss: building $dir"
 	tmp=$VM_CACHE/build-$hash
-	rm -rf "$tmp" "$dir"
-	mkdir -p "$tmp"
+	# VM_IMAGE_RESUME=1 keeps the base system of a build that failed later (the
+	# arm64 one takes long under emulation).
+	if [[ ${VM_IMAGE_RESUME:-0} == 1 && -f $tmp/rootfs/.mp-base-done ]]; then
+		rm -rf "$dir"
+	else
+		rm -rf "$tmp" "$dir"
+		mkdir -p "$tmp"
+	fi
 	BUILD_LOG=$VM_CACHE/image-build.log
 	: >"$BUILD_LOG"
 	build_rootfs "$tmp/rootfs"
