@@ -285,6 +285,13 @@ done
 
 phase "network across the bridge"
 check_network
+if [[ ${VM_ARCH:-amd64} == arm64 ]]; then
+	for vm in "${VMS[@]}"; do
+		# shellcheck disable=SC2016 # expanded in the VM
+		check "$vm-vm is an arm64 machine (uname -m aarch64, dpkg arm64)" \
+			vm "$vm" '[[ $(uname -m) == aarch64 && $(dpkg --print-architecture) == arm64 ]]'
+	done
+fi
 
 if [[ ${VM_TEST_ONLY_BOOT:-0} == 1 ]]; then
 	phase_end
