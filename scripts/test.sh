@@ -5,14 +5,16 @@
 # disturbed), and runs, in order:
 #   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
 #   unit     the bench program's tests, then cargo test --workspace (integration tests against the real servers)
-#   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig
+#   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig;
+#            and --arch arm64: dist/arm64/, checked with `file` and run under qemu-aarch64
 #   e2e      scripts/e2e.py: the running system through every route and error
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
 #   containers  the Docker Compose deployment and its audit (dockerd started if needed);
 #            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
-#   hostside the host-side build code (cargo xtask) and every .env reader against one fixture
+#   hostside the host-side build code (cargo xtask) and every .env reader against one fixture;
+#            the Vagrantfile's guest arch/box choice, provisioning's dist/<arch>/ messages
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 #   shlib    (after hostside, before vm) scripts/lib-test.sh: the one shell library,
 #            scripts/lib/mp.sh, on real processes
@@ -102,8 +104,30 @@ step_unit() {
 }
 
 # The build a macOS or Windows host makes (zig through cargo-zigbuild, not
-# Debian's musl-gcc), so every later step proves those binaries.
-step_build() { scripts/build.sh --portable; }
+# Debian's musl-gcc), so every later step proves those binaries. Then the
+# aarch64 cross build (Apple Silicon and arm64 VMs, the same zig path) into
+# dist/arm64/: static aarch64 as `file` sees it, and each binary started
+# under qemu-aarch64 user emulation, where it must get as far as reading its
+# configuration and name the first variable an empty environment lacks.
+step_build() {
+	scripts/build.sh --portable
+	scripts/build.sh --arch arm64
+	apt_install file qemu-user-static
+	local b desc out rc var
+	declare -A first_var=(["api-gateway"]=GATEWAY_HOST ["inventory-app"]=INVENTORY_HOST ["billing-worker"]=BILLING_HEALTH_HOST)
+	for b in api-gateway inventory-app billing-worker; do
+		desc=$(file -b "$MP_ROOT/dist/arm64/$b")
+		[[ $desc == "ELF 64-bit LSB "* && $desc == *"ARM aarch64"* && $desc == *"statically linked"* ]] ||
+			mp::die "dist/arm64/$b is not a static aarch64 binary: $desc"
+		mp::log::info "dist/arm64/$b: $desc"
+		var=${first_var[$b]}
+		rc=0
+		out=$(env -i qemu-aarch64-static "$MP_ROOT/dist/arm64/$b" 2>&1) || rc=$?
+		[[ $rc != 0 && $out == *"configuration error: missing variable $var" ]] ||
+			mp::die "dist/arm64/$b under qemu-aarch64: expected a failed start naming $var, got (exit $rc): $out"
+		mp::log::info "dist/arm64/$b runs under qemu-aarch64: exit $rc, ${out##*ERROR }"
+	done
+}
 
 step_e2e() {
 	ensure_system
@@ -139,18 +163,36 @@ step_vm() {
 # Host-side code: the xtask's tests, every .env reader against the shared
 # fixture, and the built binaries as `file` sees them (static x86-64, by zig).
 step_hostside() {
-	apt_install ruby
+	apt_install ruby vagrant
 	cargo test -p xtask --locked
 	scripts/dotenv-test.sh
+	# The Vagrantfile's guest choice (arch, box, qemu settings), what
+	# provisioning says about dist/<arch>/, and the Vagrantfile as each
+	# architecture and the installed provider (libvirt) see it.
+	ruby scripts/vm/guest_test.rb
+	scripts/vm/provision-arch-test.sh
+	local a p dot=$MP_STATE_DIR/vagrant-dot
+	for a in amd64 arm64; do
+		for p in --ignore-provider libvirt; do
+			if [[ $p == libvirt ]]; then
+				vagrant plugin list 2>/dev/null | grep -q '^vagrant-libvirt' || continue
+				MP_GUEST_ARCH=$a VAGRANT_DEFAULT_PROVIDER=libvirt VAGRANT_DOTFILE_PATH=$dot VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate >/dev/null
+			else
+				MP_GUEST_ARCH=$a VAGRANT_DOTFILE_PATH=$dot VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate --ignore-provider >/dev/null
+			fi
+			mp::log::info "vagrant validate (MP_GUEST_ARCH=$a, ${p#--}): ok"
+		done
+	done
+	rm -rf "$dot"
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	local b desc
 	for b in api-gateway inventory-app billing-worker; do
 		desc=$(file -b "$(dist_dir)/$b")
 		[[ $desc == *x86-64* && $desc == *"statically linked"* && $desc == *", stripped"* ]] ||
-			die "$b is not a static stripped x86-64 binary: $desc"
-		say "$b: $desc"
+			mp::die "$b is not a static stripped x86-64 binary: $desc"
+		mp::log::info "$b: $desc"
 	done
-	grep -qx 'linker=zig' "$(dist_dir)/.build-stamp" || die "dist/ was not built by the portable (zig) path: scripts/build.sh --portable"
+	grep -qx 'linker=zig' "$(dist_dir)/.build-stamp" || mp::die "dist/ was not built by the portable (zig) path: scripts/build.sh --portable"
 	# A Windows checkout (core.autocrlf=true) must still get LF everywhere but
 	# in the CRLF fixture: .gitattributes.
 	local clone=$MP_STATE_DIR/crlf-clone crlf
@@ -158,8 +200,8 @@ step_hostside() {
 	git clone -q -c core.autocrlf=true "$MP_ROOT" "$clone"
 	crlf=$(git -C "$clone" ls-files --eol | awk -F '\t' '{ split($1, f, " ") } f[2] == "w/crlf" && $2 != "scripts/testdata/dotenv/cases-bom-crlf.env" { print $2 }')
 	rm -rf "$clone"
-	[[ -z $crlf ]] || die "a core.autocrlf=true checkout gets CRLF in: $crlf"
-	say "a core.autocrlf=true checkout has LF line ends (but the CRLF fixture)"
+	[[ -z $crlf ]] || mp::die "a core.autocrlf=true checkout gets CRLF in: $crlf"
+	mp::log::info "a core.autocrlf=true checkout has LF line ends (but the CRLF fixture)"
 }
 
 step_shlib() { scripts/lib-test.sh; }

@@ -8,6 +8,8 @@
 #   scripts/vm-test.sh stock     qemu mode on an image made like debian/bookworm64 (nothing of
 #                                ours installed, ifupdown, apt timers on), first provisioning
 #                                from the Debian mirror through the VMs' NAT, a held dpkg lock
+#   scripts/vm-test.sh arm64     qemu mode with three Debian 12 arm64 VMs under qemu-system-aarch64
+#                                TCG and the aarch64 binaries (dist/arm64/): slow, on demand
 #   scripts/vm-test.sh image     only build (or find in the cache) the VM image
 #   scripts/vm-test.sh clean     remove the image cache (.cache/vm)
 #
@@ -15,6 +17,7 @@
 # The image is cached in .cache/vm/image-HASH, rebuilt when its inputs change.
 # Environment: VM_TEST_KEEP=1 keeps the run directory (disks, logs) afterwards;
 # VM_TEST_SKIP_BUILD=1 uses dist/ as it is instead of running scripts/build.sh;
+# VM_ARCH=arm64 with `image` builds the arm64 image;
 # VM_TEST_BILLING_CPUS (default 2, as in the Vagrantfile) vCPUs for billing-vm (qemu mode).
 # See docs/vm-test.md.
 set -euo pipefail
@@ -23,16 +26,16 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/vm/lib.sh"
 
 usage() {
-	sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
 MODE=${1:-}
 case $MODE in
-qemu | vagrant | stock | image | clean) ;;
+qemu | vagrant | stock | arm64 | image | clean) ;;
 *) usage ;;
 esac
-[[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, qemu, libvirtd)"
+[[ $(id -u) -eq 0 ]] || mp::die "run as root (network namespaces, qemu, libvirtd)"
 
 if [[ $MODE == clean ]]; then
 	rm -rf "$VM_CACHE"
@@ -51,6 +54,8 @@ SLIRP_PID=""
 if [[ $MODE == stock ]]; then
 	export VM_IMAGE_FLAVOR=stock VM_STOCK=1
 fi
+[[ $MODE == arm64 ]] && export VM_ARCH=arm64
+ARCH=${VM_ARCH:-amd64}
 
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
@@ -103,25 +108,25 @@ ensure_host_tools "$MODE"
 
 phase "image (build or cache)"
 IMAGE_DIR=$("$VM_LIB_DIR/build-image.sh" | tail -n 1)
-[[ -f $IMAGE_DIR/done ]] || die "image build failed"
+[[ -f $IMAGE_DIR/done ]] || mp::die "image build failed"
 export IMAGE_DIR
 if [[ $MODE == image ]]; then
 	phase_end
 	exit 0
 fi
 
-phase "binaries (scripts/build.sh)"
+phase "binaries (scripts/build.sh --arch $ARCH)"
 if [[ ${VM_TEST_SKIP_BUILD:-0} == 1 ]]; then
 	log "VM_TEST_SKIP_BUILD=1: using dist/ as it is"
 else
-	[[ -x $PROJECT_ROOT/scripts/build.sh ]] || die "scripts/build.sh not found"
-	"$PROJECT_ROOT/scripts/build.sh" >"$RUN_DIR/build.log" 2>&1 || {
+	[[ -x $PROJECT_ROOT/scripts/build.sh ]] || mp::die "scripts/build.sh not found"
+	"$PROJECT_ROOT/scripts/build.sh" --arch "$ARCH" >"$RUN_DIR/build.log" 2>&1 || {
 		tail -n 30 "$RUN_DIR/build.log" >&2
-		die "scripts/build.sh failed (log: $RUN_DIR/build.log)"
+		mp::die "scripts/build.sh failed (log: $RUN_DIR/build.log)"
 	}
 fi
 for bin in api-gateway inventory-app billing-worker; do
-	[[ -x $PROJECT_ROOT/dist/amd64/$bin ]] || die "dist/amd64/$bin missing: run scripts/build.sh"
+	[[ -x $PROJECT_ROOT/dist/$ARCH/$bin ]] || mp::die "dist/$ARCH/$bin missing: run scripts/build.sh --arch $ARCH"
 done
 
 phase "network namespace"
@@ -138,8 +143,8 @@ if [[ $MODE == stock ]]; then
 	slirp4netns --configure --mtu=65520 --disable-host-loopback --netns-type=path \
 		"/run/netns/$NETNS" tap0 >"$RUN_DIR/slirp4netns.log" 2>&1 &
 	SLIRP_PID=$!
-	mp::wait_until 30 "slirp4netns's tap0 in $NETNS" ip -n "$NETNS" addr show tap0 || die "slirp4netns failed (log: $RUN_DIR/slirp4netns.log)"
-	ip netns exec "$NETNS" nft -f - <<'NFT' || die "cannot install the namespace's egress filter"
+	mp::wait_until 30 "slirp4netns's tap0 in $NETNS" ip -n "$NETNS" addr show tap0 || mp::die "slirp4netns failed (log: $RUN_DIR/slirp4netns.log)"
+	ip netns exec "$NETNS" nft -f - <<'NFT' || mp::die "cannot install the namespace's egress filter"
 table inet mpvm_egress {
 	chain out {
 		type filter hook output priority filter; policy accept;
@@ -158,7 +163,9 @@ phase_end
 
 # Everything that talks to the VMs runs inside the namespace: qemu (or libvirtd and
 # vagrant), ssh, curl. `ip netns exec` also gives it a mount namespace of its own.
-ip netns exec "$NETNS" "$VM_LIB_DIR/${MODE/stock/qemu}.sh" &
+INNER=qemu
+[[ $MODE == vagrant ]] && INNER=vagrant
+ip netns exec "$NETNS" "$VM_LIB_DIR/$INNER.sh" &
 INNER_PID=$!
 rc=0
 wait "$INNER_PID" || rc=$?

@@ -53,12 +53,3 @@ apt_install() {
 # True when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# The names before scripts/lib/mp.sh, for callers changed on other branches
-# (scripts/bench.sh before its rewrite, test.sh's build and hostside steps).
-# Only aliases: rename those calls to mp::* once merged, then delete these.
-say() { mp::log::info "$@"; }
-warn() { mp::log::warn "$@"; }
-die() { mp::die "$@"; }
-load_dotenv() { mp::env::load "${1:-$MP_ROOT/.env}"; }
-wait_until() { mp::wait_until "$@"; }
-stop_pid() { mp::stop_pid "$1" "pid $1" "${2:-15}"; }

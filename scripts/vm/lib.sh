@@ -24,9 +24,6 @@ MP_WAIT_INTERVAL=${MP_WAIT_INTERVAL:-2}
 source "$PROJECT_ROOT/scripts/lib/mp.sh"
 log() { mp::log::info "$@"; }
 record_die() { printf 'FAIL\t%s\n' "$*" >>"$CHECK_FILE"; }
-# The VM scripts' name for mp::die (they are being changed on another branch:
-# rename the calls to mp::die once that is merged, then drop this alias).
-die() { mp::die "$@"; }
 
 # phase NAME: closes the running phase and starts the next one.
 phase() {
@@ -123,6 +120,14 @@ ensure_host_tools() {
 	command -v rsync >/dev/null || pkgs+=(rsync)
 	# The image's vagrant user gets Vagrant's insecure public key from Debian's package.
 	vagrant_insecure_pubkey >/dev/null || pkgs+=(vagrant)
+	if [[ ${VM_ARCH:-amd64} == arm64 ]]; then
+		command -v qemu-system-aarch64 >/dev/null || pkgs+=(qemu-system-arm)
+		# Runs the arm64 image's second debootstrap stage and its maintainer scripts.
+		command -v qemu-aarch64-static >/dev/null || pkgs+=(qemu-user-static)
+		# A binfmt_misc private to a user namespace: Linux 6.7 or newer.
+		[[ -e /proc/filesystems ]] && ! grep -qw binfmt_misc /proc/filesystems &&
+			mp::die "this kernel has no binfmt_misc, which the arm64 image build needs"
+	fi
 	[[ ${1:-} == stock ]] && ! command -v slirp4netns >/dev/null && pkgs+=(slirp4netns)
 	[[ ${1:-} == stock ]] && ! command -v nft >/dev/null && pkgs+=(nftables)
 	if [[ ${1:-} == vagrant ]]; then

@@ -43,6 +43,20 @@ declare -A VM_MASK=(
 STOCK=${VM_STOCK:-0}
 # The stock image has none of them: provisioning installs only what each VM needs.
 ((STOCK)) && VM_MASK=([gateway]="" [inventory]="" [billing]="")
+# VM_ARCH=arm64 (scripts/vm-test.sh arm64): the arm64 image under qemu-system-aarch64,
+# the "virt" board with the kernel booted directly (no firmware needed). cortex-a72
+# rather than "max": TCG emulates max's pointer authentication slowly.
+case ${VM_ARCH:-amd64} in
+amd64)
+	QEMU_SYSTEM=(qemu-system-x86_64 -accel tcg -machine pc)
+	CONSOLE=ttyS0
+	;;
+arm64)
+	QEMU_SYSTEM=(qemu-system-aarch64 -accel tcg -machine virt -cpu cortex-a72)
+	CONSOLE=ttyAMA0
+	;;
+*) mp::die "VM_ARCH must be amd64 or arm64" ;;
+esac
 SSH_KEY=$RUN_DIR/id_ed25519
 BRIDGE=br-mp
 # The host side of the private network, like the host-only adapter Vagrant creates.
@@ -156,10 +170,10 @@ start_vm() {
 		masks+=" net.ifnames=0"
 		nat="user,id=nat,$fwd"
 	fi
-	qemu-system-x86_64 -name "$vm-vm" -accel tcg -machine pc -nodefaults -display none \
+	"${QEMU_SYSTEM[@]}" -name "$vm-vm" -nodefaults -display none \
 		-smp "${VM_CPUS[$vm]}" -m "${VM_MEM[$vm]}" \
 		-kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img" \
-		-append "root=/dev/vda rw console=ttyS0 no_timer_check systemd.hostname=$vm-vm vmseed$masks" \
+		-append "root=/dev/vda rw console=$CONSOLE no_timer_check systemd.hostname=$vm-vm vmseed$masks" \
 		-drive "file=$RUN_DIR/$vm.qcow2,if=virtio,format=qcow2,cache=unsafe" \
 		-drive "file=$RUN_DIR/project-$vm.img,if=virtio,format=raw,cache=unsafe" \
 		-drive "file=$RUN_DIR/seed-$vm.img,if=virtio,format=raw,readonly=on" \
@@ -271,6 +285,13 @@ done
 
 phase "network across the bridge"
 check_network
+if [[ ${VM_ARCH:-amd64} == arm64 ]]; then
+	for vm in "${VMS[@]}"; do
+		# shellcheck disable=SC2016 # expanded in the VM
+		check "$vm-vm is an arm64 machine (uname -m aarch64, dpkg arm64)" \
+			vm "$vm" '[[ $(uname -m) == aarch64 && $(dpkg --print-architecture) == arm64 ]]'
+	done
+fi
 
 if [[ ${VM_TEST_ONLY_BOOT:-0} == 1 ]]; then
 	phase_end

@@ -136,7 +136,7 @@ ensure_box() {
 	log "packing and adding box $BOX_NAME"
 	tar -C "$dir" -cf "$RUN_DIR/vmtest.box" metadata.json Vagrantfile box.img
 	timeout 1200 vagrant box add --force --name "$BOX_NAME" "$RUN_DIR/vmtest.box" >"$RUN_DIR/vagrant-box-add.log" 2>&1 ||
-		die "vagrant box add failed: see $RUN_DIR/vagrant-box-add.log"
+		mp::die "vagrant box add failed: see $RUN_DIR/vagrant-box-add.log"
 	rm -rf "$RUN_DIR/vmtest.box" "$dir"
 }
 
