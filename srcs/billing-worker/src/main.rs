@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             log::error!("{e}");
-            return ExitCode::from(2);
+            return ExitCode::FAILURE;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

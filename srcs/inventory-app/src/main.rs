@@ -12,10 +12,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[actix_web::main]
 async fn main() -> ExitCode {
     common::logging::init();
-    let app = match Config::from_env()
-        .map_err(Into::into)
-        .and_then(Application::build)
-    {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = match Application::build(config) {
         Ok(app) => app,
         Err(e) => {
             log::error!("start-up failed: {e}");
@@ -23,7 +27,7 @@ async fn main() -> ExitCode {
         }
     };
     if let Err(e) = app.run().await {
-        log::error!("server failed: {e}");
+        log::error!("server stopped with an error: {e}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
