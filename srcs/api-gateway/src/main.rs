@@ -1,4 +1,5 @@
-use common::config::ServiceConfig;
+use common::config::{ConfigError, ServiceConfig};
+use common::startup::MainError;
 use std::process::ExitCode;
 
 use api_gateway::{Application, Config};
@@ -11,31 +12,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[actix_web::main]
 async fn main() -> ExitCode {
     common::logging::init();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    common::startup::exit_code(module_path!(), serve().await)
+}
+
+async fn serve() -> Result<(), MainError<std::io::Error>> {
+    let config = Config::from_env()?;
     if let Some(path) = config.access_log_file() {
-        let copied =
-            common::logging::copy_target_to_file(api_gateway::config::ACCESS_LOG_TARGET, path);
-        if let Err(e) = copied {
-            log::error!("bad variable GATEWAY_ACCESS_LOG_FILE: {e}");
-            return ExitCode::FAILURE;
-        }
+        common::logging::copy_target_to_file(api_gateway::config::ACCESS_LOG_TARGET, path)
+            .map_err(|e| ConfigError::bad("GATEWAY_ACCESS_LOG_FILE", e))?;
     }
-    let app = match Application::build(config) {
-        Ok(app) => app,
-        Err(e) => {
-            log::error!("start-up failed: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = app.run().await {
-        log::error!("server stopped with an error: {e}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    Application::build(config)?
+        .run()
+        .await
+        .map_err(MainError::Run)
 }

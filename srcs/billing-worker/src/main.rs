@@ -1,6 +1,8 @@
 use billing_worker::config::Config;
+use billing_worker::error::WorkerError;
 use billing_worker::startup::Application;
 use common::config::ServiceConfig;
+use common::startup::{MainError, StartupError};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,42 +13,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     common::logging::init();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    common::startup::exit_code(module_path!(), serve())
+}
+
+fn serve() -> Result<(), MainError<WorkerError>> {
+    let config = Config::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            log::error!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = runtime.block_on(async {
-        let app = match Application::build(config) {
-            Ok(app) => app,
-            Err(e) => {
-                log::error!("start-up failed: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match app.run().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                log::error!("billing-worker stopped: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        .map_err(|source| StartupError::Thread {
+            what: "async runtime",
+            source,
+        })?;
+    let result = runtime.block_on(async {
+        Application::build(config)?
+            .run()
+            .await
+            .map_err(MainError::Run)
     });
     // A store abandoned at stop (still blocked in the database past the
     // grace period) must not keep the process alive: its transaction is
     // rolled back when the connection closes, and its messages were not acked.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    code
+    result
 }

@@ -78,3 +78,32 @@ mod tests {
         );
     }
 }
+
+/// What ends a service's `main` early: its configuration, its start-up, or
+/// the server or consumer stopping with an error. One type, so that every
+/// service logs it the same way and exits with the same status.
+#[derive(Debug, thiserror::Error)]
+pub enum MainError<E: std::fmt::Display> {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("start-up failed: {0}")]
+    Startup(#[from] StartupError),
+    #[error("stopped with an error: {0}")]
+    Run(E),
+}
+
+/// The exit status of a service's `main`: success, or the error logged as
+/// one line (journald keeps it) and status 1. `target` is the caller's
+/// `module_path!()`, so the line carries the service's name like its others.
+pub fn exit_code<E: std::fmt::Display>(
+    target: &str,
+    result: Result<(), MainError<E>>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!(target: target, "{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

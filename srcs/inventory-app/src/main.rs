@@ -1,4 +1,5 @@
 use common::config::ServiceConfig;
+use common::startup::MainError;
 use std::process::ExitCode;
 
 use inventory_app::config::Config;
@@ -12,23 +13,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[actix_web::main]
 async fn main() -> ExitCode {
     common::logging::init();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let app = match Application::build(config) {
-        Ok(app) => app,
-        Err(e) => {
-            log::error!("start-up failed: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = app.run().await {
-        log::error!("server stopped with an error: {e}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    common::startup::exit_code(module_path!(), serve().await)
+}
+
+async fn serve() -> Result<(), MainError<std::io::Error>> {
+    let config = Config::from_env()?;
+    Application::build(config)?
+        .run()
+        .await
+        .map_err(MainError::Run)
 }
