@@ -270,8 +270,10 @@ sql() {
 "$PY" "$ROOT/scripts/lib/argv-watch.py" "$WORK/secrets" "$WORK/argv-watch.stop" >"$WORK/argv-watch.out" 2>&1 &
 ARGV_WATCH_PID=$!
 sleep 0.5
-# (": " keeps bash from exec-ing sleep, which would drop the canary at once.)
-bash -c 'sleep 1; :' "$CANARY" &
+# A process that forks nothing: a forked child carries its parent's command
+# line until it execs, so a bash canary could be seen twice (once under its
+# child's pid) and break the "exactly one leak" count below.
+"$PY" -c 'import time; time.sleep(1)' "$CANARY" &
 CANARY_PID=$!
 
 mp::log::info "PostgreSQL on inventory-vm and billing-vm"
