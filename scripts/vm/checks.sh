@@ -240,8 +240,21 @@ firewall_first() {
 		grep -q "^After=.*movie-platform-firewall.service" <<<"$1" &&
 		grep -q "^MemoryMax=[0-9]" <<<"$1" && grep -q "^TasksMax=[0-9]" <<<"$1"
 }
-ip_policy() { # SHOW ALLOWED_IP
-	grep -q "^IPAddressDeny=0.0.0.0/0 ::/0" <<<"$1" && grep -q "^IPAddressAllow=.*$2" <<<"$1"
+# ip_policy SHOW ALLOWED_IP: deny everything, allow exactly localhost and
+# ALLOWED_IP. systemd prints each list in an order of its own (seen both ways
+# on the same version), so the words are compared as sets.
+ip_policy() {
+	local deny allow
+	deny=$(sed -n 's/^IPAddressDeny=//p' <<<"$1" | tr ' ' '\n' | sort | xargs)
+	allow=$(sed -n 's/^IPAddressAllow=//p' <<<"$1" | tr ' ' '\n' | sort | xargs)
+	[[ $deny == "0.0.0.0/0 ::/0" ]] || {
+		echo "IPAddressDeny=$deny"
+		return 1
+	}
+	[[ $allow == "$(printf '%s\n' 127.0.0.0/8 ::1/128 "$2/32" | sort | xargs)" ]] || {
+		echo "IPAddressAllow=$allow"
+		return 1
+	}
 }
 
 check_hardening() {
