@@ -114,6 +114,34 @@ check "pid_alive/stop_pid: no pid, or a pid that does not exist" is out $'empty\
 lib 'mp::pkg::installed bash && echo bash; mp::pkg::installed no-such-package-mp || echo none'
 check "pkg::installed: bash is, a made-up package is not" is out $'bash\nnone'
 
+# A dpkg lock held by another process (here a python fcntl lock, as apt and dpkg take
+# it, on a status file of our own so the machine's apt is not touched): plain apt-get
+# fails at once, mp::pkg::apt_get waits until it is released, then runs.
+hold_lock() {
+	python3 -c 'import fcntl, sys, time
+f = open(sys.argv[1], "a"); fcntl.lockf(f, fcntl.LOCK_EX); print("held", flush=True)
+time.sleep(2); open(sys.argv[2], "w").write("released")' "$TMP/dpkg/lock-frontend" "$TMP/dpkg/released" >"$TMP/held" &
+	HOLDER=$!
+	MP_WAIT_INTERVAL=0.1 mp::wait_until 10 "the lock holder" grep -q held "$TMP/held"
+}
+mkdir -p "$TMP/dpkg"
+cp /var/lib/dpkg/status "$TMP/dpkg/status"
+# shellcheck source=scripts/lib/mp.sh
+source scripts/lib/mp.sh
+hold_lock
+rc=0
+env DEBIAN_FRONTEND=noninteractive apt-get -o Dir::State::status="$TMP/dpkg/status" check >/dev/null 2>"$TMP/err" || rc=$?
+check "pkg::apt_get's reason: plain apt-get fails on a held dpkg lock" \
+	matches err "^E: Could not get lock $TMP/dpkg/lock-frontend.*"
+wait "$HOLDER"
+rm -f "$TMP/dpkg/released"
+hold_lock
+rc=0
+APT_LOCK_TIMEOUT=30 mp::pkg::apt_get -o Dir::State::status="$TMP/dpkg/status" check >/dev/null 2>&1 || rc=$?
+echo "rc=$rc, $(cat "$TMP/dpkg/released" 2>/dev/null || echo 'lock still held')" >"$TMP/out"
+check "pkg::apt_get: waits for a held dpkg lock, then succeeds" is out "rc=0, released"
+wait "$HOLDER"
+
 # --- one library ---------------------------------------------------------------
 LIB=scripts/lib/common.sh lib 'source scripts/provision/common.sh; declare -F | grep -c " mp::die$"'
 check "common.sh and provision/common.sh share the one library (sourced once)" is out 1

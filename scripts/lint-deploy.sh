@@ -18,6 +18,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=scripts/lib/mp.sh
+source "$ROOT/scripts/lib/mp.sh"
 SERVICES=(api-gateway inventory-app billing-worker)
 SECURITY_THRESHOLD="${SECURITY_THRESHOLD:-2.0}"
 FIREWALL_UNIT_THRESHOLD="${FIREWALL_UNIT_THRESHOLD:-3.0}"
@@ -30,10 +32,6 @@ fail() {
 }
 note() { printf '      %s\n' "$*"; }
 
-as_root() {
-	if [[ "$(id -u)" -eq 0 ]]; then "$@"; else sudo "$@"; fi
-}
-
 # need COMMAND PACKAGE: installs PACKAGE (Debian) when COMMAND is missing.
 need() {
 	command -v "$1" >/dev/null 2>&1 && return 0
@@ -42,9 +40,8 @@ need() {
 		exit 1
 	}
 	echo "==> lint-deploy: installing $2" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	as_root apt-get install -y -qq --no-install-recommends "$2" >/dev/null ||
-		{ as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
+	mp::pkg::apt_get install -y -qq --no-install-recommends "$2" >/dev/null ||
+		{ mp::pkg::apt_get update -qq && mp::pkg::apt_get install -y -qq --no-install-recommends "$2" >/dev/null; }
 }
 
 need shellcheck shellcheck

@@ -46,8 +46,8 @@ apt_install() {
 	done
 	((${#missing[@]} == 0)) && return 0
 	mp::log::info "installing ${missing[*]}"
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	mp::pkg::apt_get update -qq
+	mp::pkg::apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # True when something accepts TCP connections on 127.0.0.1:PORT.

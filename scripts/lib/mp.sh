@@ -118,3 +118,12 @@ mp::stop_pid() {
 mp::pkg::installed() {
 	[[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]
 }
+
+# mp::pkg::apt_get ARGS...: apt-get as root (through sudo otherwise) that waits up to
+# APT_LOCK_TIMEOUT seconds (10 min) for the dpkg lock another apt holds (apt-daily or
+# unattended-upgrades on a fresh host or VM, a second script of ours) instead of
+# failing on it at once.
+mp::pkg::apt_get() {
+	local apt_cmd=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-600}" "$@")
+	if [[ $(id -u) -eq 0 ]]; then "${apt_cmd[@]}"; else sudo "${apt_cmd[@]}"; fi
+}

@@ -172,18 +172,16 @@ ensure_packages() {
 		return 0
 	fi
 	mp::log::info "installing packages: ${missing[*]}"
-	# A fresh box runs apt-daily/unattended-upgrades at first boot: wait for
-	# their dpkg/apt locks (up to 10 min) instead of failing on them.
-	local lock=(-o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-600}")
-	local apt=(apt-get "${lock[@]}" install -y --no-install-recommends
+	# A fresh box runs apt-daily/unattended-upgrades at first boot: mp::pkg::apt_get
+	# waits for their dpkg lock instead of failing on it.
+	local install=(install -y --no-install-recommends
 		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-	export DEBIAN_FRONTEND=noninteractive
 	# Try the current package lists first (cached .debs install offline);
 	# refresh them only if that fails.
-	if ! "${apt[@]}" "${missing[@]}"; then
+	if ! mp::pkg::apt_get "${install[@]}" "${missing[@]}"; then
 		mp::log::detail "refreshing package lists (apt-get update)"
-		apt-get "${lock[@]}" update -q
-		"${apt[@]}" "${missing[@]}"
+		mp::pkg::apt_get update -q
+		mp::pkg::apt_get "${install[@]}" "${missing[@]}"
 	fi
 }
 

@@ -151,8 +151,9 @@ ensure_host_tools() {
 		pkgs+=(qemu-utils/bookworm)
 	fi
 	log "installing host packages: ${pkgs[*]}"
-	timeout 900 apt-get install -y -q --allow-downgrades --no-install-recommends "${pkgs[@]}" >&2 ||
-		{ timeout 300 apt-get update -q >&2 && timeout 900 apt-get install -y -q --allow-downgrades --no-install-recommends "${pkgs[@]}" >&2; }
+	local install=(install -y -q --allow-downgrades --no-install-recommends "${pkgs[@]}")
+	mp::pkg::apt_get "${install[@]}" >&2 ||
+		{ mp::pkg::apt_get update -q >&2 && mp::pkg::apt_get "${install[@]}" >&2; }
 }
 
 vagrant_insecure_pubkey() {
