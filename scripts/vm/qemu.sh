@@ -227,13 +227,18 @@ provision_env() {
 	for key in "${DOTENV_KEYS[@]}"; do printf '%s=%q\n' "$key" "${!key}"; done
 }
 
+# How long one provisioning may take. A stock box's first one installs PostgreSQL,
+# RabbitMQ and nftables under emulation: 24 min for billing-vm at load ~11, more than
+# 30 min with nine emulated VMs on two cores.
+PROVISION_TIMEOUT=${VM_TEST_PROVISION_TIMEOUT:-$([[ ${VM_STOCK:-0} == 1 ]] && echo 3600 || echo 1800)}
+
 # provision NAME LOGFILE: as Vagrant's shell provisioner does it: the script alone
 # uploaded to /tmp/vagrant-shell, run as root with the variables in the environment.
 # They travel on ssh's stdin (as Vagrant sends its commands), never in a command
 # line, where every user of the VM could read the passwords.
 provision() {
 	local name=$1 logfile=$2
-	provision_env | VM_CMD_TIMEOUT=1800 vm "$name" "sudo install -m 0755 /vagrant/scripts/setup_$name.sh /tmp/vagrant-shell &&
+	provision_env | VM_CMD_TIMEOUT=$PROVISION_TIMEOUT vm "$name" "sudo install -m 0755 /vagrant/scripts/setup_$name.sh /tmp/vagrant-shell &&
 		sudo -H bash -c 'set -a && . /dev/stdin && set +a && exec /tmp/vagrant-shell </dev/null'" >"$logfile" 2>&1
 }
 
