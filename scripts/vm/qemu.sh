@@ -229,8 +229,10 @@ provision_env() {
 
 # How long one provisioning may take. A stock box's first one installs PostgreSQL,
 # RabbitMQ and nftables under emulation: 24 min for billing-vm at load ~11, more than
-# 30 min with nine emulated VMs on two cores.
-PROVISION_TIMEOUT=${VM_TEST_PROVISION_TIMEOUT:-$([[ ${VM_STOCK:-0} == 1 ]] && echo 3600 || echo 1800)}
+# 30 min with nine emulated VMs on two cores; an arm64 VM emulates another CPU.
+PROVISION_TIMEOUT=1800
+[[ ${VM_STOCK:-0} == 1 || ${VM_ARCH:-amd64} == arm64 ]] && PROVISION_TIMEOUT=3600
+PROVISION_TIMEOUT=${VM_TEST_PROVISION_TIMEOUT:-$PROVISION_TIMEOUT}
 
 # provision NAME LOGFILE: as Vagrant's shell provisioner does it: the script alone
 # uploaded to /tmp/vagrant-shell, run as root with the variables in the environment.
