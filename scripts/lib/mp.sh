@@ -122,8 +122,8 @@ mp::pkg::installed() {
 # mp::pkg::apt_get ARGS...: apt-get as root (through sudo otherwise) that waits up to
 # APT_LOCK_TIMEOUT seconds (10 min) for the dpkg lock another apt holds (apt-daily or
 # unattended-upgrades on a fresh host or VM, a second script of ours) instead of
-# failing on it at once.
+# failing on it at once. MP_APT_TIMEOUT=SECONDS bounds the whole command (timeout(1)).
 mp::pkg::apt_get() {
-	local apt_cmd=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-600}" "$@")
+	local apt_cmd=(${MP_APT_TIMEOUT:+timeout "$MP_APT_TIMEOUT"} env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="${APT_LOCK_TIMEOUT:-600}" "$@")
 	if [[ $(id -u) -eq 0 ]]; then "${apt_cmd[@]}"; else sudo "${apt_cmd[@]}"; fi
 }

@@ -152,8 +152,8 @@ ensure_host_tools() {
 	fi
 	log "installing host packages: ${pkgs[*]}"
 	local install=(install -y -q --allow-downgrades --no-install-recommends "${pkgs[@]}")
-	mp::pkg::apt_get "${install[@]}" >&2 ||
-		{ mp::pkg::apt_get update -q >&2 && mp::pkg::apt_get "${install[@]}" >&2; }
+	MP_APT_TIMEOUT=900 mp::pkg::apt_get "${install[@]}" >&2 ||
+		{ MP_APT_TIMEOUT=300 mp::pkg::apt_get update -q >&2 && MP_APT_TIMEOUT=900 mp::pkg::apt_get "${install[@]}" >&2; }
 }
 
 vagrant_insecure_pubkey() {
