@@ -307,16 +307,39 @@ def check_health(name, base):
 # ---------------------------------------------------------------- inventory --
 
 
+class Movies:
+    """What the inventory suites of one pass share: the base URL, the tag
+    that names this pass's movies, and the movies made so far (None when a
+    create failed; the checks that follow then compare against placeholders)."""
+
+    def __init__(self, base, label):
+        self.label = label
+        self.tag = f"e2e-{label}-{RUN_ID}"
+        self.m = base + "/api/movies"
+        self.first = self.second = self.uni = None
+        self.id1 = 0
+
+    def d(self, text):
+        return f"{self.label}: {text}"
+
+
 def inventory_suite(base, label):
     """The inventory routes and errors against BASE (the gateway or inventory
-    itself); LABEL prefixes the descriptions."""
-    tag = f"e2e-{label}-{RUN_ID}"
-    m = base + "/api/movies"
+    itself); LABEL prefixes the descriptions. The suites run in this order
+    and share the movies they create (Movies)."""
+    c = Movies(base, label)
+    movies_create_read(c)
+    movies_search(c)
+    movies_paging(c)
+    movies_create_validation(c)
+    movies_update(c)
+    movies_bad_routes(c)
+    movies_delete(c)
 
-    def d(text):
-        return f"{label}: {text}"
 
-    # create
+def movies_create_read(c):
+    """Create (a plain, a trailing-slash and a non-ASCII movie), then read them back."""
+    tag, m, d = c.tag, c.m, c.d
     first = created(
         d("POST /api/movies creates a movie"),
         send("POST", m, {"title": f"{tag} first", "description": "first description"}),
@@ -332,8 +355,8 @@ def inventory_suite(base, label):
     t = f"{tag} Amélie — «ünïcødé» ✓"
     uni = created(d("POST /api/movies keeps a non-ASCII title"), send("POST", m, {"title": t}), t)
     expect(d("GET returns the non-ASCII title byte for byte"), req("GET", f"{m}/{ident(uni)}"), 200, uni or movie(t))
+    c.first, c.second, c.uni = first, second, uni
 
-    # read
     expect(
         d("GET /api/movies/{id} returns the movie"),
         req("GET", f"{m}/{ident(first)}"),
@@ -349,7 +372,11 @@ def inventory_suite(base, label):
     else:
         expect(d("GET /api/movies/ (trailing slash) lists movies"), slash, 200, listed)
 
-    # search: case-insensitive contains; % _ ' \ are literal characters
+
+def movies_search(c):
+    """?title=: a case-insensitive contains search; % _ ' \\ are literal characters."""
+    tag, m, d = c.tag, c.m, c.d
+    first, second, uni = c.first, c.second, c.uni
     names = ["100% pure", "100x pure", "a_b", "axb", "back\\slash", "backslash", "O'Brien"]
     made = create_all(d("create the 7 search fixtures (201 each)"), m, [f"{tag} {n}" for n in names])
     fixtures = dict(zip(names, made))
@@ -357,9 +384,6 @@ def inventory_suite(base, label):
 
     def search(path, title):
         return req("GET", with_query(path, title=title))
-
-    def exactly(*found):
-        return [x if x is not None else movie("<not created>") for x in found]
 
     expect(d("?title= is a case-insensitive contains search"), search(m, tag.upper()), 200, exactly(*every))
     expect(d("GET /api/movies/?title= (trailing slash) searches"), search(m + "/", f"{tag} FIRST"), 200, exactly(first))
@@ -394,7 +418,15 @@ def inventory_suite(base, label):
     expect(d("?title= with 5000 characters is an empty list"), search(m, "z" * 5000), 200, [])
     expect(d("?title= with no match is an empty list"), search(m, f"{tag} no such movie"), 200, [])
 
-    # paging
+
+def exactly(*found):
+    """The expected list: the movies FOUND, a placeholder for one not created."""
+    return [x if x is not None else movie("<not created>") for x in found]
+
+
+def movies_paging(c):
+    """?limit= with ?offset=: pages that hold every movie once; bad values named."""
+    tag, m, d = c.tag, c.m, c.d
     pages = create_all(d("create the 5 paging fixtures (201 each)"), m, [f"{tag} page {i}" for i in range(1, 6)])
     got_ids = []
     for offset, limit in ((0, 2), (2, 2), (4, 2)):
@@ -426,7 +458,10 @@ def inventory_suite(base, label):
             name,
         )
 
-    # validation on create
+
+def movies_create_validation(c):
+    """Every refusal of a create: fields, JSON, media type, size."""
+    tag, m, d = c.tag, c.m, c.d
     for desc, value, field in (
         ("POST without title is 400 naming title", {}, "title"),
         ("POST with empty title is 400 naming title", {"title": ""}, "title"),
@@ -509,8 +544,12 @@ def inventory_suite(base, label):
         "payload_too_large",
     )
 
-    # update
-    id1 = ident(first)
+
+def movies_update(c):
+    """PUT: the update, a field left out keeping its value, and its refusals."""
+    tag, m, d = c.tag, c.m, c.d
+    first = c.first
+    id1 = c.id1 = ident(first)
     updated = expect(
         d("PUT /api/movies/{id} updates the movie"),
         send("PUT", f"{m}/{id1}", {"title": f"{tag} first updated", "description": "updated"}),
@@ -557,8 +596,12 @@ def inventory_suite(base, label):
     expect_error(
         d("PUT /api/movies/abc is 400"), send("PUT", f"{m}/abc", {"title": "x"}), 400, "validation_failed", "id"
     )
+    c.first = first
 
-    # bad ids, unknown routes, wrong methods
+
+def movies_bad_routes(c):
+    """Bad ids, unknown routes, wrong methods (405 with Allow)."""
+    m, d, id1 = c.m, c.d, c.id1
     expect_error(d("GET of a missing movie is 404"), req("GET", f"{m}/{MISSING_ID}"), 404, "not_found")
     expect_error(d("GET /api/movies/abc is 400"), req("GET", f"{m}/abc"), 400, "validation_failed", "id")
     expect_error(
@@ -589,7 +632,11 @@ def inventory_suite(base, label):
             headers=allow,
         )
 
-    # delete one, then all: a delete answers the movie it removed
+
+def movies_delete(c):
+    """Delete one, then all: a delete answers the movie it removed, delete-all the count."""
+    m, d, id1, label = c.m, c.d, c.id1, c.label
+    first, second, uni = c.first, c.second, c.uni
     expect(d("DELETE /api/movies/{id} deletes it"), req("DELETE", f"{m}/{id1}"), 200, first or movie(""))
     expect_error(d("GET after DELETE is 404"), req("GET", f"{m}/{id1}"), 404, "not_found")
     expect(

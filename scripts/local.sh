@@ -101,7 +101,7 @@ pg_start() {
 		mp::log::info "$name: initdb in $dir/data"
 		# Single-user development instance: the postgres superuser needs no
 		# password from 127.0.0.1 (the tests create databases with it), so
-		# any local user can be superuser here (README says so); every
+		# any local user can be superuser here (docs/security.md says so); every
 		# other role authenticates with its scram password, as in the VMs.
 		# The socket (trust) is in a 0700 directory: its owner only.
 		run_as_owner "$(pg_owner)" "$PG_BIN/initdb" -D "$dir/data" -U postgres -E UTF8 \

@@ -51,8 +51,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The helpers shared with scripts/e2e.py (scripts/lib) and the .env reader.
 sys.path[:0] = [os.path.join(ROOT, "scripts", "lib"), os.path.join(ROOT, "scripts")]
 import mp_dotenv  # noqa: E402 (found through the path set just above)
-import mp_http  # noqa: E402
 import mp_local  # noqa: E402
+import mp_rabbitmq  # noqa: E402
 from mp_http import UUID_RE, http_get, wait_until  # noqa: E402
 from mp_local import LocalError, env, local  # noqa: E402
 
@@ -70,9 +70,7 @@ GATEWAY_URL = mp_local.gateway_url()
 _gw = urllib.parse.urlsplit(GATEWAY_URL)
 GATEWAY_HOST, GATEWAY_PORT = _gw.hostname or "127.0.0.1", _gw.port or 80
 WORKER_URL = mp_local.worker_url()
-MGMT_URL = "http://127.0.0.1:" + env("LOCAL_RABBITMQ_MGMT_PORT", "55673") + "/api"
-MGMT_AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
-VHOST = urllib.parse.quote(dotenv("RABBITMQ_VHOST", "/"), safe="")
+MGMT = mp_rabbitmq.Management(env("LOCAL_RABBITMQ_MGMT_PORT", "55673"), dotenv("RABBITMQ_VHOST", "/"))
 STATE_DIR = env("MP_STATE_DIR", os.path.join(ROOT, ".state"))
 WORKER_PIDFILE = os.path.join(STATE_DIR, "run", "billing-worker.pid")
 GATEWAY_PIDFILE = os.path.join(STATE_DIR, "run", "api-gateway.pid")
@@ -141,27 +139,9 @@ def ready(url):
     return http_get(url + "/ready", timeout=3)[0] == 200
 
 
-def mgmt(method, path, body=None):
-    """The management API's JSON answer; OSError when it is not a 2xx,
-    ValueError when it is not JSON."""
-    r = mp_http.request(
-        method,
-        MGMT_URL + path,
-        None if body is None else json.dumps(body),
-        {"Authorization": MGMT_AUTH, "Content-Type": "application/json"},
-        timeout=15,
-    )
-    if not 200 <= r.status < 300:
-        raise OSError(f"management API {method} {path}: {r.describe()}")
-    return json.loads(r.body or b"null")
-
-
 def queue_depth(name):
-    try:
-        q = mgmt("GET", f"/queues/{VHOST}/{urllib.parse.quote(name, safe='')}")
-    except (OSError, ValueError):
-        return None
-    return int(q.get("messages") or 0)
+    """Messages in queue NAME, or None when the management API cannot tell."""
+    return MGMT.queue_depth(name)
 
 
 def publish_raw(payload, message_id=None, encoding="string"):
@@ -169,12 +149,7 @@ def publish_raw(payload, message_id=None, encoding="string"):
     props = {"delivery_mode": 2, "content_type": "application/json"}
     if message_id:
         props["message_id"] = message_id
-    r = mgmt(
-        "POST",
-        f"/exchanges/{VHOST}/amq.default/publish",
-        {"properties": props, "routing_key": "billing_queue", "payload": payload, "payload_encoding": encoding},
-    )
-    return bool(r and r.get("routed"))
+    return MGMT.publish("billing_queue", payload, props, encoding)
 
 
 def ensure_running():
@@ -799,7 +774,7 @@ def main(argv):
     if any(n not in SCENARIOS for n in chosen):
         print(__doc__, file=sys.stderr)
         return 2
-    log(f"gateway {GATEWAY_URL}, worker {WORKER_URL}, management {MGMT_URL}, state {STATE_DIR}")
+    log(f"gateway {GATEWAY_URL}, worker {WORKER_URL}, management {MGMT.url}, state {STATE_DIR}")
     passed = failed = 0
     for n in chosen:
         title, run = SCENARIOS[n]

@@ -3,12 +3,14 @@
 # INVENTORY_DB_USER, listening on 127.0.0.1 only) and inventory-app under
 # systemd, whose port only gateway-vm may reach.
 # Run as root inside the VM (Vagrant's shell provisioner does), any number of
-# times. Env: the .env values (else read from $ENV_FILE), PROJECT_DIR
-# (default /vagrant), DIST_DIR (default $PROJECT_DIR/dist).
+# times. Env: the .env values (else read from $ENV_FILE), PROJECT_DIR (the
+# uploaded files: /tmp/movie-platform under Vagrant, /vagrant in vm-test's
+# qemu mode, which is also the default), DIST_DIR (default $PROJECT_DIR/dist).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# Vagrant runs this script alone from /tmp: the library is then in PROJECT_DIR.
+# Vagrant runs this script alone from /tmp/vagrant-shell: the library is then
+# in PROJECT_DIR (see resolve_paths in provision/common.sh).
 [[ -r $SCRIPT_DIR/provision/common.sh ]] || SCRIPT_DIR=${PROJECT_DIR:-/vagrant}/scripts
 # shellcheck source=provision/common.sh
 . "$SCRIPT_DIR/provision/common.sh"

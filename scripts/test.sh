@@ -3,7 +3,8 @@
 # installs what it needs, starts its own PostgreSQL and RabbitMQ on loopback
 # (on test ports, under .state/test, so a running `scripts/local.sh up` is not
 # disturbed), and runs, in order:
-#   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints
+#   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints,
+#            the docs' links and anchors (scripts/check-links.py and its test)
 #   unit     the bench program's tests, then cargo test --workspace (integration tests against the real servers)
 #   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig;
 #            and --arch arm64: dist/arm64/, checked with `file` and run under qemu-aarch64
@@ -95,6 +96,10 @@ step_lint() {
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	scripts/lint-deploy.sh
+	# Every relative link and #anchor of the docs resolves, README links every
+	# docs/*.md; and the checker itself can fail (its fixtures).
+	python3 scripts/check-links.py
+	python3 scripts/check-links-test.py
 }
 
 step_unit() {

@@ -34,7 +34,6 @@ nginx, psql, bench-tools and scripts/local.sh.
 """
 
 import argparse
-import base64
 import json
 import os
 import re
@@ -53,6 +52,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import mp_dotenv  # noqa: E402
 import mp_http  # noqa: E402
+import mp_rabbitmq  # noqa: E402
 
 SERVICES = ("api-gateway", "inventory-app", "billing-worker")
 PATHS = ("direct", "nginx", "gateway")
@@ -556,7 +556,11 @@ def shell_lib(*words):
     return r.stdout.strip()
 
 
-class Bench:
+class Instance:
+    """The bench's own instance of the system: its ports and state, the
+    local run (scripts/local.sh), psql, nginx, the seeded tables. The section
+    classes below are mixins of Bench and use what this one sets up."""
+
     def __init__(self, settings, out, keep_state, build):
         self.s = settings
         self.out = out
@@ -605,6 +609,8 @@ class Bench:
             "nginx": f"http://127.0.0.1:{self.nginx_port}",
             "gateway": f"http://127.0.0.1:{env['LOCAL_GATEWAY_PORT']}",
         }
+        # The broker's management API (guest: loopback only).
+        self.mgmt = mp_rabbitmq.Management(env["LOCAL_RABBITMQ_MGMT_PORT"], env.get("RABBITMQ_VHOST", "/"), timeout=10)
         if self.bin_dir:
             self.build = False
         else:
@@ -614,6 +620,7 @@ class Bench:
         self.run_dir = os.path.join(self.state, "run")
         self.tools = os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "release")
         self.local_sh = os.path.join(ROOT, "scripts", "local.sh")
+
 
     # ------------------------------------------------------------ helpers --
 
@@ -645,14 +652,6 @@ class Bench:
     def orders_sql(self, *args):
         return self.psql(os.environ["LOCAL_PG_BILLING_PORT"], os.environ["BILLING_DB_NAME"], *args)
 
-    def mgmt(self, path, method="GET"):
-        """The RabbitMQ management API (guest: loopback only); the response or None."""
-        auth = base64.b64encode(b"guest:guest").decode()
-        url = f"http://127.0.0.1:{os.environ['LOCAL_RABBITMQ_MGMT_PORT']}/api{path}"
-        headers = {"Authorization": f"Basic {auth}", "content-type": "application/json"}
-        r = mp_http.request(method, url, headers=headers, timeout=10)
-        return r if 200 <= r.status < 400 else None
-
     def service_pid(self, name):
         return read_text(os.path.join(self.run_dir, f"{name}.pid")).strip()
 
@@ -672,99 +671,6 @@ class Bench:
         m = re.search(r'"epmd",pid=([0-9]+)', r.stdout)
         if m:
             stop_pid(m.group(1), 5)
-
-    # ---------------------------------------------------------- wrk runs --
-
-    def lua_script(self, name, src, **fill):
-        """A wrk script = the request part (@KEY@ filled in from FILL: ids= gives @IDS@,
-        path= gives @PATH@) + the reporting part."""
-        os.makedirs(os.path.join(self.work, "lua"), exist_ok=True)
-        body = read_text(os.path.join(HERE, src)) if src else ""
-        for key, value in fill.items():
-            body = body.replace(f"@{key.upper()}@", str(value))
-        path = os.path.join(self.work, "lua", f"{name}.lua")
-        with open(path, "w") as f:
-            f.write(body + read_text(os.path.join(HERE, "report.lua")))
-        return path
-
-    def wrk_once(self, label, url, conns, script, secs):
-        """One wrk run: the fields of its BENCH line, or None (error recorded)."""
-        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--timeout", "10s", "--latency", "-s", script, url]
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-        out = r.stdout.rstrip("\n")
-        if r.returncode != 0:
-            self.record_error(f"{label}: wrk failed: {tail(out, 3)}")
-            return None
-        line = bench_line(out)
-        if not line:
-            self.record_error(f"{label}: no result from wrk: {tail(out, 3)}")
-            return None
-        errs = wrk_errors(line)
-        if errs:
-            self.record_error(f"{label} (c={conns}): errors under load: {errs}")
-        if " requests=0 " in line:
-            self.record_error(f"{label} (c={conns}): no request completed")
-        return kv_fields(line)
-
-    def wrk_point(self, key, url, conns, script, warm, dur, pids=()):
-        """Warm-up run (discarded, but its errors count), then the measured run:
-        KEY.rps, KEY.p50, KEY.p99 (ms), KEY.cpu_us (CPU of PIDS per request)."""
-        R = self.R
-        if warm > 0:
-            self.wrk_once(f"{key} (warm-up)", url, conns, script, warm)
-        c0 = cpu_ticks(pids)
-        m = self.wrk_once(key, url, conns, script, dur)
-        c1 = cpu_ticks(pids)
-        if m is None:
-            R[f"{key}.rps"] = R[f"{key}.p50"] = R[f"{key}.p99"] = NA
-            return
-        ok = wrk_ok(m)
-        R[f"{key}.requests"] = str(ok)
-        R[f"{key}.rps"] = per_second(ok, int(m["duration_us"]))
-        R[f"{key}.p50"] = ms(m["p50_us"])
-        R[f"{key}.p99"] = ms(m["p99_us"])
-        if pids and ok > 0:
-            R[f"{key}.cpu_us"] = cpu_us_per(c1 - c0, self.clk_tck, ok)
-        point_line(key, conns, R[f"{key}.rps"], R[f"{key}.p50"], R[f"{key}.p99"])
-
-    def wrk_compare(self, key, path, conns, script):
-        """The same requests to inventory directly, through nginx and through the
-        gateway, in ROUNDS interleaved rounds of SLICE seconds (after one warm-up
-        each), so that a burst of outside load on a shared machine hits all three
-        alike instead of one. KEY.T.rps over all rounds, KEY.T.p50/p99 (median
-        of the rounds, ms), KEY.T.cpu_us (the proxy's CPU per request)."""
-        s, R = self.s, self.R
-        pids = {"direct": [], "nginx": self.nginx_pids(), "gateway": [self.service_pid("api-gateway")]}
-        ok = dict.fromkeys(PATHS, 0)
-        us = dict.fromkeys(PATHS, 0)
-        ticks = dict.fromkeys(PATHS, 0)
-        p50 = {t: [] for t in PATHS}
-        p99 = {t: [] for t in PATHS}
-        for t in PATHS:
-            self.wrk_once(f"{key}.{t} (warm-up)", self.url[t] + path, conns, script, s.warmup)
-        for rnd in range(1, s.rounds + 1):
-            for t in PATHS:
-                c0 = cpu_ticks(pids[t])
-                m = self.wrk_once(f"{key}.{t} (round {rnd})", self.url[t] + path, conns, script, s.slice)
-                if m is None:
-                    continue
-                c1 = cpu_ticks(pids[t])
-                ok[t] += wrk_ok(m)
-                us[t] += int(m["duration_us"])
-                ticks[t] += c1 - c0
-                p50[t].append(m["p50_us"])
-                p99[t].append(m["p99_us"])
-        for t in PATHS:
-            k = f"{key}.{t}"
-            if us[t] == 0:
-                R[f"{k}.rps"] = R[f"{k}.p50"] = R[f"{k}.p99"] = NA
-                continue
-            R[f"{k}.rps"] = per_second(ok[t], us[t])
-            R[f"{k}.p50"] = ms(median(p50[t]))
-            R[f"{k}.p99"] = ms(median(p99[t]))
-            if pids[t] and ok[t] > 0:
-                R[f"{k}.cpu_us"] = cpu_us_per(ticks[t], self.clk_tck, ok[t])
-            point_line(k, conns, R[f"{k}.rps"], R[f"{k}.p50"], R[f"{k}.p99"])
 
     # ---------------------------------------------------------- instance --
 
@@ -864,7 +770,105 @@ class Bench:
         self.movies_sql("-c", "ANALYZE movies")
         self.R[f"seed.{target}"] = fmt(time.time() - t0, 1)
 
-    # ----------------------------------------------------------- sections --
+
+class WrkRuns:
+    """wrk against one URL or the three paths (direct, nginx, gateway) in
+    interleaved rounds, so a shared machine's noise cancels out in the ratios."""
+
+    def lua_script(self, name, src, **fill):
+        """A wrk script = the request part (@KEY@ filled in from FILL: ids= gives @IDS@,
+        path= gives @PATH@) + the reporting part."""
+        os.makedirs(os.path.join(self.work, "lua"), exist_ok=True)
+        body = read_text(os.path.join(HERE, src)) if src else ""
+        for key, value in fill.items():
+            body = body.replace(f"@{key.upper()}@", str(value))
+        path = os.path.join(self.work, "lua", f"{name}.lua")
+        with open(path, "w") as f:
+            f.write(body + read_text(os.path.join(HERE, "report.lua")))
+        return path
+
+    def wrk_once(self, label, url, conns, script, secs):
+        """One wrk run: the fields of its BENCH line, or None (error recorded)."""
+        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--timeout", "10s", "--latency", "-s", script, url]
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        out = r.stdout.rstrip("\n")
+        if r.returncode != 0:
+            self.record_error(f"{label}: wrk failed: {tail(out, 3)}")
+            return None
+        line = bench_line(out)
+        if not line:
+            self.record_error(f"{label}: no result from wrk: {tail(out, 3)}")
+            return None
+        errs = wrk_errors(line)
+        if errs:
+            self.record_error(f"{label} (c={conns}): errors under load: {errs}")
+        if " requests=0 " in line:
+            self.record_error(f"{label} (c={conns}): no request completed")
+        return kv_fields(line)
+
+    def wrk_point(self, key, url, conns, script, warm, dur, pids=()):
+        """Warm-up run (discarded, but its errors count), then the measured run:
+        KEY.rps, KEY.p50, KEY.p99 (ms), KEY.cpu_us (CPU of PIDS per request)."""
+        R = self.R
+        if warm > 0:
+            self.wrk_once(f"{key} (warm-up)", url, conns, script, warm)
+        c0 = cpu_ticks(pids)
+        m = self.wrk_once(key, url, conns, script, dur)
+        c1 = cpu_ticks(pids)
+        if m is None:
+            R[f"{key}.rps"] = R[f"{key}.p50"] = R[f"{key}.p99"] = NA
+            return
+        ok = wrk_ok(m)
+        R[f"{key}.requests"] = str(ok)
+        R[f"{key}.rps"] = per_second(ok, int(m["duration_us"]))
+        R[f"{key}.p50"] = ms(m["p50_us"])
+        R[f"{key}.p99"] = ms(m["p99_us"])
+        if pids and ok > 0:
+            R[f"{key}.cpu_us"] = cpu_us_per(c1 - c0, self.clk_tck, ok)
+        point_line(key, conns, R[f"{key}.rps"], R[f"{key}.p50"], R[f"{key}.p99"])
+
+    def wrk_compare(self, key, path, conns, script):
+        """The same requests to inventory directly, through nginx and through the
+        gateway, in ROUNDS interleaved rounds of SLICE seconds (after one warm-up
+        each), so that a burst of outside load on a shared machine hits all three
+        alike instead of one. KEY.T.rps over all rounds, KEY.T.p50/p99 (median
+        of the rounds, ms), KEY.T.cpu_us (the proxy's CPU per request)."""
+        s, R = self.s, self.R
+        pids = {"direct": [], "nginx": self.nginx_pids(), "gateway": [self.service_pid("api-gateway")]}
+        ok = dict.fromkeys(PATHS, 0)
+        us = dict.fromkeys(PATHS, 0)
+        ticks = dict.fromkeys(PATHS, 0)
+        p50 = {t: [] for t in PATHS}
+        p99 = {t: [] for t in PATHS}
+        for t in PATHS:
+            self.wrk_once(f"{key}.{t} (warm-up)", self.url[t] + path, conns, script, s.warmup)
+        for rnd in range(1, s.rounds + 1):
+            for t in PATHS:
+                c0 = cpu_ticks(pids[t])
+                m = self.wrk_once(f"{key}.{t} (round {rnd})", self.url[t] + path, conns, script, s.slice)
+                if m is None:
+                    continue
+                c1 = cpu_ticks(pids[t])
+                ok[t] += wrk_ok(m)
+                us[t] += int(m["duration_us"])
+                ticks[t] += c1 - c0
+                p50[t].append(m["p50_us"])
+                p99[t].append(m["p99_us"])
+        for t in PATHS:
+            k = f"{key}.{t}"
+            if us[t] == 0:
+                R[f"{k}.rps"] = R[f"{k}.p50"] = R[f"{k}.p99"] = NA
+                continue
+            R[f"{k}.rps"] = per_second(ok[t], us[t])
+            R[f"{k}.p50"] = ms(median(p50[t]))
+            R[f"{k}.p99"] = ms(median(p99[t]))
+            if pids[t] and ok[t] > 0:
+                R[f"{k}.cpu_us"] = cpu_us_per(ticks[t], self.clk_tck, ok[t])
+            point_line(k, conns, R[f"{k}.rps"], R[f"{k}.p50"], R[f"{k}.p99"])
+
+
+class ReadWriteSections:
+    """The machine, the idle footprint, 1. the read path and 2. the write path."""
 
     def section_machine(self):
         R = self.R
@@ -881,10 +885,10 @@ class Bench:
         rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True, check=False).stdout.split()
         R["rustc"] = rustc[1] if len(rustc) > 1 else ""
         R["postgres"] = (self.movies_sql("-c", "SHOW server_version").split() + [""])[0]
-        r = self.mgmt("/overview")
-        if r is None:
-            raise BenchError("the RabbitMQ management API does not answer /overview")
-        o = r.json()
+        try:
+            o = self.mgmt.overview()
+        except (OSError, ValueError) as e:
+            raise BenchError(f"the RabbitMQ management API does not answer /overview: {e}") from e
         R["rabbitmq"] = f"{o['rabbitmq_version']} / Erlang {o['erlang_version']}"
         nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr.strip()
         R["nginx"] = re.sub(r".*nginx/", "", nginx_v)
@@ -961,12 +965,13 @@ class Bench:
         if not self.wait_queue_empty(120):
             self.record_error("write path: billing_queue did not drain within 120 s")
 
+
+class DrainSection:
+    """3. The drain of a backlog, against the broker alone and a plain INSERT."""
+
     def queue_depth(self):
-        r = self.mgmt("/queues/%2F/billing_queue?columns=messages")
-        try:
-            return int(r.json().get("messages", 0)) if r is not None else -1
-        except (ValueError, AttributeError):
-            return -1
+        """billing_queue's depth, or None when the management API cannot tell."""
+        return self.mgmt.queue_depth("billing_queue")
 
     def wait_queue_empty(self, seconds):
         """The management API's counts lag by a few seconds: wait until it shows
@@ -1003,7 +1008,10 @@ class Bench:
         say(f"3. drain: a backlog of {s.backlog} orders")
         log = os.path.join(self.work, "local.log")
         self.local("stop", "billing-worker", log=log)
-        self.mgmt("/queues/%2F/billing_queue/contents", method="DELETE")
+        try:
+            self.mgmt.purge("billing_queue")
+        except (OSError, ValueError):
+            pass  # as before: the drain's counts below tell whether the queue was empty
         self.orders_sql("-c", "TRUNCATE orders")
 
         # The broker's limit: the same backlog consumed and acked (with the
@@ -1058,6 +1066,10 @@ class Bench:
         R["drain.insert_rps"] = fmt(n / (time.time() - t0), 0)
         self.orders_sql("-c", "DROP TABLE bench_orders")
         say(f"    database: one plain INSERT at {R['drain.insert_rps']} rows/s")
+
+
+class ScaleSections:
+    """4. Search and paging at scale, 5. the footprint under load and at start-up."""
 
     def section_scale(self):
         s, R = self.s, self.R
@@ -1122,7 +1134,10 @@ class Bench:
             self.local("start", x, log=log)
             say(f"    {x}: ready in {R[f'startup.{x}']} ms (median), fresh RSS {mb(R[f'startup_rss.{x}'])} MB")
 
-    # ----------------------------------------------------- 6. large listings --
+
+class ListingSection:
+    """6. Large listings: full lists, the last page by offset and after_id,
+    single reads beside full listings."""
 
     def listing_once(self, url):
         """One full listing with curl, the body discarded: (code, bytes, seconds,
@@ -1260,7 +1275,9 @@ class Bench:
                 continue
             self.busy_point(f"listing.byid.{t}.busy", self.url[t])
 
-    # ------------------------------------------------------------- report --
+
+class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, ListingSection):
+    """One run: every section in order, then the report."""
 
     def write_report(self):
         """Puts the generated blocks into OUT, keeping whatever is written around them."""

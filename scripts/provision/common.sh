@@ -22,9 +22,12 @@ require_root() {
 }
 
 # ---------------------------------------------------------------------------
-# Where things are. Vagrant uploads the setup script alone to /tmp, so the
-# project is found through PROJECT_DIR (default /vagrant, the synced folder)
-# unless the script is run from a checkout.
+# Where things are. Vagrant's shell provisioner runs the setup script alone
+# from /tmp, so the project's files are found through PROJECT_DIR unless the
+# script is run from a checkout. There is no synced folder: the Vagrantfile's
+# file provisioner uploads what each VM needs to /tmp/movie-platform and sets
+# PROJECT_DIR to it; vm-test's qemu mode mounts a disk holding the project at
+# /vagrant and sets PROJECT_DIR=/vagrant, which is also the default.
 # ---------------------------------------------------------------------------
 # Usage: resolve_paths SCRIPT_DIR
 resolve_paths() {

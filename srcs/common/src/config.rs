@@ -67,12 +67,9 @@ pub trait ServiceConfig: DeserializeOwned {
     }
 }
 
-/// Reads `T` from the variables named `PREFIX` + field name in upper case.
-pub fn from_env<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
-    from_iter(prefix, std::env::vars())
-}
-
-/// Same as [`from_env`] over an explicit set of variables (for tests).
+/// Reads `T` from VARS, the variables named `PREFIX` + field name in upper
+/// case (`ServiceConfig::from_env` passes the process environment; tests
+/// pass their own).
 pub fn from_iter<T, I>(prefix: &str, vars: I) -> Result<T, ConfigError>
 where
     T: DeserializeOwned,

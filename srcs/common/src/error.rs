@@ -1,7 +1,7 @@
 //! Every error code the platform answers with, as one enum (in the way of
 //! Lemmy's `LemmyErrorType`): a service cannot invent a code by typo, and a
 //! reader finds every code in one place. Serialized snake_case; these strings
-//! are the documented API (README, openapi.yaml) and must not change.
+//! are the documented API (docs/api.md, openapi.yaml) and must not change.
 
 use serde::Serialize;
 

@@ -126,7 +126,3 @@ pub fn one_line(err: &impl std::fmt::Display) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
-
-/// The key every log line uses for a request's id (`request_id=ID`); the
-/// scripts that follow a request through the logs grep for it.
-pub const REQUEST_ID_KEY: &str = "request_id";

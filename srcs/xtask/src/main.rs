@@ -1,4 +1,4 @@
-//! `cargo xtask <task>`; see lib.rs and README ("The Vagrant path").
+//! `cargo xtask <task>`; see lib.rs and docs/vagrant.md ("The build").
 
 use std::process::ExitCode;
 

@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(parse_version("2.4"), Some((2, 4, 0)));
     }
 
-    // Ports of this test suite's own range (see README, "Tests").
+    // Ports of this test suite's own range (see docs/testing.md).
     const TAKEN: u16 = 21080;
     const FREE: u16 = 21081;
 
