@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of everything that deploys the platform, without any VM:
+#   - symlinks:    no tracked symlink (Vagrant's upload stops at a dangling one,
+#                  and a Windows checkout has none: it gets a text file instead)
 #   - shellcheck:  every shell script (scripts/**/*.sh, scripts/** with a shell shebang, deploy/docker/**, .ci/run)
 #   - shfmt -d:    the same scripts have the one layout (tabs, .editorconfig)
 #   - ruby -c:     the Vagrantfile parses
@@ -54,6 +56,14 @@ need unshare util-linux
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
+
+# --- tracked symlinks -----------------------------------------------------------
+links=$(git -C "$ROOT" ls-files -s | awk '$1 == "120000" { print $4 }')
+if [[ -z $links ]]; then
+	pass "no tracked symlink"
+else
+	fail "tracked symlinks (Windows checkouts get a text file, Vagrant's upload fails on a dangling one): $(echo "$links" | tr '\n' ' ')"
+fi
 
 # --- shellcheck -------------------------------------------------------------
 scripts=()

@@ -16,6 +16,9 @@
 #   hosts    the three-host test in network namespaces
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture;
 #            the Vagrantfile's guest arch/box choice, provisioning's dist/<arch>/ messages
+#   vagrant  (last) the real Vagrantfile: `vagrant up --provider=libvirt` of the three VMs
+#            (qemu TCG, libvirtd in a network namespace, the vm-test image as the box), the
+#            audit walk through the forwarded port, `vagrant destroy`: scripts/vm-test.sh vagrant-up
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 #   shlib    (after hostside, before vm) scripts/lib-test.sh: the one shell library,
 #            scripts/lib/mp.sh, on real processes
@@ -46,7 +49,7 @@ export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 ALL_STEPS=(lint unit build e2e contract chaos containers hosts hostside)
-ALL_STEPS+=(shlib)
+ALL_STEPS+=(shlib vagrant)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -160,6 +163,13 @@ step_containers() {
 	scripts/containers-test.sh
 }
 
+# The command every user runs first, with the project's own Vagrantfile: on the
+# binaries of the build step (MP_SKIP_BUILD=1, so its build trigger uses them).
+step_vagrant() {
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	VM_TEST_SKIP_BUILD=1 scripts/vm-test.sh vagrant-up
+}
+
 step_vm() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/vm-test.sh qemu
@@ -175,6 +185,8 @@ step_hostside() {
 	# provisioning says about dist/<arch>/, and the Vagrantfile as each
 	# architecture and the installed provider (libvirt) see it.
 	ruby scripts/vm/guest_test.rb
+	# What the Vagrantfile stages and uploads to each VM (scripts/vm/stage.rb).
+	ruby scripts/vm/stage_test.rb
 	scripts/vm/provision-arch-test.sh
 	local a p dot=$MP_STATE_DIR/vagrant-dot
 	for a in amd64 arm64; do

@@ -5,6 +5,8 @@
 #
 #   scripts/vm-test.sh qemu      VMs under qemu TCG, provisioned over ssh as Vagrant would
 #   scripts/vm-test.sh vagrant   the real Vagrantfile: vagrant-libvirt, libvirtd in the namespace
+#   scripts/vm-test.sh vagrant-up  the same `vagrant up`, then only the audit walk through the
+#                                forwarded port and `vagrant destroy` (scripts/test.sh vagrant)
 #   scripts/vm-test.sh stock     qemu mode on an image made like debian/bookworm64 (nothing of
 #                                ours installed, ifupdown, apt timers on), first provisioning
 #                                from the Debian mirror through the VMs' NAT, a held dpkg lock
@@ -26,13 +28,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/vm/lib.sh"
 
 usage() {
-	sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
 MODE=${1:-}
 case $MODE in
-qemu | vagrant | stock | arm64 | image | clean) ;;
+qemu | vagrant | vagrant-up | stock | arm64 | image | clean) ;;
 *) usage ;;
 esac
 [[ $(id -u) -eq 0 ]] || mp::die "run as root (network namespaces, qemu, libvirtd)"
@@ -104,7 +106,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 phase "host tools"
-ensure_host_tools "$MODE"
+ensure_host_tools "${MODE%-up}"
 
 phase "image (build or cache)"
 IMAGE_DIR=$("$VM_LIB_DIR/build-image.sh" | tail -n 1)
@@ -164,7 +166,8 @@ phase_end
 # Everything that talks to the VMs runs inside the namespace: qemu (or libvirtd and
 # vagrant), ssh, curl. `ip netns exec` also gives it a mount namespace of its own.
 INNER=qemu
-[[ $MODE == vagrant ]] && INNER=vagrant
+[[ $MODE == vagrant* ]] && INNER=vagrant
+[[ $MODE == vagrant-up ]] && export VM_TEST_SCOPE=walk
 ip netns exec "$NETNS" "$VM_LIB_DIR/$INNER.sh" &
 INNER_PID=$!
 rc=0

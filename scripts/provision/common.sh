@@ -22,12 +22,10 @@ require_root() {
 }
 
 # ---------------------------------------------------------------------------
-# Where things are. Vagrant's shell provisioner runs the setup script alone
-# from /tmp, so the project's files are found through PROJECT_DIR unless the
-# script is run from a checkout. There is no synced folder: the Vagrantfile's
-# file provisioner uploads what each VM needs to /tmp/movie-platform and sets
-# PROJECT_DIR to it; vm-test's qemu mode mounts a disk holding the project at
-# /vagrant and sets PROJECT_DIR=/vagrant, which is also the default.
+# Where things are. Vagrant uploads the setup script alone to /tmp, so the
+# staged files are found through PROJECT_DIR (the Vagrantfile sets it to
+# /tmp/movie-platform, where its file provisioner uploads them; vm-test's qemu
+# mode mounts them at /vagrant, the default) unless run from a checkout.
 # ---------------------------------------------------------------------------
 # Usage: resolve_paths SCRIPT_DIR
 resolve_paths() {
@@ -636,21 +634,17 @@ provision_init() {
 	umask 0022
 	cd /
 	resolve_paths "$1"
-	# Vagrant passes every setting in the environment, with MP_ENV_KEYS
-	# listing them in .env order, and does not copy .env into the VM (it holds
-	# every VM's secrets). A manual run reads the .env file instead.
-	if [[ -n "${MP_ENV_KEYS:-}" ]]; then
-		local key
-		read -r -a DOTENV_KEYS <<<"$MP_ENV_KEYS"
-		for key in "${DOTENV_KEYS[@]}"; do
-			[[ -n "${!key+x}" ]] || mp::die "MP_ENV_KEYS lists $key but the environment does not set it"
-		done
-		mp::log::detail "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: from the provisioner's environment"
-	elif [[ -r "$ENV_FILE" ]]; then
-		mp::env::load "$ENV_FILE"
-		mp::log::detail "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: $ENV_FILE"
-	else
-		mp::die "no settings: neither MP_ENV_KEYS (Vagrant) nor $ENV_FILE (set ENV_FILE or PROJECT_DIR)"
+	# The settings: the Vagrantfile (and vm-test) upload a file of this VM's
+	# own (scripts/vm/stage.rb), never .env, which holds every VM's secrets;
+	# a manual run in a checkout reads .env.
+	[[ -r "$ENV_FILE" ]] || mp::die "no settings: $ENV_FILE is not readable (set ENV_FILE or PROJECT_DIR)"
+	mp::env::load "$ENV_FILE"
+	mp::log::detail "project: $PROJECT_DIR  binaries: $DIST_DIR  settings: $ENV_FILE"
+	# That per-VM file holds this VM's secrets: read once, then gone (the
+	# services get theirs from /etc/movie-platform).
+	if [[ ${MP_SETTINGS_ONCE:-0} == 1 ]]; then
+		rm -f "$ENV_FILE"
+		rmdir "$(dirname "$ENV_FILE")" 2>/dev/null || true
 	fi
 	refuse_default_passwords
 	apply_firewall "$2"

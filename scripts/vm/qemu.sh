@@ -104,18 +104,17 @@ make_bridge() {
 }
 
 # --- disks -----------------------------------------------------------------------
-# /vagrant: the project without .git, target, caches and .env (the Vagrantfile
-# uploads no .env either: provisioning gets every value in its environment).
+# /vagrant: what the Vagrantfile would upload to this VM (scripts/vm/stage.rb: its
+# files and binary, never .env), and beside it, in a 0700 folder, its settings
+# file with only its own secrets.
 make_project_disk() {
-	local dir=$RUN_DIR/project size_mb
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	rsync -a --exclude /.git/ --exclude /target/ --exclude /.cache/ --exclude /.state/ \
-		--exclude /.vagrant/ --exclude /.env "$PROJECT_ROOT/" "$dir/"
+	local vm=$1 dir=$RUN_DIR/project-$1 size_mb
+	ruby "$VM_LIB_DIR/stage.rb" "$vm-vm" "$dir" "$RUN_DIR/settings/$vm.env" "$RUN_DIR/dotenv" ||
+		mp::die "staging $vm-vm's files failed"
 	size_mb=$(($(du -sm "$dir" | cut -f1) * 2 + 64))
-	truncate -s "${size_mb}M" "$RUN_DIR/project.img"
-	mkfs.ext4 -q -L vagrant -d "$dir" "$RUN_DIR/project.img"
-	log "project disk: ${size_mb} MiB ($(du -sh "$dir" | cut -f1) of files)"
+	truncate -s "${size_mb}M" "$RUN_DIR/project-$vm.img"
+	mkfs.ext4 -q -L vagrant -d "$dir" "$RUN_DIR/project-$vm.img"
+	log "$vm-vm's project disk: ${size_mb} MiB ($(du -sh "$dir" | cut -f1) of files)"
 }
 
 # The seed disk: an apply.sh the image's vm-seed.service runs at every boot.
@@ -154,8 +153,7 @@ EOF
 start_vm() {
 	local vm=$1 idx=$2 fwd masks="" unit
 	qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE_DIR/base.qcow2" "$RUN_DIR/$vm.qcow2"
-	# Each VM gets its own copy of /vagrant, as Vagrant's rsync gives each its own.
-	cp --sparse=always "$RUN_DIR/project.img" "$RUN_DIR/project-$vm.img"
+	make_project_disk "$vm"
 	make_seed_disk "$vm" "$idx"
 	fwd=hostfwd=tcp:127.0.0.1:${SSH_PORT[$vm]}-:22
 	# Like the Vagrantfile's forwarded port: the gateway's port on the (namespace's) host.
@@ -218,15 +216,6 @@ wait_ssh() {
 	done
 }
 
-# The environment the Vagrantfile gives the provisioners (PROVISION_ENV): every
-# .env value, resolved, MP_ENV_KEYS listing them, and where the synced project
-# is; as shell assignments, one per line.
-provision_env() {
-	local key
-	printf 'PROJECT_DIR=/vagrant\nDIST_DIR=/vagrant/dist\nMP_ENV_KEYS=%q\n' "${DOTENV_KEYS[*]}"
-	for key in "${DOTENV_KEYS[@]}"; do printf '%s=%q\n' "$key" "${!key}"; done
-}
-
 # How long one provisioning may take. A stock box's first one installs PostgreSQL,
 # RabbitMQ and nftables under emulation: 24 min for billing-vm at load ~11, more than
 # 30 min with nine emulated VMs on two cores; an arm64 VM emulates another CPU.
@@ -234,14 +223,16 @@ PROVISION_TIMEOUT=1800
 [[ ${VM_STOCK:-0} == 1 || ${VM_ARCH:-amd64} == arm64 ]] && PROVISION_TIMEOUT=3600
 PROVISION_TIMEOUT=${VM_TEST_PROVISION_TIMEOUT:-$PROVISION_TIMEOUT}
 
-# provision NAME LOGFILE: as Vagrant's shell provisioner does it: the script alone
-# uploaded to /tmp/vagrant-shell, run as root with the variables in the environment.
-# They travel on ssh's stdin (as Vagrant sends its commands), never in a command
-# line, where every user of the VM could read the passwords.
+# provision NAME LOGFILE: as the Vagrantfile does it: the VM's settings file into a
+# folder only the ssh user can enter (on ssh's stdin, never in a command line), the
+# setup script alone copied to /tmp/vagrant-shell and run as root with the paths in
+# its environment; provisioning deletes the settings once read.
 provision() {
 	local name=$1 logfile=$2
-	provision_env | VM_CMD_TIMEOUT=$PROVISION_TIMEOUT vm "$name" "sudo install -m 0755 /vagrant/scripts/setup_$name.sh /tmp/vagrant-shell &&
-		sudo -H bash -c 'set -a && . /dev/stdin && set +a && exec /tmp/vagrant-shell </dev/null'" >"$logfile" 2>&1
+	VM_CMD_TIMEOUT=$PROVISION_TIMEOUT vm "$name" "rm -rf /tmp/movie-platform-settings && mkdir -m 0700 /tmp/movie-platform-settings &&
+		cat >/tmp/movie-platform-settings/settings.env && sudo install -m 0755 /vagrant/scripts/setup_$name.sh /tmp/vagrant-shell &&
+		sudo -H env PROJECT_DIR=/vagrant DIST_DIR=/vagrant/dist ENV_FILE=/tmp/movie-platform-settings/settings.env MP_SETTINGS_ONCE=1 /tmp/vagrant-shell </dev/null" \
+		<"$RUN_DIR/settings/$name.env" >"$logfile" 2>&1
 }
 
 # provision_all TAG: all three in parallel, like `vagrant up` / `vagrant provision`.
@@ -273,7 +264,6 @@ reboot_vm() {
 phase "qemu: bridge, disks, boot 3 VMs"
 make_bridge
 ssh-keygen -q -t ed25519 -N '' -C "vm-test-$$" -f "$SSH_KEY"
-make_project_disk
 idx=0
 for vm in "${VMS[@]}"; do
 	start_vm "$vm" "$idx"
@@ -347,7 +337,7 @@ if ((STOCK)); then
 	done
 fi
 
-run_demo_checks
+run_demo_checks all
 phase_end
 checks_failed && exit 1
 exit 0

@@ -173,6 +173,25 @@ reboot_vm() {
 	vm "$1" 'sudo systemctl reboot' >/dev/null 2>&1 || true
 }
 
+# The passwords the Vagrantfile generated (every *-change-me of .env): none may be in
+# `VAGRANT_LOG=info vagrant up`'s output (commands, environments), and each VM's
+# settings file, which held its own, must be gone once provisioning read it.
+check_vagrant_secrets() {
+	local secrets=$VAGRANT_DOTFILE_PATH/movie-platform-secrets.env key value found=() vm out
+	check "the Vagrantfile generated the passwords ($secrets)" test -s "$secrets"
+	while IFS='=' read -r key value; do
+		[[ $key =~ ^[A-Z0-9_]+$ && -n $value ]] || continue
+		grep -qF -- "$value" "$RUN_DIR/vagrant-up.log" && found+=("$key")
+	done <"$secrets"
+	check "no generated password in VAGRANT_LOG=info vagrant up's output (found: ${found[*]:-none})" test "${#found[@]}" = 0
+	check "VAGRANT_LOG=info output has the provisioners' commands (the check above saw them)" \
+		grep -q 'ENV_FILE=' "$RUN_DIR/vagrant-up.log"
+	for vm in "${VMS[@]}"; do
+		out=$(vm "$vm" 'test -e /tmp/movie-platform-settings && echo present || echo absent' 2>&1) || true
+		check "$vm-vm: its settings file is gone after provisioning" grep -qx absent <<<"$out"
+	done
+}
+
 # -----------------------------------------------------------------------------------
 phase "vagrant: libvirtd in the namespace"
 start_libvirt
@@ -183,7 +202,8 @@ ensure_box
 phase "vagrant up --provider=libvirt (boot + provisioning)"
 VAGRANT_UP_DONE=1
 up_rc=0
-(cd "$PROJECT_ROOT" && timeout 3600 vagrant up --provider=libvirt) >"$RUN_DIR/vagrant-up.log" 2>&1 || up_rc=$?
+# At info level Vagrant logs every command it runs in a VM: the log must hold no secret.
+(cd "$PROJECT_ROOT" && VAGRANT_LOG=info timeout 3600 vagrant up --provider=libvirt) >"$RUN_DIR/vagrant-up.log" 2>&1 || up_rc=$?
 grep -E '^==> [a-z-]+: (Running provisioner|Machine booted|Setting hostname|Configuring and enabling network|Rsyncing folder)' \
 	"$RUN_DIR/vagrant-up.log" >&2 || true
 if ((up_rc == 0)); then
@@ -195,10 +215,13 @@ else
 fi
 (cd "$PROJECT_ROOT" && vagrant status) >&2 || true
 
+phase "secrets: none in Vagrant's log, each VM only its own"
+check_vagrant_secrets
+
 phase "network across the bridge"
 check_network
 
-run_demo_checks
+run_demo_checks "${VM_TEST_SCOPE:-all}"
 phase_end
 checks_failed && exit 1
 exit 0
