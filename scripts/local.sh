@@ -16,10 +16,13 @@
 #   scripts/local.sh queue           depth of billing_queue and of its dead-letter queue
 #   scripts/local.sh rabbitmqctl ARGS rabbitmqctl on the local node (e.g. set_disk_free_limit 1000GB)
 #   scripts/local.sh env             the variables the local services run with (secrets masked)
+#   scripts/local.sh metrics NAME    a service's current Prometheus metrics (docs/observability.md)
 #
 # Ports (override with the variables in brackets): gateway 127.0.0.1:8080
 # [LOCAL_GATEWAY_PORT], inventory 8081 [LOCAL_INVENTORY_PORT], billing-worker
-# health 8082 [LOCAL_BILLING_HEALTH_PORT], PostgreSQL 55432/55433
+# health and metrics 8082 [LOCAL_BILLING_HEALTH_PORT], metrics of the gateway
+# 9101 [LOCAL_GATEWAY_METRICS_PORT] and of inventory 9102
+# [LOCAL_INVENTORY_METRICS_PORT], PostgreSQL 55432/55433
 # [LOCAL_PG_INVENTORY_PORT/LOCAL_PG_BILLING_PORT], RabbitMQ 55672, management
 # 55673 [LOCAL_RABBITMQ_PORT/LOCAL_RABBITMQ_MGMT_PORT].
 set -euo pipefail
@@ -36,6 +39,8 @@ PG_BIN=${MP_PG_BIN:-/usr/lib/postgresql/15/bin}
 LOCAL_GATEWAY_PORT=${LOCAL_GATEWAY_PORT:-8080}
 LOCAL_INVENTORY_PORT=${LOCAL_INVENTORY_PORT:-8081}
 LOCAL_BILLING_HEALTH_PORT=${LOCAL_BILLING_HEALTH_PORT:-8082}
+LOCAL_GATEWAY_METRICS_PORT=${LOCAL_GATEWAY_METRICS_PORT:-9101}
+LOCAL_INVENTORY_METRICS_PORT=${LOCAL_INVENTORY_METRICS_PORT:-9102}
 LOCAL_PG_INVENTORY_PORT=${LOCAL_PG_INVENTORY_PORT:-55432}
 LOCAL_PG_BILLING_PORT=${LOCAL_PG_BILLING_PORT:-55433}
 LOCAL_RABBITMQ_PORT=${LOCAL_RABBITMQ_PORT:-55672}
@@ -52,7 +57,9 @@ local_env() {
 	mp::env::load "$MP_ROOT/.env"
 	export INVENTORY_HOST=127.0.0.1 INVENTORY_PORT=$LOCAL_INVENTORY_PORT
 	export INVENTORY_DB_HOST=127.0.0.1 INVENTORY_DB_PORT=$LOCAL_PG_INVENTORY_PORT
+	export INVENTORY_METRICS_HOST=127.0.0.1 INVENTORY_METRICS_PORT=$LOCAL_INVENTORY_METRICS_PORT
 	export GATEWAY_HOST=127.0.0.1 GATEWAY_PORT=$LOCAL_GATEWAY_PORT
+	export GATEWAY_METRICS_HOST=127.0.0.1 GATEWAY_METRICS_PORT=$LOCAL_GATEWAY_METRICS_PORT
 	export GATEWAY_INVENTORY_URL=http://127.0.0.1:$LOCAL_INVENTORY_PORT
 	export GATEWAY_RABBITMQ_HOST=127.0.0.1 GATEWAY_RABBITMQ_PORT=$LOCAL_RABBITMQ_PORT
 	export BILLING_HEALTH_HOST=127.0.0.1 BILLING_HEALTH_PORT=$LOCAL_BILLING_HEALTH_PORT
@@ -456,6 +463,19 @@ cmd_rabbitmqctl() {
 	run_as_owner "$RMQ_OWNER" env "${RMQ_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmqctl "$@"
 }
 
+# The worker serves its metrics on its health listener; the other two on a
+# listener of their own, since their main port is (or is proxied to) public.
+cmd_metrics() {
+	local port
+	case ${1:?usage: metrics NAME (api-gateway, inventory-app, billing-worker)} in
+	api-gateway) port=$LOCAL_GATEWAY_METRICS_PORT ;;
+	inventory-app) port=$LOCAL_INVENTORY_METRICS_PORT ;;
+	billing-worker) port=$LOCAL_BILLING_HEALTH_PORT ;;
+	*) mp::die "unknown service $1 (api-gateway, inventory-app, billing-worker)" ;;
+	esac
+	curl -fsS -m 5 "http://127.0.0.1:$port/metrics" || mp::die "$1 does not answer on 127.0.0.1:$port/metrics (scripts/local.sh status)"
+}
+
 cmd_env() {
 	env | grep -E '^(INVENTORY|GATEWAY|BILLING|RABBITMQ|RUST_LOG)' | sort |
 		sed -E 's/^([A-Z_]*PASSWORD)=.*/\1=********/'
@@ -486,6 +506,7 @@ main() {
 	queue) cmd_queue ;;
 	rabbitmqctl) cmd_rabbitmqctl "$@" ;;
 	env) cmd_env ;;
+	metrics) cmd_metrics "$@" ;;
 	*) mp::die "unknown command $cmd (run without arguments for help)" ;;
 	esac
 }

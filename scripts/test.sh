@@ -5,6 +5,8 @@
 # disturbed), and runs, in order:
 #   lint     cargo fmt --check, cargo clippy -D warnings, shellcheck, deployment lints,
 #            the docs' links and anchors (scripts/check-links.py and its test)
+#   observability  deploy/prometheus/: promtool check rules, promtool test rules, and every
+#            alert has a unit test and a runbook
 #   unit     the bench program's tests, then cargo test --workspace (integration tests against the real servers)
 #   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig;
 #            and --arch arm64: dist/arm64/, checked with `file` and run under qemu-aarch64
@@ -37,6 +39,7 @@ export MP_STATE_DIR=$MP_ROOT/.state/test
 # MP_TEST_PORT_OFFSET moves them all, so two checkouts can test side by side.
 o=${MP_TEST_PORT_OFFSET:-0}
 export LOCAL_GATEWAY_PORT=$((18080 + o)) LOCAL_INVENTORY_PORT=$((18081 + o)) LOCAL_BILLING_HEALTH_PORT=$((18082 + o))
+export LOCAL_GATEWAY_METRICS_PORT=$((19101 + o)) LOCAL_INVENTORY_METRICS_PORT=$((19102 + o))
 export LOCAL_PG_INVENTORY_PORT=$((56432 + o)) LOCAL_PG_BILLING_PORT=$((56433 + o))
 export LOCAL_RABBITMQ_PORT=$((56672 + o)) LOCAL_RABBITMQ_MGMT_PORT=$((56673 + o))
 export LOCAL_RABBITMQ_DIST_PORT=$((56674 + o)) LOCAL_EPMD_PORT=$((56675 + o))
@@ -48,7 +51,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint unit build e2e contract chaos containers hosts hostside)
+ALL_STEPS=(lint observability unit build e2e contract chaos containers hosts hostside)
 ALL_STEPS+=(shlib vagrant)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
@@ -105,8 +108,26 @@ step_lint() {
 	python3 scripts/check-links-test.py
 }
 
+# The alert rules: promtool's own checks, then that no rule is left without
+# a unit test (an alertname in alerts_test.yml) or a runbook (a `## Name`
+# section in runbooks.md).
+step_observability() {
+	apt_install prometheus
+	local dir=deploy/prometheus name missing=()
+	promtool check rules "$dir/alerts.yml"
+	(cd "$dir" && promtool test rules alerts_test.yml)
+	while read -r name; do
+		grep -Eq "alertname: $name\$" "$dir/alerts_test.yml" || missing+=("$name (no unit test)")
+		grep -q "^## $name\$" "$dir/runbooks.md" || missing+=("$name (no runbook)")
+	done < <(sed -n 's/^ *- alert: *//p' "$dir/alerts.yml")
+	((${#missing[@]} == 0)) || mp::die "alert rules without a test or runbook: ${missing[*]}"
+	mp::log::info "every alert rule has unit tests and a runbook"
+}
+
 step_unit() {
 	python3 scripts/bench/test_bench.py
+	# The metrics tests check each service's page with `promtool check metrics`.
+	apt_install prometheus
 	ensure_infra
 	cargo test --workspace --locked
 }

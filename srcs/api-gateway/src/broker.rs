@@ -18,7 +18,7 @@
 //! get 503 at once, until `connection.unblocked`.
 
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::order::OrderMessage;
 use common::retry::Backoff;
@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::metrics::{GatewayMetrics, Publish};
 
 /// Name shown in RabbitMQ's connection list and stamped as `app_id`.
 pub const APP_ID: &str = "api-gateway";
@@ -62,6 +63,7 @@ pub struct Broker {
 struct Shared {
     link: RwLock<Option<Link>>,
     publish_timeout: Duration,
+    metrics: GatewayMetrics,
 }
 
 /// A usable connection: the channel publishers share, and the connection's
@@ -83,10 +85,11 @@ impl Broker {
     /// finishes once it has closed the connection.
     ///
     /// [`stop`]: Broker::stop
-    pub fn start(config: &Config) -> (Self, JoinHandle<()>) {
+    pub fn start(config: &Config, metrics: GatewayMetrics) -> (Self, JoinHandle<()>) {
         let shared = Arc::new(Shared {
             link: RwLock::new(None),
             publish_timeout: config.publish_timeout(),
+            metrics,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(Arc::downgrade(&shared), config.clone(), stopped));
@@ -126,25 +129,52 @@ impl Broker {
         order: &OrderMessage,
         request_id: &str,
     ) -> Result<(), GatewayError> {
-        let link = self
-            .shared
-            .current()
-            .filter(Link::is_usable)
-            .ok_or_else(|| GatewayError::BrokerUnavailable("not connected to RabbitMQ".into()))?;
+        let (outcome, result) = self.try_publish(order, request_id).await;
+        self.shared.metrics.published(outcome);
+        result
+    }
+
+    async fn try_publish(
+        &self,
+        order: &OrderMessage,
+        request_id: &str,
+    ) -> (Publish, Result<(), GatewayError>) {
+        let Some(link) = self.shared.current().filter(Link::is_usable) else {
+            return (
+                Publish::RefusedDown,
+                Err(GatewayError::BrokerUnavailable(
+                    "not connected to RabbitMQ".into(),
+                )),
+            );
+        };
         // While RabbitMQ blocks publishers (memory or disk alarm), a confirm
         // would only arrive after the alarm clears: fail now instead.
         if link.connection.blocked() {
-            return Err(GatewayError::BrokerUnavailable(
-                "RabbitMQ is blocking publishers (resource alarm)".into(),
-            ));
+            return (
+                Publish::RefusedBlocked,
+                Err(GatewayError::BrokerUnavailable(
+                    "RabbitMQ is blocking publishers (resource alarm)".into(),
+                )),
+            );
         }
-        let payload = serde_json::to_vec(order).map_err(|e| GatewayError::Internal(Box::new(e)))?;
+        let payload = match serde_json::to_vec(order) {
+            Ok(payload) => payload,
+            Err(e) => return (Publish::Failed, Err(GatewayError::Internal(Box::new(e)))),
+        };
         let properties = topology::order_properties(order.order_id, request_id, APP_ID);
 
         let publish = topology::publish_order(&link.channel, &payload, properties);
         let timeout = self.shared.publish_timeout;
-        match tokio::time::timeout(timeout, publish).await {
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+        let started = Instant::now();
+        let confirmed = tokio::time::timeout(timeout, publish).await;
+        if matches!(
+            confirmed,
+            Ok(Ok(Confirmation::Ack(_) | Confirmation::Nack(_)))
+        ) {
+            self.shared.metrics.confirm_took(started);
+        }
+        match confirmed {
+            Ok(Ok(Confirmation::Ack(None))) => (Publish::Confirmed, Ok(())),
             Ok(Ok(Confirmation::Ack(Some(returned)))) => {
                 // The queue is gone (deleted by hand?): declare it again so
                 // the next order finds it.
@@ -154,36 +184,51 @@ impl Broker {
                         log::warn!("re-declaring the RabbitMQ topology failed: {e}");
                     }
                 });
+                (
+                    Publish::Returned,
+                    Err(GatewayError::OrderNotQueued {
+                        order_id: order.order_id,
+                        reason: format!(
+                            "returned as unroutable ({} {})",
+                            returned.reply_code, returned.reply_text
+                        ),
+                    }),
+                )
+            }
+            Ok(Ok(Confirmation::Nack(_))) => (
+                Publish::Nacked,
                 Err(GatewayError::OrderNotQueued {
                     order_id: order.order_id,
-                    reason: format!(
-                        "returned as unroutable ({} {})",
-                        returned.reply_code, returned.reply_text
-                    ),
-                })
-            }
-            Ok(Ok(Confirmation::Nack(_))) => Err(GatewayError::OrderNotQueued {
-                order_id: order.order_id,
-                reason: "negatively acknowledged (nack)".into(),
-            }),
+                    reason: "negatively acknowledged (nack)".into(),
+                }),
+            ),
             Ok(Ok(Confirmation::NotRequested)) => {
                 self.shared.mark_broken(link.generation);
-                Err(GatewayError::Internal(
-                    "channel is not in confirm mode".into(),
-                ))
+                (
+                    Publish::Failed,
+                    Err(GatewayError::Internal(
+                        "channel is not in confirm mode".into(),
+                    )),
+                )
             }
             Ok(Err(e)) => {
                 // Most likely the channel or connection died under us; let the
                 // loop replace it now rather than at its next check.
                 self.shared.mark_broken(link.generation);
-                Err(GatewayError::BrokerUnavailable(format!(
-                    "publish failed: {e}"
-                )))
+                (
+                    Publish::Failed,
+                    Err(GatewayError::BrokerUnavailable(format!(
+                        "publish failed: {e}"
+                    ))),
+                )
             }
-            Err(_) => Err(GatewayError::PublishTimeout {
-                order_id: order.order_id,
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
+            Err(_) => (
+                Publish::Timeout,
+                Err(GatewayError::PublishTimeout {
+                    order_id: order.order_id,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            ),
         }
     }
 }

@@ -57,6 +57,17 @@ pub struct Config {
     /// empty). The containers keep it on a volume.
     #[serde(default)]
     pub access_log_file: Option<String>,
+    /// Where `GET /metrics` is served (`GATEWAY_METRICS_HOST`/`_PORT`): a
+    /// listener of its own on loopback or the private network, never the
+    /// public port.
+    #[serde(default = "common::metrics::default_host")]
+    pub metrics_host: String,
+    #[serde(default = "default_metrics_port")]
+    pub metrics_port: u16,
+}
+
+fn default_metrics_port() -> u16 {
+    9101
 }
 
 fn default_timeout_ms() -> u64 {

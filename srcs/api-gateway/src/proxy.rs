@@ -29,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body;
 use crate::error::GatewayError;
+use crate::metrics::GatewayMetrics;
 use common::request_id::{self, RequestId};
 
 /// Largest request body forwarded: what inventory accepts (its JSON limit),
@@ -187,9 +188,13 @@ pub async fn forward(
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("{}{path}", inventory.base);
 
-    let answer = inventory
-        .exchange(req.method(), &url, &headers, body)
-        .await?;
+    let started = std::time::Instant::now();
+    let answer = inventory.exchange(req.method(), &url, &headers, body).await;
+    if let Some(metrics) = req.app_data::<web::Data<GatewayMetrics>>() {
+        let status = answer.as_ref().ok().map(|a| a.status.as_u16());
+        metrics.upstream(&answer, status, started);
+    }
+    let answer = answer?;
     let relay = Relay {
         body: answer.body,
         size: BodySize::Stream,

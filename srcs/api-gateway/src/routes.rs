@@ -9,21 +9,28 @@ use crate::{billing, health, openapi, proxy};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // No JSON rewriting here: whatever inventory answers (even a non-JSON
     // error) reaches the client unchanged.
-    cfg.service(web::scope("/api/movies").default_service(web::to(proxy::forward)))
-        .service(
-            web::scope("")
-                .wrap(json_error_pages())
-                .service(
-                    web::resource(["/api/billing", "/api/billing/"])
-                        .route(web::post().to(billing::create_order))
-                        .default_service(web::to(method_not_allowed("POST"))),
-                )
-                .service(
-                    web::resource("/api/openapi.yaml")
-                        .route(get_or_head().to(openapi::spec))
-                        .default_service(web::to(method_not_allowed("GET, HEAD"))),
-                )
-                .configure(|cfg| common::health::configure(cfg, health::ready))
-                .default_service(web::to(not_found)),
-        );
+    // The resource is there for the metrics, which label a request by the
+    // pattern it matched (a default service has none); the default service
+    // takes the bare prefix.
+    cfg.service(
+        web::scope("/api/movies")
+            .service(web::resource("/{tail:.*}").to(proxy::forward))
+            .default_service(web::to(proxy::forward)),
+    )
+    .service(
+        web::scope("")
+            .wrap(json_error_pages())
+            .service(
+                web::resource(["/api/billing", "/api/billing/"])
+                    .route(web::post().to(billing::create_order))
+                    .default_service(web::to(method_not_allowed("POST"))),
+            )
+            .service(
+                web::resource("/api/openapi.yaml")
+                    .route(get_or_head().to(openapi::spec))
+                    .default_service(web::to(method_not_allowed("GET, HEAD"))),
+            )
+            .configure(|cfg| common::health::configure(cfg, health::ready))
+            .default_service(web::to(not_found)),
+    );
 }

@@ -1,16 +1,19 @@
 use common::config::ServiceConfig;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use common::http::{bound_requests, BodyDeadline};
+use common::metrics::{self, http::HttpMetrics};
 use common::request_id::{self, AccessLog};
 pub use common::startup::StartupError;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
 use crate::config::{Config, ACCESS_LOG_TARGET};
+use crate::metrics::GatewayMetrics;
 use crate::proxy::Inventory;
 use crate::routes;
 
@@ -18,6 +21,8 @@ use crate::routes;
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_port: u16,
+    metrics_server: Server,
     broker: Broker,
     broker_task: JoinHandle<()>,
 }
@@ -34,8 +39,17 @@ impl Application {
         let inventory_idle_timeout = config.inventory_idle_timeout();
         let (listener, port) = common::startup::listen(&config.host, config.port, limits.backlog)?;
 
-        let (broker, broker_task) = Broker::start(&config);
+        let (metrics_listener, metrics_port) =
+            common::metrics::listen(&config.metrics_host, config.metrics_port)?;
+        let mut registry = common::metrics::base("api-gateway", env!("CARGO_PKG_VERSION"));
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let gateway_metrics = GatewayMetrics::register(&mut registry);
+        let (broker, broker_task) = Broker::start(&config, gateway_metrics.clone());
+        GatewayMetrics::register_broker(&mut registry, broker.clone());
+        let metrics_server = common::metrics::serve(metrics_listener, Arc::new(registry))
+            .map_err(StartupError::Server)?;
         let shared_broker = web::Data::new(broker.clone());
+        let upstream_metrics = web::Data::new(gateway_metrics.clone());
         let server = HttpServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
@@ -49,11 +63,20 @@ impl Application {
                 .app_data(shared_broker.clone())
                 .app_data(BodyDeadline(limits.body_timeout))
                 .app_data(AccessLog(ACCESS_LOG_TARGET))
+                .app_data(http_metrics.clone())
+                .app_data(upstream_metrics.clone())
                 // Inside the request-id middleware, so refusals carry an id
                 // and an access-log line.
                 .wrap(from_fn(bound_requests))
+                // Outside the refusals, so they are counted too.
+                .wrap(from_fn(metrics::http::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .configure(routes::configure)
+        })
+        // What actix keeps per connection is dropped when it closes: the
+        // guard counts the connections open.
+        .on_connect(move |_, extensions| {
+            extensions.insert(gateway_metrics.connection_opened());
         })
         .listen(listener)
         .map_err(StartupError::Server)?;
@@ -63,14 +86,17 @@ impl Application {
             None => server,
         };
         log::info!(
-            "api-gateway listening on {}:{port}, inventory at {}, RabbitMQ at {:?}",
+            "api-gateway listening on {}:{port} (metrics on {}:{metrics_port}), inventory at {}, RabbitMQ at {:?}",
             config.host,
+            config.metrics_host,
             config.inventory_url,
             config.rabbitmq
         );
         Ok(Self {
             port,
             server: server.shutdown_timeout(10).run(),
+            metrics_port,
+            metrics_server,
             broker,
             broker_task,
         })
@@ -80,11 +106,19 @@ impl Application {
         self.port
     }
 
+    /// The port of `GET /metrics`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
     /// Serves until the server stops (SIGINT/SIGTERM). Requests in flight
     /// finish first (their confirms included); then the RabbitMQ connection is
     /// closed.
     pub async fn run(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.handle();
+        actix_web::rt::spawn(self.metrics_server);
         let result = self.server.await;
+        metrics.stop(false).await;
         self.broker.stop();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.broker_task).await;
         result

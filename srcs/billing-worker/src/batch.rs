@@ -84,6 +84,8 @@ pub struct Received {
     pub message_id: Option<String>,
     pub request_id: Option<String>,
     pub redelivered: bool,
+    /// When the publisher sent it (AMQP `timestamp`, seconds since the epoch).
+    pub timestamp: Option<u64>,
     pub content: Content,
 }
 
@@ -162,6 +164,7 @@ pub fn decode(delivery: Delivery) -> Received {
         message_id,
         request_id,
         redelivered: delivery.redelivered,
+        timestamp: *delivery.properties.timestamp(),
         content,
     }
 }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod metrics;
 pub mod process;
 pub mod routes;
 pub mod schema;

@@ -70,6 +70,7 @@ impl Processor {
     pub async fn process(&self, deliveries: Vec<Delivery>) -> Result<Outcome, WorkerError> {
         let started = Instant::now();
         let received = deliveries.len();
+        self.status.histograms().batch(received);
         let mut tally = Tally::default();
         let mut orders = Vec::with_capacity(received);
         for r in deliveries.into_iter().map(decode) {
@@ -157,6 +158,7 @@ impl Processor {
         loop {
             let pool = self.pool.clone();
             let batch = Arc::clone(&rows);
+            let started = Instant::now();
             let task =
                 tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, WorkerError> {
                     let mut conn = pool.get()?;
@@ -174,6 +176,7 @@ impl Processor {
             };
             match result {
                 Ok(inserted) => {
+                    self.status.histograms().committed(started.elapsed());
                     if backoff.attempt() > 1 {
                         log::info!(
                             "database is back: {} order(s) stored on try {}",
@@ -229,6 +232,7 @@ impl Processor {
             match outcome {
                 RowOutcome::Inserted => {
                     tally.stored += 1;
+                    self.status.histograms().stored_order(r.timestamp);
                     if *id_source == IdSource::Generated {
                         log::info!(
                             "order {id} stored request_id={} (the message had no id, so this one was generated: a redelivery of it would be stored again)",

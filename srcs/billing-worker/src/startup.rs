@@ -17,6 +17,7 @@ use common::config::ServiceConfig;
 use common::db::{try_migrate, PgPool};
 use common::http::ServerLimits;
 use common::logging::one_line;
+use common::metrics::{self, http::HttpMetrics, pool::PoolCollector, Registry};
 use common::request_id::{self, AccessLog};
 use common::retry::Backoff;
 pub use common::startup::StartupError;
@@ -50,8 +51,18 @@ impl Application {
         )?;
         let pool = common::db::pool(&config.db, DB_CHECKOUT_TIMEOUT);
         let status = Arc::new(WorkerStatus::default());
-        let server = health_server(listener, pool.clone(), Arc::clone(&status))
-            .map_err(StartupError::Server)?;
+        let mut registry = common::metrics::base("billing-worker", env!("CARGO_PKG_VERSION"));
+        registry.register_collector(Box::new(PoolCollector(pool.clone())));
+        let http_metrics = HttpMetrics::register(&mut registry);
+        crate::metrics::register(&mut registry, &status);
+        let server = health_server(
+            listener,
+            pool.clone(),
+            Arc::clone(&status),
+            http_metrics,
+            web::Data::new(registry),
+        )
+        .map_err(StartupError::Server)?;
         log::info!(
             "billing-worker listening on {}:{port} (health), database {:?}, RabbitMQ at {:?}",
             config.health_host,
@@ -125,12 +136,15 @@ impl Application {
     }
 }
 
-/// The health server on an already bound listener. It handles no signals
-/// itself: the application stops it after the consumer has finished.
+/// The health server on an already bound listener (loopback): the probes
+/// and `GET /metrics`. It handles no signals itself: the application stops
+/// it after the consumer has finished.
 fn health_server(
     listener: TcpListener,
     pool: PgPool,
     status: Arc<WorkerStatus>,
+    http_metrics: web::Data<HttpMetrics>,
+    registry: web::Data<Registry>,
 ) -> std::io::Result<Server> {
     let pool = web::Data::new(pool);
     let status = web::Data::new(status);
@@ -143,10 +157,13 @@ fn health_server(
         App::new()
             .wrap(from_fn(common::http::bound_requests))
             .wrap(common::http::json_error_pages())
+            .wrap(from_fn(metrics::http::middleware))
             .wrap(from_fn(request_id::middleware))
             .app_data(pool.clone())
             .app_data(status.clone())
+            .app_data(http_metrics.clone())
             .app_data(AccessLog(ACCESS_LOG_TARGET))
+            .configure(|cfg| metrics::configure(cfg, registry.clone()))
             .configure(routes::configure)
     })
     .workers(1)

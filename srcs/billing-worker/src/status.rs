@@ -1,6 +1,7 @@
 //! What the consumer reports about itself, read by `/ready`: whether it is
 //! consuming, and counters of what it did since start.
 
+use crate::metrics::Histograms;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -12,6 +13,7 @@ pub struct WorkerStatus {
     dead_lettered: AtomicU64,
     database_retries: AtomicU64,
     reconnects: AtomicU64,
+    histograms: Histograms,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -44,6 +46,10 @@ impl WorkerStatus {
     }
     pub fn add_reconnect(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn histograms(&self) -> &Histograms {
+        &self.histograms
     }
 
     pub fn counters(&self) -> Counters {

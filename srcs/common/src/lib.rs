@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod order;
 pub mod request_id;
 pub mod retry;

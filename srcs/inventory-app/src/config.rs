@@ -19,6 +19,16 @@ pub struct Config {
     pub db: PgSettings,
     #[serde(skip)]
     pub limits: Limits,
+    /// Where `GET /metrics` is served (`INVENTORY_METRICS_HOST`/`_PORT`): a
+    /// listener of its own, on loopback or the private network.
+    #[serde(default = "common::metrics::default_host")]
+    pub metrics_host: String,
+    #[serde(default = "default_metrics_port")]
+    pub metrics_port: u16,
+}
+
+fn default_metrics_port() -> u16 {
+    9102
 }
 
 /// Tunables with defaults, read from the same `INVENTORY_*` variables.

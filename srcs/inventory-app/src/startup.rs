@@ -9,9 +9,11 @@ use common::http::{
     bound_requests, json_config, json_error_pages, not_found, path_config, query_config,
     ServerLimits,
 };
+use common::metrics::{self, http::HttpMetrics, pool::PoolCollector};
 use common::request_id::{self, AccessLog};
 pub use common::startup::StartupError;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a request waits for a pooled connection: with the database down
@@ -24,6 +26,8 @@ pub const ACCESS_LOG_TARGET: &str = "inventory_app::access";
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_port: u16,
+    metrics_server: Server,
 }
 
 impl Application {
@@ -37,7 +41,14 @@ impl Application {
         let (listener, port) =
             common::startup::listen(&config.host, config.port, server_limits.backlog)?;
 
+        let (metrics_listener, metrics_port) =
+            common::metrics::listen(&config.metrics_host, config.metrics_port)?;
         let pool = common::db::pool(&config.db, CHECKOUT_TIMEOUT);
+        let mut registry = common::metrics::base("inventory-app", env!("CARGO_PKG_VERSION"));
+        let http_metrics = HttpMetrics::register(&mut registry);
+        registry.register_collector(Box::new(PoolCollector(pool.clone())));
+        let metrics_server = common::metrics::serve(metrics_listener, Arc::new(registry))
+            .map_err(StartupError::Server)?;
         let state = AppState::new(pool, config.limits.listing_stall());
         spawn_migrations(&state).map_err(|source| StartupError::Thread {
             what: "migrations",
@@ -52,12 +63,16 @@ impl Application {
                 .app_data(path_config())
                 .app_data(query_config())
                 .app_data(AccessLog(ACCESS_LOG_TARGET))
+                .app_data(http_metrics.clone())
                 .configure(routes::configure)
                 .default_service(web::to(not_found))
                 // The body deadline, CONNECT/Upgrade refusal and connection
                 // close after an unread body (the 64 KiB limit is the JSON one).
                 .wrap(from_fn(bound_requests))
                 .wrap(json_error_pages())
+                // Inside the path normalisation, so `/api/movies/1/` counts
+                // under the route it is served by.
+                .wrap(from_fn(metrics::http::middleware))
                 .wrap(NormalizePath::trim())
                 // Outermost, so it logs the path as sent and the final status.
                 .wrap(from_fn(request_id::middleware))
@@ -69,13 +84,16 @@ impl Application {
             server = server.workers(workers);
         }
         log::info!(
-            "inventory-app listening on {}:{port}, database {:?}",
+            "inventory-app listening on {}:{port} (metrics on {}:{metrics_port}), database {:?}",
             config.host,
+            config.metrics_host,
             config.db
         );
         Ok(Self {
             port,
             server: server.run(),
+            metrics_port,
+            metrics_server,
         })
     }
 
@@ -83,9 +101,19 @@ impl Application {
         self.port
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM).
+    /// The port of `GET /metrics`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM), then stops the
+    /// metrics listener.
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        let metrics = self.metrics_server.handle();
+        actix_web::rt::spawn(self.metrics_server);
+        let result = self.server.await;
+        metrics.stop(false).await;
+        result
     }
 }
 

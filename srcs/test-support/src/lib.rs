@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod logs;
+pub mod metrics;
 pub mod orders;
 pub mod pg;
 pub mod rabbit;

@@ -8,6 +8,7 @@
 mod billing;
 mod idempotency;
 mod inventory;
+mod metrics;
 mod proxy;
 mod streaming;
 mod support;

@@ -5,5 +5,6 @@
 mod consuming;
 mod failures;
 mod health;
+mod metrics;
 mod migrations;
 mod support;

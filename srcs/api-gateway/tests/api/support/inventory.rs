@@ -13,6 +13,8 @@ pub fn pg_port() -> u16 {
 /// A running inventory-app; its database is dropped with it.
 pub struct Inventory {
     pub url: String,
+    /// inventory-app's own metrics page.
+    pub metrics_url: String,
     db: TestDb,
 }
 
@@ -32,12 +34,19 @@ pub async fn spawn_inventory() -> Inventory {
         // The test servers trust the postgres role from 127.0.0.1.
         db: db.settings(4),
         workers: Some(1),
+        metrics_host: "127.0.0.1".to_owned(),
+        metrics_port: 0,
         limits: Default::default(),
     };
     let app = inventory_app::startup::Application::build(config).expect("build inventory-app");
     let url = format!("http://127.0.0.1:{}", app.port());
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
     actix_web::rt::spawn(app.run());
-    let inventory = Inventory { url, db };
+    let inventory = Inventory {
+        url,
+        metrics_url,
+        db,
+    };
 
     let client = super::client();
     let ready = format!("{}/ready", inventory.url);

@@ -46,12 +46,16 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         keep_alive_ms: 5_000,
         request_head_timeout_ms: 5_000,
         access_log_file: None,
+        metrics_host: "127.0.0.1".to_owned(),
+        metrics_port: 0,
     }
 }
 
 pub struct Gateway {
     pub url: String,
     pub port: u16,
+    /// `http://127.0.0.1:PORT/metrics`, the metrics listener's page.
+    pub metrics_url: String,
     pub client: awc::Client,
 }
 
@@ -59,10 +63,12 @@ pub struct Gateway {
 pub async fn spawn_gateway(config: Config) -> Gateway {
     let app = Application::build(config).expect("build the gateway");
     let port = app.port();
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
     actix_web::rt::spawn(app.run());
     Gateway {
         url: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_url,
         client: client(),
     }
 }

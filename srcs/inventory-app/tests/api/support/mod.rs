@@ -56,6 +56,8 @@ pub fn config(db_port: u16, db_name: &str) -> Config {
         port: 0,
         db: test_support::pg::settings(db_port, db_name, 4),
         workers: Some(1),
+        metrics_host: "127.0.0.1".to_owned(),
+        metrics_port: 0,
         limits: Limits::default(),
     }
 }

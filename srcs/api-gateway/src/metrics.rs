@@ -1,0 +1,190 @@
+//! The gateway's own metrics, beside the shared ones (`common::metrics`):
+//! the exchange with inventory, the orders published and their confirms, the
+//! broker link's state, and the open client connections.
+
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::broker::Broker;
+use crate::error::GatewayError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// How a publish ended: the `outcome` label of `gateway_orders_published_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// RabbitMQ confirmed it: the order was accepted (202).
+    Confirmed,
+    /// RabbitMQ answered with a nack.
+    Nacked,
+    /// Confirmed, but returned as unroutable (the queue was missing).
+    Returned,
+    /// No confirm within the publish timeout.
+    Timeout,
+    /// Refused at once: RabbitMQ blocks publishers (resource alarm).
+    RefusedBlocked,
+    /// Refused at once: no connection to RabbitMQ.
+    RefusedDown,
+    /// The channel failed under the publish.
+    Failed,
+}
+
+impl Publish {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Nacked => "nacked",
+            Self::Returned => "returned",
+            Self::Timeout => "timeout",
+            Self::RefusedBlocked => "refused_blocked",
+            Self::RefusedDown => "refused_down",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Cheap to clone: every family shares its storage.
+#[derive(Debug, Clone)]
+pub struct GatewayMetrics {
+    upstream: Family<OutcomeLabel, Histogram>,
+    published: Family<OutcomeLabel, Counter>,
+    confirm: Histogram,
+    open_connections: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl GatewayMetrics {
+    /// Registers the families; the broker's state comes with
+    /// [`register_broker`](Self::register_broker), once the broker exists
+    /// (it counts its publishes here).
+    pub fn register(registry: &mut Registry) -> Self {
+        let me = Self {
+            upstream: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            published: Family::default(),
+            confirm: Histogram::new(latency_buckets()),
+            open_connections: Gauge::default(),
+        };
+        registry.register(
+            "gateway_upstream_duration_seconds",
+            "Exchanges with inventory up to its response head, by outcome: its status class, timeout or unavailable",
+            me.upstream.clone(),
+        );
+        registry.register(
+            "gateway_orders_published",
+            "Orders handed to RabbitMQ, by outcome (confirmed, nacked, returned, timeout, refused_blocked, refused_down, failed)",
+            me.published.clone(),
+        );
+        registry.register(
+            "gateway_publish_confirm_duration_seconds",
+            "Time from publishing an order to RabbitMQ's confirm (or nack)",
+            me.confirm.clone(),
+        );
+        registry.register(
+            "gateway_open_connections",
+            "Client connections open on the public port",
+            me.open_connections.clone(),
+        );
+        me
+    }
+
+    pub fn register_broker(registry: &mut Registry, broker: Broker) {
+        registry.register_collector(Box::new(BrokerState(broker)));
+    }
+
+    pub fn upstream<T>(
+        &self,
+        result: &Result<T, GatewayError>,
+        status: Option<u16>,
+        started: Instant,
+    ) {
+        let outcome = match (result, status) {
+            (Ok(_), Some(100..=199)) => "1xx",
+            (Ok(_), Some(200..=299)) => "2xx",
+            (Ok(_), Some(300..=399)) => "3xx",
+            (Ok(_), Some(400..=499)) => "4xx",
+            (Ok(_), _) => "5xx",
+            (Err(GatewayError::UpstreamTimeout { .. }), _) => "timeout",
+            (Err(_), _) => "unavailable",
+        };
+        self.upstream
+            .get_or_create(&OutcomeLabel { outcome })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn published(&self, outcome: Publish) {
+        self.published
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    pub fn confirm_took(&self, started: Instant) {
+        self.confirm.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// A guard counting one open client connection until it is dropped:
+    /// actix keeps what `on_connect` stores for as long as the connection.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.open_connections.clone())
+    }
+}
+
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `gateway_broker_state{state}`: 1 for the link's current state, 0 for the
+/// others, read at each scrape.
+#[derive(Clone)]
+struct BrokerState(Broker);
+
+impl std::fmt::Debug for BrokerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerState")
+    }
+}
+
+impl Collector for BrokerState {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let current = if !self.0.is_connected() {
+            "down"
+        } else if self.0.is_blocked() {
+            "blocked"
+        } else {
+            "connected"
+        };
+        let mut metric = encoder.encode_descriptor(
+            "gateway_broker_state",
+            "The RabbitMQ link: 1 for its current state (connected, blocked, down), 0 for the others",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for state in ["connected", "blocked", "down"] {
+            let g = ConstGauge::new(i64::from(state == current));
+            g.encode(metric.encode_family(&[("state", state)])?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! RED metrics of an HTTP service, one middleware for all three: requests,
+//! their status class (so errors) and latency, labelled by the route
+//! *pattern* (`/api/movies/{id}`), never the raw path, so neither 1,000 movie
+//! ids nor a scanner's random paths make new series: every path no route
+//! matches shares the label `unmatched`, and an unusual method shares `OTHER`.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The label of every path that matches no route.
+pub const UNMATCHED: &str = "unmatched";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    /// `2xx`, `4xx`, `5xx`...
+    status: &'static str,
+}
+
+/// The RED families of one service; app data of type `web::Data<HttpMetrics>`
+/// for [`middleware`].
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RequestLabels, Histogram>,
+}
+
+/// Latency buckets (seconds): 1 ms to about 10 s.
+fn buckets() -> impl Iterator<Item = f64> {
+    [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> web::Data<Self> {
+        let me = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(buckets())),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern, method and status class",
+            me.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its response head, by route pattern, method and status class",
+            me.duration.clone(),
+        );
+        web::Data::new(me)
+    }
+
+    fn observe(&self, route: String, method: &Method, status: StatusCode, started: Instant) {
+        let labels = RequestLabels {
+            route,
+            method: method_label(method),
+            status: status_class(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// `.wrap(from_fn(metrics::http::middleware))`, outside every middleware that
+/// may refuse a request (so refusals count too). A no-op when the app has no
+/// `web::Data<HttpMetrics>`.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(metrics) = req.app_data::<web::Data<HttpMetrics>>().cloned() else {
+        return next.call(req).await;
+    };
+    let started = Instant::now();
+    // The resource map knows every pattern before routing runs.
+    let route = req.match_pattern().unwrap_or_else(|| UNMATCHED.to_owned());
+    let method = req.method().clone();
+    let result = next.call(req).await;
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(err) => err.as_response_error().status_code(),
+    };
+    metrics.observe(route, &method, status, started);
+    result
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_methods_and_statuses_share_labels() {
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "OTHER");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_class(StatusCode::BAD_GATEWAY), "5xx");
+    }
+}
