@@ -13,6 +13,8 @@
 #   containers  the Docker Compose deployment and its audit (dockerd started if needed);
 #            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
+#   k8s      scripts/k8s-validate.sh: deploy/k8s rendered (kubectl kustomize), schema-validated
+#            offline (kubernetes-validate) and held to the policy (deploy/k8s/policy.py); no cluster
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture;
 #            the Vagrantfile's guest arch/box choice, provisioning's dist/<arch>/ messages
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
@@ -44,7 +46,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint unit build e2e contract chaos containers hosts hostside)
+ALL_STEPS=(lint unit build e2e contract chaos containers hosts k8s hostside)
 ALL_STEPS+=(shlib)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
@@ -154,6 +156,8 @@ step_containers() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/containers-test.sh
 }
+
+step_k8s() { scripts/k8s-validate.sh; }
 
 step_vm() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
