@@ -13,6 +13,8 @@
 #   containers  the Docker Compose deployment and its audit (dockerd started if needed);
 #            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
+#   swarm    scripts/swarm-test.sh: deploy/swarm/stack.yaml on a single-node swarm (images built
+#            from dist/amd64): deploy, audit walk, scale, kill, rolling update under load, stack rm
 #   k8s      scripts/k8s-validate.sh: deploy/k8s rendered (kubectl kustomize), schema-validated
 #            offline (kubernetes-validate) and held to the policy (deploy/k8s/policy.py); no cluster
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture;
@@ -155,6 +157,11 @@ step_containers() {
 	# The images hold the binaries of dist/amd64, the portable build's.
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/containers-test.sh
+}
+
+step_swarm() {
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	scripts/swarm-test.sh
 }
 
 step_k8s() { scripts/k8s-validate.sh; }
