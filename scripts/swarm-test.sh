@@ -184,7 +184,7 @@ setup() {
 check_deploy() {
 	DEPLOYED=1
 	docker stack deploy -c "$STACK_FILE" "$STACK"
-	mp::wait_until 300 "every service converged and healthy" all_converged || {
+	mp::wait_until 480 "every service converged and healthy" all_converged || {
 		docker service ls
 		return 1
 	}
