@@ -48,7 +48,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint unit build e2e contract chaos containers hosts k8s hostside)
+ALL_STEPS=(lint unit build e2e contract chaos containers swarm hosts k8s hostside)
 ALL_STEPS+=(shlib)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
