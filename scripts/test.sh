@@ -16,6 +16,10 @@
 #   containers  the Docker Compose deployment and its audit (dockerd started if needed);
 #            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
+#   swarm    scripts/swarm-test.sh: deploy/swarm/stack.yaml on a single-node swarm (images built
+#            from dist/amd64): deploy, audit walk, scale, kill, rolling update under load, stack rm
+#   k8s      scripts/k8s-validate.sh: deploy/k8s rendered (kubectl kustomize), schema-validated
+#            offline (kubernetes-validate) and held to the policy (deploy/k8s/policy.py); no cluster
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture;
 #            the Vagrantfile's guest arch/box choice, provisioning's dist/<arch>/ messages
 #   vagrant  (last) the real Vagrantfile: `vagrant up --provider=libvirt` of the three VMs
@@ -51,7 +55,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint observability unit build e2e contract chaos containers hosts hostside)
+ALL_STEPS=(lint observability k8s unit build e2e contract chaos containers swarm hosts hostside)
 ALL_STEPS+=(shlib vagrant)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
@@ -190,6 +194,13 @@ step_vagrant() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	VM_TEST_SKIP_BUILD=1 scripts/vm-test.sh vagrant-up
 }
+
+step_swarm() {
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	scripts/swarm-test.sh
+}
+
+step_k8s() { scripts/k8s-validate.sh; }
 
 step_vm() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build

@@ -11,6 +11,24 @@ done_marker=$PGDATA/movie-platform-initialized
 
 say() { printf 'entrypoint: %s\n' "$*" >&2; }
 
+# file_env NAME: NAME from the file NAME_FILE names (a Docker secret), trailing
+# newlines removed, as the services read *_PASSWORD_FILE; both set is an error.
+file_env() {
+	local name=$1 file_var=${1}_FILE
+	[[ -n ${!file_var:-} ]] || return 0
+	[[ -z ${!name:-} ]] || {
+		say "$name is set too: set only one of $name and $file_var"
+		exit 1
+	}
+	[[ -r ${!file_var} ]] || {
+		say "$file_var: cannot read ${!file_var}"
+		exit 1
+	}
+	printf -v "$name" '%s' "$(<"${!file_var}")"
+	export "${name?}"
+	unset "$file_var"
+}
+
 first_start() {
 	local name
 	for name in POSTGRES_DB POSTGRES_USER POSTGRES_PASSWORD; do
@@ -50,6 +68,9 @@ first_start() {
 	say "created role $POSTGRES_USER and database $POSTGRES_DB"
 }
 
-[[ -e $done_marker ]] || first_start
+[[ -e $done_marker ]] || {
+	file_env POSTGRES_PASSWORD
+	first_start
+}
 unset POSTGRES_PASSWORD
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c password_encryption=scram-sha-256 "$@"

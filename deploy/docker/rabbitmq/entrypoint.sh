@@ -26,6 +26,24 @@ WORKER_WRITE='^billing_queue\.(dlx|dlq)$'
 WORKER_READ='^billing_queue(\.dlx)?$'
 BOTH_WRITE='^(amq\.default|billing_queue\.dlx|billing_queue\.dlq)$'
 
+# file_env NAME: NAME from the file NAME_FILE names (a Docker secret), trailing
+# newlines removed, as the services read *_PASSWORD_FILE; both set is an error.
+file_env() {
+	local name=$1 file_var=${1}_FILE
+	[[ -n ${!file_var:-} ]] || return 0
+	[[ -z ${!name:-} ]] || {
+		say "$name is set too: set only one of $name and $file_var"
+		exit 1
+	}
+	[[ -r ${!file_var} ]] || {
+		say "$file_var: cannot read ${!file_var}"
+		exit 1
+	}
+	printf -v "$name" '%s' "$(<"${!file_var}")"
+	export "${name?}"
+	unset "$file_var"
+}
+
 # ensure_user USER PASSWORD WRITE READ
 ensure_user() {
 	if ! rabbitmqctl -q list_users | awk '{print $1}' | grep -qxF -- "$1"; then
@@ -64,6 +82,8 @@ create_accounts() {
 }
 
 if [[ ! -e $ready_marker ]]; then
+	file_env GATEWAY_PASSWORD
+	file_env WORKER_PASSWORD
 	for name in GATEWAY_USER GATEWAY_PASSWORD WORKER_USER WORKER_PASSWORD RABBITMQ_VHOST; do
 		[[ -n ${!name:-} ]] || {
 			say "$name is empty: set it in .env (the compose file passes it)"

@@ -330,4 +330,33 @@ mod tests {
             "{err}"
         );
     }
+
+    /// A secret file of this test's own (under the temp dir, named by the
+    /// process and the test), as Docker mounts one under /run/secrets.
+    fn secret_file(test: &str, content: &str) -> String {
+        let path = std::env::temp_dir().join(format!("mp-{test}-{}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn password_is_read_from_its_file() {
+        let path = secret_file("gateway-amqp-pw", "from-a-file\n");
+        let with_file: Vec<_> = vars(&[])
+            .into_iter()
+            .filter(|(k, _)| k != "GATEWAY_RABBITMQ_PASSWORD")
+            .chain([("GATEWAY_RABBITMQ_PASSWORD_FILE".to_owned(), path.clone())])
+            .collect();
+        let c = Config::from_vars(with_file).unwrap();
+        assert_eq!(c.rabbitmq.uri().authority.userinfo.password, "from-a-file");
+        // Both forms at once: refused, naming both.
+        let err = read(&[("GATEWAY_RABBITMQ_PASSWORD_FILE", path.as_str())]).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "set only one of GATEWAY_RABBITMQ_PASSWORD and GATEWAY_RABBITMQ_PASSWORD_FILE"
+            ),
+            "{err}"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
 }

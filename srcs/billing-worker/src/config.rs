@@ -124,4 +124,32 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }
+
+    /// A secret file of this test's own (under the temp dir, named by the
+    /// process and the test), as Docker mounts one under /run/secrets.
+    fn secret_file(test: &str, content: &str) -> String {
+        let path = std::env::temp_dir().join(format!("mp-{test}-{}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn passwords_are_read_from_their_files() {
+        let db = secret_file("billing-db-pw", "db-from-file\n");
+        let mq = secret_file("billing-amqp-pw", "mq-from-file\n");
+        let c = Config::from_vars(vars(&[
+            ("DB_PASSWORD", ""),
+            ("DB_PASSWORD_FILE", &db),
+            ("RABBITMQ_PASSWORD", ""),
+            ("RABBITMQ_PASSWORD_FILE", &mq),
+        ]))
+        .unwrap();
+        assert!(c.db.conninfo().contains("password='db-from-file' "));
+        assert_eq!(c.rabbitmq.uri().authority.userinfo.password, "mq-from-file");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("from-file"), "{shown}");
+        for path in [db, mq] {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
 }

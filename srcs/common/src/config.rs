@@ -55,7 +55,10 @@ pub trait ServiceConfig: DeserializeOwned {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        // Secret files are read once here, for the service's own variables
+        // and the nested ones alike; the passes below then find plain
+        // `*_PASSWORD` variables and no `*_PASSWORD_FILE` left to read.
+        let vars = read_secret_files(Self::PREFIX, vars)?;
         let mut config: Self = from_iter(Self::PREFIX, vars.iter().cloned())?;
         config.read_nested(&vars)?;
         config.validate()?;
@@ -75,9 +78,61 @@ where
     T: DeserializeOwned,
     I: IntoIterator<Item = (String, String)>,
 {
+    let vars = read_secret_files(prefix, vars)?;
     envy::prefixed(prefix)
         .from_iter(vars)
         .map_err(|e| describe(prefix, e))
+}
+
+/// What a variable naming a secret's file ends with: `X_PASSWORD_FILE=/path`
+/// stands for `X_PASSWORD=<the file's content>`.
+pub const SECRET_FILE_SUFFIX: &str = "_FILE";
+
+/// Replaces every `<prefix>…PASSWORD_FILE=/path` by `<prefix>…PASSWORD=<content
+/// of /path>` (trailing line breaks removed, as `echo` and editors add one), so
+/// passwords can come from Docker or Kubernetes secrets, or from a root-only
+/// file on a VM, instead of the environment. Only password variables: the
+/// other `*_FILE` settings (the gateway's access log) name files to write.
+/// Setting both forms, or a file that cannot be read, stops start-up naming
+/// the variables and the path; the content never appears in an error.
+/// An empty `*_FILE` variable counts as unset (Compose's `${X:-}`).
+pub fn read_secret_files<I>(prefix: &str, vars: I) -> Result<Vec<(String, String)>, ConfigError>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let mut vars: Vec<(String, String)> = vars.into_iter().collect();
+    let files: Vec<(String, String)> = vars
+        .iter()
+        .filter(|(name, path)| {
+            name.starts_with(prefix)
+                && !path.is_empty()
+                && name
+                    .strip_suffix(SECRET_FILE_SUFFIX)
+                    .is_some_and(|plain| plain.ends_with("PASSWORD"))
+        })
+        .cloned()
+        .collect();
+    for (file_var, path) in files {
+        let plain = file_var.trim_end_matches(SECRET_FILE_SUFFIX).to_owned();
+        if vars.iter().any(|(name, _)| *name == plain) {
+            return Err(ConfigError::bad(
+                &file_var,
+                format!("{plain} is set too: set only one of {plain} and {file_var}"),
+            ));
+        }
+        let content = std::fs::read(&path)
+            .map_err(|e| ConfigError::bad(&file_var, format!("cannot read {path}: {e}")))?;
+        let content = String::from_utf8(content)
+            .map_err(|_| ConfigError::bad(&file_var, format!("{path} is not UTF-8 text")))?;
+        let secret = content.trim_end_matches(['\r', '\n']);
+        if secret.is_empty() {
+            return Err(ConfigError::bad(&file_var, format!("{path} is empty")));
+        }
+        let secret = secret.to_owned();
+        vars.retain(|(name, _)| *name != file_var);
+        vars.push((plain, secret));
+    }
+    Ok(vars)
 }
 
 fn describe(prefix: &str, err: envy::Error) -> ConfigError {
@@ -142,6 +197,138 @@ pub(crate) mod tests {
             "configuration error: bad variable SVC_WORKERS: must be at least 1 (got 0)"
         );
         assert_eq!(at_least_one("SVC_WORKERS", 1), Ok(()));
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct WithSecret {
+        db_password: String,
+        #[serde(default)]
+        access_log_file: Option<String>,
+    }
+
+    /// A directory of its own per test, removed when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn secret_file(content: &[u8]) -> (TempDir, String) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mp-secret-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, content).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        (TempDir(dir), path)
+    }
+
+    #[test]
+    fn a_password_is_read_from_its_file_without_the_trailing_newline() {
+        for (content, expected) in [
+            (&b"s3cret\n"[..], "s3cret"),
+            (b"s3cret\r\n", "s3cret"),
+            (b"s3cret", "s3cret"),
+            (b" with spaces \n", " with spaces "),
+        ] {
+            let (_dir, path) = secret_file(content);
+            let s: WithSecret =
+                from_iter("SVC_", vars(&[("SVC_DB_PASSWORD_FILE", path.as_str())])).unwrap();
+            assert_eq!(s.db_password, expected);
+        }
+    }
+
+    #[test]
+    fn other_file_settings_are_left_alone() {
+        let s: WithSecret = from_iter(
+            "SVC_",
+            vars(&[
+                ("SVC_DB_PASSWORD", "pw"),
+                ("SVC_ACCESS_LOG_FILE", "/nonexistent/access.log"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.access_log_file.as_deref(),
+            Some("/nonexistent/access.log")
+        );
+        // An empty *_PASSWORD_FILE counts as unset.
+        let s: WithSecret = from_iter(
+            "SVC_",
+            vars(&[("SVC_DB_PASSWORD", "pw"), ("SVC_DB_PASSWORD_FILE", "")]),
+        )
+        .unwrap();
+        assert_eq!(s.db_password, "pw");
+    }
+
+    #[test]
+    fn both_forms_at_once_are_refused_naming_both() {
+        let (_dir, path) = secret_file(b"from-file\n");
+        let err = from_iter::<WithSecret, _>(
+            "SVC_",
+            vars(&[
+                ("SVC_DB_PASSWORD", "from-env"),
+                ("SVC_DB_PASSWORD_FILE", path.as_str()),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error: bad variable SVC_DB_PASSWORD_FILE: SVC_DB_PASSWORD is set too: \
+             set only one of SVC_DB_PASSWORD and SVC_DB_PASSWORD_FILE"
+        );
+        assert!(!err.to_string().contains("from-"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_with_its_variable_never_its_content() {
+        let err = from_iter::<WithSecret, _>(
+            "SVC_",
+            vars(&[("SVC_DB_PASSWORD_FILE", "/nonexistent/db-password")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration error: bad variable SVC_DB_PASSWORD_FILE: cannot read \
+             /nonexistent/db-password: No such file or directory (os error 2)"
+        );
+        let (dir, _) = secret_file(b"x");
+        let dir_path = dir.path().to_str().unwrap().to_owned();
+        let err = from_iter::<WithSecret, _>(
+            "SVC_",
+            vars(&[("SVC_DB_PASSWORD_FILE", dir_path.as_str())]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "configuration error: bad variable SVC_DB_PASSWORD_FILE: cannot read {dir_path}: "
+            )),
+            "{err}"
+        );
+        for (content, why) in [
+            (&b"\n"[..], "is empty"),
+            (b"\xff\xfe s3cret", "is not UTF-8 text"),
+        ] {
+            let (_dir, path) = secret_file(content);
+            let err = from_iter::<WithSecret, _>(
+                "SVC_",
+                vars(&[("SVC_DB_PASSWORD_FILE", path.as_str())]),
+            )
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("configuration error: bad variable SVC_DB_PASSWORD_FILE: {path} {why}")
+            );
+        }
     }
 
     #[test]

@@ -152,4 +152,35 @@ mod tests {
             assert!(Config::from_vars(vars(&with)).is_ok(), "{name}=1");
         }
     }
+
+    /// A secret file of this test's own (under the temp dir, named by the
+    /// process and the test), as Docker mounts one under /run/secrets.
+    fn secret_file(test: &str, content: &str) -> String {
+        let path = std::env::temp_dir().join(format!("mp-{test}-{}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn password_is_read_from_its_file() {
+        let path = secret_file("inventory-db-pw", "from-a-file\n");
+        let mut with_file: Vec<_> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "INVENTORY_DB_PASSWORD")
+            .collect();
+        with_file.push(("INVENTORY_DB_PASSWORD_FILE", path.as_str()));
+        let c = Config::from_vars(vars(&with_file)).unwrap();
+        assert!(
+            c.db.conninfo().contains("password='from-a-file' "),
+            "the password read from the file"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let err = Config::from_vars(vars(&with_file)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("INVENTORY_DB_PASSWORD_FILE: cannot read {path}")),
+            "{err}"
+        );
+    }
 }
