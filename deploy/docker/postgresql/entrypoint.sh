@@ -11,6 +11,9 @@ done_marker=$PGDATA/movie-platform-initialized
 
 say() { printf 'entrypoint: %s\n' "$*" >&2; }
 
+# shellcheck source=deploy/docker/default-passwords.sh
+source /usr/local/lib/movie-platform/default-passwords.sh
+
 first_start() {
 	local name
 	for name in POSTGRES_DB POSTGRES_USER POSTGRES_PASSWORD; do
@@ -32,8 +35,11 @@ first_start() {
 	local sock
 	sock=$(mktemp -d)
 	pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k $sock" -w start >/dev/null
+	# The password reaches psql through its environment (\getenv), never
+	# its arguments, which every process on the host can read (ps).
 	psql -X -q -h "$sock" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-		-v role="$POSTGRES_USER" -v db="$POSTGRES_DB" -v pw="$POSTGRES_PASSWORD" <<-'SQL'
+		-v role="$POSTGRES_USER" -v db="$POSTGRES_DB" <<-'SQL'
+			\getenv pw POSTGRES_PASSWORD
 			SET password_encryption = 'scram-sha-256';
 			SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
 			\if :need_role
@@ -50,6 +56,7 @@ first_start() {
 	say "created role $POSTGRES_USER and database $POSTGRES_DB"
 }
 
+refuse_default_passwords POSTGRES_PASSWORD
 [[ -e $done_marker ]] || first_start
 unset POSTGRES_PASSWORD
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c password_encryption=scram-sha-256 "$@"
