@@ -169,7 +169,7 @@ preflight() {
 	if [[ ! -e $OWNED ]]; then
 		for c in "${CONTAINERS[@]}"; do
 			! docker container inspect "$c" >/dev/null 2>&1 ||
-				mp::die "a container named $c exists: this test uses the deployment's names; remove that deployment first (docker compose -f deploy/docker/compose.yaml down, add -v to drop its data)"
+				mp::die "a container named $c exists: this test uses the deployment's names; remove that deployment first (docker compose --env-file .env -f deploy/docker/compose.yaml down, add -v to drop its data)"
 		done
 		for v in "${VOLUMES[@]}"; do
 			! docker volume inspect "$v" >/dev/null 2>&1 ||
@@ -593,13 +593,14 @@ check_code_change_rebuilds_last_layer() {
 # symlinks): no tracked symlink; Compose without --env-file stops with the
 # message that names the option; with it (a bare environment), every
 # ${VARIABLE} of the compose file resolves to .env's value, and the gateway
-# is published on 127.0.0.1.
+# is published on 127.0.0.1. (The clone has no dist/: CONTAINERS_DIST_DIR
+# points at this checkout's binaries, which `config` wants to exist.)
 check_compose_reads_root_env() {
 	local clone=$TMP/clone links
 	git clone -q -c core.symlinks=false "$MP_ROOT" "$clone" || return 1
 	links=$(git -C "$clone" ls-files -s | awk '$1 == 120000 {print $4}')
 	expect "tracked symlinks" "$links" "" || return 1
-	if (cd "$clone" && env -i PATH="$PATH" HOME="$HOME" "${COMPOSE[@]}" -f deploy/docker/compose.yaml config) >"$TMP/noenv.out" 2>&1; then
+	if (cd "$clone" && env -i PATH="$PATH" HOME="$HOME" CONTAINERS_DIST_DIR="$DIST" "${COMPOSE[@]}" -f deploy/docker/compose.yaml config) >"$TMP/noenv.out" 2>&1; then
 		echo "config without --env-file succeeded: Compose found variables somewhere else"
 		return 1
 	fi
@@ -607,7 +608,7 @@ check_compose_reads_root_env() {
 		cat "$TMP/noenv.out"
 		return 1
 	}
-	(cd "$clone" && env -i PATH="$PATH" HOME="$HOME" "${COMPOSE[@]}" --env-file .env -f deploy/docker/compose.yaml config) >"$TMP/config.yaml" 2>"$TMP/config.err" || {
+	(cd "$clone" && env -i PATH="$PATH" HOME="$HOME" CONTAINERS_DIST_DIR="$DIST" "${COMPOSE[@]}" --env-file .env -f deploy/docker/compose.yaml config) >"$TMP/config.yaml" 2>"$TMP/config.err" || {
 		cat "$TMP/config.err"
 		return 1
 	}
