@@ -653,7 +653,7 @@ run_probe() {
 		-v /var/lib/postgresql/data -v /var/lib/rabbitmq "${env[@]}" "$image" >"$TMP/$1.log" 2>&1 &
 }
 
-probe_exit() { docker wait "$PROBE_PREFIX-$1" 2>/dev/null; }
+probe_exited() { [[ $(docker inspect -f '{{.State.Status}}' "$PROBE_PREFIX-$1" 2>/dev/null) == exited ]]; }
 probe_log_has() { grep -qF "$2" "$TMP/$1.log"; }
 
 # The committed placeholders (.env as it is) are refused: each container
@@ -669,8 +669,8 @@ check_placeholders_refused() {
 	run_probe pg-allowed inventory-database "${pg[@]}" MP_ALLOW_DEFAULT_PASSWORDS=1
 	run_probe mq-allowed rabbitmq "${mq[@]}" MP_ALLOW_DEFAULT_PASSWORDS=1
 	for n in pg-refused mq-refused; do
-		mp::wait_until 60 "$n to exit" probe_exit "$n" || bad=1
-		expect "$n exit status" "$(probe_exit "$n")" 1 || bad=1
+		mp::wait_until 60 "$n to exit" probe_exited "$n" || bad=1
+		expect "$n exit status" "$(docker inspect -f '{{.State.ExitCode}}' "$PROBE_PREFIX-$n")" 1 || bad=1
 		cat "$TMP/$n.log"
 	done
 	grep -qF 'refusing to start: POSTGRES_PASSWORD still hold' "$TMP/pg-refused.log" || bad=1
