@@ -295,6 +295,7 @@ check_reachability() {
 	local src dst addrs bad=0 opened want
 	# shellcheck disable=SC2016 # the script runs in the container
 	local probe='for t in "$@"; do (timeout 3 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}" 2>/dev/null && echo "open $t" || echo "closed $t") & done; wait'
+	local pids=()
 	for src in "${CONTAINERS[@]}"; do
 		local targets=()
 		for dst in "${CONTAINERS[@]}"; do
@@ -305,8 +306,9 @@ check_reachability() {
 			for a in $addrs; do targets+=("$a:${SERVICE_PORT[$dst]}"); done
 		done
 		docker exec "$src" bash -c "$probe" probe "${targets[@]}" >"$TMP/reach.$src" 2>&1 &
+		pids+=($!)
 	done
-	wait
+	wait "${pids[@]}"
 	for src in "${CONTAINERS[@]}"; do
 		for dst in "${CONTAINERS[@]}"; do
 			[[ $dst != "$src" ]] || continue
@@ -645,12 +647,13 @@ check_compose_reads_root_env() {
 # hardened as in the compose file, a throw-away data volume), in the
 # background; its output in $TMP/NAME.log.
 run_probe() {
-	local name=$PROBE_PREFIX-$1 image=$2 env=() kv
+	local tag=$1 image=$2 env=() kv
 	shift 2
 	for kv in "$@"; do env+=(-e "$kv"); done
-	docker run --name "$name" --network none --read-only --tmpfs /tmp --tmpfs /var/run/postgresql --tmpfs /var/log/rabbitmq \
+	docker run --name "$PROBE_PREFIX-$tag" --network none --read-only --tmpfs /tmp --tmpfs /var/run/postgresql --tmpfs /var/log/rabbitmq \
 		--cap-drop ALL --security-opt no-new-privileges:true \
-		-v /var/lib/postgresql/data -v /var/lib/rabbitmq "${env[@]}" "$image" >"$TMP/$1.log" 2>&1 &
+		-v /var/lib/postgresql/data -v /var/lib/rabbitmq "${env[@]}" "$image" >"$TMP/$tag.log" 2>&1 &
+	PROBE_PIDS+=($!)
 }
 
 probe_exited() { [[ $(docker inspect -f '{{.State.Status}}' "$PROBE_PREFIX-$1" 2>/dev/null) == exited ]]; }
@@ -661,6 +664,7 @@ probe_log_has() { grep -qF "$2" "$TMP/$1.log"; }
 # MP_ALLOW_DEFAULT_PASSWORDS=1 lets both start (PostgreSQL creates the role).
 check_placeholders_refused() {
 	local bad=0 n
+	PROBE_PIDS=()
 	local pg=(POSTGRES_DB=movies POSTGRES_USER=inventory "POSTGRES_PASSWORD=$(dotenv_value INVENTORY_DB_PASSWORD)")
 	local mq=(GATEWAY_USER=gateway WORKER_USER=billing-worker RABBITMQ_VHOST=/
 		"GATEWAY_PASSWORD=$(dotenv_value RABBITMQ_GATEWAY_PASSWORD)" "WORKER_PASSWORD=$(dotenv_value RABBITMQ_WORKER_PASSWORD)")
@@ -682,7 +686,8 @@ check_placeholders_refused() {
 	expect "RabbitMQ (placeholders allowed) running" "$(docker inspect -f '{{.State.Running}}' "$PROBE_PREFIX-mq-allowed")" true || bad=1
 	head -n 3 "$TMP/pg-allowed.log" "$TMP/mq-allowed.log"
 	docker rm -f -v "$PROBE_PREFIX"-{pg,mq}-{refused,allowed} >/dev/null 2>&1
-	wait
+	# Their own pids: a bare `wait` would wait for the dockerd we started.
+	wait "${PROBE_PIDS[@]}" || true
 	return "$bad"
 }
 
