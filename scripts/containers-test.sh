@@ -709,7 +709,9 @@ argv_watch_start() {
 	python3 "$MP_ROOT/scripts/lib/argv-watch.py" "$TMP/argv-secrets" "$TMP/argv-watch.stop" >"$TMP/argv-watch.out" 2>&1 &
 	ARGV_WATCH_PID=$!
 	sleep 0.5
-	python3 -c 'import time; time.sleep(1)' "$CANARY" &
+	# Debian's interpreter itself: a `python3` found first in PATH may be a
+	# pyenv shim, bash scripts that carry the canary in their own argv too.
+	/usr/bin/python3 -c 'import time; time.sleep(1)' "$CANARY" &
 	CANARY_PID=$!
 }
 
