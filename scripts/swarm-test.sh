@@ -174,6 +174,12 @@ setup() {
 	}
 	DOCKER_BUILDKIT=0 docker build -q -t movie-platform-haproxy -f "$MP_ROOT/deploy/swarm/haproxy/Dockerfile" "$MP_ROOT/deploy/swarm" >/dev/null
 	mp::log::info "images built in $((SECONDS - t0)) s"
+	# Passwords of the test's own: the database and broker images refuse .env's
+	# committed *-change-me placeholders.
+	local v
+	for v in INVENTORY_DB_PASSWORD BILLING_DB_PASSWORD GATEWAY_RABBITMQ_PASSWORD BILLING_RABBITMQ_PASSWORD; do
+		printf -v "$v" '%s' "$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+	done
 	mkdir -p "$SWARM_SECRETS_DIR"
 	printf '%s\n' "$INVENTORY_DB_PASSWORD" >"$SWARM_SECRETS_DIR/inventory_db_password"
 	printf '%s\n' "$BILLING_DB_PASSWORD" >"$SWARM_SECRETS_DIR/billing_db_password"

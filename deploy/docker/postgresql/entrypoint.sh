@@ -28,6 +28,8 @@ file_env() {
 	export "${name?}"
 	unset "$file_var"
 }
+# shellcheck source=deploy/docker/default-passwords.sh
+source /usr/local/lib/movie-platform/default-passwords.sh
 
 first_start() {
 	local name
@@ -50,8 +52,11 @@ first_start() {
 	local sock
 	sock=$(mktemp -d)
 	pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k $sock" -w start >/dev/null
+	# The password reaches psql through its environment (\getenv), never
+	# its arguments, which every process on the host can read (ps).
 	psql -X -q -h "$sock" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-		-v role="$POSTGRES_USER" -v db="$POSTGRES_DB" -v pw="$POSTGRES_PASSWORD" <<-'SQL'
+		-v role="$POSTGRES_USER" -v db="$POSTGRES_DB" <<-'SQL'
+			\getenv pw POSTGRES_PASSWORD
 			SET password_encryption = 'scram-sha-256';
 			SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
 			\if :need_role
@@ -68,9 +73,9 @@ first_start() {
 	say "created role $POSTGRES_USER and database $POSTGRES_DB"
 }
 
-[[ -e $done_marker ]] || {
-	file_env POSTGRES_PASSWORD
-	first_start
-}
+# A password from a Docker secret is checked like one from the environment.
+file_env POSTGRES_PASSWORD
+refuse_default_passwords POSTGRES_PASSWORD
+[[ -e $done_marker ]] || first_start
 unset POSTGRES_PASSWORD
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c password_encryption=scram-sha-256 "$@"

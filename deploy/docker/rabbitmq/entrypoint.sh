@@ -9,6 +9,9 @@ ready_marker=/var/lib/rabbitmq/movie-platform-accounts
 
 say() { printf 'entrypoint: %s\n' "$*" >&2; }
 
+# shellcheck source=deploy/docker/default-passwords.sh
+source /usr/local/lib/movie-platform/default-passwords.sh
+
 # The queue topology (srcs/common/src/topology.rs) and the same permissions
 # as on the VMs (rabbitmq_permissions in scripts/provision/common.sh): both
 # accounts may declare billing_queue, its dead-letter exchange
@@ -47,7 +50,9 @@ file_env() {
 # ensure_user USER PASSWORD WRITE READ
 ensure_user() {
 	if ! rabbitmqctl -q list_users | awk '{print $1}' | grep -qxF -- "$1"; then
-		rabbitmqctl -q add_user "$1" "$2" >/dev/null
+		# The password on rabbitmqctl's standard input (printf is a builtin),
+		# never in an argument: every process on the host can read those (ps).
+		printf '%s\n' "$2" | rabbitmqctl -q add_user "$1" >/dev/null
 	fi
 	rabbitmqctl -q set_permissions -p "$RABBITMQ_VHOST" "$1" "$CONFIGURE" "$3" "$4" >/dev/null
 }
@@ -81,9 +86,11 @@ create_accounts() {
 	say "accounts ready: $GATEWAY_USER (publish), $WORKER_USER (consume) on vhost $RABBITMQ_VHOST"
 }
 
+# A password from a Docker secret is checked like one from the environment.
+file_env GATEWAY_PASSWORD
+file_env WORKER_PASSWORD
+refuse_default_passwords GATEWAY_PASSWORD WORKER_PASSWORD
 if [[ ! -e $ready_marker ]]; then
-	file_env GATEWAY_PASSWORD
-	file_env WORKER_PASSWORD
 	for name in GATEWAY_USER GATEWAY_PASSWORD WORKER_USER WORKER_PASSWORD RABBITMQ_VHOST; do
 		[[ -n ${!name:-} ]] || {
 			say "$name is empty: set it in .env (the compose file passes it)"

@@ -1,0 +1,20 @@
+# shellcheck shell=bash
+# Sourced by the database and broker entrypoints (copied into both images).
+# refuse_default_passwords VAR...: stops the container when one of the named
+# variables still holds a committed *-change-me placeholder of .env, which
+# everyone can read, unless MP_ALLOW_DEFAULT_PASSWORDS=1, as VM provisioning
+# does (scripts/provision/common.sh). Runs on every start: the services keep
+# using that password after the first one.
+refuse_default_passwords() {
+	local name weak=()
+	for name in "$@"; do
+		[[ ${!name-} == *change-me* ]] && weak+=("$name")
+	done
+	((${#weak[@]} > 0)) || return 0
+	if [[ ${MP_ALLOW_DEFAULT_PASSWORDS:-0} == 1 ]]; then
+		printf 'entrypoint: WARNING: MP_ALLOW_DEFAULT_PASSWORDS=1: running with the committed placeholder password of %s\n' "${weak[*]}" >&2
+		return 0
+	fi
+	printf '%s\n' "entrypoint: refusing to start: ${weak[*]} still hold .env's committed *-change-me placeholder, which everyone can read. Put passwords of your own in .env (every *_PASSWORD line that ends in change-me) or in your shell's environment, then run up again; or set MP_ALLOW_DEFAULT_PASSWORDS=1 to run with the placeholders anyway (a throw-away trial on loopback)." >&2
+	exit 1
+}
