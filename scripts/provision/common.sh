@@ -391,7 +391,10 @@ SQL
 		pg_password_sql "$role" "$password" | "${super[@]}" -X -q -v ON_ERROR_STOP=1 >/dev/null ||
 			mp::die "cannot set the password of role $role"
 		mp::log::detail "password of role $role set from .env"
-		pg_can_login "$db" "$role" "$password" "$host" "$port" ||
+		# A server that has just restarted on a slow (emulated, loaded) VM may
+		# take longer than one connect timeout to answer: retry for a while.
+		MP_WAIT_INTERVAL=2 mp::wait_until 120 "role $role to log in to $db" \
+			pg_can_login "$db" "$role" "$password" "$host" "$port" ||
 			mp::die "role $role still cannot log in to $db on $host:$port"
 	fi
 }
