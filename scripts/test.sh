@@ -15,6 +15,8 @@
 #   hosts    the three-host test in network namespaces
 #   hostside the host-side build code (cargo xtask) and every .env reader against one fixture;
 #            the Vagrantfile's guest arch/box choice, provisioning's dist/<arch>/ messages
+#   ha       scripts/ha-test.sh: the high-availability topology in network namespaces (a
+#            3-node RabbitMQ cluster, quorum queue), faults under load (only with MP_TEST_HA=1)
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 #   shlib    (after hostside, before vm) scripts/lib-test.sh: the one shell library,
 #            scripts/lib/mp.sh, on real processes
@@ -46,6 +48,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 ALL_STEPS=(lint unit build e2e contract chaos containers hosts hostside)
 ALL_STEPS+=(shlib)
+[[ ${MP_TEST_HA:-0} == 1 ]] && ALL_STEPS+=(ha)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -147,6 +150,11 @@ step_chaos() {
 step_hosts() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/three-host-test.sh
+}
+
+step_ha() {
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	scripts/ha-test.sh
 }
 
 step_containers() {

@@ -8,6 +8,7 @@
 mod billing;
 mod idempotency;
 mod inventory;
+mod nodes;
 mod proxy;
 mod streaming;
 mod support;
