@@ -204,11 +204,17 @@ rmqctl() {
 }
 rmq_start() {
 	local env_args
+	# A kill -9 leaves the old pid file behind.
+	rm -f "$WORK/rabbitmq-$1/rabbitmq.pid"
 	mapfile -t env_args < <(rmq_env "$1")
 	in_ns "$1" runuser -u rabbitmq -- env "${env_args[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server -detached \
 		>>"$WORK/rabbitmq-$1/start.log" 2>&1 || true
 }
-rmq_wait() { rmqctl "$1" -q --timeout 180 wait "$WORK/rabbitmq-$1/rabbitmq.pid" >/dev/null 2>&1; }
+# rmq_wait HOST: the node takes AMQP connections (its listener opens last
+# in the boot). Cheaper than `rabbitmqctl wait`, which starts an Erlang VM
+# per call: on a loaded 2-core machine that alone took minutes.
+amqp_open() { in_ns "$1" bash -c "exec 3<>/dev/tcp/${IP[$1]}/$RABBITMQ_PORT" 2>/dev/null; }
+rmq_wait() { MP_WAIT_INTERVAL=1 mp::wait_until 300 "RabbitMQ on $1" amqp_open "$1"; }
 running_nodes() { rmqctl "$1" -q cluster_status --formatter json 2>/dev/null | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))'; }
 
 for h in "${NODES[@]}"; do rmq_start "$h"; done
