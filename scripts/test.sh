@@ -25,6 +25,8 @@
 #   vagrant  (last) the real Vagrantfile: `vagrant up --provider=libvirt` of the three VMs
 #            (qemu TCG, libvirtd in a network namespace, the vm-test image as the box), the
 #            audit walk through the forwarded port, `vagrant destroy`: scripts/vm-test.sh vagrant-up
+#   ha       scripts/ha-test.sh: the high-availability topology in network namespaces (a
+#            3-node RabbitMQ cluster, quorum queue), faults under load (only with MP_TEST_HA=1)
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 #   shlib    (after hostside, before vm) scripts/lib-test.sh: the one shell library,
 #            scripts/lib/mp.sh, on real processes
@@ -56,7 +58,9 @@ export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 ALL_STEPS=(lint observability k8s unit build e2e contract chaos containers swarm hosts hostside)
-ALL_STEPS+=(shlib vagrant)
+ALL_STEPS+=(shlib)
+[[ ${MP_TEST_HA:-0} == 1 ]] && ALL_STEPS+=(ha)
+ALL_STEPS+=(vagrant)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
@@ -180,6 +184,11 @@ step_chaos() {
 step_hosts() {
 	[[ -x $(dist_dir)/api-gateway ]] || run_step build
 	scripts/three-host-test.sh
+}
+
+step_ha() {
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	scripts/ha-test.sh
 }
 
 step_containers() {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::order::OrderMessage;
 use common::retry::Backoff;
-use common::topology;
+use common::topology::{self, Topology};
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionStatus, Event};
@@ -41,6 +41,9 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// Bounds one connect + channel + topology attempt; lapin's own connection
 /// timeout covers only the TCP/AMQP handshake.
 const CONNECT_BUDGET: Duration = Duration::from_secs(10);
+/// Pause before an order is published again after a nack or a lost
+/// confirm: a quorum queue's election takes a moment.
+const REPUBLISH_PAUSE: Duration = Duration::from_millis(100);
 /// How often the loop looks at the link's state besides the error events.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often the alarm probe is published (see the module comment): about
@@ -64,6 +67,8 @@ struct Shared {
     link: RwLock<Option<Link>>,
     publish_timeout: Duration,
     metrics: GatewayMetrics,
+    /// What the re-declaration after a returned order declares.
+    topology: Topology,
 }
 
 /// A usable connection: the channel publishers share, and the connection's
@@ -90,6 +95,7 @@ impl Broker {
             link: RwLock::new(None),
             publish_timeout: config.publish_timeout(),
             metrics,
+            topology: config.rabbitmq.topology(),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(Arc::downgrade(&shared), config.clone(), stopped));
@@ -122,8 +128,15 @@ impl Broker {
 
     /// Publishes `order` persistently to `billing_queue` and returns only
     /// once RabbitMQ has confirmed it (it is then on disk: the queue is
-    /// durable and the message persistent). Any other outcome is an error
-    /// and the order must not be reported as accepted.
+    /// durable and the message persistent; with a quorum queue, on a
+    /// majority of the nodes). Any other outcome is an error and the order
+    /// must not be reported as accepted.
+    ///
+    /// A nack (a quorum queue electing a new leader) or a confirm lost with
+    /// the connection (its node died) is not final: the order is published
+    /// again, on the replacement link once the loop has one, until the
+    /// publish timeout. The broker may then hold it twice; the worker stores
+    /// it once (`ON CONFLICT (order_id)`), which is why that is safe.
     pub async fn publish(
         &self,
         order: &OrderMessage,
@@ -134,12 +147,26 @@ impl Broker {
         result
     }
 
+    /// Publishes until confirmed, an error that publishing again cannot
+    /// cure, or the publish timeout; says what the last publish came to.
     async fn try_publish(
         &self,
         order: &OrderMessage,
         request_id: &str,
     ) -> (Publish, Result<(), GatewayError>) {
-        let Some(link) = self.shared.current().filter(Link::is_usable) else {
+        let timeout = self.shared.publish_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let payload = match serde_json::to_vec(order) {
+            Ok(payload) => payload,
+            Err(e) => return (Publish::Failed, Err(GatewayError::Internal(Box::new(e)))),
+        };
+        let timed_out = || GatewayError::PublishTimeout {
+            order_id: order.order_id,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        // Without a link the first time, 503 at once: the broker is down, not
+        // failing over (a failover leaves the loop reconnecting within it).
+        let Some(mut link) = self.shared.current().filter(Link::is_usable) else {
             return (
                 Publish::RefusedDown,
                 Err(GatewayError::BrokerUnavailable(
@@ -147,44 +174,83 @@ impl Broker {
                 )),
             );
         };
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let attempt = tokio::time::timeout_at(
+                deadline,
+                self.publish_once(&link, order, &payload, request_id),
+            );
+            let (outcome, retry_after) = match attempt.await {
+                Err(_) => return (Publish::Timeout, Err(timed_out())),
+                Ok(Attempt::Done(outcome, result)) => {
+                    if tries > 1 && result.is_ok() {
+                        log::info!("order {} confirmed after {tries} publishes", order.order_id);
+                    }
+                    return (outcome, result);
+                }
+                Ok(Attempt::Again { outcome, why, last }) => {
+                    log::warn!(
+                        "order {} not confirmed ({why}); publishing it again",
+                        order.order_id
+                    );
+                    if tokio::time::Instant::now() + REPUBLISH_PAUSE >= deadline {
+                        return (outcome, Err(last));
+                    }
+                    (outcome, last)
+                }
+            };
+            tokio::time::sleep(REPUBLISH_PAUSE).await;
+            // The same link after a nack; a new one after a lost confirm.
+            link = loop {
+                if let Some(l) = self.shared.current().filter(Link::is_usable) {
+                    break l;
+                }
+                if tokio::time::Instant::now() + REPUBLISH_PAUSE >= deadline {
+                    return (outcome, Err(retry_after));
+                }
+                tokio::time::sleep(REPUBLISH_PAUSE).await;
+            };
+        }
+    }
+
+    /// One publish of `payload` on `link` and its confirm.
+    async fn publish_once(
+        &self,
+        link: &Link,
+        order: &OrderMessage,
+        payload: &[u8],
+        request_id: &str,
+    ) -> Attempt {
         // While RabbitMQ blocks publishers (memory or disk alarm), a confirm
         // would only arrive after the alarm clears: fail now instead.
         if link.connection.blocked() {
-            return (
+            return Attempt::Done(
                 Publish::RefusedBlocked,
                 Err(GatewayError::BrokerUnavailable(
                     "RabbitMQ is blocking publishers (resource alarm)".into(),
                 )),
             );
         }
-        let payload = match serde_json::to_vec(order) {
-            Ok(payload) => payload,
-            Err(e) => return (Publish::Failed, Err(GatewayError::Internal(Box::new(e)))),
-        };
         let properties = topology::order_properties(order.order_id, request_id, APP_ID);
-
-        let publish = topology::publish_order(&link.channel, &payload, properties);
-        let timeout = self.shared.publish_timeout;
         let started = Instant::now();
-        let confirmed = tokio::time::timeout(timeout, publish).await;
-        if matches!(
-            confirmed,
-            Ok(Ok(Confirmation::Ack(_) | Confirmation::Nack(_)))
-        ) {
+        let confirmed = topology::publish_order(&link.channel, payload, properties).await;
+        if matches!(confirmed, Ok(Confirmation::Ack(_) | Confirmation::Nack(_))) {
             self.shared.metrics.confirm_took(started);
         }
         match confirmed {
-            Ok(Ok(Confirmation::Ack(None))) => (Publish::Confirmed, Ok(())),
-            Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+            Ok(Confirmation::Ack(None)) => Attempt::Done(Publish::Confirmed, Ok(())),
+            Ok(Confirmation::Ack(Some(returned))) => {
                 // The queue is gone (deleted by hand?): declare it again so
                 // the next order finds it.
                 let channel = link.channel.clone();
+                let declared = self.shared.topology;
                 tokio::spawn(async move {
-                    if let Err(e) = topology::declare(&channel).await {
+                    if let Err(e) = topology::declare(&channel, &declared).await {
                         log::warn!("re-declaring the RabbitMQ topology failed: {e}");
                     }
                 });
-                (
+                Attempt::Done(
                     Publish::Returned,
                     Err(GatewayError::OrderNotQueued {
                         order_id: order.order_id,
@@ -195,42 +261,48 @@ impl Broker {
                     }),
                 )
             }
-            Ok(Ok(Confirmation::Nack(_))) => (
-                Publish::Nacked,
-                Err(GatewayError::OrderNotQueued {
+            Ok(Confirmation::Nack(_)) => Attempt::Again {
+                outcome: Publish::Nacked,
+                why: "nack".to_owned(),
+                last: GatewayError::OrderNotQueued {
                     order_id: order.order_id,
                     reason: "negatively acknowledged (nack)".into(),
-                }),
-            ),
-            Ok(Ok(Confirmation::NotRequested)) => {
+                },
+            },
+            Ok(Confirmation::NotRequested) => {
                 self.shared.mark_broken(link.generation);
-                (
+                Attempt::Done(
                     Publish::Failed,
                     Err(GatewayError::Internal(
                         "channel is not in confirm mode".into(),
                     )),
                 )
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 // Most likely the channel or connection died under us; let the
                 // loop replace it now rather than at its next check.
                 self.shared.mark_broken(link.generation);
-                (
-                    Publish::Failed,
-                    Err(GatewayError::BrokerUnavailable(format!(
-                        "publish failed: {e}"
-                    ))),
-                )
+                Attempt::Again {
+                    outcome: Publish::Failed,
+                    why: format!("publish failed: {e}"),
+                    last: GatewayError::BrokerUnavailable(format!("publish failed: {e}")),
+                }
             }
-            Err(_) => (
-                Publish::Timeout,
-                Err(GatewayError::PublishTimeout {
-                    order_id: order.order_id,
-                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                }),
-            ),
         }
     }
+}
+
+/// What one publish came to.
+enum Attempt {
+    /// Final: confirmed, or an error that publishing again cannot cure.
+    Done(Publish, Result<(), GatewayError>),
+    /// Not confirmed, but the order may be published again; `outcome` and
+    /// `last` are what is reported if the time runs out first.
+    Again {
+        outcome: Publish,
+        why: String,
+        last: GatewayError,
+    },
 }
 
 impl Shared {
@@ -357,7 +429,7 @@ async fn connect(config: &Config) -> Result<(Connection, Channel, Channel), Stri
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        topology::declare(&channel).await?;
+        topology::declare(&channel, &config.rabbitmq.topology()).await?;
         let probe = connection.create_channel().await?;
         Ok::<_, lapin::Error>((channel, probe))
     };

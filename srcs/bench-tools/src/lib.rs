@@ -36,7 +36,7 @@ pub async fn connect(name: &str) -> Result<(Connection, Channel), String> {
         .await
         .map_err(|e| format!("connect to {target:?}: {e}"))?;
     let channel = channel(&connection).await?;
-    topology::declare(&channel)
+    topology::declare(&channel, &target.topology())
         .await
         .map_err(|e| format!("declare topology: {e}"))?;
     Ok((connection, channel))

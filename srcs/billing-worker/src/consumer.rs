@@ -90,7 +90,7 @@ impl Consumer {
         let setup = async {
             let connection = target.connect(CONNECTION_NAME).await?;
             let channel = connection.create_channel().await?;
-            topology::declare(&channel).await?;
+            topology::declare(&channel, &target.topology()).await?;
             channel
                 .basic_qos(self.config.prefetch, BasicQosOptions::default())
                 .await?;

@@ -2,13 +2,24 @@
 //! password into a URL string that could end up in a log line.
 
 use crate::config::ConfigError;
+use crate::topology::{QueueType, Topology, DEFAULT_DELIVERY_LIMIT};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A service's RabbitMQ settings, read once here for both services that use
 /// the broker, from `<PREFIX>HOST`, `PORT`, `USER`, `PASSWORD` and `VHOST`
-/// (e.g. `GATEWAY_RABBITMQ_HOST`). `Debug` never shows the password.
+/// (e.g. `GATEWAY_RABBITMQ_HOST`), and the queue's `QUEUE_TYPE` and
+/// `DELIVERY_LIMIT`. `Debug` never shows the password.
+///
+/// `HOST` may name the nodes of a cluster, comma-separated, each optionally
+/// with its own port (`10.0.0.1,10.0.0.2,10.0.0.3` or `a:5672,b:5673`); an
+/// entry without a port uses `PORT`. [`AmqpSettings::connect`] tries them in
+/// turn, starting after the one it reached last time, so a service whose
+/// node died moves to a live one on its next reconnect.
 #[derive(Clone, Deserialize)]
 pub struct AmqpSettings {
     pub host: String,
@@ -16,7 +27,24 @@ pub struct AmqpSettings {
     pub user: String,
     pub password: SecretString,
     pub vhost: String,
+    /// `classic` (default) or `quorum`: see [`crate::topology`].
+    #[serde(default)]
+    pub queue_type: QueueType,
+    /// Quorum queues only: see [`Topology::delivery_limit`].
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+    /// Where the next connect starts in the node list; shared by clones.
+    #[serde(skip)]
+    pub next_node: Arc<AtomicUsize>,
 }
+
+fn default_delivery_limit() -> u32 {
+    DEFAULT_DELIVERY_LIMIT
+}
+
+/// Bounds one node's connect (TCP and AMQP handshake), so a node that
+/// accepts the connection but never answers cannot hold up the others.
+const NODE_CONNECT_BUDGET: Duration = Duration::from_secs(5);
 
 /// Empty settings, only so that a service's config struct can mark the field
 /// `#[serde(skip)]` (envy cannot read nested structs) and fill it with
@@ -29,6 +57,9 @@ impl Default for AmqpSettings {
             user: String::new(),
             password: SecretString::from(String::new()),
             vhost: String::new(),
+            queue_type: QueueType::default(),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            next_node: Arc::default(),
         }
     }
 }
@@ -39,10 +70,55 @@ impl AmqpSettings {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        crate::config::from_iter(prefix, vars)
+        let settings: Self = crate::config::from_iter(prefix, vars).map_err(|e| match e {
+            // envy names no variable for a bad enum value, and QUEUE_TYPE is
+            // this struct's only enum.
+            ConfigError::Other(msg) if msg.contains("unknown variant") => {
+                ConfigError::bad(format!("{prefix}QUEUE_TYPE"), msg)
+            }
+            other => other,
+        })?;
+        settings
+            .try_nodes()
+            .map_err(|why| ConfigError::bad(format!("{prefix}HOST"), why))?;
+        crate::config::at_least_one(
+            &format!("{prefix}DELIVERY_LIMIT"),
+            settings.delivery_limit.into(),
+        )?;
+        Ok(settings)
     }
 
+    /// The queue declarations every service must agree on.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            queue_type: self.queue_type,
+            delivery_limit: self.delivery_limit,
+        }
+    }
+
+    /// The nodes of `host`, each with its port.
+    fn try_nodes(&self) -> Result<Vec<(String, u16)>, String> {
+        crate::hosts::parse(&self.host, self.port)
+    }
+
+    /// The nodes to try, in the order of `HOST` (checked when read, so a
+    /// hand-built bad value only falls back to the text as it is).
+    pub fn nodes(&self) -> Vec<(String, u16)> {
+        self.try_nodes()
+            .unwrap_or_else(|_| vec![(self.host.clone(), self.port)])
+    }
+
+    /// The URI of the first node.
     pub fn uri(&self) -> AMQPUri {
+        let (host, port) = self
+            .nodes()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| (self.host.clone(), self.port));
+        self.node_uri(host, port)
+    }
+
+    fn node_uri(&self, host: String, port: u16) -> AMQPUri {
         AMQPUri {
             scheme: AMQPScheme::AMQP,
             authority: AMQPAuthority {
@@ -50,8 +126,8 @@ impl AmqpSettings {
                     username: self.user.clone(),
                     password: self.password.expose_secret().to_owned(),
                 },
-                host: self.host.clone(),
-                port: self.port,
+                host,
+                port,
             },
             vhost: self.vhost.clone(),
             query: AMQPQueryString {
@@ -64,10 +140,50 @@ impl AmqpSettings {
         }
     }
 
-    /// Connects with the service name shown in RabbitMQ's connection list.
+    /// Connects with the service name shown in RabbitMQ's connection list,
+    /// to the first node that answers, starting after the node reached last
+    /// time (one node: always that one). The last node's error when none
+    /// answers.
     pub async fn connect(&self, service: &str) -> lapin::Result<lapin::Connection> {
-        let props = lapin::ConnectionProperties::default().with_connection_name(service.into());
-        lapin::Connection::connect_uri(self.uri(), props).await
+        let nodes = self.nodes();
+        let start = self.next_node.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in (0..nodes.len()).map(|k| (start + k) % nodes.len()) {
+            let (host, port) = nodes[i].clone();
+            let props = lapin::ConnectionProperties::default().with_connection_name(service.into());
+            let attempt = tokio::time::timeout(
+                NODE_CONNECT_BUDGET,
+                lapin::Connection::connect_uri(self.node_uri(host.clone(), port), props),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {NODE_CONNECT_BUDGET:?}"),
+                )))
+            });
+            match attempt {
+                Ok(connection) => {
+                    self.next_node.store(i + 1, Ordering::Relaxed);
+                    if nodes.len() > 1 {
+                        log::info!("{service}: connected to RabbitMQ node {host}:{port}");
+                    }
+                    return Ok(connection);
+                }
+                Err(e) => {
+                    if nodes.len() > 1 {
+                        log::warn!("{service}: RabbitMQ node {host}:{port} unavailable: {e}");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no RabbitMQ node configured",
+            ))
+        }))
     }
 }
 
@@ -106,5 +222,66 @@ mod tests {
             AmqpSettings::from_vars("GATEWAY_RABBITMQ_", without).unwrap_err(),
             ConfigError::Missing("GATEWAY_RABBITMQ_VHOST".into())
         );
+        assert_eq!(s.topology(), Topology::default());
+    }
+
+    fn with_host(host: &str, extra: &[(&str, &str)]) -> Result<AmqpSettings, ConfigError> {
+        let mut env = vec![
+            ("W_HOST", host),
+            ("W_PORT", "5672"),
+            ("W_USER", "u"),
+            ("W_PASSWORD", "p"),
+            ("W_VHOST", "/"),
+        ];
+        env.extend_from_slice(extra);
+        AmqpSettings::from_vars("W_", env.map_owned())
+    }
+
+    trait MapOwned {
+        fn map_owned(self) -> Vec<(String, String)>;
+    }
+    impl MapOwned for Vec<(&str, &str)> {
+        fn map_owned(self) -> Vec<(String, String)> {
+            self.into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn host_may_list_the_nodes_of_a_cluster() {
+        let s = with_host("10.0.0.1, 10.0.0.2:5673,10.0.0.3", &[]).unwrap();
+        assert_eq!(
+            s.nodes(),
+            vec![
+                ("10.0.0.1".to_owned(), 5672),
+                ("10.0.0.2".to_owned(), 5673),
+                ("10.0.0.3".to_owned(), 5672)
+            ]
+        );
+        for bad in ["a,,b", "a:x"] {
+            let err = with_host(bad, &[]).unwrap_err();
+            assert!(err.to_string().contains("W_HOST"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn queue_type_and_delivery_limit_are_read() {
+        let s = with_host(
+            "h",
+            &[("W_QUEUE_TYPE", "quorum"), ("W_DELIVERY_LIMIT", "5")],
+        )
+        .unwrap();
+        assert_eq!(
+            s.topology(),
+            Topology {
+                queue_type: QueueType::Quorum,
+                delivery_limit: 5
+            }
+        );
+        let err = with_host("h", &[("W_QUEUE_TYPE", "stream")]).unwrap_err();
+        assert!(err.to_string().contains("W_QUEUE_TYPE"), "{err}");
+        let err = with_host("h", &[("W_DELIVERY_LIMIT", "0")]).unwrap_err();
+        assert!(err.to_string().contains("W_DELIVERY_LIMIT"), "{err}");
     }
 }

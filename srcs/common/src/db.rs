@@ -16,6 +16,12 @@ pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 /// A service's PostgreSQL settings, read once here for both services that
 /// have a database, from `<PREFIX>HOST`, `PORT`, `NAME`, `USER`, `PASSWORD`
 /// and `POOL_SIZE` (e.g. `INVENTORY_DB_HOST`). `Debug` never shows the password.
+///
+/// `HOST` may name several servers, comma-separated, each optionally with
+/// its own port (`10.0.0.1,10.0.0.2` or `a:5432,b:5433`; `PORT` otherwise):
+/// libpq then tries them in turn and keeps the one that accepts writes
+/// (`target_session_attrs=read-write`), which after a failover is the new
+/// primary. No proxy is needed.
 #[derive(Clone, Deserialize)]
 pub struct PgSettings {
     pub host: String,
@@ -58,17 +64,43 @@ impl PgSettings {
         // A pool of 0 used to be silently turned into 1 in one service and
         // refused in the other.
         crate::config::at_least_one(&format!("{prefix}POOL_SIZE"), settings.pool_size.into())?;
+        settings
+            .try_servers()
+            .map_err(|why| ConfigError::bad(format!("{prefix}HOST"), why))?;
         Ok(settings)
+    }
+
+    /// The servers of `host`, each with its port.
+    fn try_servers(&self) -> Result<Vec<(String, u16)>, String> {
+        crate::hosts::parse(&self.host, self.port)
+    }
+
+    /// libpq's `host`, `port` and, for several servers, the session
+    /// attribute that picks the primary.
+    fn servers_conninfo(&self) -> String {
+        let servers = self
+            .try_servers()
+            .unwrap_or_else(|_| vec![(self.host.clone(), self.port)]);
+        if servers.len() == 1 {
+            return format!("host={} port={}", quote(&servers[0].0), servers[0].1);
+        }
+        let hosts: Vec<&str> = servers.iter().map(|(h, _)| h.as_str()).collect();
+        let ports: Vec<String> = servers.iter().map(|(_, p)| p.to_string()).collect();
+        format!(
+            "host={} port={} target_session_attrs=read-write",
+            quote(&hosts.join(",")),
+            quote(&ports.join(","))
+        )
     }
 
     /// A libpq key/value connection string. Values are quoted so a password
     /// with spaces, quotes or backslashes cannot change its meaning.
-    /// `connect_timeout` keeps a dead host from stalling a request for long.
+    /// `connect_timeout` keeps a dead host from stalling a request for long
+    /// (libpq applies it to each server of a list).
     pub fn conninfo(&self) -> String {
         format!(
-            "host={} port={} dbname={} user={} password={} connect_timeout=2 application_name={}",
-            quote(&self.host),
-            self.port,
+            "{} dbname={} user={} password={} connect_timeout=2 application_name={}",
+            self.servers_conninfo(),
             quote(&self.name),
             quote(&self.user),
             quote(self.password.expose_secret()),
@@ -195,6 +227,45 @@ mod tests {
         let info = t.conninfo();
         assert!(info.contains(r"password='it\'s a \\secret'"), "{info}");
         assert!(info.contains("dbname='movies'"), "{info}");
+    }
+
+    #[test]
+    fn several_servers_make_a_multi_host_conninfo_that_picks_the_primary() {
+        let mut t = PgSettings {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            name: "movies".into(),
+            user: "u".into(),
+            password: SecretString::from("p"),
+            pool_size: 1,
+        };
+        assert!(t
+            .conninfo()
+            .starts_with("host='127.0.0.1' port=5432 dbname="));
+        assert!(!t.conninfo().contains("target_session_attrs"));
+        t.host = "10.0.0.1, 10.0.0.2:5433".into();
+        let info = t.conninfo();
+        assert!(
+            info.starts_with(
+                "host='10.0.0.1,10.0.0.2' port='5432,5433' target_session_attrs=read-write "
+            ),
+            "{info}"
+        );
+    }
+
+    #[test]
+    fn a_bad_server_list_is_named() {
+        for bad in ["a,,b", "a:x", ":1"] {
+            let env = vars(&[
+                ("X_HOST", bad),
+                ("X_PORT", "5432"),
+                ("X_NAME", "n"),
+                ("X_USER", "u"),
+                ("X_PASSWORD", "p"),
+            ]);
+            let err = PgSettings::from_vars("X_", env).unwrap_err();
+            assert!(err.to_string().contains("X_HOST"), "{bad}: {err}");
+        }
     }
 
     #[test]

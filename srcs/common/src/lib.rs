@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod hosts;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -9,6 +9,7 @@ mod billing;
 mod idempotency;
 mod inventory;
 mod metrics;
+mod nodes;
 mod proxy;
 mod streaming;
 mod support;

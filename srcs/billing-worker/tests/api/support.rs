@@ -119,7 +119,9 @@ impl Publisher {
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
-        topology::declare(&channel).await.unwrap();
+        topology::declare(&channel, &topology::Topology::default())
+            .await
+            .unwrap();
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -229,6 +231,7 @@ pub fn config(db: &TestDb, vhost: &TestVhost, prefetch: u16, batch_size: usize) 
             user: "guest".into(),
             password: SecretString::from("guest"),
             vhost: vhost.name.clone(),
+            ..AmqpSettings::default()
         },
         prefetch,
         batch_size,

@@ -22,6 +22,7 @@ pub fn settings(vhost: &str) -> AmqpSettings {
         user: "guest".into(),
         password: SecretString::from("guest"),
         vhost: vhost.to_owned(),
+        ..AmqpSettings::default()
     }
 }
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Orders under load for the high-availability test (scripts/ha-test.sh).
+
+    load.py OUT STOPFILE THREADS URL [URL...]
+
+Each thread posts orders, one at a time, until STOPFILE exists. Every order
+has its own user_id (so a second row for it would show) and a client-chosen
+order_id, which the client keeps when it retries. A request that fails before
+any answer (connection refused or reset: its gateway died) goes to the next
+URL, as a virtual IP moving to another gateway would; the final answer is
+what counts. OUT gets one line per order: user_id, order_id, status (0 = no
+HTTP answer), the monotonic times it was sent and answered.
+"""
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+
+
+def post(url, body, timeout):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request("POST", "/api/billing", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def worker(tag, urls, stopfile, out, lock):
+    n = 0
+    first = 0
+    while not os.path.exists(stopfile):
+        n += 1
+        user_id = f"{tag}-{n}"
+        order_id = str(uuid.uuid4())
+        body = json.dumps({"user_id": user_id, "number_of_items": 1, "total_amount": "9.99", "order_id": order_id})
+        sent = time.monotonic()
+        status = 0
+        order = [urls[(first + k) % len(urls)] for k in range(len(urls))]
+        for k, url in enumerate(order):
+            try:
+                status = post(url, body, timeout=20)
+                # The next order starts on the gateway that answered.
+                first = (first + k) % len(urls)
+                break
+            except (ConnectionError, OSError, http.client.HTTPException):
+                status = 0
+        answered = time.monotonic()
+        with lock:
+            out.write(f"{user_id} {order_id} {status} {sent:.3f} {answered:.3f}\n")
+            out.flush()
+        if status != 200:
+            time.sleep(0.2)
+
+
+def main():
+    out_path, stopfile, threads, urls = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    run = uuid.uuid4().hex[:8]
+    lock = threading.Lock()
+    with open(out_path, "a", encoding="utf-8") as out:
+        ts = [
+            threading.Thread(target=worker, args=(f"ha-{run}-{i}", urls[i % len(urls):] + urls[: i % len(urls)], stopfile, out, lock))
+            for i in range(threads)
+        ]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""The verdict of one fault of the high-availability test.
+
+    verdict.py NAME LOADFILE STORED FAULT_AT
+
+LOADFILE: load.py's lines; STORED: `user_id count` lines from the orders
+database; FAULT_AT: the monotonic time the fault was injected. Prints one
+line: requests, answered 200, lost (200 and not stored), stored twice,
+non-200 answered but stored, and the longest time without an accepted order
+after the fault (how long the service was gone). Exits 1 if any order
+answered 200 is lost or any order is stored twice.
+"""
+import sys
+
+
+def main():
+    name, load_path, stored_path, fault_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    stored = {}
+    with open(stored_path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                user, count = line.split()
+                stored[user] = int(count)
+    orders = []
+    with open(load_path, encoding="utf-8") as f:
+        for line in f:
+            user, _order, status, sent, answered = line.split()
+            orders.append((user, int(status), float(sent), float(answered)))
+    ok = [o for o in orders if o[1] == 200]
+    lost = [o[0] for o in ok if stored.get(o[0], 0) == 0]
+    # Only this run's orders (the set-up's probes are not part of it).
+    twice = sorted({o[0] for o in orders if stored.get(o[0], 0) > 1})
+    non200_stored = [o[0] for o in orders if o[1] != 200 and stored.get(o[0], 0) > 0]
+    failed = len(orders) - len(ok)
+    # Longest stretch after the fault with no order answered 200.
+    done = sorted(o[3] for o in ok if o[3] >= fault_at)
+    gaps = [b - a for a, b in zip([fault_at] + done, done)]
+    outage = max(gaps) if gaps else float("inf")
+    print(
+        f"{name}: {len(orders)} orders, {len(ok)} answered 200, {failed} not 200; "
+        f"lost {len(lost)}, stored twice {len(twice)}, non-200 but stored {len(non200_stored)}; "
+        f"longest time without an accepted order after the fault {outage:.1f} s"
+    )
+    if lost:
+        print(f"  lost (first 5): {lost[:5]}")
+    if twice:
+        print(f"  stored twice (first 5): {twice[:5]}")
+    sys.exit(1 if lost or twice or not ok else 0)
+
+
+if __name__ == "__main__":
+    main()
