@@ -176,6 +176,20 @@ def violations(overlay, docs, images=None):
                 if svc != "api-gateway":
                     out.append(f"{_name(ing)}: routes to {svc}, not api-gateway")
 
+    # billing_queue: gateway and worker declare the same queue (RabbitMQ
+    # refuses a second declaration that differs, 406), and in prod it is a
+    # quorum queue, replicated on the cluster's nodes.
+    settings = {}
+    for cm in by_kind.get("ConfigMap", []):
+        settings.update(cm.get("data") or {})
+    for key in ("QUEUE_TYPE", "DELIVERY_LIMIT"):
+        gateway = settings.get(f"GATEWAY_RABBITMQ_{key}", "classic" if key == "QUEUE_TYPE" else "20")
+        worker = settings.get(f"BILLING_RABBITMQ_{key}", "classic" if key == "QUEUE_TYPE" else "20")
+        if gateway != worker:
+            out.append(f"GATEWAY_RABBITMQ_{key}={gateway} but BILLING_RABBITMQ_{key}={worker}: they must agree")
+    if overlay == "prod" and settings.get("BILLING_RABBITMQ_QUEUE_TYPE") != "quorum":
+        out.append("billing_queue is not a quorum queue in prod (BILLING_RABBITMQ_QUEUE_TYPE)")
+
     # prod: replicas, a PDB and an HPA for every Deployment.
     if overlay == "prod":
         for d in by_kind.get("Deployment", []):

@@ -169,6 +169,17 @@ class BrokenManifestsFail(unittest.TestCase):
         self.assertViolation(docs, "Cluster/movies-db: no synchronous replication in prod")
         self.assertViolation(docs, "RabbitmqCluster/rabbitmq: fewer than 3 replicas in prod")
 
+    def test_prod_queue_is_quorum_and_both_services_agree(self):
+        docs = rendered("prod")
+        data = find(docs, "ConfigMap", "movie-platform")["data"]
+        data["BILLING_RABBITMQ_QUEUE_TYPE"] = "classic"
+        self.assertViolation(docs, "GATEWAY_RABBITMQ_QUEUE_TYPE=quorum but BILLING_RABBITMQ_QUEUE_TYPE=classic: they must agree")
+        self.assertViolation(docs, "billing_queue is not a quorum queue in prod (BILLING_RABBITMQ_QUEUE_TYPE)")
+        docs = rendered("prod")
+        del find(docs, "ConfigMap", "movie-platform")["data"]["GATEWAY_RABBITMQ_DELIVERY_LIMIT"]
+        find(docs, "ConfigMap", "movie-platform")["data"]["BILLING_RABBITMQ_DELIVERY_LIMIT"] = "5"
+        self.assertViolation(docs, "GATEWAY_RABBITMQ_DELIVERY_LIMIT=20 but BILLING_RABBITMQ_DELIVERY_LIMIT=5: they must agree")
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
