@@ -11,23 +11,6 @@ done_marker=$PGDATA/movie-platform-initialized
 
 say() { printf 'entrypoint: %s\n' "$*" >&2; }
 
-# file_env NAME: NAME from the file NAME_FILE names (a Docker secret), trailing
-# newlines removed, as the services read *_PASSWORD_FILE; both set is an error.
-file_env() {
-	local name=$1 file_var=${1}_FILE
-	[[ -n ${!file_var:-} ]] || return 0
-	[[ -z ${!name:-} ]] || {
-		say "$name is set too: set only one of $name and $file_var"
-		exit 1
-	}
-	[[ -r ${!file_var} ]] || {
-		say "$file_var: cannot read ${!file_var}"
-		exit 1
-	}
-	printf -v "$name" '%s' "$(<"${!file_var}")"
-	export "${name?}"
-	unset "$file_var"
-}
 # shellcheck source=deploy/docker/default-passwords.sh
 source /usr/local/lib/movie-platform/default-passwords.sh
 

@@ -29,24 +29,6 @@ WORKER_WRITE='^billing_queue\.(dlx|dlq)$'
 WORKER_READ='^billing_queue(\.dlx)?$'
 BOTH_WRITE='^(amq\.default|billing_queue\.dlx|billing_queue\.dlq)$'
 
-# file_env NAME: NAME from the file NAME_FILE names (a Docker secret), trailing
-# newlines removed, as the services read *_PASSWORD_FILE; both set is an error.
-file_env() {
-	local name=$1 file_var=${1}_FILE
-	[[ -n ${!file_var:-} ]] || return 0
-	[[ -z ${!name:-} ]] || {
-		say "$name is set too: set only one of $name and $file_var"
-		exit 1
-	}
-	[[ -r ${!file_var} ]] || {
-		say "$file_var: cannot read ${!file_var}"
-		exit 1
-	}
-	printf -v "$name" '%s' "$(<"${!file_var}")"
-	export "${name?}"
-	unset "$file_var"
-}
-
 # ensure_user USER PASSWORD WRITE READ
 ensure_user() {
 	if ! rabbitmqctl -q list_users | awk '{print $1}' | grep -qxF -- "$1"; then
