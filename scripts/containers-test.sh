@@ -41,8 +41,9 @@ TMP=$(mktemp -d)
 TEST_ENV=$TMP/test.env
 # The one-off containers of the placeholder checks.
 PROBE_PREFIX=mp-containers-test-$$
-PASSED=0
-FAILED=0
+# Checks count with the one harness, mp::check (scripts/lib/mp.sh): a
+# check's output is kept and its last lines shown when it fails.
+MP_CHECK_TAIL=15
 declare -A FIGURE
 
 cleanup() {
@@ -87,20 +88,6 @@ pick_compose() {
 		COMPOSE=(docker-compose)
 	fi
 	mp::log::info "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))"
-}
-
-# check NAME COMMAND...: one counted check.
-check() {
-	local name=$1
-	shift
-	if "$@" >"$TMP/check.out" 2>&1; then
-		PASSED=$((PASSED + 1))
-		printf 'ok     %s\n' "$name"
-	else
-		FAILED=$((FAILED + 1))
-		printf 'FAILED %s\n' "$name"
-		sed 's/^/       | /' "$TMP/check.out" | tail -n 15
-	fi
 }
 
 # expect WHAT GOT WANT: compares, says both when they differ.
@@ -740,40 +727,40 @@ main() {
 	make_test_env
 	mp::env::load "$TEST_ENV"
 	preflight
-	check "a clone without symlinks: Compose reads every variable from the root .env (--env-file .env)" check_compose_reads_root_env
+	mp::check "a clone without symlinks: Compose reads every variable from the root .env (--env-file .env)" check_compose_reads_root_env
 	build_images
-	check "every Dockerfile starts FROM debian:bookworm-slim" check_base_images
-	check "the *-change-me placeholders: refused with one message, run with MP_ALLOW_DEFAULT_PASSWORDS=1" check_placeholders_refused
+	mp::check "every Dockerfile starts FROM debian:bookworm-slim" check_base_images
+	mp::check "the *-change-me placeholders: refused with one message, run with MP_ALLOW_DEFAULT_PASSWORDS=1" check_placeholders_refused
 	argv_watch_start
-	check "first up: all six containers healthy" up_timed "first up (empty volumes)"
-	check "no password on any command line during the first start (/proc/*/cmdline sampled; the canary caught)" check_argv_clean
-	check "docker ps: the six names, only the gateway's port" check_ps
-	check "docker inspect: restart policy {on-failure 0}" check_restart_policy
-	check "docker volume ls / docker images: the expected names" check_names
-	check "only the gateway is published, on $CONTAINERS_GATEWAY_ADDRESS:$CONTAINERS_GATEWAY_PORT" check_only_gateway_published
-	check "networks split as the VMs' firewalls: six, each container on its own" check_networks
-	check "reachability: only the allowed pairs connect (gateway reaches no database, inventory no broker)" check_reachability
-	check "every container: no capability, no-new-privileges, read-only root, memory and pids limits" check_hardened
-	check "no container runs as root" check_non_root
-	check "billing worker health on 8080 in its container" check_worker_health_port
-	check "POST and GET /api/movies through the gateway" check_movies
-	check "the access log is on the api-gateway-app volume" check_access_log
-	check "an order gets 200 and is stored" check_order_stored
-	check "billing-app stopped: order 200, waits in the queue, stored once on start" check_order_waits_for_worker
-	check "SIGKILLed service processes are restarted by the policy" check_killed_services_restart
-	check "RabbitMQ restart: orders accepted and stored again" check_rabbitmq_restart
-	check "database restarts: movies and orders work again" check_database_restart
-	check "Postman collection (newman) against the containerised gateway" check_newman
-	check "down, then up: every movie and order kept" check_down_up_keeps_data
-	check "down -v, then up: starts empty" check_down_v_starts_empty
-	check "no secret in any image (inspect, history, layers)" check_no_secret_in_images
-	check "a code change rebuilds only the last layer" check_code_change_rebuilds_last_layer
+	mp::check "first up: all six containers healthy" up_timed "first up (empty volumes)"
+	mp::check "no password on any command line during the first start (/proc/*/cmdline sampled; the canary caught)" check_argv_clean
+	mp::check "docker ps: the six names, only the gateway's port" check_ps
+	mp::check "docker inspect: restart policy {on-failure 0}" check_restart_policy
+	mp::check "docker volume ls / docker images: the expected names" check_names
+	mp::check "only the gateway is published, on $CONTAINERS_GATEWAY_ADDRESS:$CONTAINERS_GATEWAY_PORT" check_only_gateway_published
+	mp::check "networks split as the VMs' firewalls: six, each container on its own" check_networks
+	mp::check "reachability: only the allowed pairs connect (gateway reaches no database, inventory no broker)" check_reachability
+	mp::check "every container: no capability, no-new-privileges, read-only root, memory and pids limits" check_hardened
+	mp::check "no container runs as root" check_non_root
+	mp::check "billing worker health on 8080 in its container" check_worker_health_port
+	mp::check "POST and GET /api/movies through the gateway" check_movies
+	mp::check "the access log is on the api-gateway-app volume" check_access_log
+	mp::check "an order gets 200 and is stored" check_order_stored
+	mp::check "billing-app stopped: order 200, waits in the queue, stored once on start" check_order_waits_for_worker
+	mp::check "SIGKILLed service processes are restarted by the policy" check_killed_services_restart
+	mp::check "RabbitMQ restart: orders accepted and stored again" check_rabbitmq_restart
+	mp::check "database restarts: movies and orders work again" check_database_restart
+	mp::check "Postman collection (newman) against the containerised gateway" check_newman
+	mp::check "down, then up: every movie and order kept" check_down_up_keeps_data
+	mp::check "down -v, then up: starts empty" check_down_v_starts_empty
+	mp::check "no secret in any image (inspect, history, layers)" check_no_secret_in_images
+	mp::check "a code change rebuilds only the last layer" check_code_change_rebuilds_last_layer
 	record_sizes
 	FIGURE[total]=$((SECONDS - t0))s
 	local k
 	for k in "${!FIGURE[@]}"; do printf 'figure: %-32s %s\n' "$k" "${FIGURE[$k]}"; done | sort
-	echo "containers: $PASSED passed, $FAILED failed"
-	((FAILED == 0))
+	echo "containers: $MP_CHECKS_PASSED passed, $MP_CHECKS_FAILED failed"
+	((MP_CHECKS_FAILED == 0))
 }
 
 main "$@"

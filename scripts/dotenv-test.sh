@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FIX=scripts/testdata/dotenv
-failures=0 checks=0
+# shellcheck source=scripts/lib/mp.sh
+source scripts/lib/mp.sh
 
 # Each reader prints FILE resolved as KEY<TAB>VALUE lines, in a clean environment
 # (plus the variables given after the file).
@@ -52,18 +53,6 @@ except mp_dotenv.DotenvError as e:
 }
 READERS=(rust bash_lib bash_provision ruby python)
 
-check() {
-	local what=$1
-	shift
-	checks=$((checks + 1))
-	if "$@"; then
-		printf '  ok    %s\n' "$what"
-	else
-		printf '  FAIL  %s\n' "$what"
-		failures=$((failures + 1))
-	fi
-}
-
 same_as_expected() { diff -u "$FIX/expected.tsv" <("read_$1" "$2") >&2; }
 
 refused_at() {
@@ -87,13 +76,13 @@ env_wins() {
 for r in "${READERS[@]}"; do
 	printf '%s\n' "reader $r"
 	for f in cases.env cases-bom-crlf.env; do
-		check "$f gives expected.tsv" same_as_expected "$r" "$FIX/$f"
+		mp::check "$f gives expected.tsv" same_as_expected "$r" "$FIX/$f"
 	done
 	while IFS=$'\t' read -r name line; do
 		[[ -z $name || $name == \#* ]] && continue
-		check "errors/$name refused at line $line" refused_at "$r" "$FIX/errors/$name" "$line"
+		mp::check "errors/$name refused at line $line" refused_at "$r" "$FIX/errors/$name" "$line"
 	done <"$FIX/errors/expected.tsv"
-	[[ $r == rust ]] || check "the environment wins, and \${} follow it" env_wins "$r"
+	[[ $r == rust ]] || mp::check "the environment wins, and \${} follow it" env_wins "$r"
 done
-printf '%d checks, %d failed\n' "$checks" "$failures"
-((failures == 0))
+printf '%d checks, %d failed\n' "$((MP_CHECKS_PASSED + MP_CHECKS_FAILED))" "$MP_CHECKS_FAILED"
+((MP_CHECKS_FAILED == 0))

@@ -48,14 +48,9 @@ PY=/usr/bin/python3
 
 [[ "$(id -u)" -eq 0 ]] || mp::die "ha-test needs root (network namespaces, runuser)"
 
-failures=0
-pass() { printf 'PASS  %s  [%ss]\n' "$*" "$SECONDS"; }
-fail() {
-	failures=$((failures + 1))
-	printf 'FAIL  %s  [%ss]\n' "$*" "$SECONDS"
-}
+# Counted by the one check harness, mp::check (scripts/lib/mp.sh).
 abort() {
-	fail "$*"
+	mp::check::fail "$*"
 	exit 1
 }
 
@@ -119,7 +114,7 @@ done
 # reaches anyone: heartbeats and net_ticktime decide), then up again.
 cut() { ip -n "$NS_BRIDGE" link set "v-$1" down; }
 heal() { ip -n "$NS_BRIDGE" link set "v-$1" up; }
-pass "namespaces ${!IP[*]} on $NET.0/24"
+mp::check::pass "namespaces ${!IP[*]} on $NET.0/24"
 
 # --- settings: .env, with the HA values and the test's addresses ------------------
 mp::env::load "$ROOT/.env"
@@ -152,7 +147,7 @@ for h in "${NODES[@]}"; do node_env "$h" BILLING_; done
 for h in "${GATEWAYS[@]}"; do node_env "$h" GATEWAY_; done
 grep -q "^GATEWAY_RABBITMQ_QUEUE_TYPE=quorum$" "$WORK/n1-GATEWAY_.env" ||
 	abort "the gateway's env file asks for a quorum queue"
-pass "env files rendered from .env: every service knows the nodes $ALL_NODES, quorum queue"
+mp::check::pass "env files rendered from .env: every service knows the nodes $ALL_NODES, quorum queue"
 
 # --- the orders database (one PostgreSQL, outside the broker hosts) ----------------
 install -d -o postgres -g postgres -m 0700 "$PG_DIR" "$PG_DIR/data" "$PG_DIR/sock"
@@ -169,7 +164,7 @@ in_ns db runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/s
 sql() { in_ns db runuser -u postgres -- psql -X -q -h "$PG_DIR/sock" -p "$POSTGRES_PORT" -d "$1" -tAc "$2"; }
 sql postgres "CREATE ROLE \"$BILLING_DB_USER\" LOGIN PASSWORD '$DB_PASSWORD'" >/dev/null
 sql postgres "CREATE DATABASE \"$BILLING_DB_NAME\" OWNER \"$BILLING_DB_USER\"" >/dev/null
-pass "orders database up on ${IP[db]}"
+mp::check::pass "orders database up on ${IP[db]}"
 
 # --- the RabbitMQ cluster ----------------------------------------------------------
 RMQ_HOME="$WORK/rabbitmq-home"
@@ -226,7 +221,7 @@ for h in "${NODES[@]}"; do
 done
 cluster_formed() { [[ "$(running_nodes n1)" == 3 ]]; }
 MP_WAIT_INTERVAL=1 mp::wait_until 120 "3 running nodes" cluster_formed || abort "the RabbitMQ cluster formed (3 running nodes)"
-pass "RabbitMQ cluster of 3 nodes (classic_config, pause_minority)"
+mp::check::pass "RabbitMQ cluster of 3 nodes (classic_config, pause_minority)"
 
 # --- the services ------------------------------------------------------------------
 svc_start() {
@@ -268,7 +263,7 @@ for q in json.load(sys.stdin):
 quorum_type="$(queue_info n1 | "$PY" -c 'import json,sys
 print([q["type"] for q in json.load(sys.stdin) if q["name"] == "billing_queue"][0])')"
 [[ $quorum_type == quorum ]] || abort "billing_queue is a quorum queue (got $quorum_type)"
-pass "2 gateways and 3 workers up, billing_queue is a quorum queue (leader on $(leader_host))"
+mp::check::pass "2 gateways and 3 workers up, billing_queue is a quorum queue (leader on $(leader_host))"
 
 # all_members_online: every node up, and billing_queue with 3 members online
 # (before the next fault: two nodes down would be a lost majority).
@@ -314,9 +309,9 @@ run_fault() {
 	drain "$load"
 	stored_counts >"$WORK/stored.txt"
 	if "$PY" "$ROOT/scripts/ha/verdict.py" "$name" "$load" "$WORK/stored.txt" "$fault_at"; then
-		pass "$name: nothing lost or stored twice"
+		mp::check::pass "$name: nothing lost or stored twice"
 	else
-		fail "$name: orders lost or stored twice"
+		mp::check::fail "$name: orders lost or stored twice"
 	fi
 }
 
@@ -331,10 +326,10 @@ kill_leader_node() {
 }
 restart_killed_node() {
 	rmq_start "$KILLED"
-	rmq_wait "$KILLED" || fail "RabbitMQ on $KILLED started again"
+	rmq_wait "$KILLED" || mp::check::fail "RabbitMQ on $KILLED started again"
 	node_up "$KILLED"
 	MP_WAIT_INTERVAL=1 mp::wait_until 120 "3 members online" all_members_online ||
-		fail "billing_queue has 3 members online again after $KILLED came back"
+		mp::check::fail "billing_queue has 3 members online again after $KILLED came back"
 }
 for i in $(seq 1 "$KILLS"); do
 	run_fault "leader kill $i/$KILLS" kill_leader_node restart_killed_node
@@ -351,7 +346,7 @@ cut_node() {
 heal_node() {
 	heal "$CUT"
 	MP_WAIT_INTERVAL=1 mp::wait_until 120 "3 members online" all_members_online ||
-		fail "billing_queue has 3 members online again after $CUT was healed"
+		mp::check::fail "billing_queue has 3 members online again after $CUT was healed"
 }
 run_fault "node cut 30 s" cut_node heal_node
 
@@ -359,9 +354,9 @@ run_fault "node cut 30 s" cut_node heal_node
 stored_counts >"$WORK/stored.txt"
 cat "$WORK"/load-*.txt >"$WORK/load-all.txt"
 "$PY" "$ROOT/scripts/ha/verdict.py" "all faults" "$WORK/load-all.txt" "$WORK/stored.txt" 0 ||
-	fail "all faults together: orders lost or stored twice"
-if ((failures)); then
-	echo "ha-test: $failures check(s) FAILED"
+	mp::check::fail "all faults together: orders lost or stored twice"
+if ((MP_CHECKS_FAILED)); then
+	echo "ha-test: $MP_CHECKS_FAILED check(s) FAILED"
 	exit 1
 fi
 echo "ha-test: all checks passed in ${SECONDS}s"

@@ -11,7 +11,7 @@
 #   - units:       `systemd-analyze verify` of every unit in deploy/systemd: ANY output fails
 #   - security:    `systemd-analyze security --offline` exposure of each service <= threshold
 #   - contract:    the settings every service unit must have (and must not have)
-# Exits non-zero if any check fails; prints one PASS/FAIL line per check.
+# Exits non-zero if any check fails; prints one ok/FAILED line per check.
 # Installs the Debian packages it needs when missing (root or sudo).
 #
 # Env: SECURITY_THRESHOLD (default 2.0 for the three services: they score
@@ -26,12 +26,7 @@ SERVICES=(api-gateway inventory-app billing-worker)
 SECURITY_THRESHOLD="${SECURITY_THRESHOLD:-2.0}"
 FIREWALL_UNIT_THRESHOLD="${FIREWALL_UNIT_THRESHOLD:-3.0}"
 
-failures=0
-pass() { printf 'PASS  %s\n' "$*"; }
-fail() {
-	printf 'FAIL  %s\n' "$*"
-	failures=$((failures + 1))
-}
+# Verdicts count with the one check harness (mp::check::pass/fail, scripts/lib/mp.sh).
 note() { printf '      %s\n' "$*"; }
 
 # need COMMAND PACKAGE: installs PACKAGE (Debian) when COMMAND is missing.
@@ -60,9 +55,9 @@ trap 'rm -rf "$WORK"' EXIT
 # --- tracked symlinks -----------------------------------------------------------
 links=$(git -C "$ROOT" ls-files -s | awk '$1 == "120000" { print $4 }')
 if [[ -z $links ]]; then
-	pass "no tracked symlink"
+	mp::check::pass "no tracked symlink"
 else
-	fail "tracked symlinks (Windows checkouts get a text file, Vagrant's upload fails on a dangling one): $(echo "$links" | tr '\n' ' ')"
+	mp::check::fail "tracked symlinks (Windows checkouts get a text file, Vagrant's upload fails on a dangling one): $(echo "$links" | tr '\n' ' ')"
 fi
 
 # --- shellcheck -------------------------------------------------------------
@@ -75,37 +70,37 @@ while IFS= read -r -d '' f; do
 done < <(find scripts deploy/docker -type f -print0 | sort -z)
 [[ -f .ci/run ]] && scripts+=(.ci/run)
 if out="$(shellcheck -x -f gcc "${scripts[@]}" 2>&1)"; then
-	pass "shellcheck (${#scripts[@]} scripts)"
+	mp::check::pass "shellcheck (${#scripts[@]} scripts)"
 else
-	fail "shellcheck: $(printf '%s\n' "$out" | cut -d: -f1 | sort -u | tr '\n' ' ')"
+	mp::check::fail "shellcheck: $(printf '%s\n' "$out" | cut -d: -f1 | sort -u | tr '\n' ' ')"
 	printf '%s\n' "$out" | sed 's/^/      /'
 fi
 
 # --- shfmt: one layout (tabs, see .editorconfig), so a diff shows only what changed
 if out="$(shfmt -d "${scripts[@]}" 2>&1)"; then
-	pass "shfmt -d (${#scripts[@]} scripts)"
+	mp::check::pass "shfmt -d (${#scripts[@]} scripts)"
 else
-	fail "shfmt -d: $(printf '%s\n' "$out" | sed -n 's/^+++ //p' | tr '\n' ' ')(fix: shfmt -w FILE; first quote array keys that hold a - or a space, [\"a-b\"]: shfmt 3.6 reads [a-b] as arithmetic)"
+	mp::check::fail "shfmt -d: $(printf '%s\n' "$out" | sed -n 's/^+++ //p' | tr '\n' ' ')(fix: shfmt -w FILE; first quote array keys that hold a - or a space, [\"a-b\"]: shfmt 3.6 reads [a-b] as arithmetic)"
 	printf '%s\n' "$out" | sed 's/^/      /'
 fi
 
 # --- Vagrantfile ------------------------------------------------------------
 if out="$(ruby -c Vagrantfile 2>&1)"; then
-	pass "ruby -c Vagrantfile"
+	mp::check::pass "ruby -c Vagrantfile"
 else
-	fail "ruby -c Vagrantfile"
+	mp::check::fail "ruby -c Vagrantfile"
 	printf '%s\n' "$out"
 fi
 # Its own dot-dir, so validating leaves nothing in the project.
 if out="$(VAGRANT_DOTFILE_PATH="$WORK/vagrant-dot" VAGRANT_CHECKPOINT_DISABLE=1 \
 	vagrant validate --ignore-provider 2>&1)"; then
-	pass "vagrant validate --ignore-provider"
+	mp::check::pass "vagrant validate --ignore-provider"
 else
-	fail "vagrant validate --ignore-provider"
+	mp::check::fail "vagrant validate --ignore-provider"
 	printf '%s\n' "$out"
 fi
 for vm in gateway-vm inventory-vm billing-vm; do
-	grep -q "name: \"$vm\"" Vagrantfile || fail "Vagrantfile does not define $vm"
+	grep -q "name: \"$vm\"" Vagrantfile || mp::check::fail "Vagrantfile does not define $vm"
 done
 
 # --- .env and templates (the same code provisioning runs) -------------------
@@ -129,20 +124,20 @@ if out="$(
         for r in gateway inventory billing; do firewall_ruleset "$r" >"$1/fw-$r.nft"; done
     ' lint "$WORK" 2>&1
 )"; then
-	pass ".env resolves; env files and PostgreSQL/RabbitMQ configs render"
+	mp::check::pass ".env resolves; env files and PostgreSQL/RabbitMQ configs render"
 else
-	fail ".env / templates"
+	mp::check::fail ".env / templates"
 	printf '%s\n' "$out"
 fi
 
 # --- nftables -----------------------------------------------------------------
 for r in gateway inventory billing; do
 	if [[ ! -f "$WORK/fw-$r.nft" ]]; then
-		fail "nft -c $r-vm ruleset (not rendered)"
+		mp::check::fail "nft -c $r-vm ruleset (not rendered)"
 	elif out="$(unshare --net nft -c -f "$WORK/fw-$r.nft" 2>&1)"; then
-		pass "nft -c $r-vm firewall ruleset"
+		mp::check::pass "nft -c $r-vm firewall ruleset"
 	else
-		fail "nft -c $r-vm firewall ruleset"
+		mp::check::fail "nft -c $r-vm firewall ruleset"
 		printf '%s\n' "$out"
 	fi
 done
@@ -178,9 +173,9 @@ done
 for u in "${units[@]}"; do
 	out="$(systemd-analyze verify --root="$tree" --man=no "$u" 2>&1 || echo "(exit status $?)")"
 	if [[ -z "$out" ]]; then
-		pass "systemd-analyze verify $u"
+		mp::check::pass "systemd-analyze verify $u"
 	else
-		fail "systemd-analyze verify $u"
+		mp::check::fail "systemd-analyze verify $u"
 		printf '%s\n' "$out"
 	fi
 done
@@ -194,9 +189,9 @@ security() {
 		rc=0 || rc=$?
 	level="$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: //p')"
 	if [[ "$rc" -eq 0 ]] && [[ -n "$level" ]]; then
-		pass "systemd-analyze security $unit: $level (threshold $limit)"
+		mp::check::pass "systemd-analyze security $unit: $level (threshold $limit)"
 	else
-		fail "systemd-analyze security $unit: ${level:-no result} (threshold $limit)"
+		mp::check::fail "systemd-analyze security $unit: ${level:-no result} (threshold $limit)"
 		printf '%s\n' "$out" | grep -E '✗|Overall|rror' || printf '%s\n' "$out"
 	fi
 }
@@ -223,15 +218,15 @@ for s in "${SERVICES[@]}"; do
 		missing+=("no Requires=/BindsTo=/PartOf= but the firewall's (stopping $s must not stop its database or broker)")
 	fi
 	if [[ "${#missing[@]}" -eq 0 ]]; then
-		pass "$s.service has the required settings"
+		mp::check::pass "$s.service has the required settings"
 	else
-		fail "$s.service lacks: ${missing[*]}"
+		mp::check::fail "$s.service lacks: ${missing[*]}"
 	fi
 done
 
 echo
-if [[ "$failures" -gt 0 ]]; then
-	echo "lint-deploy: $failures check(s) FAILED"
+if ((MP_CHECKS_FAILED > 0)); then
+	echo "lint-deploy: $MP_CHECKS_FAILED check(s) FAILED"
 	exit 1
 fi
 echo "lint-deploy: all checks passed"

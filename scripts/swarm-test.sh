@@ -39,8 +39,10 @@ TMP=$(mktemp -d)
 export SWARM_SECRETS_DIR=$TMP/secrets MP_IMAGE_TAG=latest
 SWARM_CREATED=
 DEPLOYED=
-PASSED=0
-FAILED=0
+# Checks count with the one harness, mp::check (scripts/lib/mp.sh): a
+# check's output is kept and its last lines shown when it fails.
+MP_CHECK_TAIL=20
+MP_CHECK_TAIL_OK=5
 
 cleanup() {
 	local rc=$?
@@ -59,20 +61,6 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
-
-check() {
-	local name=$1
-	shift
-	if "$@" >"$TMP/check.out" 2>&1; then
-		PASSED=$((PASSED + 1))
-		printf 'ok     %s\n' "$name"
-		sed 's/^/       | /' "$TMP/check.out" | tail -n 5
-	else
-		FAILED=$((FAILED + 1))
-		printf 'FAILED %s\n' "$name"
-		sed 's/^/       | /' "$TMP/check.out" | tail -n 20
-	fi
-}
 
 # status METHOD PATH [BODY]: prints the HTTP status, the body in $TMP/body.
 status() {
@@ -333,14 +321,14 @@ check_stack_rm_leaves_nothing() {
 
 t0=$SECONDS
 setup
-check "docker stack deploy: every service converged and healthy" check_deploy
-check "passwords are Docker secrets, no *_PASSWORD in any environment" check_passwords_are_secrets_not_env
-check "the audit walk through the published port" check_audit_walk
-check "inventory-app scaled to 3 under read load: 0 failed" check_scale_under_load
-check "an inventory task killed under load: replaced (failures counted)" check_kill_under_load
-check "rolling update of the three services to a new tag under read + order load: 0 failed, orders once" check_rolling_update_under_load
-check "update of the data services and HAProxy (stop-first) under load: failures counted, orders once" check_data_update_under_load
-check "docker stack rm leaves nothing behind" check_stack_rm_leaves_nothing
+mp::check "docker stack deploy: every service converged and healthy" check_deploy
+mp::check "passwords are Docker secrets, no *_PASSWORD in any environment" check_passwords_are_secrets_not_env
+mp::check "the audit walk through the published port" check_audit_walk
+mp::check "inventory-app scaled to 3 under read load: 0 failed" check_scale_under_load
+mp::check "an inventory task killed under load: replaced (failures counted)" check_kill_under_load
+mp::check "rolling update of the three services to a new tag under read + order load: 0 failed, orders once" check_rolling_update_under_load
+mp::check "update of the data services and HAProxy (stop-first) under load: failures counted, orders once" check_data_update_under_load
+mp::check "docker stack rm leaves nothing behind" check_stack_rm_leaves_nothing
 mp::log::info "swarm test: $((SECONDS - t0)) s"
-echo "swarm: $PASSED passed, $FAILED failed"
-((FAILED == 0))
+echo "swarm: $MP_CHECKS_PASSED passed, $MP_CHECKS_FAILED failed"
+((MP_CHECKS_FAILED == 0))

@@ -28,7 +28,7 @@
 # Env:   THREE_HOST_SUBNET (default 10.203.0, a /24 that exists only inside
 #        the namespaces), THREE_HOST_KEEP=1 keeps the work dir (logs) after the run,
 #        DIST_DIR (default dist/; the binaries are in its <debian-arch>/ folder).
-# Prints PASS/FAIL per check; exits non-zero if any check fails. Stops every
+# Prints ok/FAILED per check (mp::check); exits non-zero if any check fails. Stops every
 # process it started and deletes its namespaces, whatever happens.
 set -euo pipefail
 
@@ -57,26 +57,10 @@ PY=/usr/bin/python3
 [[ "$(id -u)" -eq 0 ]] || mp::die "three-host-test needs root (network namespaces, runuser)"
 
 # --- results ---------------------------------------------------------------
-failures=0
-checks=0
-pass() {
-	checks=$((checks + 1))
-	printf 'PASS  %s  [%ss]\n' "$*" "$SECONDS"
-}
-fail() {
-	checks=$((checks + 1))
-	failures=$((failures + 1))
-	printf 'FAIL  %s  [%ss]\n' "$*" "$SECONDS"
-}
-# check DESCRIPTION COMMAND...: PASS if COMMAND succeeds.
-check() {
-	local what="$1"
-	shift
-	if "$@"; then pass "$what"; else fail "$what"; fi
-}
+# Counted by the one check harness, mp::check (scripts/lib/mp.sh).
 # abort DESCRIPTION: a set-up step failed, nothing after it can be meaningful.
 abort() {
-	fail "$*"
+	mp::check::fail "$*"
 	exit 1
 }
 
@@ -154,8 +138,8 @@ defaults_allowed_explicitly() {
 	env -i PATH="$PATH" MP_ALLOW_DEFAULT_PASSWORDS=1 \
 		bash -c '. scripts/provision/common.sh; mp::env::load .env; refuse_default_passwords' >/dev/null 2>&1
 }
-check "provisioning refuses the committed *-change-me passwords" defaults_refused
-check "...unless MP_ALLOW_DEFAULT_PASSWORDS=1 says so" defaults_allowed_explicitly
+mp::check "provisioning refuses the committed *-change-me passwords" defaults_refused
+mp::check "...unless MP_ALLOW_DEFAULT_PASSWORDS=1 says so" defaults_allowed_explicitly
 
 # Strong passwords instead, as `vagrant up` generates them: every *_PASSWORD of
 # .env that is a value (not a ${reference}); the references follow.
@@ -166,7 +150,7 @@ while IFS= read -r key; do
 	export "${key?}"
 done < <(sed -n 's/^\([A-Z_]*_PASSWORD\)=[^$]*$/\1/p' .env)
 mp::env::load "$ROOT/.env"
-check "generated passwords pass the check" refuse_default_passwords
+mp::check "generated passwords pass the check" refuse_default_passwords
 install -m 0600 /dev/null "$WORK/secrets"
 for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets"
 # A canary, put on a command line on purpose: the sampler must catch it.
@@ -177,7 +161,7 @@ mp::log::info "settings from .env (hosts on $NET.0/24), rendered by scripts/prov
 render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
 render_service_env INVENTORY_ "$WORK/inventory-app.env" 0600 >/dev/null
 render_service_env BILLING_ "$WORK/billing-worker.env" 0600 >/dev/null
-check "gateway env file points at the inventory and RabbitMQ hosts" \
+mp::check "gateway env file points at the inventory and RabbitMQ hosts" \
 	grep -qx "GATEWAY_INVENTORY_URL=http://${IP[inventory]}:$INVENTORY_PORT" "$WORK/api-gateway.env"
 own_variables_only() {
 	local f file prefix
@@ -189,7 +173,7 @@ own_variables_only() {
 		fi
 	done
 }
-check "each env file: mode 0600, only its service's variables (and RUST_LOG)" own_variables_only
+mp::check "each env file: mode 0600, only its service's variables (and RUST_LOG)" own_variables_only
 
 # --- network -----------------------------------------------------------------------
 mp::log::info "network namespaces: bridge + ${HOSTS[*]}"
@@ -221,7 +205,7 @@ for h in gateway inventory billing; do
 	firewall_ruleset "$h" >"$WORK/firewall-$h.nft"
 	in_ns "$h" nft -f "$WORK/firewall-$h.nft" || abort "load the $h-vm nftables rules"
 done
-pass "namespaces up, each VM's nftables rules loaded"
+mp::check::pass "namespaces up, each VM's nftables rules loaded"
 
 # --- PostgreSQL, as on inventory-vm and billing-vm ------------------------------------
 # pg_up HOST: initdb (Debian's defaults: peer on the socket, scram on TCP),
@@ -249,7 +233,7 @@ pg_up() {
 	pg_target "$host"
 	pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" >/dev/null ||
 		abort "role and database on $host-vm"
-	pass "$host-vm: PostgreSQL up, database $db owned by $role (scram login over 127.0.0.1)"
+	mp::check::pass "$host-vm: PostgreSQL up, database $db owned by $role (scram login over 127.0.0.1)"
 }
 
 # pg_target HOST: points pg_ensure_db (provisioning code) at HOST's instance.
@@ -306,7 +290,7 @@ in_ns billing runuser -u rabbitmq -- env "${RMQ_ENV[@]}" /usr/lib/rabbitmq/bin/r
 		abort "start RabbitMQ on billing-vm"
 	}
 rabbitmq_accounts >/dev/null || abort "RabbitMQ accounts"
-pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), accounts $RABBITMQ_GATEWAY_USER, $RABBITMQ_WORKER_USER, $RABBITMQ_ADMIN_USER on vhost $RABBITMQ_VHOST"
+mp::check::pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), accounts $RABBITMQ_GATEWAY_USER, $RABBITMQ_WORKER_USER, $RABBITMQ_ADMIN_USER on vhost $RABBITMQ_VHOST"
 # Provisioning is idempotent: a second run creates nothing, resets nothing.
 setup_again() {
 	local out
@@ -319,7 +303,7 @@ setup_again() {
 	)" || return 1
 	! grep -e created -e "set from" -e "now owned" <<<"$out"
 }
-check "user/database set-up run again: nothing created or reset" setup_again
+mp::check "user/database set-up run again: nothing created or reset" setup_again
 # Passwords changed behind provisioning's back are set again from .env (the
 # reset paths: rabbitmqctl change_password, psql ALTER ROLE).
 reset_again() {
@@ -334,7 +318,7 @@ reset_again() {
 	grep -q "password of $RABBITMQ_GATEWAY_USER set from .env" <<<"$out" &&
 		grep -q "password of role $INVENTORY_DB_USER set from .env" <<<"$out"
 }
-check "passwords changed by hand are set again from .env" reset_again
+mp::check "passwords changed by hand are set again from .env" reset_again
 touch "$WORK/argv-watch.stop"
 argv_clean() {
 	local rc=0
@@ -345,7 +329,7 @@ argv_clean() {
 		[[ "$(grep -c '^LEAK' "$WORK/argv-watch.out")" == 1 ]] &&
 		grep -q "^LEAK pid $CANARY_PID:" "$WORK/argv-watch.out"
 }
-check "no password on any command line (/proc/*/cmdline sampled while accounts were created, checked and reset; the canary caught)" argv_clean
+mp::check "no password on any command line (/proc/*/cmdline sampled while accounts were created, checked and reset; the canary caught)" argv_clean
 
 # --- services ------------------------------------------------------------------------------
 # start_service HOST NAME: the binary from dist/, its env file and nothing else
@@ -367,7 +351,7 @@ listening() { in_ns "$1" ss -Hltn "sport = :$2" | grep -q .; }
 service_up() {
 	local host="$1" name="$2" port="$3"
 	if mp::wait_until 60 "$name to listen on $host:$port" listening "$host" "$port" && kill -0 "${SERVICE_PID[$name]}" 2>/dev/null; then
-		pass "$host-vm: $name running (pid ${SERVICE_PID[$name]}), listening on port $port"
+		mp::check::pass "$host-vm: $name running (pid ${SERVICE_PID[$name]}), listening on port $port"
 	else
 		tail -n 30 "$WORK/$name.log" >&2
 		abort "$host-vm: $name did not start (log above)"
@@ -399,17 +383,17 @@ movies_ready() {
 	http GET /api/movies
 	[[ "$STATUS" == 200 ]]
 }
-check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" mp::wait_until 60 "GET /api/movies to answer 200" movies_ready
+mp::check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" mp::wait_until 60 "GET /api/movies to answer 200" movies_ready
 TITLE="Three hosts $TAG"
 http POST /api/movies "{\"title\":\"$TITLE\",\"description\":\"created by three-host-test\"}"
 MOVIE_ID="$(json_field id || true)"
-check "POST /api/movies: 201 with an id (got $STATUS)" test "$STATUS" = 201 -a -n "$MOVIE_ID"
+mp::check "POST /api/movies: 201 with an id (got $STATUS)" test "$STATUS" = 201 -a -n "$MOVIE_ID"
 http GET /api/movies
-check "GET /api/movies lists it" grep -qF "$TITLE" <<<"$BODY"
+mp::check "GET /api/movies lists it" grep -qF "$TITLE" <<<"$BODY"
 http GET "/api/movies/$MOVIE_ID"
-check "GET /api/movies/$MOVIE_ID: 200 and the title (got $STATUS)" \
+mp::check "GET /api/movies/$MOVIE_ID: 200 and the title (got $STATUS)" \
 	test "$STATUS" = 200 -a "$(json_field title || true)" = "$TITLE"
-check "inventory-vm: the row is in table movies of database $INVENTORY_DB_NAME" \
+mp::check "inventory-vm: the row is in table movies of database $INVENTORY_DB_NAME" \
 	test "$(sql inventory "$INVENTORY_DB_NAME" "SELECT count(*) FROM movies WHERE id = ${MOVIE_ID:-0}" || true)" = 1
 
 mp::log::info "orders through the gateway, RabbitMQ and billing-worker"
@@ -423,8 +407,8 @@ queued() {
 }
 
 order "$TAG-1"
-check "POST /api/billing: 200 (got $STATUS)" test "$STATUS" = 200
-check "billing-vm: the order is stored in table orders of database $BILLING_DB_NAME" \
+mp::check "POST /api/billing: 200 (got $STATUS)" test "$STATUS" = 200
+mp::check "billing-vm: the order is stored in table orders of database $BILLING_DB_NAME" \
 	mp::wait_until 30 "order $TAG-1 to be stored" stored_is "$TAG-1" 1
 
 mp::log::info "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID["billing-worker"]})"
@@ -432,7 +416,7 @@ mp::stop_pid "${SERVICE_PID["billing-worker"]}" billing-worker 30
 wait "${SERVICE_PID["billing-worker"]}" 2>/dev/null || true
 no_worker_left() { ! in_ns billing ps -o comm= -p "$(ip netns pids "${NS[billing]}" | paste -sd,)" | grep -qx billing-worker; }
 worker_stopped() { mp::pid_gone "$1" && no_worker_left; }
-check "billing-worker exited after SIGTERM (no billing-worker process left on billing-vm)" \
+mp::check "billing-worker exited after SIGTERM (no billing-worker process left on billing-vm)" \
 	worker_stopped "${SERVICE_PID["billing-worker"]}"
 unset 'SERVICE_PID[billing-worker]'
 ok=1
@@ -440,20 +424,20 @@ for i in 2 3 4; do
 	order "$TAG-$i"
 	[[ "$STATUS" == 200 ]] || ok=0
 done
-check "3 orders while the worker is down: all answered 200" test "$ok" = 1
+mp::check "3 orders while the worker is down: all answered 200" test "$ok" = 1
 sleep 2
-check "...and none of them is stored" stored_is "$TAG-[234]" 0
+mp::check "...and none of them is stored" stored_is "$TAG-[234]" 0
 depth="$(queued)"
-check "...they wait in billing_queue (got ${depth:-nothing}, want 3 messages)" test "$depth" = 3
+mp::check "...they wait in billing_queue (got ${depth:-nothing}, want 3 messages)" test "$depth" = 3
 
 mp::log::info "billing-worker started again"
 start_service billing billing-worker
 service_up billing billing-worker "$BILLING_HEALTH_PORT"
-check "the backlog is stored: all 3 orders" mp::wait_until 60 "the 3 waiting orders to be stored" stored_is "$TAG-[234]" 3
-check "every order stored exactly once (4 rows, 4 distinct order ids)" test \
+mp::check "the backlog is stored: all 3 orders" mp::wait_until 60 "the 3 waiting orders to be stored" stored_is "$TAG-[234]" 3
+mp::check "every order stored exactly once (4 rows, 4 distinct order ids)" test \
 	"$(sql billing "$BILLING_DB_NAME" "SELECT count(*) || '/' || count(DISTINCT order_id) FROM orders WHERE user_id ~ '^$TAG-'" || true)" = 4/4
 queue_empty() { [[ "$(queued)" == 0 ]]; }
-check "billing_queue is empty" mp::wait_until 15 "billing_queue to be empty" queue_empty
+mp::check "billing_queue is empty" mp::wait_until 15 "billing_queue to be empty" queue_empty
 
 # --- network promises ----------------------------------------------------------------------
 mp::log::info "who can reach what"
@@ -462,9 +446,9 @@ reach() {
 	# shellcheck disable=SC2016 # expanded by the inner bash
 	in_ns "$1" timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$2" "$3" 2>/dev/null
 }
-reachable() { check "$1 -> $2:$3 reachable${4:+ ($4)}" reach "$1" "${IP[$2]}" "$3"; }
+reachable() { mp::check "$1 -> $2:$3 reachable${4:+ ($4)}" reach "$1" "${IP[$2]}" "$3"; }
 unreachable() { ! reach "$@"; }
-blocked() { check "$1 -> $2:$3 unreachable${4:+ ($4)}" unreachable "$1" "${IP[$2]}" "$3"; }
+blocked() { mp::check "$1 -> $2:$3 unreachable${4:+ ($4)}" unreachable "$1" "${IP[$2]}" "$3"; }
 
 blocked gateway inventory "$POSTGRES_PORT" "inventory's PostgreSQL"
 blocked gateway billing "$POSTGRES_PORT" "billing's PostgreSQL"
@@ -496,14 +480,14 @@ s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 s.bind(("::", 22)); s.listen(64); time.sleep(3600)' >/dev/null 2>&1 &
 done
 for h in gateway inventory billing; do
-	mp::wait_until 10 "the stand-in sshd of $h-vm" listening "$h" 22 || fail "$h-vm: stand-in sshd on port 22 did not start"
+	mp::wait_until 10 "the stand-in sshd of $h-vm" listening "$h" 22 || mp::check::fail "$h-vm: stand-in sshd on port 22 did not start"
 done
 for pair in gateway:inventory gateway:billing inventory:gateway inventory:billing billing:gateway \
 	billing:inventory client:gateway client:inventory client:billing; do
 	blocked "${pair%%:*}" "${pair##*:}" 22 "ssh between the VMs"
 done
 for h in gateway inventory billing; do
-	check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
+	mp::check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
 done
 
 # --- RabbitMQ accounts: least privilege ------------------------------------------------------
@@ -523,27 +507,27 @@ refused() { [[ "$AMQP_RC" == 3 ]] && grep -q "^refused 403" <<<"$AMQP_OUT"; }
 allowed() { [[ "$AMQP_RC" == 0 ]] && [[ "$AMQP_OUT" == allowed ]]; }
 for action in consume get purge; do
 	as_gateway "$action"
-	check "gateway's account: $action billing_queue refused (${AMQP_OUT:0:80})" refused
+	mp::check "gateway's account: $action billing_queue refused (${AMQP_OUT:0:80})" refused
 done
 as_gateway declare-other
-check "gateway's account: declaring a queue outside the topology refused (${AMQP_OUT:0:80})" refused
+mp::check "gateway's account: declaring a queue outside the topology refused (${AMQP_OUT:0:80})" refused
 as_gateway declare
-check "gateway's account: declaring the topology allowed, arguments as the services' (${AMQP_OUT:0:80})" allowed
+mp::check "gateway's account: declaring the topology allowed, arguments as the services' (${AMQP_OUT:0:80})" allowed
 as_worker publish
-check "worker's account: publishing to billing_queue refused (${AMQP_OUT:0:80})" refused
+mp::check "worker's account: publishing to billing_queue refused (${AMQP_OUT:0:80})" refused
 as_worker declare-other
-check "worker's account: declaring a queue outside the topology refused (${AMQP_OUT:0:80})" refused
+mp::check "worker's account: declaring a queue outside the topology refused (${AMQP_OUT:0:80})" refused
 as_worker declare
-check "worker's account: declaring the topology allowed (${AMQP_OUT:0:80})" allowed
+mp::check "worker's account: declaring the topology allowed (${AMQP_OUT:0:80})" allowed
 queued_in() {
 	"${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
 		awk -v q="$1" '$1 == q { print $2 }'
 }
 dlq_before="$(queued_in billing_queue.dlq)"
 as_gateway publish-poison
-check "gateway's account: publishing (a body that is no order) allowed (${AMQP_OUT:0:80})" allowed
+mp::check "gateway's account: publishing (a body that is no order) allowed (${AMQP_OUT:0:80})" allowed
 dead_lettered() { [[ "$(queued_in billing_queue.dlq)" == "$((${dlq_before:-0} + 1))" ]]; }
-check "...and the worker, with its own account, dead-letters it into billing_queue.dlq" mp::wait_until 30 "the message to be dead-lettered" dead_lettered
+mp::check "...and the worker, with its own account, dead-letters it into billing_queue.dlq" mp::wait_until 30 "the message to be dead-lettered" dead_lettered
 
 # mgmt HOST USER:PASSWORD: HTTP status of the management API's whoami on the
 # broker's loopback (curl reads the credentials from stdin, not argv).
@@ -551,15 +535,15 @@ mgmt_status() {
 	in_ns billing curl -s -m 10 -o /dev/null -w '%{http_code}' -K - \
 		"http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/whoami" <<<"user = \"$1\"" || true
 }
-check "management API: $RABBITMQ_ADMIN_USER logs in (on billing-vm's loopback)" \
+mp::check "management API: $RABBITMQ_ADMIN_USER logs in (on billing-vm's loopback)" \
 	test "$(mgmt_status "$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD")" = 200
-check "management API: $RABBITMQ_GATEWAY_USER is refused (no tags)" \
+mp::check "management API: $RABBITMQ_GATEWAY_USER is refused (no tags)" \
 	test "$(mgmt_status "$RABBITMQ_GATEWAY_USER:$RABBITMQ_GATEWAY_PASSWORD")" = 401
-check "management API: $RABBITMQ_WORKER_USER is refused (no tags)" \
+mp::check "management API: $RABBITMQ_WORKER_USER is refused (no tags)" \
 	test "$(mgmt_status "$RABBITMQ_WORKER_USER:$RABBITMQ_WORKER_PASSWORD")" = 401
-check "management API: guest is refused" test "$(mgmt_status guest:guest)" = 401
+mp::check "management API: guest is refused" test "$(mgmt_status guest:guest)" = 401
 users_are() { [[ "$("${RABBITMQCTL[@]}" -s list_users | awk '{ print $1 }' | sort | paste -sd' ')" == "$1" ]]; }
-check "rabbitmqctl list_users: exactly the three accounts (no guest)" users_are \
+mp::check "rabbitmqctl list_users: exactly the three accounts (no guest)" users_are \
 	"$(printf '%s\n' "$RABBITMQ_ADMIN_USER" "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_WORKER_USER" | sort | paste -sd' ')"
 
 # deploy/rabbitmq/rabbitmq.conf.in makes new classic queues v2 (the faster store).
@@ -570,7 +554,7 @@ queue_version() {
 		<<<"user = \"$RABBITMQ_ADMIN_USER:$RABBITMQ_ADMIN_PASSWORD\"" |
 		python3 -c 'import json, sys; print(json.load(sys.stdin)["backing_queue_status"]["version"])' 2>/dev/null || true
 }
-check "billing_queue is a classic queue v2 (classic_queue.default_version)" \
+mp::check "billing_queue is a classic queue v2 (classic_queue.default_version)" \
 	test "$(queue_version billing_queue)" = 2
 
 # only_on HOST PORT ADDRESS...: every listener on PORT is bound to one of ADDRESSES.
@@ -586,21 +570,21 @@ only_on() {
 		[[ "$ok" == 1 ]] || return 1
 	done <<<"$addrs"
 }
-check "inventory-vm: PostgreSQL listens on 127.0.0.1 only" only_on inventory "$POSTGRES_PORT" 127.0.0.1
-check "billing-vm: PostgreSQL listens on 127.0.0.1 only" only_on billing "$POSTGRES_PORT" 127.0.0.1
-check "billing-vm: AMQP listens on 127.0.0.1 and ${IP[billing]} only" \
+mp::check "inventory-vm: PostgreSQL listens on 127.0.0.1 only" only_on inventory "$POSTGRES_PORT" 127.0.0.1
+mp::check "billing-vm: PostgreSQL listens on 127.0.0.1 only" only_on billing "$POSTGRES_PORT" 127.0.0.1
+mp::check "billing-vm: AMQP listens on 127.0.0.1 and ${IP[billing]} only" \
 	only_on billing "$RABBITMQ_PORT" 127.0.0.1 "${IP[billing]}"
-check "billing-vm: management listens on 127.0.0.1 only" \
+mp::check "billing-vm: management listens on 127.0.0.1 only" \
 	only_on billing "$RABBITMQ_MANAGEMENT_PORT" 127.0.0.1
-check "billing-vm: epmd listens on loopback only" only_on billing 4369 127.0.0.1 "[::1]"
-check "billing-vm: Erlang distribution listens on 127.0.0.1 only" only_on billing 25672 127.0.0.1
-check "inventory-vm: inventory-app listens on ${IP[inventory]} only (INVENTORY_HOST)" \
+mp::check "billing-vm: epmd listens on loopback only" only_on billing 4369 127.0.0.1 "[::1]"
+mp::check "billing-vm: Erlang distribution listens on 127.0.0.1 only" only_on billing 25672 127.0.0.1
+mp::check "inventory-vm: inventory-app listens on ${IP[inventory]} only (INVENTORY_HOST)" \
 	only_on inventory "$INVENTORY_PORT" "${IP[inventory]}"
-check "billing-vm: worker health listens on 127.0.0.1 only" only_on billing "$BILLING_HEALTH_PORT" 127.0.0.1
+mp::check "billing-vm: worker health listens on 127.0.0.1 only" only_on billing "$BILLING_HEALTH_PORT" 127.0.0.1
 
 echo
-if [[ "$failures" -gt 0 ]]; then
-	echo "three-host-test: $failures of $checks checks FAILED (logs: THREE_HOST_KEEP=1 keeps $WORK)"
+if ((MP_CHECKS_FAILED > 0)); then
+	echo "three-host-test: $MP_CHECKS_FAILED of $((MP_CHECKS_PASSED + MP_CHECKS_FAILED)) checks FAILED (logs: THREE_HOST_KEEP=1 keeps $WORK)"
 	exit 1
 fi
-echo "three-host-test: all $checks checks passed"
+echo "three-host-test: all $MP_CHECKS_PASSED checks passed"

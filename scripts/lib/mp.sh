@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The one shell library of movie-platform, in the way of kubernetes' hack/lib:
 # namespaced helpers (mp::log::*, mp::die, mp::env::load, mp::wait_until,
-# mp::pid_alive, mp::stop_pid, mp::pkg::installed) that the other libraries
+# mp::pid_alive, mp::stop_pid, mp::check, mp::pkg::installed) that the other libraries
 # build on: scripts/lib/common.sh (local run and tests), scripts/lib/docker.sh,
 # scripts/provision/common.sh (inside the VMs) and scripts/vm/lib.sh.
 # Sourced, never executed. It runs inside the VMs too (the Vagrantfile and
@@ -111,6 +111,72 @@ mp::stop_pid() {
 	mp::log::warn "$name (pid $pid) did not stop in ${seconds}s, killing it"
 	kill -KILL "$pid" 2>/dev/null || return 0
 	MP_WAIT_INTERVAL=0.2 mp::wait_until 10 "$name to die of SIGKILL" mp::pid_gone "$pid" || true
+}
+
+# --- checks --------------------------------------------------------------------
+# The one check harness of the test scripts (three-host, containers, swarm, HA,
+# the VM tests, the .env readers, this library's test): every check is counted
+# and printed alike, "ok     DESCRIPTION" or "FAILED DESCRIPTION", on stdout,
+# or through mp::log::info when MP_LOG_TAG is set (the VM tests' timestamps).
+#   mp::check DESCRIPTION COMMAND...  the verdict is COMMAND's exit status;
+#                                     always returns 0 (a failed check is counted,
+#                                     not fatal)
+#   mp::check::pass DESCRIPTION, mp::check::fail DESCRIPTION
+#                                     a verdict reached otherwise
+#   MP_CHECKS_PASSED, MP_CHECKS_FAILED  the counts in this shell
+# Settings:
+#   MP_CHECK_TAIL=N     keep COMMAND's output (stdout and stderr) and show its last
+#                       N lines, indented, when the check fails (unset: the output
+#                       flows as it comes); MP_CHECK_TAIL_OK=N the same on success
+#   MP_CHECK_FILE       also append "PASS<TAB>DESCRIPTION" or "FAIL<TAB>..." there:
+#                       the record across processes (the VM tests run phases in
+#                       several)
+#   MP_CHECK_FAIL_HOOK  a command run with the description after each failure
+MP_CHECKS_PASSED=0
+MP_CHECKS_FAILED=0
+
+mp::check::_verdict() {
+	local verdict=$1 what=$2 line
+	if [[ $verdict == PASS ]]; then
+		MP_CHECKS_PASSED=$((MP_CHECKS_PASSED + 1))
+		line="ok     $what"
+	else
+		MP_CHECKS_FAILED=$((MP_CHECKS_FAILED + 1))
+		line="FAILED $what"
+	fi
+	[[ -z ${MP_CHECK_FILE:-} ]] || printf '%s\t%s\n' "$verdict" "$what" >>"$MP_CHECK_FILE"
+	if [[ -n ${MP_LOG_TAG:-} ]]; then
+		mp::log::info "  $line"
+	else
+		printf '%s\n' "$line"
+	fi
+}
+mp::check::pass() { mp::check::_verdict PASS "$*"; }
+mp::check::fail() {
+	mp::check::_verdict FAIL "$*"
+	[[ -z ${MP_CHECK_FAIL_HOOK:-} ]] || "$MP_CHECK_FAIL_HOOK" "$*" || true
+}
+mp::check() {
+	local what=$1 out="" rc=0 show
+	shift
+	if [[ -n ${MP_CHECK_TAIL:-} ]]; then
+		out=$(mktemp)
+		"$@" >"$out" 2>&1 || rc=$?
+	else
+		"$@" || rc=$?
+	fi
+	if ((rc == 0)); then
+		mp::check::pass "$what"
+		show=${MP_CHECK_TAIL_OK:-0}
+	else
+		mp::check::fail "$what"
+		show=${MP_CHECK_TAIL:-0}
+	fi
+	if [[ -n $out ]]; then
+		((show == 0)) || tail -n "$show" "$out" | sed 's/^/       | /'
+		rm -f "$out"
+	fi
+	return 0
 }
 
 # --- packages ------------------------------------------------------------------

@@ -35,11 +35,11 @@ expect_code() {
 	shift
 	for code in "$@"; do
 		if [[ $API_CODE == "$code" ]]; then
-			pass "$what (HTTP $API_CODE)"
+			mp::check::pass "$what (HTTP $API_CODE)"
 			return 0
 		fi
 	done
-	fail "$what: HTTP $API_CODE, expected $*: ${API_BODY:0:300}"
+	mp::check::fail "$what: HTTP $API_CODE, expected $*: ${API_BODY:0:300}"
 	return 1
 }
 
@@ -94,7 +94,7 @@ post_order() {
 	expect_code "$1" 200 || return 0
 	ORDER_ID=$(jq -r '.order_id // empty' <<<"$API_BODY" 2>/dev/null)
 	[[ $ORDER_ID =~ ^[0-9a-f-]{36}$ ]] || {
-		fail "$1: no order_id in the answer: ${API_BODY:0:300}"
+		mp::check::fail "$1: no order_id in the answer: ${API_BODY:0:300}"
 		ORDER_ID=00000000-0000-0000-0000-000000000000
 	}
 }
@@ -106,15 +106,15 @@ check_network() {
 		# shellcheck disable=SC2016 # expanded in the VM
 		out=$(vm "$vm" 'hostname; grep -c "^127.0.1.1[[:space:]]\+$(hostname)\b" /etc/hosts; ip -4 -o addr show' 2>&1) || true
 		if [[ $(sed -n 1p <<<"$out") == "$vm-vm" && $(sed -n 2p <<<"$out") == 1 ]]; then
-			pass "$vm-vm: hostname $vm-vm, 127.0.1.1 in /etc/hosts"
+			mp::check::pass "$vm-vm: hostname $vm-vm, 127.0.1.1 in /etc/hosts"
 		else
-			fail "$vm-vm: hostname/hosts: $(head -n 2 <<<"$out" | tr '\n' ' ')"
+			mp::check::fail "$vm-vm: hostname/hosts: $(head -n 2 <<<"$out" | tr '\n' ' ')"
 		fi
 		for ip in "$VM_GATEWAY_IP" "$VM_INVENTORY_IP" "$VM_BILLING_IP"; do
 			if vm "$vm" "ping -c 2 -W 5 $ip" >/dev/null 2>&1; then
-				pass "$vm-vm reaches $ip across the bridge"
+				mp::check::pass "$vm-vm reaches $ip across the bridge"
 			else
-				fail "$vm-vm reaches $ip across the bridge"
+				mp::check::fail "$vm-vm reaches $ip across the bridge"
 			fi
 		done
 	done
@@ -131,12 +131,12 @@ check_units() {
 		while read -r unit state enabled; do
 			[[ -n $unit ]] || continue
 			if [[ $state == active && $enabled == enabled ]]; then
-				pass "$tag: $vm-vm $unit active and enabled"
+				mp::check::pass "$tag: $vm-vm $unit active and enabled"
 			else
-				fail "$tag: $vm-vm $unit is $state/$enabled (want active/enabled)"
+				mp::check::fail "$tag: $vm-vm $unit is $state/$enabled (want active/enabled)"
 			fi
 		done <<<"$out"
-		grep -q "^${VM_MAIN_UNIT[$vm]} " <<<"$out" || fail "$tag: $vm-vm: cannot read the state of ${VM_MAIN_UNIT[$vm]}: $out"
+		grep -q "^${VM_MAIN_UNIT[$vm]} " <<<"$out" || mp::check::fail "$tag: $vm-vm: cannot read the state of ${VM_MAIN_UNIT[$vm]}: $out"
 	done
 }
 
@@ -162,9 +162,9 @@ check_security() {
 		line=$(vm "$vm" "systemd-analyze security --no-pager $unit | tail -n 1" 2>&1 | tail -n 1) || true
 		# "→ Overall exposure level for X.service: 1.9 OK 🙂"; better levels: SAFE.
 		if [[ $line =~ exposure\ level\ for\ [^:]+:\ ([0-9.]+)\ (SAFE|OK) ]]; then
-			pass "$vm-vm: systemd-analyze security $unit: ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
+			mp::check::pass "$vm-vm: systemd-analyze security $unit: ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
 		else
-			fail "$vm-vm: systemd-analyze security $unit is not OK or better: $line"
+			mp::check::fail "$vm-vm: systemd-analyze security $unit is not OK or better: $line"
 		fi
 	done
 }
@@ -214,9 +214,9 @@ check_reachability() {
 			if [[ $want == all || " $want " == *" $from "* ]]; then want=open; else want=closed; fi
 			got=$(awk -v t="$ip:$port" '$1 == t { print $2 }' <<<"$out")
 			if [[ $got == "$want" ]]; then
-				pass "$from-vm -> $to-vm:$port $want"
+				mp::check::pass "$from-vm -> $to-vm:$port $want"
 			else
-				fail "$from-vm -> $to-vm:$port is ${got:-unknown}, want $want"
+				mp::check::fail "$from-vm -> $to-vm:$port is ${got:-unknown}, want $want"
 			fi
 		done
 	done
@@ -260,22 +260,22 @@ ip_policy() {
 check_hardening() {
 	local got vm unit pid out
 	got=$(listeners_on billing "$RABBITMQ_MANAGEMENT_PORT")
-	check "billing-vm: management UI listens on loopback only ($got)" test "$got" = 127.0.0.1
+	mp::check "billing-vm: management UI listens on loopback only ($got)" test "$got" = 127.0.0.1
 	got=$(listeners_on billing 4369)
 	# shellcheck disable=SC2086 # one word per address
-	check "billing-vm: epmd listens on loopback only ($got)" loopback_only $got
+	mp::check "billing-vm: epmd listens on loopback only ($got)" loopback_only $got
 	got=$(listeners_on billing 25672)
 	# shellcheck disable=SC2086 # one word per address
-	check "billing-vm: Erlang distribution listens on loopback only ($got)" loopback_only $got
+	mp::check "billing-vm: Erlang distribution listens on loopback only ($got)" loopback_only $got
 	got=$(listeners_on inventory "$INVENTORY_PORT")
-	check "inventory-vm: inventory-app listens on $VM_INVENTORY_IP only ($got)" test "$got" = "$VM_INVENTORY_IP"
+	mp::check "inventory-vm: inventory-app listens on $VM_INVENTORY_IP only ($got)" test "$got" = "$VM_INVENTORY_IP"
 
 	out=$(vm billing "sudo rabbitmqctl -q list_users --no-table-headers" 2>&1 | sort | tr -s ' \t' ' ' | paste -sd';') || true
-	check "billing-vm: RabbitMQ users exactly $RABBITMQ_ADMIN_USER [management], $RABBITMQ_GATEWAY_USER [], $RABBITMQ_WORKER_USER [], no guest ($out)" \
+	mp::check "billing-vm: RabbitMQ users exactly $RABBITMQ_ADMIN_USER [management], $RABBITMQ_GATEWAY_USER [], $RABBITMQ_WORKER_USER [], no guest ($out)" \
 		test "$out" = "$(printf '%s\n' "$RABBITMQ_ADMIN_USER [management]" "$RABBITMQ_GATEWAY_USER []" "$RABBITMQ_WORKER_USER []" | sort | paste -sd';')"
 	out=$(vm billing "sudo rabbitmqctl -q list_permissions -p $(printf '%q' "$RABBITMQ_VHOST") --no-table-headers" 2>&1 | sort | tr -s ' \t' ' ' | paste -sd';') || true
 	# shellcheck disable=SC2016 # regular expressions, not expansions
-	check "billing-vm: RabbitMQ permissions exactly as least privilege wants ($out)" test "$out" = "$(printf '%s\n' \
+	mp::check "billing-vm: RabbitMQ permissions exactly as least privilege wants ($out)" test "$out" = "$(printf '%s\n' \
 		"$RABBITMQ_ADMIN_USER .* .* .*" \
 		"$RABBITMQ_GATEWAY_USER ^billing_queue(\\.dlx|\\.dlq)?\$ ^(amq\\.default|billing_queue\\.dlq)\$ ^billing_queue\\.dlx\$" \
 		"$RABBITMQ_WORKER_USER ^billing_queue(\\.dlx|\\.dlq)?\$ ^billing_queue\\.(dlx|dlq)\$ ^billing_queue(\\.dlx)?\$" | sort | paste -sd';')"
@@ -283,17 +283,17 @@ check_hardening() {
 	for vm in "${VMS[@]}"; do
 		unit=${VM_MAIN_UNIT[$vm]}
 		out=$(vm "$vm" "test -e /vagrant/.env && echo present || echo absent; ls /etc/movie-platform/*.env; stat -c '%a %U' /etc/movie-platform/${unit%.service}.env" 2>&1) || true
-		check "$vm-vm: no .env in /vagrant" grep -qx absent <<<"$out"
-		check "$vm-vm: only ${unit%.service}.env in /etc/movie-platform, mode 600 root" \
+		mp::check "$vm-vm: no .env in /vagrant" grep -qx absent <<<"$out"
+		mp::check "$vm-vm: only ${unit%.service}.env in /etc/movie-platform, mode 600 root" \
 			test "$(sed -n '2,$p' <<<"$out" | paste -sd' ')" = "/etc/movie-platform/${unit%.service}.env 600 root"
 		pid=$(vm "$vm" "systemctl show -p MainPID --value $unit" 2>/dev/null | tr -d '[:space:]') || true
 		out=$(vm "$vm" "sudo nsenter -t $pid -m -- sh -c 'test -e /vagrant/scripts && echo readable || echo hidden'" 2>&1) || true
-		check "$vm-vm: $unit cannot see /vagrant (InaccessiblePaths) ($out)" grep -qx hidden <<<"$out"
+		mp::check "$vm-vm: $unit cannot see /vagrant (InaccessiblePaths) ($out)" grep -qx hidden <<<"$out"
 		out=$(vm "$vm" "systemctl show -p Requires -p After -p MemoryMax -p TasksMax $unit" 2>&1) || true
-		check "$vm-vm: $unit Requires= and After= the firewall, MemoryMax/TasksMax set" firewall_first "$out"
+		mp::check "$vm-vm: $unit Requires= and After= the firewall, MemoryMax/TasksMax set" firewall_first "$out"
 	done
 	out=$(vm inventory "systemctl show -p IPAddressDeny -p IPAddressAllow inventory-app.service" 2>&1) || true
-	check "inventory-vm: inventory-app IPAddressDeny=any, IPAddressAllow localhost + $VM_GATEWAY_IP" ip_policy "$out" "$VM_GATEWAY_IP"
+	mp::check "inventory-vm: inventory-app IPAddressDeny=any, IPAddressAllow localhost + $VM_GATEWAY_IP" ip_policy "$out" "$VM_GATEWAY_IP"
 }
 
 check_movies() {
@@ -303,17 +303,17 @@ check_movies() {
 	expect_code "movies: create" 200 201 || return 0
 	id=$(jq -r '.id // empty' <<<"$API_BODY")
 	[[ $id =~ ^[0-9]+$ ]] || {
-		fail "movies: create returned no id: $API_BODY"
+		mp::check::fail "movies: create returned no id: $API_BODY"
 		return 0
 	}
 	api GET /api/movies
-	expect_code "movies: list" 200 && check "movies: list holds movie $id" body_has_movie "$id" "$title"
+	expect_code "movies: list" 200 && mp::check "movies: list holds movie $id" body_has_movie "$id" "$title"
 	api GET "/api/movies?title=$(jq -rn --arg t "${run:0:8}" '$t|@uri')"
-	expect_code "movies: search ?title=" 200 && check "movies: search finds movie $id" body_has_movie "$id" "$title"
+	expect_code "movies: search ?title=" 200 && mp::check "movies: search finds movie $id" body_has_movie "$id" "$title"
 	api PUT "/api/movies/$id" "{\"title\":\"$title (updated)\",\"description\":\"updated through the gateway\"}"
 	expect_code "movies: update" 200
 	api GET "/api/movies/$id"
-	expect_code "movies: get" 200 && check "movies: update is stored" body_has_movie "$id" "$title (updated)"
+	expect_code "movies: get" 200 && mp::check "movies: update is stored" body_has_movie "$id" "$title (updated)"
 	api DELETE "/api/movies/$id"
 	expect_code "movies: delete" 200 204
 	api GET "/api/movies/$id"
@@ -328,43 +328,43 @@ check_movies() {
 
 	local dbs rows
 	dbs=$(vm inventory 'sudo -i -u postgres psql -Atc "SELECT datname FROM pg_database"' 2>&1) || true
-	check "inventory-vm: sudo -i -u postgres psql lists database $INVENTORY_DB_NAME" grep -qx "$INVENTORY_DB_NAME" <<<"$dbs"
+	mp::check "inventory-vm: sudo -i -u postgres psql lists database $INVENTORY_DB_NAME" grep -qx "$INVENTORY_DB_NAME" <<<"$dbs"
 	rows=$(psql_in inventory "$INVENTORY_DB_NAME" "SELECT id, title FROM movies ORDER BY id" 2>&1) || true
-	check "inventory-vm: psql shows movie $keep_id in table movies" grep -qx "$keep_id|$title kept" <<<"$rows"
+	mp::check "inventory-vm: psql shows movie $keep_id in table movies" grep -qx "$keep_id|$title kept" <<<"$rows"
 	# shellcheck disable=SC2016 # expanded by the inner bash
-	check "inventory-vm: psql no longer shows deleted movie $id" bash -c '! grep -q "^$1|" <<<"$2"' _ "$id" "$rows"
+	mp::check "inventory-vm: psql no longer shows deleted movie $id" bash -c '! grep -q "^$1|" <<<"$2"' _ "$id" "$rows"
 }
 
 check_billing() {
 	local run=$1 a b out journal n
 	post_order "billing: order A accepted" "vm-test-$run-a"
 	a=$ORDER_ID
-	check "billing-vm: order A is stored in orders (once)" wait_count "$a" 1 180
+	mp::check "billing-vm: order A is stored in orders (once)" wait_count "$a" 1 180
 
 	out=$(vm billing 'sudo systemctl stop billing-worker; systemctl is-active billing-worker' 2>&1) || true
-	check "billing-vm: sudo systemctl stop billing-worker stops it ($(tail -n 1 <<<"$out"))" grep -qx inactive <<<"$(tail -n 1 <<<"$out")"
+	mp::check "billing-vm: sudo systemctl stop billing-worker stops it ($(tail -n 1 <<<"$out"))" grep -qx inactive <<<"$(tail -n 1 <<<"$out")"
 	post_order "billing: order B accepted while the worker is stopped" "vm-test-$run-b"
 	b=$ORDER_ID
 	sleep 5
 	n=$(orders_count "$b" 2>&1) || true
-	check "billing-vm: order B is not stored while the worker is stopped (count $n)" test "$n" = 0
+	mp::check "billing-vm: order B is not stored while the worker is stopped (count $n)" test "$n" = 0
 	n=$(queue_messages 2>&1) || true
-	check "billing-vm: rabbitmqctl list_queues: billing_queue holds order B ($n message(s))" is_positive "$n"
+	mp::check "billing-vm: rabbitmqctl list_queues: billing_queue holds order B ($n message(s))" is_positive "$n"
 
 	out=$(vm billing 'sudo systemctl start billing-worker; systemctl is-active billing-worker' 2>&1) || true
-	check "billing-vm: sudo systemctl start billing-worker" grep -qx active <<<"$(tail -n 1 <<<"$out")"
-	check "billing-vm: order B is stored after the start" wait_count "$b" 1 300
+	mp::check "billing-vm: sudo systemctl start billing-worker" grep -qx active <<<"$(tail -n 1 <<<"$out")"
+	mp::check "billing-vm: order B is stored after the start" wait_count "$b" 1 300
 	sleep 3
-	check "billing-vm: order A stored exactly once" test "$(orders_count "$a")" = 1
-	check "billing-vm: order B stored exactly once" test "$(orders_count "$b")" = 1
+	mp::check "billing-vm: order A stored exactly once" test "$(orders_count "$a")" = 1
+	mp::check "billing-vm: order B stored exactly once" test "$(orders_count "$b")" = 1
 	n=$(queue_messages 2>&1) || true
-	check "billing-vm: billing_queue drained ($n message(s))" test "$n" = 0
+	mp::check "billing-vm: billing_queue drained ($n message(s))" test "$n" = 0
 
 	journal=$(vm billing 'sudo journalctl -u billing-worker --no-pager -o cat' 2>&1) || true
 	printf '%s\n' "$journal" >"$RUN_DIR/billing-worker.journal"
-	check "billing-vm: journalctl -u billing-worker shows order A stored" grep -q "order $a stored" <<<"$journal"
-	check "billing-vm: journalctl -u billing-worker shows the stop (SIGTERM)" grep -q "SIGTERM received" <<<"$journal"
-	check "billing-vm: journalctl -u billing-worker shows order B stored" grep -q "order $b stored" <<<"$journal"
+	mp::check "billing-vm: journalctl -u billing-worker shows order A stored" grep -q "order $a stored" <<<"$journal"
+	mp::check "billing-vm: journalctl -u billing-worker shows the stop (SIGTERM)" grep -q "SIGTERM received" <<<"$journal"
+	mp::check "billing-vm: journalctl -u billing-worker shows order B stored" grep -q "order $b stored" <<<"$journal"
 }
 
 snapshot() { # VM: checksums of /etc and /usr/local, and when each service last started
@@ -380,9 +380,9 @@ check_reprovision() {
 	for vm in "${VMS[@]}"; do
 		snapshot "$vm" >"$RUN_DIR/$vm.snapshot-after" 2>&1 || true
 		if [[ -s $RUN_DIR/$vm.snapshot-before ]] && diff -q "$RUN_DIR/$vm.snapshot-before" "$RUN_DIR/$vm.snapshot-after" >/dev/null; then
-			pass "$vm-vm: re-provisioning changed no file in /etc, /usr/local and restarted no service"
+			mp::check::pass "$vm-vm: re-provisioning changed no file in /etc, /usr/local and restarted no service"
 		else
-			fail "$vm-vm: re-provisioning changed something: $(diff "$RUN_DIR/$vm.snapshot-before" "$RUN_DIR/$vm.snapshot-after" | grep '^[<>]' | head -n 6 | tr '\n' ' ')"
+			mp::check::fail "$vm-vm: re-provisioning changed something: $(diff "$RUN_DIR/$vm.snapshot-before" "$RUN_DIR/$vm.snapshot-after" | grep '^[<>]' | head -n 6 | tr '\n' ' ')"
 		fi
 	done
 }
@@ -405,7 +405,7 @@ check_reboot() {
 			(($(date +%s) < deadline)) || break
 			sleep 5
 		done
-		check "$vm-vm rebooted (new boot id)" test "$now" != "${boot_id[$vm]}" -a -n "$now"
+		mp::check "$vm-vm rebooted (new boot id)" test "$now" != "${boot_id[$vm]}" -a -n "$now"
 	done
 	wait_units_active 900 || true
 	check_units "after reboot"
@@ -417,11 +417,11 @@ check_reboot() {
 	if [[ -n ${KEPT_MOVIE_ID:-} ]]; then
 		api GET "/api/movies/$KEPT_MOVIE_ID"
 		expect_code "after reboot: movie $KEPT_MOVIE_ID still there" 200 &&
-			check "after reboot: movie $KEPT_MOVIE_ID unchanged" body_has_movie "$KEPT_MOVIE_ID" "$KEPT_MOVIE_TITLE"
+			mp::check "after reboot: movie $KEPT_MOVIE_ID unchanged" body_has_movie "$KEPT_MOVIE_ID" "$KEPT_MOVIE_TITLE"
 	fi
 	post_order "after reboot: order C accepted" "vm-test-after-reboot"
 	c=$ORDER_ID
-	check "after reboot: order C stored once" wait_count "$c" 1 300
+	mp::check "after reboot: order C stored once" wait_count "$c" 1 300
 }
 
 # run_demo_checks [walk]: everything, or only the audit walk (services up, the
@@ -436,9 +436,9 @@ run_demo_checks() {
 	wait_units_active 600 || true
 	check_units "after provisioning"
 	if mp::wait_until 300 "the gateway on 127.0.0.1:$HOST_GATEWAY_PORT" curl -fsS -m 10 "http://127.0.0.1:$HOST_GATEWAY_PORT/api/movies"; then
-		pass "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
+		mp::check::pass "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
 	else
-		fail "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
+		mp::check::fail "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
 	fi
 
 	phase "demo: movies API through the gateway + psql"

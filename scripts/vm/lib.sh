@@ -18,6 +18,7 @@ PHASE_FAILED=0
 # Messages, mp::die, mp::env::load, mp::wait_until: the one shell library, whose
 # lines here carry the run's clock; a fatal error is a failed check too.
 MP_LOG_TAG=vm-test MP_LOG_T0=$VM_T0 MP_DIE_HOOK=record_die
+MP_CHECK_FILE=$CHECK_FILE MP_CHECK_FAIL_HOOK=phase_failed
 # Polling a VM under TCG more often than every 2 s only loads it.
 MP_WAIT_INTERVAL=${MP_WAIT_INTERVAL:-2}
 # shellcheck source=scripts/lib/mp.sh
@@ -64,21 +65,10 @@ print_summary() {
 	fi
 }
 
-pass() {
-	printf 'PASS\t%s\n' "$*" >>"$CHECK_FILE"
-	log "  PASS $*"
-}
-fail() {
-	PHASE_FAILED=1
-	printf 'FAIL\t%s\n' "$*" >>"$CHECK_FILE"
-	log "  FAIL $*"
-}
-# check DESCRIPTION CMD...: pass or fail on CMD's exit status.
-check() {
-	local what=$1
-	shift
-	if "$@"; then pass "$what"; else fail "$what"; fi
-}
+# Checks: the one harness (mp::check, mp::check::pass, mp::check::fail) records each
+# verdict in CHECK_FILE (the summary above counts it across processes) and a failure
+# fails the running phase.
+phase_failed() { PHASE_FAILED=1; }
 checks_failed() { [[ -f $CHECK_FILE ]] && grep -q '^FAIL' "$CHECK_FILE"; }
 
 # --- apt mirror of this machine ---------------------------------------------------

@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-failures=0 checks=0
+# shellcheck source=scripts/lib/mp.sh
+source scripts/lib/mp.sh
 
 # elf FILE MACHINE: the first 20 bytes of an ELF file whose e_machine is
 # MACHINE (two little-endian bytes, as \x escapes): all that provisioning reads.
@@ -28,13 +29,12 @@ provisioning() {
 expect() {
 	local what=$1 want_rc=$2 want=$3 out rc=0
 	shift 3
-	checks=$((checks + 1))
 	out=$(provisioning "$@") || rc=$?
 	if [[ $rc == "$want_rc" && $out == "$want" ]]; then
-		printf 'PASS  %s\n' "$what"
+		mp::check::pass "$what"
 	else
-		printf 'FAIL  %s\n      want (exit %s): %s\n      got  (exit %s): %s\n' "$what" "$want_rc" "$want" "$rc" "$out"
-		failures=$((failures + 1))
+		mp::check::fail "$what"
+		printf '       want (exit %s): %s\n       got  (exit %s): %s\n' "$want_rc" "$want" "$rc" "$out"
 	fi
 }
 
@@ -68,5 +68,5 @@ expect "a file that is no ELF binary" 1 \
 	"ERROR: $D/arm64/inventory-app is built for not-elf, but this VM is arm64: on the host run: cargo xtask dist --arch arm64 --force" \
 	arm64 "$D" inventory-app
 
-printf '%s checks, %s failed\n' "$checks" "$failures"
-((failures == 0))
+printf '%s checks, %s failed\n' "$((MP_CHECKS_PASSED + MP_CHECKS_FAILED))" "$MP_CHECKS_FAILED"
+((MP_CHECKS_FAILED == 0))

@@ -245,9 +245,9 @@ provision_all() {
 	done
 	for vm in "${VMS[@]}"; do
 		if wait "${pids[$vm]}"; then
-			pass "provisioning ($tag) of $vm-vm exits 0"
+			mp::check::pass "provisioning ($tag) of $vm-vm exits 0"
 		else
-			fail "provisioning ($tag) of $vm-vm exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
+			mp::check::fail "provisioning ($tag) of $vm-vm exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
 			tail -n 25 "$RUN_DIR/$vm.provision-$tag.log" >&2 || true
 			rc=1
 		fi
@@ -273,9 +273,9 @@ done
 phase "qemu: wait for ssh"
 for vm in "${VMS[@]}"; do
 	if wait_ssh "$vm" "${VM_TEST_SSH_WAIT:-900}"; then
-		pass "$vm-vm boots and answers ssh"
+		mp::check::pass "$vm-vm boots and answers ssh"
 	else
-		fail "$vm-vm boots and answers ssh"
+		mp::check::fail "$vm-vm boots and answers ssh"
 		exit 1
 	fi
 done
@@ -285,7 +285,7 @@ check_network
 if [[ ${VM_ARCH:-amd64} == arm64 ]]; then
 	for vm in "${VMS[@]}"; do
 		# shellcheck disable=SC2016 # expanded in the VM
-		check "$vm-vm is an arm64 machine (uname -m aarch64, dpkg arm64)" \
+		mp::check "$vm-vm is an arm64 machine (uname -m aarch64, dpkg arm64)" \
 			vm "$vm" '[[ $(uname -m) == aarch64 && $(dpkg --print-architecture) == arm64 ]]'
 	done
 fi
@@ -315,14 +315,14 @@ if ((STOCK)); then
 	phase "stock box: as the real one, then a held dpkg lock"
 	for vm in "${VMS[@]}"; do
 		# shellcheck disable=SC2016 # expanded in the VM
-		check "$vm-vm: nothing of ours pre-installed (no postgresql, rabbitmq-server, nftables)" \
+		mp::check "$vm-vm: nothing of ours pre-installed (no postgresql, rabbitmq-server, nftables)" \
 			vm "$vm" 'for p in postgresql rabbitmq-server nftables; do dpkg -s "$p" >/dev/null 2>&1 && exit 1; done; exit 0'
-		check "$vm-vm: ifupdown networking (networking.service active, systemd-networkd not)" \
+		mp::check "$vm-vm: ifupdown networking (networking.service active, systemd-networkd not)" \
 			vm "$vm" 'systemctl is-active --quiet networking.service && ! systemctl is-active --quiet systemd-networkd.service'
-		check "$vm-vm: apt-daily timers enabled" \
+		mp::check "$vm-vm: apt-daily timers enabled" \
 			vm "$vm" 'systemctl is-enabled --quiet apt-daily.timer && systemctl is-enabled --quiet apt-daily-upgrade.timer'
-		check "$vm-vm: resolves deb.debian.org (DNS through the NAT)" vm "$vm" 'getent hosts deb.debian.org >/dev/null'
-		check "$vm-vm: dpkg lock held (120 s) when provisioning starts" hold_dpkg_lock "$vm" 120
+		mp::check "$vm-vm: resolves deb.debian.org (DNS through the NAT)" vm "$vm" 'getent hosts deb.debian.org >/dev/null'
+		mp::check "$vm-vm: dpkg lock held (120 s) when provisioning starts" hold_dpkg_lock "$vm" 120
 	done
 fi
 
@@ -330,9 +330,9 @@ phase "provisioning (setup_*.sh)"
 provision_all first || exit 1
 if ((STOCK)); then
 	for vm in "${VMS[@]}"; do
-		check "$vm-vm: first provisioning waited for the held dpkg lock" \
+		mp::check "$vm-vm: first provisioning waited for the held dpkg lock" \
 			grep -qE 'Waiting for cache lock|held by process' "$RUN_DIR/$vm.provision-first.log"
-		check "$vm-vm: first provisioning installed from the mirror" \
+		mp::check "$vm-vm: first provisioning installed from the mirror" \
 			grep -qE '^(Get|Hit):[0-9]+ http' "$RUN_DIR/$vm.provision-first.log"
 	done
 fi

@@ -154,9 +154,9 @@ provision_all() {
 		# changed since `vagrant up` (other work on the tree); re-provisioning must see
 		# the same inputs to show that it changes nothing.
 		if (cd "$PROJECT_ROOT" && MP_SKIP_BUILD=1 timeout 1800 vagrant provision "$vm-vm") >"$RUN_DIR/$vm.provision-$tag.log" 2>&1; then
-			pass "vagrant provision $vm-vm ($tag) exits 0"
+			mp::check::pass "vagrant provision $vm-vm ($tag) exits 0"
 		else
-			fail "vagrant provision $vm-vm ($tag) exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
+			mp::check::fail "vagrant provision $vm-vm ($tag) exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
 			tail -n 25 "$RUN_DIR/$vm.provision-$tag.log" >&2 || true
 			rc=1
 		fi
@@ -178,17 +178,17 @@ reboot_vm() {
 # settings file, which held its own, must be gone once provisioning read it.
 check_vagrant_secrets() {
 	local secrets=$VAGRANT_DOTFILE_PATH/movie-platform-secrets.env key value found=() vm out
-	check "the Vagrantfile generated the passwords ($secrets)" test -s "$secrets"
+	mp::check "the Vagrantfile generated the passwords ($secrets)" test -s "$secrets"
 	while IFS='=' read -r key value; do
 		[[ $key =~ ^[A-Z0-9_]+$ && -n $value ]] || continue
 		grep -qF -- "$value" "$RUN_DIR/vagrant-up.log" && found+=("$key")
 	done <"$secrets"
-	check "no generated password in VAGRANT_LOG=info vagrant up's output (found: ${found[*]:-none})" test "${#found[@]}" = 0
-	check "VAGRANT_LOG=info output has the provisioners' commands (the check above saw them)" \
+	mp::check "no generated password in VAGRANT_LOG=info vagrant up's output (found: ${found[*]:-none})" test "${#found[@]}" = 0
+	mp::check "VAGRANT_LOG=info output has the provisioners' commands (the check above saw them)" \
 		grep -q 'ENV_FILE=' "$RUN_DIR/vagrant-up.log"
 	for vm in "${VMS[@]}"; do
 		out=$(vm "$vm" 'test -e /tmp/movie-platform-settings && echo present || echo absent' 2>&1) || true
-		check "$vm-vm: its settings file is gone after provisioning" grep -qx absent <<<"$out"
+		mp::check "$vm-vm: its settings file is gone after provisioning" grep -qx absent <<<"$out"
 	done
 }
 
@@ -207,9 +207,9 @@ up_rc=0
 grep -E '^==> [a-z-]+: (Running provisioner|Machine booted|Setting hostname|Configuring and enabling network|Rsyncing folder)' \
 	"$RUN_DIR/vagrant-up.log" >&2 || true
 if ((up_rc == 0)); then
-	pass "vagrant up --provider=libvirt exits 0"
+	mp::check::pass "vagrant up --provider=libvirt exits 0"
 else
-	fail "vagrant up --provider=libvirt exits 0 (exit $up_rc, log: $RUN_DIR/vagrant-up.log)"
+	mp::check::fail "vagrant up --provider=libvirt exits 0 (exit $up_rc, log: $RUN_DIR/vagrant-up.log)"
 	tail -n 40 "$RUN_DIR/vagrant-up.log" >&2
 	exit 1
 fi
