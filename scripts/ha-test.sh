@@ -31,6 +31,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=provision/common.sh
 . "$ROOT/scripts/provision/common.sh"
+# shellcheck source=scripts/lib/netns.sh
+. "$ROOT/scripts/lib/netns.sh"
 
 DIST_DIR="${DIST_DIR:-$ROOT/dist}"
 BIN_DIR="$DIST_DIR/$(dpkg --print-architecture)"
@@ -73,14 +75,7 @@ cleanup() {
 	set +e
 	touch "$WORK/load.stop"
 	runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1
-	# Everything in our namespaces was started by this script: they exist
-	# only for it.
-	for ns in "${NS[@]}" "$NS_BRIDGE"; do
-		for pid in $(ip netns pids "$ns" 2>/dev/null); do
-			kill -9 "$pid" 2>/dev/null
-		done
-		ip netns delete "$ns" 2>/dev/null
-	done
+	mp::netns::teardown kill
 	if [[ "${HA_TEST_KEEP:-0}" == 1 ]]; then
 		echo "ha-test: kept $WORK"
 	else
@@ -91,24 +86,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-in_ns() {
-	local host="$1"
-	shift
-	ip netns exec "${NS[$host]}" "$@"
-}
-
 # --- network -------------------------------------------------------------------
-ip netns add "$NS_BRIDGE"
-ip -n "$NS_BRIDGE" link set lo up
-ip -n "$NS_BRIDGE" link add br0 type bridge
-ip -n "$NS_BRIDGE" link set br0 up
+mp::netns::bridge br0
 for h in "${!IP[@]}"; do
-	ip netns add "${NS[$h]}"
-	ip -n "$NS_BRIDGE" link add "v-$h" type veth peer name eth0 netns "${NS[$h]}"
-	ip -n "$NS_BRIDGE" link set "v-$h" master br0 up
-	ip -n "${NS[$h]}" link set lo up
-	ip -n "${NS[$h]}" addr add "${IP[$h]}/24" dev eth0
-	ip -n "${NS[$h]}" link set eth0 up
+	mp::netns::attach br0 "v-$h" eth0 "$h" "${IP[$h]}"
 done
 # cut HOST / heal HOST: the host's link to the bridge goes down (no RST
 # reaches anyone: heartbeats and net_ticktime decide), then up again.

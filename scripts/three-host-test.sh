@@ -36,6 +36,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=provision/common.sh
 . "$ROOT/scripts/provision/common.sh"
+# shellcheck source=scripts/lib/netns.sh
+. "$ROOT/scripts/lib/netns.sh"
 
 DIST_DIR="${DIST_DIR:-$ROOT/dist}"
 # The binaries of this machine's architecture, as provisioning picks them.
@@ -95,14 +97,8 @@ cleanup() {
 	if [[ -f "$WORK/rabbitmq/rabbitmq.pid" ]]; then
 		mp::stop_pid "$(cat "$WORK/rabbitmq/rabbitmq.pid")" rabbitmq 30
 	fi
-	# Whatever is left in our namespaces (epmd, a stuck child) was started by
-	# this script: those namespaces exist only for it.
-	for ns in "${NS[@]}" "$NS_BRIDGE"; do
-		for pid in $(ip netns pids "$ns" 2>/dev/null); do
-			mp::stop_pid "$pid" "$ns process" 30
-		done
-		ip netns delete "$ns" 2>/dev/null
-	done
+	# Whatever is left in our namespaces (epmd, a stuck child).
+	mp::netns::teardown term
 	if [[ "${THREE_HOST_KEEP:-0}" == 1 ]]; then
 		echo "three-host-test: kept $WORK"
 	else
@@ -112,12 +108,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-in_ns() {
-	local host="$1"
-	shift
-	ip netns exec "${NS[$host]}" "$@"
-}
 
 # --- settings: .env with the test subnet instead of 192.168.56.x ---------------
 # Forget any .env variable the caller's environment holds, so only the file
@@ -177,29 +167,15 @@ mp::check "each env file: mode 0600, only its service's variables (and RUST_LOG)
 
 # --- network -----------------------------------------------------------------------
 mp::log::info "network namespaces: bridge + ${HOSTS[*]}"
-ip netns add "$NS_BRIDGE"
-ip -n "$NS_BRIDGE" link set lo up
-ip -n "$NS_BRIDGE" link add br0 type bridge
-ip -n "$NS_BRIDGE" link set br0 up
+mp::netns::bridge br0
 for h in "${HOSTS[@]}"; do
-	ip netns add "${NS[$h]}"
-	ip -n "$NS_BRIDGE" link add "v-$h" type veth peer name eth0 netns "${NS[$h]}"
-	ip -n "$NS_BRIDGE" link set "v-$h" master br0 up
-	ip -n "${NS[$h]}" link set lo up
-	ip -n "${NS[$h]}" addr add "${IP[$h]}/24" dev eth0
-	ip -n "${NS[$h]}" link set eth0 up
+	mp::netns::attach br0 "v-$h" eth0 "$h" "${IP[$h]}"
 done
 # The Vagrant side: a second bridge, one more interface per VM, and a
 # namespace for Vagrant itself (where `vagrant ssh` comes from).
-ip netns add "${NS[vagrant]}"
-ip -n "${NS[vagrant]}" link set lo up
-ip -n "$NS_BRIDGE" link add br1 type bridge
-ip -n "$NS_BRIDGE" link set br1 up
+mp::netns::bridge br1
 for h in gateway inventory billing vagrant; do
-	ip -n "$NS_BRIDGE" link add "m-$h" type veth peer name eth1 netns "${NS[$h]}"
-	ip -n "$NS_BRIDGE" link set "m-$h" master br1 up
-	ip -n "${NS[$h]}" addr add "${MIP[$h]}/24" dev eth1
-	ip -n "${NS[$h]}" link set eth1 up
+	mp::netns::attach br1 "m-$h" eth1 "$h" "${MIP[$h]}"
 done
 for h in gateway inventory billing; do
 	firewall_ruleset "$h" >"$WORK/firewall-$h.nft"
