@@ -129,14 +129,22 @@ pub fn describe_json_error(e: &serde_json::Error) -> (String, Option<String>) {
 /// Path parameter errors (e.g. an id that is not a number) as 400 JSON.
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err: PathError, _req: &HttpRequest| {
-        bad_request(err, ErrorCode::InvalidPathParameter, "invalid path parameter")
+        bad_request(
+            err,
+            ErrorCode::InvalidPathParameter,
+            "invalid path parameter",
+        )
     })
 }
 
 /// Query string errors as 400 JSON.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req: &HttpRequest| {
-        bad_request(err, ErrorCode::InvalidQueryParameter, "invalid query string")
+        bad_request(
+            err,
+            ErrorCode::InvalidQueryParameter,
+            "invalid query string",
+        )
     })
 }
 
@@ -147,7 +155,12 @@ fn bad_request(
     code: ErrorCode,
     what: &str,
 ) -> actix_web::Error {
-    let resp = error_response(StatusCode::BAD_REQUEST, code, format!("{what}: {err}"), None);
+    let resp = error_response(
+        StatusCode::BAD_REQUEST,
+        code,
+        format!("{what}: {err}"),
+        None,
+    );
     as_actix_error(err, resp)
 }
 
