@@ -3,8 +3,7 @@
 
 use crate::support::rabbit;
 use crate::support::upstream::spawn_upstream;
-use crate::support::{closed_port, config, send, spawn_gateway};
-use crate::support::Gateway;
+use crate::support::{closed_port, config, send, spawn_gateway, Gateway};
 use actix_web::http::{Method, StatusCode};
 
 /// A gateway whose inventory and RabbitMQ are both down (closed ports): what
