@@ -4,15 +4,10 @@ use std::process::ExitCode;
 
 use api_gateway::{Application, Config};
 
-// musl's allocator takes a global lock and maps and unmaps memory on nearly
-// every request; mimalloc keeps per-thread heaps (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+common::global_allocator!();
 
-#[actix_web::main]
-async fn main() -> ExitCode {
-    common::logging::init();
-    common::startup::exit_code(module_path!(), serve().await)
+fn main() -> ExitCode {
+    common::startup::actix_main(module_path!(), serve())
 }
 
 async fn serve() -> Result<(), MainError<std::io::Error>> {

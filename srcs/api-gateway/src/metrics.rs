@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use common::metrics::{latency_histogram, register_all};
+
 use crate::broker::Broker;
 use crate::error::GatewayError;
 
@@ -62,44 +64,25 @@ pub struct GatewayMetrics {
     open_connections: Gauge,
 }
 
-fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ]
-    .into_iter()
-}
-
 impl GatewayMetrics {
     /// Registers the families; the broker's state comes with
     /// [`register_broker`](Self::register_broker), once the broker exists
     /// (it counts its publishes here).
     pub fn register(registry: &mut Registry) -> Self {
         let me = Self {
-            upstream: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            upstream: Family::new_with_constructor(latency_histogram),
             published: Family::default(),
-            confirm: Histogram::new(latency_buckets()),
+            confirm: latency_histogram(),
             open_connections: Gauge::default(),
         };
-        registry.register(
-            "gateway_upstream_duration_seconds",
-            "Exchanges with inventory up to its response head, by outcome: its status class, timeout or unavailable",
-            me.upstream.clone(),
-        );
-        registry.register(
-            "gateway_orders_published",
-            "Orders handed to RabbitMQ, by outcome (confirmed, nacked, returned, timeout, refused_blocked, refused_down, failed)",
-            me.published.clone(),
-        );
-        registry.register(
-            "gateway_publish_confirm_duration_seconds",
-            "Time from publishing an order to RabbitMQ's confirm (or nack)",
-            me.confirm.clone(),
-        );
-        registry.register(
-            "gateway_open_connections",
-            "Client connections open on the public port",
-            me.open_connections.clone(),
-        );
+        // One line a family: the table is the list of what this registers.
+        #[rustfmt::skip]
+        register_all(registry, [
+            ("gateway_upstream_duration_seconds", "Exchanges with inventory up to its response head, by outcome: its status class, timeout or unavailable", Box::new(me.upstream.clone())),
+            ("gateway_orders_published", "Orders handed to RabbitMQ, by outcome (confirmed, nacked, returned, timeout, refused_blocked, refused_down, failed)", Box::new(me.published.clone())),
+            ("gateway_publish_confirm_duration_seconds", "Time from publishing an order to RabbitMQ's confirm (or nack)", Box::new(me.confirm.clone())),
+            ("gateway_open_connections", "Client connections open on the public port", Box::new(me.open_connections.clone())),
+        ]);
         me
     }
 

@@ -2,13 +2,13 @@ use common::config::ServiceConfig;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use common::http::{bound_requests, BodyDeadline};
 use common::metrics::{self, http::HttpMetrics};
 use common::request_id::{self, AccessLog};
-pub use common::startup::StartupError;
+use common::startup::Servers;
+pub use common::startup::{Bound, StartupError};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -19,10 +19,7 @@ use crate::routes;
 
 /// A bound, not yet serving gateway.
 pub struct Application {
-    port: u16,
-    server: Server,
-    metrics_port: u16,
-    metrics_server: Server,
+    servers: Servers,
     broker: Broker,
     broker_task: JoinHandle<()>,
 }
@@ -93,34 +90,30 @@ impl Application {
             config.rabbitmq
         );
         Ok(Self {
-            port,
-            server: server.shutdown_timeout(10).run(),
-            metrics_port,
-            metrics_server,
+            servers: Servers {
+                port,
+                server: server.shutdown_timeout(10).run(),
+                metrics_port,
+                metrics_server,
+            },
             broker,
             broker_task,
         })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The port of `GET /metrics`.
-    pub fn metrics_port(&self) -> u16 {
-        self.metrics_port
     }
 
     /// Serves until the server stops (SIGINT/SIGTERM). Requests in flight
     /// finish first (their confirms included); then the RabbitMQ connection is
     /// closed.
     pub async fn run(self) -> std::io::Result<()> {
-        let metrics = self.metrics_server.handle();
-        actix_web::rt::spawn(self.metrics_server);
-        let result = self.server.await;
-        metrics.stop(false).await;
+        let result = self.servers.run().await;
         self.broker.stop();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.broker_task).await;
         result
+    }
+}
+
+impl Bound for Application {
+    fn servers(&self) -> &Servers {
+        &self.servers
     }
 }

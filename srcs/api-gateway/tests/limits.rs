@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use support::inventory::spawn_inventory;
+use support::inventory::{spawn_inventory, Inventory};
 use support::upstream::{spawn_upstream, Upstream};
 use support::{closed_port, config, raw_headers, rss_kib, spawn_gateway, Gateway, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +25,14 @@ async fn gateway_with(
     settings.body_timeout_ms = body_timeout_ms;
     settings.max_connections = max_connections;
     spawn_gateway(settings).await
+}
+
+/// A real inventory-app (it applies the same limits, so the tests send it the
+/// same bytes) and its port; it runs while the `Inventory` lives.
+async fn inventory() -> (Inventory, u16) {
+    let inventory = spawn_inventory().await;
+    let port = inventory.url.rsplit(':').next().unwrap().parse().unwrap();
+    (inventory, port)
 }
 
 /// Writes `head`, then keeps the connection open (the write side too) while
@@ -61,8 +69,7 @@ fn assert_json_error(response: &str, status: &str, code: &str) {
 async fn connect_and_upgrade_are_refused_before_the_body_is_read() {
     let upstream = spawn_upstream();
     let gateway = gateway_with(&upstream, 10_000, 1024).await;
-    let inventory = spawn_inventory().await;
-    let inventory_port: u16 = inventory.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (_inventory, inventory_port) = inventory().await;
     for port in [gateway.port, inventory_port] {
         let answer = answer_without_closing(
             port,
@@ -92,8 +99,7 @@ async fn connect_and_upgrade_are_refused_before_the_body_is_read() {
 async fn a_dribbled_body_gets_408_and_its_connection_closed() {
     let upstream = spawn_upstream();
     let gateway = gateway_with(&upstream, 1_000, 1024).await;
-    let inventory = spawn_inventory().await;
-    let inventory_port: u16 = inventory.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (_inventory, inventory_port) = inventory().await;
 
     // Part of a declared length, then silence.
     let answer = answer_without_closing(

@@ -94,28 +94,21 @@ mod tests {
         assert_eq!(c.health_port, 8082);
     }
 
+    /// Each bad value (or missing variable) is refused naming its variable.
     #[test]
-    fn zero_batch_size_names_the_variable() {
-        let e = Config::from_vars(vars(&[("BATCH_SIZE", "0")])).unwrap_err();
-        assert!(e.to_string().contains("BILLING_BATCH_SIZE"), "{e}");
-    }
-
-    #[test]
-    fn prefetch_below_batch_size_names_the_variable() {
-        let e = Config::from_vars(vars(&[("PREFETCH", "10"), ("BATCH_SIZE", "11")])).unwrap_err();
-        assert!(e.to_string().contains("BILLING_PREFETCH"), "{e}");
-    }
-
-    #[test]
-    fn prefetch_out_of_range_names_the_variable() {
-        let e = Config::from_vars(vars(&[("PREFETCH", "70000")])).unwrap_err();
-        assert!(e.to_string().contains("BILLING_PREFETCH"), "{e}");
-    }
-
-    #[test]
-    fn missing_variable_is_named() {
-        let e = Config::from_vars(vars(&[("RABBITMQ_VHOST", "")])).unwrap_err();
-        assert!(e.to_string().contains("BILLING_RABBITMQ_VHOST"), "{e}");
+    fn bad_values_name_their_variable() {
+        for (set, named) in [
+            (&[("BATCH_SIZE", "0")][..], "BILLING_BATCH_SIZE"),
+            (
+                &[("PREFETCH", "10"), ("BATCH_SIZE", "11")],
+                "BILLING_PREFETCH",
+            ),
+            (&[("PREFETCH", "70000")], "BILLING_PREFETCH"),
+            (&[("RABBITMQ_VHOST", "")], "BILLING_RABBITMQ_VHOST"),
+        ] {
+            let e = Config::from_vars(vars(set)).unwrap_err();
+            assert!(e.to_string().contains(named), "{set:?}: {e}");
+        }
     }
 
     #[test]
@@ -125,18 +118,10 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
     }
 
-    /// A secret file of this test's own (under the temp dir, named by the
-    /// process and the test), as Docker mounts one under /run/secrets.
-    fn secret_file(test: &str, content: &str) -> String {
-        let path = std::env::temp_dir().join(format!("mp-{test}-{}", std::process::id()));
-        std::fs::write(&path, content).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
     #[test]
     fn passwords_are_read_from_their_files() {
-        let db = secret_file("billing-db-pw", "db-from-file\n");
-        let mq = secret_file("billing-amqp-pw", "mq-from-file\n");
+        let db = test_support::secret_file("billing-db-pw", "db-from-file\n");
+        let mq = test_support::secret_file("billing-amqp-pw", "mq-from-file\n");
         let c = Config::from_vars(vars(&[
             ("DB_PASSWORD", ""),
             ("DB_PASSWORD_FILE", &db),

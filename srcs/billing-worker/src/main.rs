@@ -6,10 +6,7 @@ use common::startup::{MainError, StartupError};
 use std::process::ExitCode;
 use std::time::Duration;
 
-// musl's allocator takes a global lock and maps and unmaps memory on nearly
-// every request; mimalloc keeps per-thread heaps (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+common::global_allocator!();
 
 fn main() -> ExitCode {
     common::logging::init();

@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use common::metrics::{latency_histogram, register_all};
+
 use crate::status::WorkerStatus;
 
 /// The histograms, kept in [`WorkerStatus`] so that whatever reports there
@@ -31,9 +33,7 @@ impl Default for Histograms {
             batch_size: Histogram::new([
                 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
             ]),
-            commit: Histogram::new([
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            commit: latency_histogram(),
             // The message timestamp has one-second resolution.
             order_age: Histogram::new([
                 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0,
@@ -69,21 +69,13 @@ impl Histograms {
 /// The worker's registry: the shared base, its pool, and this module.
 pub fn register(registry: &mut Registry, status: &Arc<WorkerStatus>) {
     let h = status.histograms();
-    registry.register(
-        "billing_batch_size",
-        "Deliveries per batch taken from billing_queue",
-        h.batch_size.clone(),
-    );
-    registry.register(
-        "billing_batch_commit_duration_seconds",
-        "Time of one successful store transaction (a batch, or one order when a batch is retried one by one)",
-        h.commit.clone(),
-    );
-    registry.register(
-        "billing_order_age_seconds",
-        "Time from the gateway's publish (the message timestamp) to the order's row being stored",
-        h.order_age.clone(),
-    );
+    // One line a family: the table is the list of what this registers.
+    #[rustfmt::skip]
+    register_all(registry, [
+        ("billing_batch_size", "Deliveries per batch taken from billing_queue", Box::new(h.batch_size.clone())),
+        ("billing_batch_commit_duration_seconds", "Time of one successful store transaction (a batch, or one order when a batch is retried one by one)", Box::new(h.commit.clone())),
+        ("billing_order_age_seconds", "Time from the gateway's publish (the message timestamp) to the order's row being stored", Box::new(h.order_age.clone())),
+    ]);
     registry.register_collector(Box::new(StatusCollector(Arc::clone(status))));
 }
 

@@ -129,27 +129,39 @@ pub fn describe_json_error(e: &serde_json::Error) -> (String, Option<String>) {
 /// Path parameter errors (e.g. an id that is not a number) as 400 JSON.
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err: PathError, _req: &HttpRequest| {
-        let resp = error_response(
-            StatusCode::BAD_REQUEST,
+        bad_request(
+            err,
             ErrorCode::InvalidPathParameter,
-            format!("invalid path parameter: {err}"),
-            None,
-        );
-        as_actix_error(err, resp)
+            "invalid path parameter",
+        )
     })
 }
 
 /// Query string errors as 400 JSON.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err: QueryPayloadError, _req: &HttpRequest| {
-        let resp = error_response(
-            StatusCode::BAD_REQUEST,
+        bad_request(
+            err,
             ErrorCode::InvalidQueryParameter,
-            format!("invalid query string: {err}"),
-            None,
-        );
-        as_actix_error(err, resp)
+            "invalid query string",
+        )
     })
+}
+
+/// An extractor's error as 400 JSON: `code`, and `what` followed by the
+/// extractor's own words.
+fn bad_request(
+    err: impl std::fmt::Debug + std::fmt::Display + 'static,
+    code: ErrorCode,
+    what: &str,
+) -> actix_web::Error {
+    let resp = error_response(
+        StatusCode::BAD_REQUEST,
+        code,
+        format!("{what}: {err}"),
+        None,
+    );
+    as_actix_error(err, resp)
 }
 
 /// Default service for unknown paths: 404 JSON.

@@ -92,6 +92,68 @@ pub enum MainError<E: std::fmt::Display> {
     Run(E),
 }
 
+/// The two servers of an HTTP service (gateway, inventory), bound and not
+/// yet serving: its public one and its metrics listener.
+pub struct Servers {
+    pub port: u16,
+    pub server: actix_web::dev::Server,
+    pub metrics_port: u16,
+    pub metrics_server: actix_web::dev::Server,
+}
+
+impl Servers {
+    /// Serves until the public server stops (SIGINT/SIGTERM; requests in
+    /// flight finish first), then stops the metrics listener.
+    pub async fn run(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.handle();
+        actix_web::rt::spawn(self.metrics_server);
+        let result = self.server.await;
+        metrics.stop(false).await;
+        result
+    }
+}
+
+/// What a bound HTTP service tells its callers (tests, benches): its ports.
+pub trait Bound {
+    fn servers(&self) -> &Servers;
+
+    /// The public port (the config's 0 picks a free one).
+    fn port(&self) -> u16 {
+        self.servers().port
+    }
+
+    /// The port of `GET /metrics`.
+    fn metrics_port(&self) -> u16 {
+        self.servers().metrics_port
+    }
+}
+
+/// The `main` of an actix service (gateway, inventory): logging first, then
+/// `serve` on actix's runtime (what `#[actix_web::main]` would set up), its
+/// end as the exit status (see [`exit_code`]). `target` is the caller's
+/// `module_path!()`.
+pub fn actix_main<E: std::fmt::Display>(
+    target: &str,
+    serve: impl std::future::Future<Output = Result<(), MainError<E>>>,
+) -> std::process::ExitCode {
+    crate::logging::init();
+    let result = actix_web::rt::System::new().block_on(serve);
+    exit_code(target, result)
+}
+
+/// Every service's allocator. musl's takes a global lock and maps and unmaps
+/// memory on nearly every request; mimalloc keeps per-thread heaps
+/// (BENCHMARKS.md). A macro, so that only the service binaries choose it (the
+/// tests and tools linking this crate keep the system's); the binary's crate
+/// depends on `mimalloc`.
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+    };
+}
+
 /// The exit status of a service's `main`: success, or the error logged as
 /// one line (journald keeps it) and status 1. `target` is the caller's
 /// `module_path!()`, so the line carries the service's name like its others.

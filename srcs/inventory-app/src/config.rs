@@ -153,17 +153,9 @@ mod tests {
         }
     }
 
-    /// A secret file of this test's own (under the temp dir, named by the
-    /// process and the test), as Docker mounts one under /run/secrets.
-    fn secret_file(test: &str, content: &str) -> String {
-        let path = std::env::temp_dir().join(format!("mp-{test}-{}", std::process::id()));
-        std::fs::write(&path, content).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
     #[test]
     fn password_is_read_from_its_file() {
-        let path = secret_file("inventory-db-pw", "from-a-file\n");
+        let path = test_support::secret_file("inventory-db-pw", "from-a-file\n");
         let mut with_file: Vec<_> = REQUIRED
             .iter()
             .copied()

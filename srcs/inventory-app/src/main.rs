@@ -5,21 +5,11 @@ use std::process::ExitCode;
 use inventory_app::config::Config;
 use inventory_app::startup::Application;
 
-// musl's allocator takes a global lock and maps and unmaps memory on nearly
-// every request; mimalloc keeps per-thread heaps (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+common::global_allocator!();
 
-#[actix_web::main]
-async fn main() -> ExitCode {
-    common::logging::init();
-    common::startup::exit_code(module_path!(), serve().await)
-}
-
-async fn serve() -> Result<(), MainError<std::io::Error>> {
-    let config = Config::from_env()?;
-    Application::build(config)?
-        .run()
-        .await
-        .map_err(MainError::Run)
+fn main() -> ExitCode {
+    common::startup::actix_main(module_path!(), async {
+        let app = Application::build(Config::from_env()?)?;
+        app.run().await.map_err(MainError::Run)
+    })
 }

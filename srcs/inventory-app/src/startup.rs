@@ -1,7 +1,6 @@
 use crate::config::Config;
 use crate::state::AppState;
 use crate::{routes, MIGRATIONS};
-use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, NormalizePath};
 use actix_web::{web, App, HttpServer};
 use common::config::ServiceConfig;
@@ -11,7 +10,8 @@ use common::http::{
 };
 use common::metrics::{self, http::HttpMetrics, pool::PoolCollector};
 use common::request_id::{self, AccessLog};
-pub use common::startup::StartupError;
+use common::startup::Servers;
+pub use common::startup::{Bound, StartupError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +24,7 @@ pub const ACCESS_LOG_TARGET: &str = "inventory_app::access";
 
 /// A bound, not yet serving, inventory-app.
 pub struct Application {
-    port: u16,
-    server: Server,
-    metrics_port: u16,
-    metrics_server: Server,
+    servers: Servers,
 }
 
 impl Application {
@@ -90,30 +87,25 @@ impl Application {
             config.db
         );
         Ok(Self {
-            port,
-            server: server.run(),
-            metrics_port,
-            metrics_server,
+            servers: Servers {
+                port,
+                server: server.run(),
+                metrics_port,
+                metrics_server,
+            },
         })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The port of `GET /metrics`.
-    pub fn metrics_port(&self) -> u16 {
-        self.metrics_port
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM), then stops the
     /// metrics listener.
     pub async fn run(self) -> std::io::Result<()> {
-        let metrics = self.metrics_server.handle();
-        actix_web::rt::spawn(self.metrics_server);
-        let result = self.server.await;
-        metrics.stop(false).await;
-        result
+        self.servers.run().await
+    }
+}
+
+impl Bound for Application {
+    fn servers(&self) -> &Servers {
+        &self.servers
     }
 }
 

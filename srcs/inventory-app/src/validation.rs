@@ -182,30 +182,39 @@ mod tests {
         }
     }
 
+    /// A query with the one parameter `name`, as the extractor gives it.
+    fn one(name: &str, value: &str) -> RawMovieQuery {
+        serde_json::from_value(json!({ name: value })).unwrap()
+    }
+
     #[test]
     fn paging_bounds() {
-        let raw = |limit: &str| RawMovieQuery {
-            limit: Some(limit.to_owned()),
-            ..Default::default()
-        };
-        assert_eq!(movie_filter(raw("1000")).unwrap().limit, Some(1000));
-        assert_eq!(movie_filter(raw("0")).unwrap().limit, Some(0));
+        assert_eq!(
+            movie_filter(one("limit", "1000")).unwrap().limit,
+            Some(1000)
+        );
+        assert_eq!(movie_filter(one("limit", "0")).unwrap().limit, Some(0));
         for bad in ["1001", "-1", "x", ""] {
-            assert_eq!(field_of(movie_filter(raw(bad)).unwrap_err()), Some("limit"));
+            assert_eq!(
+                field_of(movie_filter(one("limit", bad)).unwrap_err()),
+                Some("limit")
+            );
         }
     }
 
     #[test]
     fn after_id_bounds() {
-        let raw = |after_id: &str| RawMovieQuery {
-            after_id: Some(after_id.to_owned()),
-            ..Default::default()
-        };
-        assert_eq!(movie_filter(raw("0")).unwrap().after_id, Some(0));
+        assert_eq!(
+            movie_filter(one("after_id", "0")).unwrap().after_id,
+            Some(0)
+        );
         let max = i64::MAX.to_string();
-        assert_eq!(movie_filter(raw(&max)).unwrap().after_id, Some(i64::MAX));
+        assert_eq!(
+            movie_filter(one("after_id", &max)).unwrap().after_id,
+            Some(i64::MAX)
+        );
         for bad in ["-1", "x", "", "1.5", "9223372036854775808", " 1"] {
-            let e = movie_filter(raw(bad)).unwrap_err();
+            let e = movie_filter(one("after_id", bad)).unwrap_err();
             assert_eq!(field_of(e), Some("after_id"), "{bad}");
         }
         // Together: first the keyset, then the offset (see queries::page).

@@ -47,6 +47,14 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A secret file of the calling test's own (under the temp dir, named by
+/// `test` and the process), as Docker mounts one under /run/secrets: its path.
+pub fn secret_file(test: &str, content: &str) -> String {
+    let path = std::env::temp_dir().join(format!("mp-{test}-{}", std::process::id()));
+    std::fs::write(&path, content).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 /// Polls `probe` every 50 ms until it returns `Some`; panics naming `what`
 /// after `limit`.
 pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T

@@ -248,8 +248,9 @@ mod tests {
         dir
     }
 
-    fn later(path: &Path) {
-        let t = SystemTime::now() + std::time::Duration::from_secs(5);
+    /// Sets `path`'s modification time `secs` seconds ahead of now.
+    fn later(path: &Path, secs: u64) {
+        let t = SystemTime::now() + std::time::Duration::from_secs(secs);
         fs::File::options()
             .write(true)
             .open(path)
@@ -266,7 +267,7 @@ mod tests {
             Some("dist/amd64/.build-stamp is missing")
         );
         fs::write(root.join("dist/amd64/.build-stamp"), "linker=musl-gcc\n").unwrap();
-        later(&root.join("dist/amd64/.build-stamp"));
+        later(&root.join("dist/amd64/.build-stamp"), 5);
         assert_eq!(stale_reason(&root, Arch::Amd64, false), None);
         assert_eq!(
             stale_reason(&root, Arch::Amd64, true).as_deref(),
@@ -279,20 +280,10 @@ mod tests {
 
         // The xtask's own sources do not make the services stale...
         fs::write(root.join("srcs/xtask/src/main.rs"), "").unwrap();
-        fs::File::options()
-            .write(true)
-            .open(root.join("srcs/xtask/src/main.rs"))
-            .unwrap()
-            .set_modified(SystemTime::now() + std::time::Duration::from_secs(60))
-            .unwrap();
+        later(&root.join("srcs/xtask/src/main.rs"), 60);
         assert_eq!(stale_reason(&root, Arch::Amd64, false), None);
         // ...a service's do.
-        fs::File::options()
-            .write(true)
-            .open(root.join("srcs/common/src/lib.rs"))
-            .unwrap()
-            .set_modified(SystemTime::now() + std::time::Duration::from_secs(60))
-            .unwrap();
+        later(&root.join("srcs/common/src/lib.rs"), 60);
         assert_eq!(
             stale_reason(&root, Arch::Amd64, false).as_deref(),
             Some("a source file changed since the last build")

@@ -28,6 +28,13 @@ fn accepted_id(reply: &Reply) -> Uuid {
     id
 }
 
+/// One valid order now is accepted, and is then the only message in the
+/// queue (nothing before it was published).
+async fn assert_only_message_is_one_good_order(gateway: &Gateway, vhost: &str) {
+    let order_id = accepted_id(&gateway.order(&valid_order()).await);
+    assert_eq!(ids(&rabbit::drain(vhost).await), vec![order_id]);
+}
+
 fn ids(messages: &[lapin::message::Delivery]) -> Vec<Uuid> {
     messages
         .iter()
@@ -148,8 +155,7 @@ async fn invalid_orders_name_the_field_and_queue_nothing() {
         reply.assert_error(400, code, field);
     }
     // One good order afterwards: it must be the only message.
-    let good = accepted_id(&gateway.order(&valid_order()).await);
-    assert_eq!(ids(&rabbit::drain(&vhost.name).await), vec![good]);
+    assert_only_message_is_one_good_order(&gateway, &vhost.name).await;
 }
 
 #[actix_web::test]
@@ -217,8 +223,7 @@ async fn order_sent_before_any_worker_ran_is_kept_in_a_durable_queue() {
     );
     assert_eq!(queue["consumer_details"], json!([]), "{queue}");
 
-    let order_id = accepted_id(&gateway.order(&valid_order()).await);
-    assert_eq!(ids(&rabbit::drain(&vhost.name).await), vec![order_id]);
+    assert_only_message_is_one_good_order(&gateway, &vhost.name).await;
 }
 
 #[actix_web::test]

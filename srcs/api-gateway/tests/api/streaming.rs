@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::support::inventory::spawn_inventory;
-use crate::support::upstream::spawn_upstream;
+use crate::support::upstream::{spawn_upstream, Upstream};
 use crate::support::{
-    capture, client, closed_port, config, raw_exchange, send, spawn_gateway, wait_for, PATIENCE,
+    capture, client, closed_port, config, raw_exchange, send, spawn_gateway, wait_for, Gateway,
+    PATIENCE,
 };
 use actix_web::http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,6 +72,15 @@ async fn raw_get(port: u16, path: &str, headers: &str) -> tokio::net::TcpStream 
     stream
 }
 
+/// A gateway in front of a fake inventory, and a client that has asked it
+/// for `/api/movies/endless` (a body that never ends).
+async fn endless_stream() -> (Upstream, Gateway, tokio::net::TcpStream) {
+    let upstream = spawn_upstream();
+    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
+    let stream = raw_get(gateway.port, "/api/movies/endless", "").await;
+    (upstream, gateway, stream)
+}
+
 /// Reads at least `bytes` bytes; panics with `closed` if the gateway closes first.
 async fn read_at_least(stream: &mut tokio::net::TcpStream, bytes: usize, closed: &str) {
     let mut buf = vec![0u8; 256 * 1024];
@@ -123,10 +133,7 @@ async fn an_upstream_stalling_mid_stream_is_cut_and_logged() {
 
 #[actix_web::test]
 async fn a_client_leaving_mid_stream_frees_the_upstream_side() {
-    let upstream = spawn_upstream();
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
-
-    let mut stream = raw_get(gateway.port, "/api/movies/endless", "").await;
+    let (upstream, gateway, mut stream) = endless_stream().await;
     read_at_least(
         &mut stream,
         1024 * 1024,
@@ -147,9 +154,7 @@ async fn a_client_leaving_mid_stream_frees_the_upstream_side() {
 
 #[actix_web::test]
 async fn a_client_that_does_not_read_holds_back_the_upstream() {
-    let upstream = spawn_upstream();
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
-    let mut stream = raw_get(gateway.port, "/api/movies/endless", "").await;
+    let (upstream, _gateway, mut stream) = endless_stream().await;
     let mut head = [0u8; 1024];
     assert!(stream.read(&mut head).await.unwrap() > 0);
 

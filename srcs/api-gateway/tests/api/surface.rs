@@ -3,17 +3,23 @@
 
 use crate::support::rabbit;
 use crate::support::upstream::spawn_upstream;
-use crate::support::{closed_port, config, send, spawn_gateway};
+use crate::support::{closed_port, config, send, spawn_gateway, Gateway};
 use actix_web::http::{Method, StatusCode};
 
-#[actix_web::test]
-async fn health_answers_while_every_dependency_is_down() {
-    let gateway = spawn_gateway(config(
+/// A gateway whose inventory and RabbitMQ are both down (closed ports): what
+/// it answers alone.
+async fn gateway_alone() -> Gateway {
+    spawn_gateway(config(
         &format!("http://127.0.0.1:{}", closed_port()),
         closed_port(),
         "/",
     ))
-    .await;
+    .await
+}
+
+#[actix_web::test]
+async fn health_answers_while_every_dependency_is_down() {
+    let gateway = gateway_alone().await;
     let reply = gateway.get("/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json(), serde_json::json!({"status": "ok"}));
@@ -111,12 +117,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405_in_json() {
 
 #[actix_web::test]
 async fn openapi_document_is_served_as_yaml() {
-    let gateway = spawn_gateway(config(
-        &format!("http://127.0.0.1:{}", closed_port()),
-        closed_port(),
-        "/",
-    ))
-    .await;
+    let gateway = gateway_alone().await;
     let reply = gateway.get("/api/openapi.yaml").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.content_type(), Some("application/yaml"));

@@ -2,7 +2,8 @@
 //! never be an order goes to the dead-letter queue.
 
 use crate::support::{
-    config, eventually, order, system, test_db, test_vhost, OrdersDb, Publisher, Worker,
+    assert_stored_and_drained, config, eventually, no_worker_yet, order, run_a_worker_until_stored,
+    system, OrdersDb, Worker,
 };
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
@@ -139,9 +140,7 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored() {
 
 #[actix_web::test]
 async fn a_row_the_database_refuses_is_dead_lettered_without_blocking_the_others() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
+    let (db, vhost, publisher) = no_worker_yet().await;
     // Small batches, so the refused order shares a batch with good ones.
     let worker = Worker::start(config(&db, &vhost, 10, 10));
     worker.wait_ready().await;
@@ -175,18 +174,13 @@ async fn a_row_the_database_refuses_is_dead_lettered_without_blocking_the_others
 
 #[actix_web::test]
 async fn a_backlog_published_before_the_worker_starts_is_drained() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
+    let (db, vhost, publisher) = no_worker_yet().await;
     let ids = publisher.publish_orders(3_000).await;
     assert_eq!(publisher.queued().await, 3_000);
 
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    eventually("the backlog to be stored", || async { db.count() == 3_000 }).await;
-    worker.stop().await;
+    run_a_worker_until_stored(&db, &vhost, "the backlog to be stored", 3_000).await;
 
-    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
-    assert_eq!(publisher.queued().await, 0);
+    assert_stored_and_drained(&db, &publisher, ids).await;
 }
 
 /// An order id stored already with other content (what an Idempotency-Key
@@ -194,9 +188,7 @@ async fn a_backlog_published_before_the_worker_starts_is_drained() {
 /// the dead-letter queue, in one batch or across batches.
 #[actix_web::test]
 async fn an_order_id_reused_with_other_content_is_dead_lettered_not_dropped() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
+    let (db, vhost, publisher) = no_worker_yet().await;
 
     let first = order("u1", 1, "10.00");
     let mut other = first.clone();

@@ -3,8 +3,8 @@
 //! nothing unstored is acked, and the worker recovers by itself.
 
 use crate::support::{
-    config, eventually, order, system, system_with, test_db_named, test_vhost, OrdersDb, Publisher,
-    TestDb, Worker,
+    assert_stored_and_drained, config, eventually, order, run_a_worker_until_stored, system,
+    system_with, test_db_named, test_vhost, OrdersDb, Publisher, TestDb, Worker,
 };
 use billing_worker::consumer::CONNECTION_NAME;
 use diesel::connection::SimpleConnection;
@@ -67,8 +67,7 @@ async fn with_the_database_missing_at_start_nothing_is_taken_until_it_exists() {
     db.create_now();
     eventually("the orders to be stored", || async { db.count() == 20 }).await;
     worker.stop().await;
-    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
-    assert_eq!(publisher.queued().await, 0);
+    assert_stored_and_drained(&db, &publisher, ids).await;
 }
 
 #[actix_web::test]
@@ -91,8 +90,7 @@ async fn a_database_outage_while_consuming_holds_the_orders_and_stores_them_when
     .await;
     worker.stop().await;
 
-    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
-    assert_eq!(publisher.queued().await, 0);
+    assert_stored_and_drained(&db, &publisher, ids).await;
 }
 
 #[actix_web::test]
@@ -110,11 +108,8 @@ async fn stopping_during_a_database_outage_acks_nothing_and_loses_nothing() {
     assert_eq!(publisher.queued().await, 30);
 
     db.unblock();
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    eventually("the orders to be stored", || async { db.count() == 30 }).await;
-    worker.stop().await;
-    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
-    assert_eq!(publisher.queued().await, 0);
+    run_a_worker_until_stored(&db, &vhost, "the orders to be stored", 30).await;
+    assert_stored_and_drained(&db, &publisher, ids).await;
 }
 
 #[actix_web::test]
@@ -156,11 +151,8 @@ async fn a_store_stuck_past_the_grace_period_is_abandoned_and_its_messages_stay_
     assert_eq!(publisher.queued().await, 20, "nothing was acked");
 
     locker.batch_execute("COMMIT").unwrap();
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    eventually("every order to be stored", || async { db.count() == 20 }).await;
-    worker.stop().await;
-    assert_eq!(db.stored_ids(), ids.into_iter().collect::<HashSet<_>>());
-    assert_eq!(publisher.queued().await, 0);
+    run_a_worker_until_stored(&db, &vhost, "every order to be stored", 20).await;
+    assert_stored_and_drained(&db, &publisher, ids).await;
 }
 
 #[actix_web::test]
@@ -223,12 +215,7 @@ async fn orders_published_while_the_worker_is_stopped_appear_once_when_it_starts
     assert_eq!(db.count(), 5);
     assert_eq!(publisher.queued().await, 1);
 
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
-    eventually("the waiting order to be stored", || async {
-        db.count() == 6
-    })
-    .await;
-    worker.stop().await;
+    run_a_worker_until_stored(&db, &vhost, "the waiting order to be stored", 6).await;
     let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
     assert_eq!(
         stored,

@@ -1,12 +1,34 @@
 //! `/health` and `/ready` reflect what the worker can do.
 
-use crate::support::{closed_port, config, get_json, test_db, test_vhost, Worker};
+use crate::support::{
+    closed_port, config, get_json, test_db, test_vhost, TestDb, TestVhost, Worker,
+};
+use billing_worker::config::Config;
+
+/// A worker on a database and vhost of its own (kept while it runs), its
+/// configuration changed by `change` (e.g. a dependency behind a closed port).
+fn worker_with(change: impl FnOnce(&mut Config)) -> (TestDb, TestVhost, Worker) {
+    let db = test_db();
+    let vhost = test_vhost();
+    let mut cfg = config(&db, &vhost, 1000, 500);
+    change(&mut cfg);
+    let worker = Worker::start(cfg);
+    (db, vhost, worker)
+}
+
+/// `/ready` answers 503 `not_ready` with `check` down, while `/health`
+/// answers 200.
+async fn assert_not_ready_for(worker: &Worker, check: &str) {
+    let (status, body) = worker.ready().await;
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"][check], "down");
+    assert_eq!(get_json(worker.port, "/health").await.0, 200);
+}
 
 #[actix_web::test]
 async fn ready_when_consuming_and_the_database_answers() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
+    let (_db, _vhost, worker) = worker_with(|_| {});
     worker.wait_ready().await;
 
     let (status, body) = worker.ready().await;
@@ -51,38 +73,22 @@ async fn ready_when_consuming_and_the_database_answers() {
 
 #[actix_web::test]
 async fn not_ready_while_rabbitmq_is_unreachable() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let mut cfg = config(&db, &vhost, 1000, 500);
-    cfg.rabbitmq.port = closed_port();
-    let worker = Worker::start(cfg);
+    let (_db, _vhost, worker) = worker_with(|cfg| cfg.rabbitmq.port = closed_port());
 
     crate::support::eventually("the database to be seen up", || async {
         worker.ready().await.1["checks"]["postgres"] == "ok"
     })
     .await;
-    let (status, body) = worker.ready().await;
-    assert_eq!(status, 503);
-    assert_eq!(body["status"], "not_ready");
-    assert_eq!(body["checks"]["rabbitmq"], "down");
-    assert_eq!(get_json(worker.port, "/health").await.0, 200);
+    assert_not_ready_for(&worker, "rabbitmq").await;
 
     worker.stop().await;
 }
 
 #[actix_web::test]
 async fn not_ready_while_the_database_is_unreachable() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let mut cfg = config(&db, &vhost, 1000, 500);
-    cfg.db.port = closed_port();
-    let worker = Worker::start(cfg);
+    let (_db, _vhost, worker) = worker_with(|cfg| cfg.db.port = closed_port());
 
-    let (status, body) = worker.ready().await;
-    assert_eq!(status, 503);
-    assert_eq!(body["status"], "not_ready");
-    assert_eq!(body["checks"]["postgres"], "down");
-    assert_eq!(get_json(worker.port, "/health").await.0, 200);
+    assert_not_ready_for(&worker, "postgres").await;
 
     // And it still stops promptly although the database never came up.
     worker.stop().await;
@@ -119,34 +125,23 @@ async fn answer_while_holding(port: u16, request: &'static [u8], dribble: &'stat
 
 #[actix_web::test]
 async fn the_health_port_refuses_connect_and_upgrade_and_bounds_bodies() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
+    let (_db, _vhost, worker) = worker_with(|_| {});
     worker.wait_ready().await;
 
-    let answer = answer_while_holding(
-        worker.port,
-        b"CONNECT /health HTTP/1.1\r\nHost: w\r\n\r\n",
-        b"",
-    )
-    .await;
-    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
-    assert!(
-        answer.contains("\"code\":\"connect_not_supported\""),
-        "{answer}"
-    );
-
-    let answer = answer_while_holding(
-        worker.port,
-        b"GET /health HTTP/1.1\r\nHost: w\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-        b"",
-    )
-    .await;
-    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
-    assert!(
-        answer.contains("\"code\":\"upgrade_not_supported\""),
-        "{answer}"
-    );
+    for (head, code) in [
+        (
+            &b"CONNECT /health HTTP/1.1\r\nHost: w\r\n\r\n"[..],
+            "connect_not_supported",
+        ),
+        (
+            b"GET /health HTTP/1.1\r\nHost: w\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "upgrade_not_supported",
+        ),
+    ] {
+        let answer = answer_while_holding(worker.port, head, b"").await;
+        assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+        assert!(answer.contains(&format!("\"code\":\"{code}\"")), "{answer}");
+    }
 
     // A chunked body dribbled for ever to a route that does not read it:
     // answered, and the connection closed (actix alone would keep reading).

@@ -20,9 +20,7 @@ async fn page(worker: &Worker) -> String {
 
 #[actix_web::test]
 async fn counters_equal_the_rows_after_duplicates_a_poison_message_and_a_restart() {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
+    let (db, vhost, publisher) = no_worker_yet().await;
 
     // Queued before the worker runs, so they come in batches of up to 50.
     let first: Vec<_> = (0..120)

@@ -57,6 +57,16 @@ pub fn test_vhost() -> TestVhost {
 }
 
 /// What the worker's tests read back from a test database.
+/// The verdict of a test that published `ids`: the stored ids are exactly
+/// those (none lost, none invented), and nothing is left in the queue.
+pub async fn assert_stored_and_drained(db: &impl OrdersDb, publisher: &Publisher, ids: Vec<Uuid>) {
+    assert_eq!(
+        db.stored_ids(),
+        ids.into_iter().collect::<std::collections::HashSet<_>>()
+    );
+    assert_eq!(publisher.queued().await, 0);
+}
+
 pub trait OrdersDb {
     fn sessions_waiting_for_a_lock(&self) -> i64;
     fn count(&self) -> i64;
@@ -244,14 +254,29 @@ pub async fn system() -> (TestDb, TestVhost, Publisher, Worker) {
     system_with(1000, 500).await
 }
 
+/// A database and a vhost of the test's own and a publisher on the vhost,
+/// with no worker yet (the test starts it when it needs it).
+pub async fn no_worker_yet() -> (TestDb, TestVhost, Publisher) {
+    let db = test_db();
+    let vhost = test_vhost();
+    let publisher = Publisher::connect(&vhost).await;
+    (db, vhost, publisher)
+}
+
+/// Runs a worker (the default window and batch) until the database holds
+/// `rows` orders (`what` names the wait), then stops it.
+pub async fn run_a_worker_until_stored(db: &TestDb, vhost: &TestVhost, what: &str, rows: i64) {
+    let worker = Worker::start(config(db, vhost, 1000, 500));
+    eventually(what, || async { db.count() == rows }).await;
+    worker.stop().await;
+}
+
 /// [`system`] with another prefetch window and batch size.
 pub async fn system_with(
     prefetch: u16,
     batch_size: usize,
 ) -> (TestDb, TestVhost, Publisher, Worker) {
-    let db = test_db();
-    let vhost = test_vhost();
-    let publisher = Publisher::connect(&vhost).await;
+    let (db, vhost, publisher) = no_worker_yet().await;
     let worker = Worker::start(config(&db, &vhost, prefetch, batch_size));
     worker.wait_ready().await;
     (db, vhost, publisher, worker)

@@ -36,30 +36,18 @@ pub struct HttpMetrics {
     duration: Family<RequestLabels, Histogram>,
 }
 
-/// Latency buckets (seconds): 1 ms to about 10 s.
-fn buckets() -> impl Iterator<Item = f64> {
-    [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ]
-    .into_iter()
-}
-
 impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> web::Data<Self> {
         let me = Self {
             requests: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(buckets())),
+            duration: Family::new_with_constructor(super::latency_histogram),
         };
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route pattern, method and status class",
-            me.requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "Time from a request's arrival to its response head, by route pattern, method and status class",
-            me.duration.clone(),
-        );
+        // One line a family: the table is the list of what this registers.
+        #[rustfmt::skip]
+        super::register_all(registry, [
+            ("http_requests", "HTTP requests answered, by route pattern, method and status class", Box::new(me.requests.clone())),
+            ("http_request_duration_seconds", "Time from a request's arrival to its response head, by route pattern, method and status class", Box::new(me.duration.clone())),
+        ]);
         web::Data::new(me)
     }
 

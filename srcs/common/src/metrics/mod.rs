@@ -20,9 +20,12 @@ use actix_web::dev::Server;
 use actix_web::http::header::CONTENT_TYPE as CONTENT_TYPE_HEADER;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-pub use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+pub use prometheus_client::registry::{Metric, Registry};
 
 /// What `/metrics` serves: Prometheus' text format, which Prometheus and
 /// `promtool check metrics` read (see [`render`]).
@@ -44,6 +47,48 @@ pub fn default_host() -> String {
 /// connects.
 pub fn listen(host: &str, port: u16) -> Result<(TcpListener, u16), crate::startup::StartupError> {
     crate::startup::listen(host, port, 64)
+}
+
+/// Latency buckets (seconds) of every duration histogram: 1 ms to about 10 s.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations in seconds, with [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Registers a table of `(name, help, metric)`, in its order: each metric a
+/// clone of the handle its owner keeps (they share their storage).
+pub fn register_all<const N: usize>(
+    registry: &mut Registry,
+    families: [(&str, &str, Box<dyn Metric>); N],
+) {
+    for (name, help, metric) in families {
+        registry.register(name, help, Boxed(metric));
+    }
+}
+
+/// A boxed metric is no [`Metric`] itself (prometheus-client implements
+/// [`EncodeMetric`] only for `Box<dyn EncodeMetric>`, which is not `Send`);
+/// this passes every call through, `is_empty` included (a family without
+/// series is left out of the page).
+#[derive(Debug)]
+struct Boxed(Box<dyn Metric>);
+
+impl EncodeMetric for Boxed {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A registry holding what every service exports: `build_info` and the

@@ -1,13 +1,13 @@
 use crate::error::ApiError;
 use crate::listing::{self, ListingBody, Piece};
-use crate::models::MovieFilter;
+use crate::models::{Movie, MovieFilter};
 use crate::queries;
 use crate::state::AppState;
 use crate::validation::{self, RawMovieQuery};
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use common::request_id::RequestId;
-use diesel::OptionalExtension;
+use diesel::{OptionalExtension, PgConnection, QueryResult};
 use serde_json::{json, Value};
 
 /// Streams the listing (see `listing`). Errors before the first byte are
@@ -83,11 +83,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = validation::movie_id(&id)?;
-    let movie = state
-        .db(move |c| queries::find(c, id).optional())
-        .await?
-        .ok_or_else(|| ApiError::movie_not_found(id))?;
-    Ok(HttpResponse::Ok().json(movie))
+    one_movie(&state, id, move |c| queries::find(c, id)).await
 }
 
 pub async fn update(
@@ -97,11 +93,7 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = validation::movie_id(&id)?;
     let changes = validation::movie_changes(&body)?;
-    let movie = state
-        .db(move |c| queries::update(c, id, &changes).optional())
-        .await?
-        .ok_or_else(|| ApiError::movie_not_found(id))?;
-    Ok(HttpResponse::Ok().json(movie))
+    one_movie(&state, id, move |c| queries::update(c, id, &changes)).await
 }
 
 pub async fn delete(
@@ -109,8 +101,17 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = validation::movie_id(&id)?;
+    one_movie(&state, id, move |c| queries::delete(c, id)).await
+}
+
+/// GET, PUT and DELETE of one movie answer alike: the row `query` returns,
+/// or 404 naming `id` when there is none.
+async fn one_movie<F>(state: &AppState, id: i64, query: F) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(&mut PgConnection) -> QueryResult<Movie> + Send + 'static,
+{
     let movie = state
-        .db(move |c| queries::delete(c, id).optional())
+        .db(move |c| query(c).optional())
         .await?
         .ok_or_else(|| ApiError::movie_not_found(id))?;
     Ok(HttpResponse::Ok().json(movie))

@@ -58,12 +58,19 @@ struct PlanLine {
     line: String,
 }
 
-#[test]
-fn title_search_can_use_the_trigram_index() {
+/// A database of its own with the schema in place: its name (to drop it
+/// after) and a connection to it.
+fn migrated_database() -> (String, PgConnection) {
     let name = unique_db_name();
     create_database(&name);
     let mut conn = connect(&name);
     conn.run_pending_migrations(MIGRATIONS).unwrap();
+    (name, conn)
+}
+
+#[test]
+fn title_search_can_use_the_trigram_index() {
+    let (name, mut conn) = migrated_database();
     // On an empty table the planner prefers a scan; forbid it to see whether
     // the index can serve an ILIKE '%...%' search at all.
     diesel::sql_query("SET enable_seqscan = off")
@@ -294,10 +301,7 @@ fn rows_scanned(conn: &mut PgConnection, query: &str) -> i64 {
 /// however deep it is; the OFFSET page reads every row before it.
 #[test]
 fn keyset_pages_read_only_their_rows_at_any_depth() {
-    let name = unique_db_name();
-    create_database(&name);
-    let mut conn = connect(&name);
-    conn.run_pending_migrations(MIGRATIONS).unwrap();
+    let (name, mut conn) = migrated_database();
     diesel::sql_query(
         "INSERT INTO movies (title) SELECT 'Movie ' || g FROM generate_series(1, 100000) g",
     )

@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use diesel::RunQueryDsl;
+use inventory_app::startup::Bound as _;
 use test_support::pg::TestDb;
 
 use super::{env_port, wait_for};

@@ -15,6 +15,7 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
+use api_gateway::startup::Bound as _;
 use api_gateway::{Application, Config};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

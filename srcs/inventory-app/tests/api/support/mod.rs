@@ -8,7 +8,7 @@ use actix_web::web::Bytes;
 use diesel::pg::PgConnection;
 use diesel::RunQueryDsl;
 use inventory_app::config::{Config, Limits};
-use inventory_app::startup::Application;
+use inventory_app::startup::{Application, Bound as _};
 use serde_json::Value;
 use std::time::Duration;
 
