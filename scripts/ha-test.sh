@@ -27,16 +27,9 @@
 #        work dir (logs), DIST_DIR (default dist/).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-# shellcheck source=provision/common.sh
-. "$ROOT/scripts/provision/common.sh"
 # shellcheck source=scripts/lib/netns.sh
-. "$ROOT/scripts/lib/netns.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/netns.sh"
 
-DIST_DIR="${DIST_DIR:-$ROOT/dist}"
-BIN_DIR="$DIST_DIR/$(dpkg --print-architecture)"
-PG_BIN=/usr/lib/postgresql/15/bin
 NET="${HA_TEST_SUBNET:-10.204.0}"
 KILLS="${HA_TEST_KILLS:-10}"
 TAG="mpha$$"
@@ -46,24 +39,8 @@ declare -A IP=([n1]="$NET.11" [n2]="$NET.12" [n3]="$NET.13" [db]="$NET.20" [clie
 declare -A NS=()
 for h in "${!IP[@]}"; do NS[$h]="$TAG-$h"; done
 NS_BRIDGE="$TAG-bridge"
-PY=/usr/bin/python3
 
-[[ "$(id -u)" -eq 0 ]] || mp::die "ha-test needs root (network namespaces, runuser)"
-
-# Counted by the one check harness, mp::check (scripts/lib/mp.sh).
-abort() {
-	mp::check::fail "$*"
-	exit 1
-}
-
-missing=()
-for p in postgresql-15 rabbitmq-server python3 iproute2 util-linux; do
-	mp::pkg::installed "$p" || missing+=("$p")
-done
-((${#missing[@]} == 0)) || ensure_packages "${missing[@]}"
-for b in api-gateway billing-worker; do
-	[[ -x "$BIN_DIR/$b" ]] || mp::die "$BIN_DIR/$b missing: run scripts/build.sh first"
-done
+mp::netns::preflight ha-test postgresql-15 rabbitmq-server python3 iproute2 util-linux
 
 WORK="$(mktemp -d /tmp/mp-ha.XXXXXX)"
 chmod 0755 "$WORK"
@@ -75,12 +52,7 @@ cleanup() {
 	set +e
 	touch "$WORK/load.stop"
 	runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1
-	mp::netns::teardown kill
-	if [[ "${HA_TEST_KEEP:-0}" == 1 ]]; then
-		echo "ha-test: kept $WORK"
-	else
-		rm -rf "$WORK"
-	fi
+	mp::netns::teardown kill "${HA_TEST_KEEP:-0}" ha-test
 	exit "$rc"
 }
 trap cleanup EXIT

@@ -32,18 +32,10 @@
 # process it started and deletes its namespaces, whatever happens.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-# shellcheck source=provision/common.sh
-. "$ROOT/scripts/provision/common.sh"
 # shellcheck source=scripts/lib/netns.sh
-. "$ROOT/scripts/lib/netns.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/netns.sh"
 
-DIST_DIR="${DIST_DIR:-$ROOT/dist}"
-# The binaries of this machine's architecture, as provisioning picks them.
-BIN_DIR="$DIST_DIR/$(dpkg --print-architecture)"
 DEPLOY_DIR="$ROOT/deploy"
-PG_BIN=/usr/lib/postgresql/15/bin
 NET="${THREE_HOST_SUBNET:-10.203.0}"
 TAG="mp3h$$"
 declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100")
@@ -54,29 +46,9 @@ MNET="${NET%.*}.$((${NET##*.} + 1))"
 declare -A MIP=([gateway]="$MNET.10" [inventory]="$MNET.11" [billing]="$MNET.12" [vagrant]="$MNET.2")
 NS_BRIDGE="$TAG-bridge"
 HOSTS=(gateway inventory billing client)
-PY=/usr/bin/python3
-
-[[ "$(id -u)" -eq 0 ]] || mp::die "three-host-test needs root (network namespaces, runuser)"
-
-# --- results ---------------------------------------------------------------
-# Counted by the one check harness, mp::check (scripts/lib/mp.sh).
-# abort DESCRIPTION: a set-up step failed, nothing after it can be meaningful.
-abort() {
-	mp::check::fail "$*"
-	exit 1
-}
 
 # --- prerequisites ---------------------------------------------------------
-missing=()
-for p in postgresql-15 rabbitmq-server nftables curl python3 python3-pika iproute2 util-linux; do
-	mp::pkg::installed "$p" || missing+=("$p")
-done
-if [[ "${#missing[@]}" -gt 0 ]]; then
-	ensure_packages "${missing[@]}"
-fi
-for b in api-gateway inventory-app billing-worker; do
-	[[ -x "$BIN_DIR/$b" ]] || mp::die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
-done
+mp::netns::preflight three-host-test postgresql-15 rabbitmq-server nftables curl python3 python3-pika iproute2 util-linux
 
 # --- clean-up ----------------------------------------------------------------
 WORK="$(mktemp -d /tmp/mp-three-host.XXXXXX)"
@@ -98,12 +70,7 @@ cleanup() {
 		mp::stop_pid "$(cat "$WORK/rabbitmq/rabbitmq.pid")" rabbitmq 30
 	fi
 	# Whatever is left in our namespaces (epmd, a stuck child).
-	mp::netns::teardown term
-	if [[ "${THREE_HOST_KEEP:-0}" == 1 ]]; then
-		echo "three-host-test: kept $WORK"
-	else
-		rm -rf "$WORK"
-	fi
+	mp::netns::teardown term "${THREE_HOST_KEEP:-0}" three-host-test
 	exit "$rc"
 }
 trap cleanup EXIT

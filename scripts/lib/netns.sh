@@ -3,7 +3,44 @@
 # three-host test and of the HA test, on one host. The caller declares the
 # associative array NS (host -> namespace name) and NS_BRIDGE (the namespace
 # that holds the bridges). Their traffic never leaves these namespaces.
-# Builds on scripts/lib/mp.sh (mp::stop_pid).
+# Builds on scripts/provision/common.sh (the VMs' own provisioning code, and
+# through it scripts/lib/mp.sh), which it sources.
+
+# The scripts that source it run from the repository's root, ROOT.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT" || exit 1
+# shellcheck source=scripts/provision/common.sh
+. "$ROOT/scripts/provision/common.sh"
+
+# What the hosts run: the host build's binaries of this machine's
+# architecture (as provisioning picks them), Debian's PostgreSQL 15.
+DIST_DIR="${DIST_DIR:-$ROOT/dist}"
+# shellcheck disable=SC2034 # BIN_DIR and PG_BIN: read by the scripts that source this file
+BIN_DIR="$DIST_DIR/$(dpkg --print-architecture)"
+# shellcheck disable=SC2034
+PG_BIN=/usr/lib/postgresql/15/bin
+
+# shellcheck disable=SC2034
+PY=/usr/bin/python3
+
+# mp::netns::preflight TEST PACKAGE...: root (namespaces, runuser), the
+# Debian packages installed, the host build's binaries there.
+mp::netns::preflight() {
+	local name=$1 b
+	shift
+	[[ $(id -u) -eq 0 ]] || mp::die "$name needs root (network namespaces, runuser)"
+	ensure_packages "$@"
+	for b in api-gateway inventory-app billing-worker; do
+		[[ -x $BIN_DIR/$b ]] || mp::die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
+	done
+}
+
+# abort DESCRIPTION: a set-up step failed (a failed check: mp::check), nothing
+# after it can be meaningful.
+abort() {
+	mp::check::fail "$*"
+	exit 1
+}
 
 # mp::netns::bridge NAME: a bridge NAME in NS_BRIDGE (made, with lo up, on
 # first use).
@@ -31,9 +68,10 @@ mp::netns::attach() {
 	ip -n "$ns" link set "$iface" up
 }
 
-# mp::netns::teardown term|kill: stops every process still in the namespaces
-# (all started by the test: the namespaces exist only for it), with TERM
-# first (mp::stop_pid, 30 s) or SIGKILL at once; then deletes them.
+# mp::netns::teardown term|kill KEEP NAME: stops every process still in the
+# namespaces (all started by the test: the namespaces exist only for it),
+# with TERM first (mp::stop_pid, 30 s) or SIGKILL at once; deletes them; then
+# removes the test's WORK folder, unless KEEP is 1 (its logs stay).
 mp::netns::teardown() {
 	local ns pid
 	for ns in "${NS[@]}" "$NS_BRIDGE"; do
@@ -46,6 +84,11 @@ mp::netns::teardown() {
 		done
 		ip netns delete "$ns" 2>/dev/null
 	done
+	if [[ $2 == 1 ]]; then
+		echo "$3: kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
 	return 0
 }
 

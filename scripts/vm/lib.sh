@@ -69,6 +69,21 @@ print_summary() {
 # verdict in CHECK_FILE (the summary above counts it across processes) and a failure
 # fails the running phase.
 phase_failed() { PHASE_FAILED=1; }
+# check_logged DESCRIPTION LOG COMMAND...: a check of a COMMAND that writes
+# its long output (provisioning) to LOG itself; a failure names LOG and shows
+# its last lines. Returns COMMAND's status.
+check_logged() {
+	local what=$1 log=$2 rc=0
+	shift 2
+	"$@" || rc=$?
+	if ((rc == 0)); then
+		mp::check::pass "$what"
+	else
+		mp::check::fail "$what (log: $log)"
+		tail -n 25 "$log" >&2 || true
+	fi
+	return "$rc"
+}
 checks_failed() { [[ -f $CHECK_FILE ]] && grep -q '^FAIL' "$CHECK_FILE"; }
 
 # --- apt mirror of this machine ---------------------------------------------------

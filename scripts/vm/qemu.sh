@@ -244,13 +244,8 @@ provision_all() {
 		pids[$vm]=$!
 	done
 	for vm in "${VMS[@]}"; do
-		if wait "${pids[$vm]}"; then
-			mp::check::pass "provisioning ($tag) of $vm-vm exits 0"
-		else
-			mp::check::fail "provisioning ($tag) of $vm-vm exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
-			tail -n 25 "$RUN_DIR/$vm.provision-$tag.log" >&2 || true
-			rc=1
-		fi
+		check_logged "provisioning ($tag) of $vm-vm exits 0" "$RUN_DIR/$vm.provision-$tag.log" \
+			wait "${pids[$vm]}" || rc=1
 	done
 	return "$rc"
 }

@@ -147,19 +147,19 @@ vm() {
 	(cd "$PROJECT_ROOT" && timeout "${VM_CMD_TIMEOUT:-600}" vagrant ssh "$name-vm" -c "bash -c $(printf '%q' "$*")" 2>>"$RUN_DIR/vagrant-ssh.log")
 }
 
+# vagrant_provision VM LOG: `vagrant provision` of VM-vm, its output in LOG.
+# MP_SKIP_BUILD=1: the Vagrantfile's build trigger would rebuild dist/ if a source
+# changed since `vagrant up` (other work on the tree); re-provisioning must see
+# the same inputs to show that it changes nothing.
+# shellcheck disable=SC2317 # invoked through check_logged
+vagrant_provision() {
+	(cd "$PROJECT_ROOT" && MP_SKIP_BUILD=1 timeout 1800 vagrant provision "$1-vm") >"$2" 2>&1
+}
 provision_all() {
 	local tag=$1 vm rc=0
 	for vm in "${VMS[@]}"; do
-		# MP_SKIP_BUILD=1: the Vagrantfile's build trigger would rebuild dist/ if a source
-		# changed since `vagrant up` (other work on the tree); re-provisioning must see
-		# the same inputs to show that it changes nothing.
-		if (cd "$PROJECT_ROOT" && MP_SKIP_BUILD=1 timeout 1800 vagrant provision "$vm-vm") >"$RUN_DIR/$vm.provision-$tag.log" 2>&1; then
-			mp::check::pass "vagrant provision $vm-vm ($tag) exits 0"
-		else
-			mp::check::fail "vagrant provision $vm-vm ($tag) exits 0 (log: $RUN_DIR/$vm.provision-$tag.log)"
-			tail -n 25 "$RUN_DIR/$vm.provision-$tag.log" >&2 || true
-			rc=1
-		fi
+		check_logged "vagrant provision $vm-vm ($tag) exits 0" "$RUN_DIR/$vm.provision-$tag.log" \
+			vagrant_provision "$vm" "$RUN_DIR/$vm.provision-$tag.log" || rc=1
 	done
 	return "$rc"
 }
