@@ -16,6 +16,7 @@ use crate::config::{Config, ACCESS_LOG_TARGET};
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Inventory;
 use crate::routes;
+use crate::upstreams::{self, Upstreams};
 
 /// A bound, not yet serving gateway.
 pub struct Application {
@@ -25,6 +26,8 @@ pub struct Application {
     metrics_server: Server,
     broker: Broker,
     broker_task: JoinHandle<()>,
+    /// Re-resolves and probes inventory's endpoints (upstreams.rs).
+    refresh_task: actix_web::rt::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -33,7 +36,7 @@ impl Application {
     /// waits for inventory or RabbitMQ. Call inside the actix runtime.
     pub fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
-        let inventory_base = config.inventory_base()?;
+        let upstreams = Arc::new(Upstreams::new(&config.inventory_bases()?));
         let inventory_timeout = config.inventory_timeout();
         let limits = config.limits();
         let inventory_idle_timeout = config.inventory_idle_timeout();
@@ -46,17 +49,21 @@ impl Application {
         let gateway_metrics = GatewayMetrics::register(&mut registry);
         let (broker, broker_task) = Broker::start(&config, gateway_metrics.clone());
         GatewayMetrics::register_broker(&mut registry, broker.clone());
+        GatewayMetrics::register_upstreams(&mut registry, upstreams.clone());
         let metrics_server = common::metrics::serve(metrics_listener, Arc::new(registry))
             .map_err(StartupError::Server)?;
         let shared_broker = web::Data::new(broker.clone());
         let upstream_metrics = web::Data::new(gateway_metrics.clone());
+        let refresh_task = upstreams::spawn_refresh(&upstreams);
+        let inventory_metrics = gateway_metrics.clone();
         let server = HttpServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
             let inventory = web::Data::new(Inventory::new(
-                inventory_base.clone(),
+                upstreams.clone(),
                 inventory_timeout,
                 inventory_idle_timeout,
+                inventory_metrics.clone(),
             ));
             App::new()
                 .app_data(inventory)
@@ -99,6 +106,7 @@ impl Application {
             metrics_server,
             broker,
             broker_task,
+            refresh_task,
         })
     }
 
@@ -119,6 +127,7 @@ impl Application {
         actix_web::rt::spawn(self.metrics_server);
         let result = self.server.await;
         metrics.stop(false).await;
+        self.refresh_task.abort();
         self.broker.stop();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.broker_task).await;
         result
