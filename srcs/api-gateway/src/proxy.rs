@@ -144,6 +144,7 @@ impl Inventory {
         path: &str,
         headers: &HeaderMap,
         body: Option<Bytes>,
+        request_id: &str,
     ) -> Result<Answer, GatewayError> {
         let idempotent = is_idempotent(method);
         let exchange = async {
@@ -165,7 +166,7 @@ impl Inventory {
                     Some(body) => request.send_body(body.clone()).await,
                     None => request.send().await,
                 };
-                let (failure, error) = match sent {
+                let (failure, e) = match sent {
                     // The head has arrived: from here on nothing is retried,
                     // as the answer is on its way to the client.
                     Ok(resp) => {
@@ -180,17 +181,20 @@ impl Inventory {
                     // answer as `Disconnected`; the request may have been
                     // sent, so it counts as a failed exchange, not a connect.
                     Err(e @ SendRequestError::Connect(ConnectError::Disconnected)) => {
-                        (Failure::BeforeHead, format!("{url}: {e}"))
+                        (Failure::BeforeHead, e)
                     }
                     Err(e @ SendRequestError::Connect(ConnectError::Timeout)) => {
-                        (Failure::Connect { timed_out: true }, format!("{url}: {e}"))
+                        (Failure::Connect { timed_out: true }, e)
                     }
                     Err(e @ SendRequestError::Connect(_)) => {
-                        (Failure::Connect { timed_out: false }, format!("{url}: {e}"))
+                        (Failure::Connect { timed_out: false }, e)
                     }
-                    Err(e) => (Failure::BeforeHead, format!("{url}: {e}")),
+                    Err(e) => (Failure::BeforeHead, e),
                 };
-                self.upstreams.mark_down(current.key, &error);
+                // Every log line about a request carries its id.
+                self.upstreams
+                    .mark_down(current.key, &format!("{e} (request_id={request_id})"));
+                let error = format!("{url}: {e}");
                 tried.push(current.key);
                 target = match failure {
                     Failure::Connect { timed_out } => {
@@ -216,7 +220,7 @@ impl Inventory {
                     },
                 };
                 log::info!(
-                    "{method} {path}: inventory failed before answering, trying again: {error}"
+                    "{method} {path}: inventory failed before answering, trying again: {error} request_id={request_id}"
                 );
                 self.metrics.upstream_retried();
             }
@@ -251,7 +255,9 @@ pub async fn forward(
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
 
     let started = std::time::Instant::now();
-    let answer = inventory.exchange(req.method(), path, &headers, body).await;
+    let answer = inventory
+        .exchange(req.method(), path, &headers, body, &request_id)
+        .await;
     if let Some(metrics) = req.app_data::<web::Data<GatewayMetrics>>() {
         let status = answer.as_ref().ok().map(|a| a.status.as_u16());
         metrics.upstream(&answer, status, started);
