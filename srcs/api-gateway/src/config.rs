@@ -20,7 +20,9 @@ pub const ACCESS_LOG_TARGET: &str = "api_gateway::access";
 pub struct Config {
     pub host: String,
     pub port: u16,
-    /// Base URL of inventory-app, e.g. `http://192.168.56.11:8080`.
+    /// Base URL of inventory-app, e.g. `http://192.168.56.11:8080`, or a
+    /// comma list of them (one per replica or per DNS name): the gateway
+    /// balances over every address each name resolves to.
     pub inventory_url: String,
     /// Budget for one whole exchange with inventory (connect, send, answer).
     #[serde(default = "default_timeout_ms")]
@@ -101,7 +103,7 @@ impl ServiceConfig for Config {
     /// Checks what the types alone cannot, so a typo stops start-up instead
     /// of failing every request later.
     fn validate(&self) -> Result<(), ConfigError> {
-        inventory_base(&self.inventory_url)?;
+        self.inventory_bases()?;
         for (name, value) in [
             ("INVENTORY_TIMEOUT_MS", self.inventory_timeout_ms),
             ("PUBLISH_TIMEOUT_MS", self.publish_timeout_ms),
@@ -144,10 +146,10 @@ impl Config {
         Duration::from_millis(self.inventory_idle_timeout_ms)
     }
 
-    /// The inventory base URL without a trailing slash, ready for a request
-    /// path to be appended.
-    pub fn inventory_base(&self) -> Result<String, ConfigError> {
-        inventory_base(&self.inventory_url)
+    /// The inventory base URLs of the comma list, each without a trailing
+    /// slash, ready for a request path to be appended. Never empty.
+    pub fn inventory_bases(&self) -> Result<Vec<Uri>, ConfigError> {
+        self.inventory_url.split(',').map(inventory_base).collect()
     }
 
     /// Where the access log is copied, if anywhere.
@@ -167,13 +169,18 @@ impl Config {
     }
 }
 
-fn inventory_base(raw: &str) -> Result<String, ConfigError> {
+fn inventory_base(raw: &str) -> Result<Uri, ConfigError> {
     let bad = |why: &str| {
         ConfigError::bad(
             format!("{ENV_PREFIX}INVENTORY_URL"),
-            format!("{why} (got {raw:?}, expected e.g. http://127.0.0.1:8081)"),
+            format!(
+                "{why} (got {raw:?}, expected e.g. http://127.0.0.1:8081 or a comma list of such URLs)"
+            ),
         )
     };
+    if raw.trim().is_empty() {
+        return Err(bad("an empty URL"));
+    }
     let uri: Uri = raw.trim().parse().map_err(|_| bad("not a URL"))?;
     // awc is built without TLS: only plain http can work.
     if uri.scheme_str() != Some("http") {
@@ -185,7 +192,15 @@ fn inventory_base(raw: &str) -> Result<String, ConfigError> {
     if uri.query().is_some() {
         return Err(bad("a query string is not allowed"));
     }
-    Ok(raw.trim().trim_end_matches('/').to_owned())
+    // The Host header inventory sees is this authority: credentials in it
+    // would be sent in clear to every replica.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(bad("credentials in the URL are not allowed"));
+    }
+    raw.trim()
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| bad("not a URL"))
 }
 
 #[cfg(test)]
@@ -265,7 +280,39 @@ mod tests {
     #[test]
     fn trailing_slash_is_dropped_from_the_base() {
         let c = read(&[("GATEWAY_INVENTORY_URL", "http://10.0.0.1:8080/")]).unwrap();
-        assert_eq!(c.inventory_base().unwrap(), "http://10.0.0.1:8080");
+        let bases = c.inventory_bases().unwrap();
+        assert_eq!(bases.len(), 1);
+        assert_eq!(bases[0].to_string(), "http://10.0.0.1:8080/");
+        assert_eq!(bases[0].path(), "/");
+    }
+
+    #[test]
+    fn inventory_url_may_be_a_comma_list_each_entry_checked() {
+        let c = read(&[(
+            "GATEWAY_INVENTORY_URL",
+            "http://10.0.0.1:8080, http://inventory-app:8080/,http://[::1]:81",
+        )])
+        .unwrap();
+        let hosts: Vec<_> = c
+            .inventory_bases()
+            .unwrap()
+            .iter()
+            .map(|u| u.authority().unwrap().to_string())
+            .collect();
+        assert_eq!(hosts, ["10.0.0.1:8080", "inventory-app:8080", "[::1]:81"]);
+        for bad in [
+            "http://10.0.0.1:8080,",
+            "http://10.0.0.1:8080,,http://10.0.0.2:8080",
+            "http://10.0.0.1:8080,https://10.0.0.2:8080",
+            "http://10.0.0.1:8080,10.0.0.2:8080",
+            "http://u:p@10.0.0.1:8080",
+        ] {
+            let err = read(&[("GATEWAY_INVENTORY_URL", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("GATEWAY_INVENTORY_URL"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

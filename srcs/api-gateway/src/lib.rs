@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod routes;
 pub mod startup;
+pub mod upstreams;
 
 pub use config::Config;
 pub use startup::Application;

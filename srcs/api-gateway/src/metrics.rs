@@ -13,9 +13,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use common::metrics::{latency_histogram, register_all};
+use std::sync::Arc;
 
 use crate::broker::Broker;
 use crate::error::GatewayError;
+use crate::upstreams::Upstreams;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -62,6 +64,7 @@ pub struct GatewayMetrics {
     published: Family<OutcomeLabel, Counter>,
     confirm: Histogram,
     open_connections: Gauge,
+    upstream_retries: Counter,
 }
 
 impl GatewayMetrics {
@@ -74,6 +77,7 @@ impl GatewayMetrics {
             published: Family::default(),
             confirm: latency_histogram(),
             open_connections: Gauge::default(),
+            upstream_retries: Counter::default(),
         };
         // One line a family: the table is the list of what this registers.
         #[rustfmt::skip]
@@ -82,8 +86,20 @@ impl GatewayMetrics {
             ("gateway_orders_published", "Orders handed to RabbitMQ, by outcome (confirmed, nacked, returned, timeout, refused_blocked, refused_down, failed)", Box::new(me.published.clone())),
             ("gateway_publish_confirm_duration_seconds", "Time from publishing an order to RabbitMQ's confirm (or nack)", Box::new(me.confirm.clone())),
             ("gateway_open_connections", "Client connections open on the public port", Box::new(me.open_connections.clone())),
+            ("gateway_upstream_retries", "Requests to inventory sent again (to another endpoint when there is one) after an attempt failed before any response byte", Box::new(me.upstream_retries.clone())),
         ]);
         me
+    }
+
+    /// `gateway_inventory_endpoints{state}`: the inventory endpoints known
+    /// (every address of every configured URL) that are up or down, read at
+    /// each scrape.
+    pub fn register_upstreams(registry: &mut Registry, upstreams: Arc<Upstreams>) {
+        registry.register_collector(Box::new(EndpointStates(upstreams)));
+    }
+
+    pub fn upstream_retried(&self) {
+        self.upstream_retries.inc();
     }
 
     pub fn register_broker(registry: &mut Registry, broker: Broker) {
@@ -166,6 +182,26 @@ impl Collector for BrokerState {
         )?;
         for state in ["connected", "blocked", "down"] {
             let g = ConstGauge::new(i64::from(state == current));
+            g.encode(metric.encode_family(&[("state", state)])?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct EndpointStates(Arc<Upstreams>);
+
+impl Collector for EndpointStates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (known, up) = self.0.counts();
+        let mut metric = encoder.encode_descriptor(
+            "gateway_inventory_endpoints",
+            "Inventory endpoints (addresses of GATEWAY_INVENTORY_URL's names) by state: up (used) or down (skipped after a failure or a failed /health probe)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (state, n) in [("up", up), ("down", known - up)] {
+            let g = ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
             g.encode(metric.encode_family(&[("state", state)])?)?;
         }
         Ok(())

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body;
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
+use crate::upstreams::Upstreams;
 use common::request_id::{self, RequestId};
 
 /// Largest request body forwarded: what inventory accepts (its JSON limit),
@@ -38,6 +40,8 @@ use common::request_id::{self, RequestId};
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Readiness probes must answer quickly even when inventory hangs.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for one connection to one inventory endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
 /// plus the non-standard ones proxies also drop.
@@ -56,12 +60,14 @@ const HOP_BY_HOP: [&str; 9] = [
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The HTTP client for inventory-app. One per worker thread (awc clients are
-/// not `Send`), each with its own keep-alive connection pool.
+/// not `Send`), each with its own keep-alive connection pool; the endpoints
+/// and their health are shared by all ([`Upstreams`]).
 pub struct Inventory {
     client: awc::Client,
-    base: String,
+    upstreams: Arc<Upstreams>,
     timeout: Duration,
     idle_timeout: Duration,
+    metrics: GatewayMetrics,
 }
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
@@ -73,12 +79,32 @@ struct Answer {
     body: BodyStream,
 }
 
+/// How one attempt failed, for the choice of the next.
+enum Failure {
+    /// No connection was made: nothing was sent, any request may go
+    /// elsewhere.
+    Connect { timed_out: bool },
+    /// The connection ended (or broke) before the response head: the
+    /// request may have been processed, only an idempotent one goes again.
+    BeforeHead,
+}
+
 impl Inventory {
-    /// `base` is the inventory URL without a trailing slash; `timeout` bounds
-    /// the exchange up to inventory's response head (connect, send, wait),
-    /// `idle_timeout` each wait for the next piece of the response body.
-    pub fn new(base: String, timeout: Duration, idle_timeout: Duration) -> Self {
-        let connector = awc::Connector::new().timeout(timeout);
+    /// `timeout` bounds the exchange up to inventory's response head
+    /// (connect, send, wait, retries included), `idle_timeout` each wait for
+    /// the next piece of the response body.
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        timeout: Duration,
+        idle_timeout: Duration,
+        metrics: GatewayMetrics,
+    ) -> Self {
+        // One connect may not take the whole budget: a replica that vanished
+        // (its address silent, not refusing) would turn into a 504 what
+        // another replica can answer. A connect on a LAN takes well under a
+        // millisecond; with one replica the retries go to it until the
+        // deadline, so a slow connect still succeeds as before.
+        let connector = awc::Connector::new().timeout(timeout.min(CONNECT_TIMEOUT));
         let client = awc::Client::builder()
             .connector(connector)
             // The deadline is ours (below), over the whole exchange; two
@@ -90,47 +116,57 @@ impl Inventory {
             .finish();
         Self {
             client,
-            base,
+            upstreams,
             timeout,
             idle_timeout,
+            metrics,
         }
     }
 
-    /// Whether inventory answers its `/health` with a 2xx, quickly.
+    /// Whether at least one inventory endpoint answers its `/health` with a
+    /// 2xx, quickly.
     pub async fn is_up(&self, request_id: &str) -> bool {
-        let probe = self
-            .client
-            .get(format!("{}/health", self.base))
-            .insert_header((request_id::header_name(), request_id))
-            .send();
-        match tokio::time::timeout(self.timeout.min(PROBE_TIMEOUT), probe).await {
-            Ok(Ok(resp)) => resp.status().is_success(),
-            _ => false,
-        }
+        self.upstreams
+            .any_up(&self.client, request_id, self.timeout.min(PROBE_TIMEOUT))
+            .await
     }
 
+    /// Sends the request to one endpoint after the other until one answers
+    /// with a response head, within the deadline. A request goes to another
+    /// endpoint when nothing was sent (the connect failed), and an idempotent
+    /// one also when the connection ended before the head. A pooled
+    /// keep-alive connection that inventory closes just as it is reused (a
+    /// restart) fails that way too: with no other endpoint left, an
+    /// idempotent request gets one more try on a fresh connection.
     async fn exchange(
         &self,
         method: &Method,
-        url: &str,
+        path: &str,
         headers: &HeaderMap,
         body: Option<Bytes>,
+        request_id: &str,
     ) -> Result<Answer, GatewayError> {
-        // A pooled keep-alive connection that inventory closes just as it is
-        // reused (say, on a restart) fails without an answer; one retry on a
-        // fresh connection is safe when the method is idempotent. A refused
-        // or timed-out connect is not retried: it fails the same way again.
-        let attempts = if is_idempotent(method) { 2 } else { 1 };
+        let idempotent = is_idempotent(method);
         let exchange = async {
-            let mut failure = String::new();
-            for _ in 0..attempts {
-                let mut request = self.client.request(method.clone(), url);
+            let mut tried = Vec::new();
+            let mut stale_retry = idempotent;
+            let mut target = self.upstreams.pick(&tried);
+            loop {
+                let Some(current) = target.take() else {
+                    // Unreachable: `pick(&[])` always has an endpoint.
+                    return Err(GatewayError::UpstreamUnavailable(
+                        "no inventory endpoint".to_owned(),
+                    ));
+                };
+                let url = format!("{}{path}", current.prefix);
+                let mut request = self.client.request(method.clone(), &url);
                 *request.headers_mut() = headers.clone();
+                current.set_host(request.headers_mut());
                 let sent = match &body {
                     Some(body) => request.send_body(body.clone()).await,
                     None => request.send().await,
                 };
-                match sent {
+                let (failure, e) = match sent {
                     // The head has arrived: from here on nothing is retried,
                     // as the answer is on its way to the client.
                     Ok(resp) => {
@@ -140,23 +176,54 @@ impl Inventory {
                             body: Box::pin(resp),
                         });
                     }
-                    Err(
-                        SendRequestError::Timeout
-                        | SendRequestError::Connect(ConnectError::Timeout),
-                    ) => return Err(self.timed_out()),
+                    Err(SendRequestError::Timeout) => return Err(self.timed_out()),
                     // awc reports a pooled connection that ended without an
                     // answer as `Disconnected`; the request may have been
                     // sent, so it counts as a failed exchange, not a connect.
                     Err(e @ SendRequestError::Connect(ConnectError::Disconnected)) => {
-                        failure = format!("{url}: {e}");
+                        (Failure::BeforeHead, e)
+                    }
+                    Err(e @ SendRequestError::Connect(ConnectError::Timeout)) => {
+                        (Failure::Connect { timed_out: true }, e)
                     }
                     Err(e @ SendRequestError::Connect(_)) => {
-                        return Err(GatewayError::UpstreamUnavailable(format!("{url}: {e}")))
+                        (Failure::Connect { timed_out: false }, e)
                     }
-                    Err(e) => failure = format!("{url}: {e}"),
-                }
+                    Err(e) => (Failure::BeforeHead, e),
+                };
+                // Every log line about a request carries its id.
+                self.upstreams
+                    .mark_down(current.key, &format!("{e} (request_id={request_id})"));
+                let error = format!("{url}: {e}");
+                tried.push(current.key);
+                target = match failure {
+                    Failure::Connect { timed_out } => {
+                        // Nothing was sent. After a connect timeout even an
+                        // endpoint already tried may be tried again (the
+                        // deadline ends it: 504, as before balancing).
+                        match self.upstreams.pick(&tried) {
+                            Some(next) => Some(next),
+                            None if timed_out => self.upstreams.pick(&[]),
+                            None => return Err(GatewayError::UpstreamUnavailable(error)),
+                        }
+                    }
+                    Failure::BeforeHead if !idempotent => {
+                        return Err(GatewayError::UpstreamUnavailable(error))
+                    }
+                    Failure::BeforeHead => match self.upstreams.pick(&tried) {
+                        Some(next) => Some(next),
+                        None if stale_retry => {
+                            stale_retry = false;
+                            self.upstreams.pick(&[])
+                        }
+                        None => return Err(GatewayError::UpstreamUnavailable(error)),
+                    },
+                };
+                log::info!(
+                    "{method} {path}: inventory failed before answering, trying again: {error} request_id={request_id}"
+                );
+                self.metrics.upstream_retried();
             }
-            Err(GatewayError::UpstreamUnavailable(failure))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -186,10 +253,11 @@ pub async fn forward(
     let request_id = RequestId::of(&req);
     let headers = upstream_headers(req.headers(), req.peer_addr(), &request_id);
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let url = format!("{}{path}", inventory.base);
 
     let started = std::time::Instant::now();
-    let answer = inventory.exchange(req.method(), &url, &headers, body).await;
+    let answer = inventory
+        .exchange(req.method(), path, &headers, body, &request_id)
+        .await;
     if let Some(metrics) = req.app_data::<web::Data<GatewayMetrics>>() {
         let status = answer.as_ref().ok().map(|a| a.status.as_u16());
         metrics.upstream(&answer, status, started);

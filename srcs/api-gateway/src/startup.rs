@@ -16,12 +16,15 @@ use crate::config::{Config, ACCESS_LOG_TARGET};
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Inventory;
 use crate::routes;
+use crate::upstreams::{self, Upstreams};
 
 /// A bound, not yet serving gateway.
 pub struct Application {
     servers: Servers,
     broker: Broker,
     broker_task: JoinHandle<()>,
+    /// Re-resolves and probes inventory's endpoints (upstreams.rs).
+    refresh_task: actix_web::rt::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -30,7 +33,7 @@ impl Application {
     /// waits for inventory or RabbitMQ. Call inside the actix runtime.
     pub fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
-        let inventory_base = config.inventory_base()?;
+        let upstreams = Arc::new(Upstreams::new(&config.inventory_bases()?));
         let inventory_timeout = config.inventory_timeout();
         let limits = config.limits();
         let inventory_idle_timeout = config.inventory_idle_timeout();
@@ -43,17 +46,21 @@ impl Application {
         let gateway_metrics = GatewayMetrics::register(&mut registry);
         let (broker, broker_task) = Broker::start(&config, gateway_metrics.clone());
         GatewayMetrics::register_broker(&mut registry, broker.clone());
+        GatewayMetrics::register_upstreams(&mut registry, upstreams.clone());
         let metrics_server = common::metrics::serve(metrics_listener, Arc::new(registry))
             .map_err(StartupError::Server)?;
         let shared_broker = web::Data::new(broker.clone());
         let upstream_metrics = web::Data::new(gateway_metrics.clone());
+        let refresh_task = upstreams::spawn_refresh(&upstreams);
+        let inventory_metrics = gateway_metrics.clone();
         let server = HttpServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
             let inventory = web::Data::new(Inventory::new(
-                inventory_base.clone(),
+                upstreams.clone(),
                 inventory_timeout,
                 inventory_idle_timeout,
+                inventory_metrics.clone(),
             ));
             App::new()
                 .app_data(inventory)
@@ -98,6 +105,7 @@ impl Application {
             },
             broker,
             broker_task,
+            refresh_task,
         })
     }
 
@@ -106,6 +114,7 @@ impl Application {
     /// closed.
     pub async fn run(self) -> std::io::Result<()> {
         let result = self.servers.run().await;
+        self.refresh_task.abort();
         self.broker.stop();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.broker_task).await;
         result

@@ -5,6 +5,7 @@
 //! `logging.rs` (counts every access line the process logs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod balance;
 mod billing;
 mod idempotency;
 mod inventory;
