@@ -4,11 +4,13 @@
     load.py OUT STOPFILE THREADS URL [URL...]
 
 Each thread posts orders, one at a time, until STOPFILE exists. Every order
-has its own user_id (so a second row for it would show) and a client-chosen
-order_id, which the client keeps when it retries. A request that fails before
+has its own user_id (so a second row for it would show) and an
+Idempotency-Key, which the client keeps when it retries (docs/api.md): the
+gateway derives the order_id from it, so an order a dying gateway had queued
+before the client saw its answer is stored once. A request that fails before
 any answer (connection refused or reset: its gateway died) goes to the next
 URL, as a virtual IP moving to another gateway would; the final answer is
-what counts. OUT gets one line per order: user_id, order_id, status (0 = no
+what counts. OUT gets one line per order: user_id, the key, status (0 = no
 HTTP answer), the monotonic times it was sent and answered.
 """
 import http.client
@@ -21,11 +23,11 @@ import uuid
 from urllib.parse import urlsplit
 
 
-def post(url, body, timeout):
+def post(url, body, key, timeout):
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request("POST", "/api/billing", body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", "/api/billing", body=body, headers={"Content-Type": "application/json", "Idempotency-Key": key})
         resp = conn.getresponse()
         resp.read()
         return resp.status
@@ -40,13 +42,13 @@ def worker(tag, urls, stopfile, out, lock):
         n += 1
         user_id = f"{tag}-{n}"
         order_id = str(uuid.uuid4())
-        body = json.dumps({"user_id": user_id, "number_of_items": 1, "total_amount": "9.99", "order_id": order_id})
+        body = json.dumps({"user_id": user_id, "number_of_items": 1, "total_amount": "9.99"})
         sent = time.monotonic()
         status = 0
         order = [urls[(first + k) % len(urls)] for k in range(len(urls))]
         for k, url in enumerate(order):
             try:
-                status = post(url, body, timeout=20)
+                status = post(url, body, order_id, timeout=20)
                 # The next order starts on the gateway that answered.
                 first = (first + k) % len(urls)
                 break
