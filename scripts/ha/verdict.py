@@ -32,14 +32,18 @@ def main():
     twice = sorted({o[0] for o in orders if stored.get(o[0], 0) > 1})
     non200_stored = [o[0] for o in orders if o[1] != 200 and stored.get(o[0], 0) > 0]
     failed = len(orders) - len(ok)
-    # Longest stretch after the fault with no order answered 200.
-    done = sorted(o[3] for o in ok if o[3] >= fault_at)
-    gaps = [b - a for a, b in zip([fault_at] + done, done)]
-    outage = max(gaps) if gaps else float("inf")
+    # Longest stretch after the fault with no order answered 200 (FAULT_AT 0:
+    # a total over several faults, which has no one fault time).
+    outage = ""
+    if fault_at > 0:
+        done = sorted(o[3] for o in ok if o[3] >= fault_at)
+        gaps = [b - a for a, b in zip([fault_at] + done, done)]
+        longest = max(gaps) if gaps else float("inf")
+        outage = f"; longest time without an accepted order after the fault {longest:.1f} s"
     print(
         f"{name}: {len(orders)} orders, {len(ok)} answered 200, {failed} not 200; "
-        f"lost {len(lost)}, stored twice {len(twice)}, non-200 but stored {len(non200_stored)}; "
-        f"longest time without an accepted order after the fault {outage:.1f} s"
+        f"lost {len(lost)}, stored twice {len(twice)}, non-200 but stored {len(non200_stored)}"
+        f"{outage}"
     )
     if lost:
         print(f"  lost (first 5): {lost[:5]}")
