@@ -269,12 +269,16 @@ mod tests {
             "http://h:1/?a=b",
             "",
         ] {
-            let err = read(&[("GATEWAY_INVENTORY_URL", bad)]).unwrap_err();
-            assert!(
-                err.to_string().contains("GATEWAY_INVENTORY_URL"),
-                "{bad}: {err}"
-            );
+            refused_naming_inventory_url(bad);
         }
+    }
+
+    fn refused_naming_inventory_url(bad: &str) {
+        let err = read(&[("GATEWAY_INVENTORY_URL", bad)]).unwrap_err();
+        assert!(
+            err.to_string().contains("GATEWAY_INVENTORY_URL"),
+            "{bad}: {err}"
+        );
     }
 
     #[test]
@@ -307,11 +311,7 @@ mod tests {
             "http://10.0.0.1:8080,10.0.0.2:8080",
             "http://u:p@10.0.0.1:8080",
         ] {
-            let err = read(&[("GATEWAY_INVENTORY_URL", bad)]).unwrap_err();
-            assert!(
-                err.to_string().contains("GATEWAY_INVENTORY_URL"),
-                "{bad}: {err}"
-            );
+            refused_naming_inventory_url(bad);
         }
     }
 

@@ -154,6 +154,26 @@ impl Drop for OpenConnection {
     }
 }
 
+/// One gauge family computed at each scrape, a value per `state` label: what
+/// the broker's and the inventory endpoints' collectors both report.
+fn encode_by_state<const N: usize>(
+    mut encoder: DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: [(&str, i64); N],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (state, value) in values {
+        ConstGauge::new(value).encode(metric.encode_family(&[("state", state)])?)?;
+    }
+    Ok(())
+}
+
 /// `gateway_broker_state{state}`: 1 for the link's current state, 0 for the
 /// others, read at each scrape.
 #[derive(Clone)]
@@ -166,7 +186,7 @@ impl std::fmt::Debug for BrokerState {
 }
 
 impl Collector for BrokerState {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let current = if !self.0.is_connected() {
             "down"
         } else if self.0.is_blocked() {
@@ -174,17 +194,12 @@ impl Collector for BrokerState {
         } else {
             "connected"
         };
-        let mut metric = encoder.encode_descriptor(
+        encode_by_state(
+            encoder,
             "gateway_broker_state",
             "The RabbitMQ link: 1 for its current state (connected, blocked, down), 0 for the others",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for state in ["connected", "blocked", "down"] {
-            let g = ConstGauge::new(i64::from(state == current));
-            g.encode(metric.encode_family(&[("state", state)])?)?;
-        }
-        Ok(())
+            ["connected", "blocked", "down"].map(|state| (state, i64::from(state == current))),
+        )
     }
 }
 
@@ -192,18 +207,14 @@ impl Collector for BrokerState {
 struct EndpointStates(Arc<Upstreams>);
 
 impl Collector for EndpointStates {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (known, up) = self.0.counts();
-        let mut metric = encoder.encode_descriptor(
+        encode_by_state(
+            encoder,
             "gateway_inventory_endpoints",
             "Inventory endpoints (addresses of GATEWAY_INVENTORY_URL's names) by state: up (used) or down (skipped after a failure or a failed /health probe)",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (state, n) in [("up", up), ("down", known - up)] {
-            let g = ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
-            g.encode(metric.encode_family(&[("state", state)])?)?;
-        }
-        Ok(())
+            [("up", up), ("down", known - up)]
+                .map(|(state, n)| (state, i64::try_from(n).unwrap_or(i64::MAX))),
+        )
     }
 }
