@@ -10,7 +10,8 @@
 #   unit     the bench program's tests, then cargo test --workspace (integration tests against the real servers)
 #   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig;
 #            and --arch arm64: dist/arm64/, checked with `file` and run under qemu-aarch64
-#   e2e      scripts/e2e.py: the running system through every route and error
+#   e2e      scripts/e2e.py: the running system through every route and error; then the
+#            audit walk (scripts/lib/walk.sh) over the local processes
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
 #   chaos    the resilience scenarios: orders never lost or duplicated
 #   containers  the Docker Compose deployment and its audit (dockerd started if needed);
@@ -166,9 +167,28 @@ step_build() {
 	done
 }
 
+# The audit walk (scripts/lib/walk.sh) over its local transport: the processes
+# of scripts/local.sh, reached on loopback.
+local::http() { mp::walk::curl "$GATEWAY_URL" -- "$@"; }
+local::sql() { scripts/local.sh psql "$(mp::walk::db "$1")" -XAtqc "$2"; }
+local::queued() {
+	scripts/local.sh rabbitmqctl -q list_queues -p "$RABBITMQ_VHOST" --no-table-headers name messages |
+		awk '$1 == "billing_queue" { print $2 }'
+}
+local::worker() { scripts/local.sh "$1" billing-worker >/dev/null; }
+walk_local() {
+	# shellcheck source=scripts/lib/walk.sh
+	source scripts/lib/walk.sh
+	mp::env::load .env
+	mp::walk::run local "e2e-$$"
+	((MP_CHECKS_FAILED == 0)) || mp::die "the audit walk: $MP_CHECKS_FAILED check(s) failed"
+	mp::log::info "the audit walk: $MP_CHECKS_PASSED checks passed"
+}
+
 step_e2e() {
 	ensure_system
 	python3 scripts/e2e.py
+	walk_local
 }
 
 step_contract() {

@@ -10,9 +10,10 @@
 #     and enabled_plugins, user by rabbitmq_ensure_user;
 #   - each VM's nftables ruleset (firewall_ruleset) loaded in its namespace;
 #   - the static binaries from dist/ as an unprivileged user.
-# Then, from the client namespace through the gateway: the movies API, orders
-# stored once, the worker stopped (orders still accepted, not stored) and
-# started again (all stored exactly once); and the security promises:
+# Then, from the client namespace through the gateway, the audit walk
+# (scripts/lib/walk.sh): the movies API, orders stored once, the worker stopped
+# (orders still accepted, not stored) and started again (all stored exactly
+# once); and the security promises:
 #   - databases unreachable from other hosts and bound to 127.0.0.1, inventory
 #     on its private address and reachable from the gateway only, AMQP from
 #     the gateway only, management UI, epmd and Erlang distribution on
@@ -309,78 +310,38 @@ service_up inventory inventory-app "$INVENTORY_PORT"
 service_up billing billing-worker "$BILLING_HEALTH_PORT"
 service_up gateway api-gateway "$GATEWAY_PORT"
 
-# --- the API through the gateway, from the client --------------------------------------------
+# --- the audit walk through the gateway, from the client ----------------------------------
+# scripts/lib/walk.sh over this test's transport: curl in the client namespace,
+# psql and rabbitmqctl in the hosts' namespaces, the worker stopped by its pid.
+# shellcheck source=scripts/lib/walk.sh
+. "$ROOT/scripts/lib/walk.sh"
 GW="http://${IP[gateway]}:$GATEWAY_PORT"
-# http METHOD PATH [JSON]: sets STATUS and BODY (curl runs in the client namespace).
-http() {
-	local out
-	out="$(in_ns client curl -sS -m 15 -o - -w '\n%{http_code}' -X "$1" \
-		-H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$GW$2" 2>&1)" || true
-	STATUS="${out##*$'\n'}"
-	BODY="${out%$'\n'*}"
-}
-json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$BODY" "$1" 2>/dev/null; }
-
-mp::log::info "movies API through the gateway"
-movies_ready() {
-	http GET /api/movies
-	[[ "$STATUS" == 200 ]]
-}
-mp::check "GET /api/movies answers 200 (gateway -> inventory -> PostgreSQL)" mp::wait_until 60 "GET /api/movies to answer 200" movies_ready
-TITLE="Three hosts $TAG"
-http POST /api/movies "{\"title\":\"$TITLE\",\"description\":\"created by three-host-test\"}"
-MOVIE_ID="$(json_field id || true)"
-mp::check "POST /api/movies: 201 with an id (got $STATUS)" test "$STATUS" = 201 -a -n "$MOVIE_ID"
-http GET /api/movies
-mp::check "GET /api/movies lists it" grep -qF "$TITLE" <<<"$BODY"
-http GET "/api/movies/$MOVIE_ID"
-mp::check "GET /api/movies/$MOVIE_ID: 200 and the title (got $STATUS)" \
-	test "$STATUS" = 200 -a "$(json_field title || true)" = "$TITLE"
-mp::check "inventory-vm: the row is in table movies of database $INVENTORY_DB_NAME" \
-	test "$(sql inventory "$INVENTORY_DB_NAME" "SELECT count(*) FROM movies WHERE id = ${MOVIE_ID:-0}" || true)" = 1
-
-mp::log::info "orders through the gateway, RabbitMQ and billing-worker"
-order() { http POST /api/billing "{\"user_id\":\"$1\",\"number_of_items\":2,\"total_amount\":\"19.90\"}"; }
-# stored REGEX: how many orders have a user_id matching REGEX.
-stored() { sql billing "$BILLING_DB_NAME" "SELECT count(*) FROM orders WHERE user_id ~ '^$1\$'" || echo -1; }
-stored_is() { [[ "$(stored "$1")" == "$2" ]]; }
-queued() {
+netns::http() { mp::walk::curl "$GW" in_ns client -- "$@"; }
+netns::sql() { sql "$1" "$(mp::walk::db "$1")" "$2"; }
+netns::queued() {
 	"${RABBITMQCTL[@]}" -s list_queues -p "$RABBITMQ_VHOST" name messages 2>/dev/null |
 		awk '$1 == "billing_queue" { print $2 }'
 }
-
-order "$TAG-1"
-mp::check "POST /api/billing: 200 (got $STATUS)" test "$STATUS" = 200
-mp::check "billing-vm: the order is stored in table orders of database $BILLING_DB_NAME" \
-	mp::wait_until 30 "order $TAG-1 to be stored" stored_is "$TAG-1" 1
-
-mp::log::info "billing-worker stopped (kill $TAG worker pid ${SERVICE_PID["billing-worker"]})"
-mp::stop_pid "${SERVICE_PID["billing-worker"]}" billing-worker 30
-wait "${SERVICE_PID["billing-worker"]}" 2>/dev/null || true
 no_worker_left() { ! in_ns billing ps -o comm= -p "$(ip netns pids "${NS[billing]}" | paste -sd,)" | grep -qx billing-worker; }
-worker_stopped() { mp::pid_gone "$1" && no_worker_left; }
-mp::check "billing-worker exited after SIGTERM (no billing-worker process left on billing-vm)" \
-	worker_stopped "${SERVICE_PID["billing-worker"]}"
-unset 'SERVICE_PID[billing-worker]'
-ok=1
-for i in 2 3 4; do
-	order "$TAG-$i"
-	[[ "$STATUS" == 200 ]] || ok=0
-done
-mp::check "3 orders while the worker is down: all answered 200" test "$ok" = 1
-sleep 2
-mp::check "...and none of them is stored" stored_is "$TAG-[234]" 0
-depth="$(queued)"
-mp::check "...they wait in billing_queue (got ${depth:-nothing}, want 3 messages)" test "$depth" = 3
-
-mp::log::info "billing-worker started again"
-start_service billing billing-worker
-service_up billing billing-worker "$BILLING_HEALTH_PORT"
-mp::check "the backlog is stored: all 3 orders" mp::wait_until 60 "the 3 waiting orders to be stored" stored_is "$TAG-[234]" 3
-mp::check "every order stored exactly once (4 rows, 4 distinct order ids)" test \
-	"$(sql billing "$BILLING_DB_NAME" "SELECT count(*) || '/' || count(DISTINCT order_id) FROM orders WHERE user_id ~ '^$TAG-'" || true)" = 4/4
-queue_empty() { [[ "$(queued)" == 0 ]]; }
-mp::check "billing_queue is empty" mp::wait_until 15 "billing_queue to be empty" queue_empty
+netns::worker() {
+	local pid
+	case $1 in
+	stop)
+		pid=${SERVICE_PID["billing-worker"]}
+		mp::log::info "billing-worker stopped (SIGTERM to pid $pid)"
+		mp::stop_pid "$pid" billing-worker 30
+		wait "$pid" 2>/dev/null || true
+		unset 'SERVICE_PID[billing-worker]'
+		# Nothing of it is left on billing-vm.
+		mp::pid_gone "$pid" && no_worker_left
+		;;
+	start)
+		start_service billing billing-worker
+		service_up billing billing-worker "$BILLING_HEALTH_PORT"
+		;;
+	esac
+}
+mp::walk::run netns "$TAG"
 
 # --- network promises ----------------------------------------------------------------------
 mp::log::info "who can reach what"

@@ -7,6 +7,10 @@
 #   reboot_vm NAME      asks the VM to reboot
 # Everything here runs inside the test's network namespace; the gateway's port is
 # forwarded to 127.0.0.1:$HOST_GATEWAY_PORT there, as the Vagrantfile forwards it.
+# Sourced by the modes' inner scripts (qemu.sh, vagrant.sh), which vm-test.sh runs.
+# shellcheck source=scripts/vm/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+: "${RUN_DIR:?run by scripts/vm-test.sh}" "${IMAGE_DIR:?run by scripts/vm-test.sh}"
 
 # Units each VM must run: ours first, then the infrastructure ones they need.
 declare -A VM_UNITS=(
@@ -18,86 +22,34 @@ declare -A VM_MAIN_UNIT=([gateway]=api-gateway.service [inventory]=inventory-app
 # What the state snapshot (re-provisioning must not change it) watches per VM.
 SNAPSHOT_UNITS="api-gateway.service inventory-app.service billing-worker.service movie-platform-firewall.service postgresql@15-main.service rabbitmq-server.service"
 
-# api METHOD PATH [JSON]: calls the gateway; sets API_CODE and API_BODY.
-api() {
-	local method=$1 path=$2 body=${3:-}
-	local -a args=(-sS -m 60 -o "$RUN_DIR/api-body" -w '%{http_code}' -X "$method" -H 'Accept: application/json')
-	[[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data "$body")
-	: >"$RUN_DIR/api-body"
-	API_CODE=$(curl "${args[@]}" "${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}$path" 2>>"$RUN_DIR/curl.log") || API_CODE=000
-	API_BODY=$(cat "$RUN_DIR/api-body")
-	printf '%s %s -> %s %s\n' "$method" "$path" "$API_CODE" "$API_BODY" >>"$RUN_DIR/api.log"
+# The audit walk (scripts/lib/walk.sh) over this test's transport: curl to the
+# forwarded port, psql and rabbitmqctl and systemctl in the VMs over ssh.
+# shellcheck source=scripts/lib/walk.sh
+source "$PROJECT_ROOT/scripts/lib/walk.sh"
+gateway_base() { printf '%s' "${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}"; }
+vm::http() {
+	mp::walk::curl "$(gateway_base)" -- "$@"
+	printf '%s %s -> %s %s\n' "$1" "$2" "$WALK_STATUS" "$WALK_BODY" >>"$RUN_DIR/api.log"
 }
-
-# expect_code WHAT CODES...: passes when API_CODE is one of CODES.
-expect_code() {
-	local what=$1 code
-	shift
-	for code in "$@"; do
-		if [[ $API_CODE == "$code" ]]; then
-			mp::check::pass "$what (HTTP $API_CODE)"
-			return 0
-		fi
-	done
-	mp::check::fail "$what: HTTP $API_CODE, expected $*: ${API_BODY:0:300}"
-	return 1
+vm::sql() { # as the user would ask: sudo -i -u postgres psql
+	vm "$1" "sudo -i -u postgres psql -d $(mp::walk::db "$1") -v ON_ERROR_STOP=1 -Atc $(printf '%q' "$2")"
 }
-
-# body_has_movie ID [TITLE]: the JSON body holds, anywhere, a movie with that id (and title).
-body_has_movie() {
-	jq -e --argjson id "$1" --arg t "${2:-}" \
-		'[.. | objects | select(.id == $id and ($t == "" or .title == $t))] | length > 0' \
-		<<<"$API_BODY" >/dev/null 2>&1
-}
-
-psql_in() { # VM DB SQL: one value per line, as the user would ask (sudo -i -u postgres psql)
-	vm "$1" "sudo -i -u postgres psql -d $2 -v ON_ERROR_STOP=1 -Atc $(printf '%q' "$3")"
-}
-
-orders_count() { # ORDER_ID: rows with that order_id in billing-vm's orders table
-	psql_in billing "$BILLING_DB_NAME" "SELECT count(*) FROM orders WHERE order_id = '$1'" | tr -d '[:space:]'
-}
-
-# wait_count ORDER_ID N SECS: until the order is stored N times.
-wait_count() {
-	local id=$1 n=$2 secs=$3 deadline got
-	deadline=$(($(date +%s) + secs))
-	while :; do
-		got=$(orders_count "$id" 2>/dev/null || echo "?")
-		[[ $got == "$n" ]] && return 0
-		(($(date +%s) < deadline)) || {
-			log "order $id: count $got, expected $n after ${secs}s"
-			return 1
-		}
-		sleep 3
-	done
-}
-
-queue_messages() { # messages in billing_queue, from rabbitmqctl list_queues
+vm::queued() { # messages in billing_queue, from rabbitmqctl list_queues
 	vm billing "sudo rabbitmqctl list_queues -q --no-table-headers -p $(printf '%q' "$RABBITMQ_VHOST") name messages" |
 		awk '$1 == "billing_queue" { print $2 }'
 }
-
-is_positive() { [[ $1 =~ ^[0-9]+$ ]] && (($1 >= 1)); }
-
-new_uuid() { cat /proc/sys/kernel/random/uuid; }
-
-order_json() { # USER
-	printf '{"user_id":"%s","number_of_items":3,"total_amount":"42.50"}' "$1"
-}
-
-# post_order WHAT USER: places an order through the gateway, expects 200; sets
-# ORDER_ID to the id the gateway answered with (the gateway assigns it).
-post_order() {
-	ORDER_ID=""
-	api POST /api/billing "$(order_json "$2")"
-	expect_code "$1" 200 || return 0
-	ORDER_ID=$(jq -r '.order_id // empty' <<<"$API_BODY" 2>/dev/null)
-	[[ $ORDER_ID =~ ^[0-9a-f-]{36}$ ]] || {
-		mp::check::fail "$1: no order_id in the answer: ${API_BODY:0:300}"
-		ORDER_ID=00000000-0000-0000-0000-000000000000
+vm::worker() { # sudo systemctl stop|start billing-worker, as the demo says
+	local want=active out
+	[[ $1 == stop ]] && want=inactive
+	out=$(vm billing "sudo systemctl $1 billing-worker; systemctl is-active billing-worker" 2>&1) || true
+	[[ $(tail -n 1 <<<"$out") == "$want" ]] || {
+		echo "systemctl $1 billing-worker: $out"
+		return 1
 	}
 }
+# The VMs run under TCG: orders take longer to be stored (lib.sh also polls
+# every 2 s, since a poll is an ssh round trip).
+MP_WALK_WAIT=${MP_WALK_WAIT:-180}
 
 # --- phases ------------------------------------------------------------------------
 check_network() {
@@ -296,75 +248,20 @@ check_hardening() {
 	mp::check "inventory-vm: inventory-app IPAddressDeny=any, IPAddressAllow localhost + $VM_GATEWAY_IP" ip_policy "$out" "$VM_GATEWAY_IP"
 }
 
-check_movies() {
-	local run=$1 id keep_id title
-	title="vm-test $run"
-	api POST /api/movies "{\"title\":\"$title\",\"description\":\"created through the gateway\"}"
-	expect_code "movies: create" 200 201 || return 0
-	id=$(jq -r '.id // empty' <<<"$API_BODY")
-	[[ $id =~ ^[0-9]+$ ]] || {
-		mp::check::fail "movies: create returned no id: $API_BODY"
-		return 0
-	}
-	api GET /api/movies
-	expect_code "movies: list" 200 && mp::check "movies: list holds movie $id" body_has_movie "$id" "$title"
-	api GET "/api/movies?title=$(jq -rn --arg t "${run:0:8}" '$t|@uri')"
-	expect_code "movies: search ?title=" 200 && mp::check "movies: search finds movie $id" body_has_movie "$id" "$title"
-	api PUT "/api/movies/$id" "{\"title\":\"$title (updated)\",\"description\":\"updated through the gateway\"}"
-	expect_code "movies: update" 200
-	api GET "/api/movies/$id"
-	expect_code "movies: get" 200 && mp::check "movies: update is stored" body_has_movie "$id" "$title (updated)"
-	api DELETE "/api/movies/$id"
-	expect_code "movies: delete" 200 204
-	api GET "/api/movies/$id"
-	expect_code "movies: deleted movie is gone" 404
-
-	# One that stays, for psql and for after the reboot.
-	api POST /api/movies "{\"title\":\"$title kept\",\"description\":\"stays for psql\"}"
-	expect_code "movies: create a movie that stays" 200 201 || return 0
-	keep_id=$(jq -r '.id // empty' <<<"$API_BODY")
-	KEPT_MOVIE_ID=$keep_id
-	KEPT_MOVIE_TITLE="$title kept"
-
-	local dbs rows
+# check_walk RUN: the audit walk, then what only the VMs show: psql as the
+# user runs it, and the worker's journal.
+check_walk() {
+	local run=$1 dbs journal a b
+	mp::walk::run vm "vm-$run"
 	dbs=$(vm inventory 'sudo -i -u postgres psql -Atc "SELECT datname FROM pg_database"' 2>&1) || true
 	mp::check "inventory-vm: sudo -i -u postgres psql lists database $INVENTORY_DB_NAME" grep -qx "$INVENTORY_DB_NAME" <<<"$dbs"
-	rows=$(psql_in inventory "$INVENTORY_DB_NAME" "SELECT id, title FROM movies ORDER BY id" 2>&1) || true
-	mp::check "inventory-vm: psql shows movie $keep_id in table movies" grep -qx "$keep_id|$title kept" <<<"$rows"
-	# shellcheck disable=SC2016 # expanded by the inner bash
-	mp::check "inventory-vm: psql no longer shows deleted movie $id" bash -c '! grep -q "^$1|" <<<"$2"' _ "$id" "$rows"
-}
 
-check_billing() {
-	local run=$1 a b out journal n
-	post_order "billing: order A accepted" "vm-test-$run-a"
-	a=$ORDER_ID
-	mp::check "billing-vm: order A is stored in orders (once)" wait_count "$a" 1 180
-
-	out=$(vm billing 'sudo systemctl stop billing-worker; systemctl is-active billing-worker' 2>&1) || true
-	mp::check "billing-vm: sudo systemctl stop billing-worker stops it ($(tail -n 1 <<<"$out"))" grep -qx inactive <<<"$(tail -n 1 <<<"$out")"
-	post_order "billing: order B accepted while the worker is stopped" "vm-test-$run-b"
-	b=$ORDER_ID
-	sleep 5
-	n=$(orders_count "$b" 2>&1) || true
-	mp::check "billing-vm: order B is not stored while the worker is stopped (count $n)" test "$n" = 0
-	n=$(queue_messages 2>&1) || true
-	mp::check "billing-vm: rabbitmqctl list_queues: billing_queue holds order B ($n message(s))" is_positive "$n"
-
-	out=$(vm billing 'sudo systemctl start billing-worker; systemctl is-active billing-worker' 2>&1) || true
-	mp::check "billing-vm: sudo systemctl start billing-worker" grep -qx active <<<"$(tail -n 1 <<<"$out")"
-	mp::check "billing-vm: order B is stored after the start" wait_count "$b" 1 300
-	sleep 3
-	mp::check "billing-vm: order A stored exactly once" test "$(orders_count "$a")" = 1
-	mp::check "billing-vm: order B stored exactly once" test "$(orders_count "$b")" = 1
-	n=$(queue_messages 2>&1) || true
-	mp::check "billing-vm: billing_queue drained ($n message(s))" test "$n" = 0
-
+	a=${WALK_ORDERS[0]:-none} b=${WALK_ORDERS[1]:-none}
 	journal=$(vm billing 'sudo journalctl -u billing-worker --no-pager -o cat' 2>&1) || true
 	printf '%s\n' "$journal" >"$RUN_DIR/billing-worker.journal"
-	mp::check "billing-vm: journalctl -u billing-worker shows order A stored" grep -q "order $a stored" <<<"$journal"
+	mp::check "billing-vm: journalctl -u billing-worker shows the first order stored" grep -q "order $a stored" <<<"$journal"
 	mp::check "billing-vm: journalctl -u billing-worker shows the stop (SIGTERM)" grep -q "SIGTERM received" <<<"$journal"
-	mp::check "billing-vm: journalctl -u billing-worker shows order B stored" grep -q "order $b stored" <<<"$journal"
+	mp::check "billing-vm: journalctl -u billing-worker shows a waiting order stored" grep -q "order $b stored" <<<"$journal"
 }
 
 snapshot() { # VM: checksums of /etc and /usr/local, and when each service last started
@@ -390,7 +287,7 @@ check_reprovision() {
 boot_id_of() { VM_CMD_TIMEOUT=30 vm "$1" 'cat /proc/sys/kernel/random/boot_id' 2>/dev/null || true; }
 
 check_reboot() {
-	local vm deadline now c
+	local vm deadline now
 	declare -A boot_id=()
 	for vm in "${VMS[@]}"; do
 		boot_id[$vm]=$(boot_id_of "$vm")
@@ -412,16 +309,16 @@ check_reboot() {
 	# The mode may have to reach the gateway another way once it rebooted (Vagrant's
 	# ssh port forward does not survive a reboot from inside the guest).
 	API_BASE=${API_BASE_AFTER_REBOOT:-${API_BASE:-}}
-	log "gateway after the reboot: ${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}"
-	mp::wait_until 300 "the gateway answers after the reboot" curl -fsS -m 10 "${API_BASE:-http://127.0.0.1:$HOST_GATEWAY_PORT}/api/movies" || true
-	if [[ -n ${KEPT_MOVIE_ID:-} ]]; then
-		api GET "/api/movies/$KEPT_MOVIE_ID"
-		expect_code "after reboot: movie $KEPT_MOVIE_ID still there" 200 &&
-			mp::check "after reboot: movie $KEPT_MOVIE_ID unchanged" body_has_movie "$KEPT_MOVIE_ID" "$KEPT_MOVIE_TITLE"
+	log "gateway after the reboot: $(gateway_base)"
+	mp::wait_until 300 "the gateway answers after the reboot" mp::walk::answers || true
+	if [[ -n ${WALK_MOVIE_ID:-} ]]; then
+		mp::check "after reboot: movie $WALK_MOVIE_ID still there" mp::walk::request GET "/api/movies/$WALK_MOVIE_ID" 200
+		mp::check "after reboot: movie $WALK_MOVIE_ID unchanged" \
+			mp::walk::is "$(mp::walk::json "j['title']")" "$WALK_MOVIE_TITLE"
 	fi
-	post_order "after reboot: order C accepted" "vm-test-after-reboot"
-	c=$ORDER_ID
-	mp::check "after reboot: order C stored once" wait_count "$c" 1 300
+	mp::check "after reboot: an order accepted" mp::walk::order "vm-after-reboot-$(date +%s)"
+	mp::check "after reboot: the order stored once" mp::wait_until 300 "the order to be stored" \
+		mp::walk::stored_id "${WALK_ORDERS[-1]:-none}" 1
 }
 
 # run_demo_checks [walk]: everything, or only the audit walk (services up, the
@@ -429,7 +326,7 @@ check_reboot() {
 # scripts/test.sh vagrant runs after the real `vagrant up`.
 run_demo_checks() {
 	local run scope=${1:-all}
-	run=$(new_uuid)
+	run=$(cat /proc/sys/kernel/random/uuid)
 	run=${run:0:8}
 
 	phase "services up (units active and enabled)"
@@ -441,11 +338,8 @@ run_demo_checks() {
 		mp::check::fail "gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT"
 	fi
 
-	phase "demo: movies API through the gateway + psql"
-	check_movies "$run"
-
-	phase "demo: orders, worker stopped and started"
-	check_billing "$run"
+	phase "the audit walk: movies and orders through the gateway, worker stopped and started"
+	check_walk "$run"
 
 	[[ $scope == walk ]] && return 0
 

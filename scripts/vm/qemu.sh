@@ -7,12 +7,8 @@
 # installed, ifupdown, apt timers on), a NAT that reaches the Debian mirror, and a
 # dpkg lock held during the first provisioning, which must be waited for.
 set -euo pipefail
-# shellcheck source=scripts/vm/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/vm/checks.sh
-source "$VM_LIB_DIR/checks.sh"
-
-: "${RUN_DIR:?run by scripts/vm-test.sh}" "${IMAGE_DIR:?run by scripts/vm-test.sh}"
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 # As the Vagrantfile does: strong passwords instead of .env's *-change-me
 # placeholders (which provisioning refuses), generated once per run.
 (

@@ -7,12 +7,8 @@
 # runs `vagrant up --provider=libvirt` with the project's real Vagrantfile, then the
 # demo checks (scripts/vm/checks.sh) through `vagrant ssh`.
 set -euo pipefail
-# shellcheck source=scripts/vm/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/vm/checks.sh
-source "$VM_LIB_DIR/checks.sh"
-
-: "${RUN_DIR:?run by scripts/vm-test.sh}" "${IMAGE_DIR:?run by scripts/vm-test.sh}"
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 mp::env::load "$PROJECT_ROOT/.env"
 
 VMS=(gateway inventory billing)
