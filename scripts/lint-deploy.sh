@@ -26,7 +26,9 @@ SERVICES=(api-gateway inventory-app billing-worker)
 SECURITY_THRESHOLD="${SECURITY_THRESHOLD:-2.0}"
 FIREWALL_UNIT_THRESHOLD="${FIREWALL_UNIT_THRESHOLD:-3.0}"
 
-# Verdicts count with the one check harness (mp::check::pass/fail, scripts/lib/mp.sh).
+# Verdicts count with the one check harness (mp::check, scripts/lib/mp.sh), which
+# keeps a check's output and shows its last lines when it fails.
+MP_CHECK_TAIL=40
 note() { printf '      %s\n' "$*"; }
 
 # need COMMAND PACKAGE: installs PACKAGE (Debian) when COMMAND is missing.
@@ -69,43 +71,25 @@ while IFS= read -r -d '' f; do
 	esac
 done < <(find scripts deploy/docker -type f -print0 | sort -z)
 [[ -f .ci/run ]] && scripts+=(.ci/run)
-if out="$(shellcheck -x -f gcc "${scripts[@]}" 2>&1)"; then
-	mp::check::pass "shellcheck (${#scripts[@]} scripts)"
-else
-	mp::check::fail "shellcheck: $(printf '%s\n' "$out" | cut -d: -f1 | sort -u | tr '\n' ' ')"
-	printf '%s\n' "$out" | sed 's/^/      /'
-fi
+MP_CHECK_TAIL=200 mp::check "shellcheck (${#scripts[@]} scripts)" shellcheck -x -f gcc "${scripts[@]}"
 
 # --- shfmt: one layout (tabs, see .editorconfig), so a diff shows only what changed
-if out="$(shfmt -d "${scripts[@]}" 2>&1)"; then
-	mp::check::pass "shfmt -d (${#scripts[@]} scripts)"
-else
-	mp::check::fail "shfmt -d: $(printf '%s\n' "$out" | sed -n 's/^+++ //p' | tr '\n' ' ')(fix: shfmt -w FILE; first quote array keys that hold a - or a space, [\"a-b\"]: shfmt 3.6 reads [a-b] as arithmetic)"
-	printf '%s\n' "$out" | sed 's/^/      /'
-fi
+# On a failure: shfmt -w FILE; first quote array keys that hold a - or a space,
+# ["a-b"]: shfmt 3.6 reads [a-b] as arithmetic.
+MP_CHECK_TAIL=200 mp::check "shfmt -d (${#scripts[@]} scripts)" shfmt -d "${scripts[@]}"
 
 # --- Vagrantfile ------------------------------------------------------------
-if out="$(ruby -c Vagrantfile 2>&1)"; then
-	mp::check::pass "ruby -c Vagrantfile"
-else
-	mp::check::fail "ruby -c Vagrantfile"
-	printf '%s\n' "$out"
-fi
+mp::check "ruby -c Vagrantfile" ruby -c Vagrantfile
 # Its own dot-dir, so validating leaves nothing in the project.
-if out="$(VAGRANT_DOTFILE_PATH="$WORK/vagrant-dot" VAGRANT_CHECKPOINT_DISABLE=1 \
-	vagrant validate --ignore-provider 2>&1)"; then
-	mp::check::pass "vagrant validate --ignore-provider"
-else
-	mp::check::fail "vagrant validate --ignore-provider"
-	printf '%s\n' "$out"
-fi
+mp::check "vagrant validate --ignore-provider" env VAGRANT_DOTFILE_PATH="$WORK/vagrant-dot" VAGRANT_CHECKPOINT_DISABLE=1 \
+	vagrant validate --ignore-provider
 for vm in gateway-vm inventory-vm billing-vm; do
 	grep -q "name: \"$vm\"" Vagrantfile || mp::check::fail "Vagrantfile does not define $vm"
 done
 
 # --- .env and templates (the same code provisioning runs) -------------------
 # shellcheck disable=SC2016 # the script is expanded by the inner bash
-if out="$(
+mp::check ".env resolves; env files and PostgreSQL/RabbitMQ configs render" \
 	env -i PATH="$PATH" bash -c '
         set -euo pipefail
         . scripts/provision/common.sh
@@ -122,24 +106,11 @@ if out="$(
         RABBITMQ_DIST_INTERFACE="{127,0,1,1}" render_template deploy/rabbitmq/rabbitmq-env.conf.in "$1/rabbitmq-env.conf" >/dev/null
         for a in gateway worker admin; do [[ "$(rabbitmq_permissions "$a" | wc -l)" == 3 ]] || mp::die "permissions of $a"; done
         for r in gateway inventory billing; do firewall_ruleset "$r" >"$1/fw-$r.nft"; done
-    ' lint "$WORK" 2>&1
-)"; then
-	mp::check::pass ".env resolves; env files and PostgreSQL/RabbitMQ configs render"
-else
-	mp::check::fail ".env / templates"
-	printf '%s\n' "$out"
-fi
+    ' lint "$WORK"
 
 # --- nftables -----------------------------------------------------------------
 for r in gateway inventory billing; do
-	if [[ ! -f "$WORK/fw-$r.nft" ]]; then
-		mp::check::fail "nft -c $r-vm ruleset (not rendered)"
-	elif out="$(unshare --net nft -c -f "$WORK/fw-$r.nft" 2>&1)"; then
-		mp::check::pass "nft -c $r-vm firewall ruleset"
-	else
-		mp::check::fail "nft -c $r-vm firewall ruleset"
-		printf '%s\n' "$out"
-	fi
+	mp::check "nft -c $r-vm firewall ruleset" unshare --net nft -c -f "$WORK/fw-$r.nft"
 done
 
 # --- systemd units ------------------------------------------------------------

@@ -63,11 +63,7 @@ check_network() {
 			mp::check::fail "$vm-vm: hostname/hosts: $(head -n 2 <<<"$out" | tr '\n' ' ')"
 		fi
 		for ip in "$VM_GATEWAY_IP" "$VM_INVENTORY_IP" "$VM_BILLING_IP"; do
-			if vm "$vm" "ping -c 2 -W 5 $ip" >/dev/null 2>&1; then
-				mp::check::pass "$vm-vm reaches $ip across the bridge"
-			else
-				mp::check::fail "$vm-vm reaches $ip across the bridge"
-			fi
+			MP_CHECK_TAIL=5 mp::check "$vm-vm reaches $ip across the bridge" vm "$vm" "ping -c 2 -W 5 $ip"
 		done
 	done
 }
