@@ -235,16 +235,19 @@ in_ns billing runuser -u rabbitmq -- env "${RMQ_ENV[@]}" /usr/lib/rabbitmq/bin/r
 	}
 rabbitmq_accounts >/dev/null || abort "RabbitMQ accounts"
 mp::check::pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), accounts $RABBITMQ_GATEWAY_USER, $RABBITMQ_WORKER_USER, $RABBITMQ_ADMIN_USER on vhost $RABBITMQ_VHOST"
+# accounts_again: provisioning's account steps once more, on every host; prints
+# what they did.
+accounts_again() {
+	rabbitmq_accounts
+	pg_target inventory
+	pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	pg_target billing
+	pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+}
 # Provisioning is idempotent: a second run creates nothing, resets nothing.
 setup_again() {
 	local out
-	out="$(
-		rabbitmq_accounts
-		pg_target inventory
-		pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
-		pg_target billing
-		pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
-	)" || return 1
+	out="$(accounts_again)" || return 1
 	! grep -e created -e "set from" -e "now owned" <<<"$out"
 }
 mp::check "user/database set-up run again: nothing created or reset" setup_again
@@ -254,11 +257,7 @@ reset_again() {
 	local out
 	"${RABBITMQCTL[@]}" -q change_password "$RABBITMQ_GATEWAY_USER" not-the-one-from-env >/dev/null || return 1
 	sql inventory postgres "ALTER ROLE \"$INVENTORY_DB_USER\" PASSWORD 'not-the-one-from-env'" >/dev/null || return 1
-	out="$(
-		rabbitmq_accounts
-		pg_target inventory
-		pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
-	)" || return 1
+	out="$(accounts_again)" || return 1
 	grep -q "password of $RABBITMQ_GATEWAY_USER set from .env" <<<"$out" &&
 		grep -q "password of role $INVENTORY_DB_USER set from .env" <<<"$out"
 }
