@@ -10,7 +10,9 @@
 #      (billing_queue: 0 ready, 0 unacked);
 #   3. stop the workers;
 #   4. delete billing_queue and billing_queue.dlq, each only if empty
-#      (`delete_queue --if-empty`: RabbitMQ itself refuses to drop a message);
+#      (`delete_queue --if-empty` for a classic queue: RabbitMQ itself refuses to
+#      drop a message; quorum queues do not implement it, so their count, taken
+#      with every publisher and consumer stopped, decides), and check each is gone;
 #      a dead-letter queue that holds orders stops the migration: look at
 #      them first (docs/ha.md);
 #   5. switch the services' QUEUE_TYPE (the caller's start hook), start the
@@ -80,10 +82,21 @@ if [[ -n $dlq && $dlq != 0 ]]; then
 	mp::die "billing_queue.dlq holds $dlq dead-lettered order(s): look at them and move them first (docs/ha.md). billing_queue is drained; nothing was deleted"
 fi
 for q in billing_queue billing_queue.dlq; do
-	[[ -n "$(queue_field "$q" type)" ]] || continue
-	# --if-empty: should an order have arrived after all, RabbitMQ refuses.
-	"${CTL[@]}" -q delete_queue --if-empty "$q" >/dev/null ||
+	type="$(queue_field "$q" type)"
+	[[ -n $type ]] || continue
+	held=$(($(queue_field "$q" messages_ready) + $(queue_field "$q" messages_unacknowledged)))
+	((held == 0)) || mp::die "$q holds $held message(s) after the drain: nothing was deleted; start the services again and rerun"
+	# --if-empty: should an order have arrived after all, RabbitMQ refuses. Quorum
+	# queues do not implement it; the count above, taken with every publisher and
+	# consumer stopped, stands in for it there.
+	flags=(--if-empty)
+	[[ $type == quorum ]] && flags=()
+	"${CTL[@]}" -q delete_queue "${flags[@]}" "$q" >/dev/null ||
 		mp::die "deleting $q refused (not empty?): nothing lost, start the services again and rerun"
+	# rabbitmqctl exits 0 even when the broker refuses (it prints the refusal):
+	# the queue must be gone.
+	[[ -z "$(queue_field "$q" type)" ]] ||
+		mp::die "$q is still there after delete_queue (refused by the broker): nothing lost, start the services again and rerun"
 done
 
 mp::log::info "5/5 starting the services with QUEUE_TYPE=$TARGET"
