@@ -543,7 +543,8 @@ def port_open(port):
 
 def shell_lib(*words):
     """Runs a function of scripts/lib/common.sh (the one definition of
-    apt_install, dist_dir): its output, or BenchError."""
+    dist_dir; and of mp.sh, which it sources: mp::pkg::install): its output,
+    or BenchError."""
     script = 'source "$1"; shift; "$@"'
     r = subprocess.run(
         ["bash", "-c", script, "bash", os.path.join(ROOT, "scripts", "lib", "common.sh"), *words],
@@ -1300,9 +1301,9 @@ class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, L
 
     def main(self):
         if not shutil.which("wrk"):
-            shell_lib("apt_install", "wrk")
+            shell_lib("mp::pkg::install", "wrk")
         if not shutil.which("nginx"):
-            shell_lib("apt_install", "nginx-light")
+            shell_lib("mp::pkg::install", "nginx-light")
         self.build_all()
         self.bench_amqp_env()
         self.instance_up()
