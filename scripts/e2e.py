@@ -13,9 +13,10 @@ exports its test ports in the same variables. $E2E_TIMEOUT (20) bounds each
 request, in seconds.
 
 Every check pins the one right answer (status, error code, field, and the
-whole JSON body where it is known) and prints `ok - ...` or
-`not ok - ... (why)`; the last line is `e2e: N passed, M failed`, and the exit
-status is 1 if anything failed.
+whole JSON body where it is known) and prints `ok     ...` or
+`FAILED ...: why` (scripts/lib/mp_check.py, the shell harness's format); the
+last line is `e2e: N passed, M failed`, and the exit status is 1 if anything
+failed.
 
 Side effects: DELETE /api/movies (delete-all) is one of the routes checked,
 so every movie in the instance is gone afterwards (run it on a test
@@ -34,6 +35,7 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 
+import mp_check  # noqa: E402
 import mp_http  # noqa: E402
 import mp_local  # noqa: E402
 from mp_http import with_query  # noqa: E402
@@ -62,23 +64,8 @@ def send(method, url, value, headers=None):
 # ---------------------------------------------------------------- report --
 
 
-class Report:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, desc, problem):
-        """Records one check: it passed when PROBLEM is None or empty."""
-        if problem:
-            self.failed += 1
-            print(f"not ok - {desc} ({problem})", flush=True)
-        else:
-            self.passed += 1
-            print(f"ok - {desc}", flush=True)
-        return not problem
-
-
-REPORT = Report()
+# The one check harness of the Python tests: "ok     DESC" / "FAILED DESC: why".
+REPORT = mp_check.Checks("e2e")
 
 
 # -------------------------------------------------------------- matching --
@@ -974,8 +961,7 @@ def main():
     dependency_suite()
     check_health("gateway", GW)
 
-    print(f"e2e: {REPORT.passed} passed, {REPORT.failed} failed", flush=True)
-    return 0 if REPORT.failed == 0 else 1
+    return REPORT.summary()
 
 
 if __name__ == "__main__":
