@@ -12,11 +12,10 @@ import socket
 import sys
 import threading
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-
-import mp_check  # noqa: E402 (found through the path set just above)
-import mp_http  # noqa: E402
-import mp_local  # noqa: E402
+# scripts/lib is on sys.path: scripts/e2e.py, the entry point, puts it there.
+import mp_check
+import mp_http
+import mp_local
 
 GW = mp_local.gateway_url()
 INV = mp_local.inventory_url()
