@@ -52,7 +52,7 @@ install_newman() {
 	if [[ -x $NEWMAN ]] && [[ $("$NEWMAN" --version 2>/dev/null) == "$NEWMAN_VERSION" ]]; then
 		return 0
 	fi
-	command -v npm >/dev/null || apt_install nodejs npm
+	command -v npm >/dev/null || mp::pkg::install nodejs npm
 	mp::log::info "installing newman $NEWMAN_VERSION into $NODE_PREFIX"
 	mkdir -p "$NODE_PREFIX"
 	npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --loglevel=error \
@@ -68,7 +68,7 @@ install_schemathesis() {
 		rm -rf "$VENV"
 		# Debian splits ensurepip into python3-venv.
 		python3 -m venv "$VENV" >/dev/null 2>&1 || {
-			apt_install python3-venv
+			mp::pkg::install python3-venv
 			rm -rf "$VENV"
 			python3 -m venv "$VENV"
 		}

@@ -8,7 +8,8 @@ heading; links inside code that must be ignored), must pass with no output;
 README does not link) and must fail naming exactly those three. Then the
 slug rules on their own, against anchors GitHub gives.
 
-Python 3 standard library only; exits 1 on any failure.
+Prints each verdict through scripts/lib/mp_check.py; exits 1 on any failure.
+Python 3 standard library only.
 """
 
 import importlib.util
@@ -35,13 +36,14 @@ SLUGS = {
     "Über größe — 100": "über-größe--100",
 }
 
-failed = 0
+sys.path.insert(0, os.path.join(HERE, "lib"))
+import mp_check  # noqa: E402 (found through the path set just above)
+
+CHECKS = mp_check.Checks("check-links-test")
 
 
 def check(desc, ok, detail=""):
-    global failed
-    print(f"{'ok    ' if ok else 'FAILED'} {desc}" + ("" if ok else f": {detail}"))
-    failed += 0 if ok else 1
+    CHECKS.check(desc, None if ok else detail or "failed")
 
 
 def run(fixture):
@@ -67,5 +69,4 @@ for heading, want in SLUGS.items():
     got = mod.slug(heading)
     check(f"slug of {heading!r}", got == want, f"expected {want!r}, got {got!r}")
 
-print(f"check-links-test: {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(CHECKS.summary())

@@ -150,7 +150,7 @@ order() {
 
 preflight() {
 	local c v
-	apt_install docker.io docker-compose iptables
+	mp::pkg::install docker.io docker-compose iptables
 	[[ -x $DIST/api-gateway && -x $DIST/inventory-app && -x $DIST/billing-worker ]] ||
 		mp::die "no binaries in $DIST: run scripts/build.sh"
 	docker_up

@@ -35,7 +35,7 @@ contexts: [{name: none, context: {cluster: none}}]
 current-context: none
 YAML
 
-apt_install python3 python3-venv
+mp::pkg::install python3 python3-venv
 if [[ ! -x $VENV/bin/kubernetes-validate ]]; then
 	mp::log::info "installing kubernetes-validate into $VENV"
 	python3 -m venv "$VENV"

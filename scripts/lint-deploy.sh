@@ -38,9 +38,7 @@ need() {
 		echo "lint-deploy: $1 missing (install $2)" >&2
 		exit 1
 	}
-	echo "==> lint-deploy: installing $2" >&2
-	mp::pkg::apt_get install -y -qq --no-install-recommends "$2" >/dev/null ||
-		{ mp::pkg::apt_get update -qq && mp::pkg::apt_get install -y -qq --no-install-recommends "$2" >/dev/null; }
+	mp::pkg::install "$2"
 }
 
 need shellcheck shellcheck

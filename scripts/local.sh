@@ -70,7 +70,7 @@ local_env() {
 # ---------------------------------------------------------------- installs --
 
 install_prerequisites() {
-	apt_install postgresql-15 rabbitmq-server curl ca-certificates python3
+	mp::pkg::install postgresql-15 rabbitmq-server curl ca-certificates python3
 }
 
 # ------------------------------------------------------------- PostgreSQL --

@@ -18,7 +18,10 @@ stop/start/kill): $GATEWAY_URL (default http://127.0.0.1:8080), the worker's
 health port $LOCAL_BILLING_HEALTH_PORT (8082), the RabbitMQ management API on
 $LOCAL_RABBITMQ_MGMT_PORT (55673, guest/guest), state in $MP_STATE_DIR
 (<repo>/.state). Each scenario uses its own user_id, so it counts only its own
-rows; every wait is bounded; what a scenario stops it starts again.
+rows; every wait is bounded; what a scenario stops it starts again. Each
+scenario is one check of scripts/lib/mp_check.py ("ok     scenario N (...):
+counts [time]" or "FAILED ...: what went wrong"), then "scenarios: N passed,
+M failed".
 
 Tunables (environment): SCENARIO_POSTERS (32), SCENARIO_RATE (orders/s while
 posting during an outage, 300), SCENARIO_DRAIN_TIMEOUT (s, 120),
@@ -50,7 +53,8 @@ from decimal import Decimal
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The helpers shared with scripts/e2e.py (scripts/lib) and the .env reader.
 sys.path[:0] = [os.path.join(ROOT, "scripts", "lib"), os.path.join(ROOT, "scripts")]
-import mp_dotenv  # noqa: E402 (found through the path set just above)
+import mp_check  # noqa: E402 (found through the path set just above)
+import mp_dotenv  # noqa: E402
 import mp_local  # noqa: E402
 import mp_rabbitmq  # noqa: E402
 from mp_http import UUID_RE, http_get, wait_until  # noqa: E402
@@ -317,11 +321,12 @@ class Result:
             self.failures.append(text)
         return condition
 
-    def line(self):
+    def describe(self):
+        """The scenario, what it counted and how long it took: the check's
+        description; its failures are the problem."""
         counts = " ".join(f"{k}={v}" for k, v in self.counts.items())
-        verdict = "ok" if not self.failures else "FAILED: " + "; ".join(self.failures)
         secs = time.monotonic() - self.started
-        return f"scenario {self.number} ({self.title}): {counts} {verdict} [{secs:.0f}s]"
+        return f"scenario {self.number} ({self.title}): {counts} [{secs:.0f}s]"
 
 
 def verify(res, tag, expected, timeout=DRAIN_TIMEOUT, forbid_extra=False):
@@ -775,7 +780,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     log(f"gateway {GATEWAY_URL}, worker {WORKER_URL}, management {MGMT.url}, state {STATE_DIR}")
-    passed = failed = 0
+    checks = mp_check.Checks("scenarios")
     for n in chosen:
         title, run = SCENARIOS[n]
         res = Result(n, title)
@@ -794,13 +799,8 @@ def main(argv):
                 res.require(False, f"system not restored: {e}")
         for note in res.notes:
             log(f"scenario {n}: {note}")
-        print(res.line(), flush=True)
-        if res.failures:
-            failed += 1
-        else:
-            passed += 1
-    print(f"scenarios: {passed} passed, {failed} failed", flush=True)
-    return 1 if failed else 0
+        checks.check(res.describe(), "; ".join(res.failures))
+    return checks.summary()
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ if ! mp::pkg::installed rabbitmq-server; then
 	# apt starts the broker with the configuration already in place.
 	rabbit_changed=0
 fi
-ensure_packages rabbitmq-server postgresql
+mp::pkg::install rabbitmq-server postgresql
 
 mp::log::info "RabbitMQ: service"
 systemctl enable --quiet rabbitmq-server.service

@@ -24,7 +24,7 @@ if [[ "$FILE_CHANGED" -eq 1 ]]; then
 	sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
 fi
 
-ensure_packages postgresql
+mp::pkg::install postgresql
 pg_configure
 pg_ensure_db \
 	"$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"

@@ -143,7 +143,7 @@ load_failures() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv
 # --- setup ---------------------------------------------------------------------
 setup() {
 	[[ -x $DIST/api-gateway ]] || mp::die "no binaries in $DIST: run scripts/build.sh"
-	apt_install docker.io docker-compose curl python3
+	mp::pkg::install docker.io docker-compose curl python3
 	docker_up
 	case $(docker info -f '{{.Swarm.LocalNodeState}}') in
 	active) mp::log::info "using the daemon's swarm" ;;

@@ -89,10 +89,10 @@ summary() {
 }
 
 install_prerequisites() {
-	apt_install build-essential pkg-config musl-tools file curl ca-certificates python3 python3-venv \
+	mp::pkg::install build-essential pkg-config musl-tools file curl ca-certificates python3 python3-venv \
 		shellcheck postgresql-15 rabbitmq-server
 	# newman (Postman's runner) needs node and npm; keep an existing install.
-	command -v npm >/dev/null || apt_install nodejs npm
+	command -v npm >/dev/null || mp::pkg::install nodejs npm
 	command -v cargo >/dev/null || mp::die "cargo not found: install Rust with rustup (https://rustup.rs)"
 	rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 	rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
@@ -121,7 +121,7 @@ step_lint() {
 # a unit test (an alertname in alerts_test.yml) or a runbook (a `## Name`
 # section in runbooks.md).
 step_observability() {
-	apt_install prometheus
+	mp::pkg::install prometheus
 	local dir=deploy/prometheus name missing=()
 	promtool check rules "$dir/alerts.yml"
 	(cd "$dir" && promtool test rules alerts_test.yml)
@@ -136,7 +136,7 @@ step_observability() {
 step_unit() {
 	python3 scripts/bench/test_bench.py
 	# The metrics tests check each service's page with `promtool check metrics`.
-	apt_install prometheus
+	mp::pkg::install prometheus
 	ensure_infra
 	cargo test --workspace --locked
 }
@@ -150,7 +150,7 @@ step_unit() {
 step_build() {
 	scripts/build.sh --portable
 	scripts/build.sh --arch arm64
-	apt_install file qemu-user-static
+	mp::pkg::install file qemu-user-static
 	local b desc out rc var
 	declare -A first_var=(["api-gateway"]=GATEWAY_HOST ["inventory-app"]=INVENTORY_HOST ["billing-worker"]=BILLING_HEALTH_HOST)
 	for b in api-gateway inventory-app billing-worker; do
@@ -239,7 +239,7 @@ step_vm() {
 # Host-side code: the xtask's tests, every .env reader against the shared
 # fixture, and the built binaries as `file` sees them (static x86-64, by zig).
 step_hostside() {
-	apt_install ruby vagrant
+	mp::pkg::install ruby vagrant
 	cargo test -p xtask --locked
 	scripts/dotenv-test.sh
 	# The Vagrantfile's guest choice (arch, box, qemu settings), what

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Unit tests of scripts/bench/bench.py's arithmetic, parsing and Markdown,
-against fixed inputs (no services, no load: ~0.1 s).
+"""Unit tests of the benchmark's arithmetic and parsing (scripts/bench/figures.py)
+and Markdown (scripts/bench/report.py), against fixed inputs (no services, no
+load: ~0.1 s).
 
 testdata/*.json hold the figures of a run (one complete, one --quick run with
 failed points, missing figures and errors); testdata/*.md are the blocks that
@@ -18,45 +19,46 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import bench  # noqa: E402
+import figures  # noqa: E402
+import report as bench_report  # noqa: E402
 
 
 class Arithmetic(unittest.TestCase):
     def test_fmt_rounds_as_printf(self):
-        self.assertEqual(bench.fmt(2.675, 2), "2.67")  # binary 2.67499...
-        self.assertEqual(bench.fmt(0.5, 0), "0")  # ties to even, as glibc's printf
-        self.assertEqual(bench.fmt(1.5, 0), "2")
-        self.assertEqual(bench.fmt(4295.4, 0), "4295")
+        self.assertEqual(figures.fmt(2.675, 2), "2.67")  # binary 2.67499...
+        self.assertEqual(figures.fmt(0.5, 0), "0")  # ties to even, as glibc's printf
+        self.assertEqual(figures.fmt(1.5, 0), "2")
+        self.assertEqual(figures.fmt(4295.4, 0), "4295")
 
     def test_ratio(self):
-        self.assertEqual(bench.ratio("4295", "6083"), "0.71")
-        self.assertEqual(bench.ratio("10", "3"), "3.33")
-        self.assertEqual(bench.ratio("1", "0"), "n/a")
-        self.assertEqual(bench.ratio("n/a", "5"), "n/a")
-        self.assertEqual(bench.ratio("5", ""), "n/a")
-        self.assertEqual(bench.ratio(None, "5"), "n/a")
+        self.assertEqual(figures.ratio("4295", "6083"), "0.71")
+        self.assertEqual(figures.ratio("10", "3"), "3.33")
+        self.assertEqual(figures.ratio("1", "0"), "n/a")
+        self.assertEqual(figures.ratio("n/a", "5"), "n/a")
+        self.assertEqual(figures.ratio("5", ""), "n/a")
+        self.assertEqual(figures.ratio(None, "5"), "n/a")
 
     def test_median_is_the_lower_middle_numerically(self):
-        self.assertEqual(bench.median(["150", "90", "1200"]), "150")
-        self.assertEqual(bench.median(["4", "1", "3", "2"]), "2")
-        self.assertEqual(bench.median(["0.831", "0.944", "0.8"]), "0.831")
-        self.assertEqual(bench.median([]), "n/a")
+        self.assertEqual(figures.median(["150", "90", "1200"]), "150")
+        self.assertEqual(figures.median(["4", "1", "3", "2"]), "2")
+        self.assertEqual(figures.median(["0.831", "0.944", "0.8"]), "0.831")
+        self.assertEqual(figures.median([]), "n/a")
 
     def test_min_of_ignores_na(self):
-        self.assertEqual(bench.min_of(["0.95", "n/a", "0.71", "1.00"]), "0.71")
-        self.assertEqual(bench.min_of(["n/a"]), "")
+        self.assertEqual(figures.min_of(["0.95", "n/a", "0.71", "1.00"]), "0.71")
+        self.assertEqual(figures.min_of(["n/a"]), "")
 
     def test_mb_and_per_request_figures(self):
-        self.assertEqual(bench.mb("14131"), "13.8")
-        self.assertEqual(bench.mb("n/a"), "n/a")
-        self.assertEqual(bench.per_second(42950, 10_000_000), "4295")
-        self.assertEqual(bench.ms("1432"), "1.43")
+        self.assertEqual(figures.mb("14131"), "13.8")
+        self.assertEqual(figures.mb("n/a"), "n/a")
+        self.assertEqual(figures.per_second(42950, 10_000_000), "4295")
+        self.assertEqual(figures.ms("1432"), "1.43")
         # 62 ticks of 10 ms over 10,000 requests: 62 us each.
-        self.assertEqual(bench.cpu_us_per(62, 100, 10_000), "62")
+        self.assertEqual(figures.cpu_us_per(62, 100, 10_000), "62")
 
     def test_verdict(self):
-        self.assertEqual(bench.verdict(True), "met")
-        self.assertEqual(bench.verdict(False), "**NOT met**")
+        self.assertEqual(figures.verdict(True), "met")
+        self.assertEqual(figures.verdict(False), "**NOT met**")
 
 
 class Parsing(unittest.TestCase):
@@ -64,30 +66,30 @@ class Parsing(unittest.TestCase):
 
     def test_bench_line_and_fields(self):
         out = "Running 10s test @ http://x\n  1 threads\n" + self.LINE + "\nRequests/sec: 4301.1\n"
-        line = bench.bench_line(out)
+        line = figures.bench_line(out)
         self.assertEqual(line, self.LINE)
-        m = bench.kv_fields(line)
+        m = figures.kv_fields(line)
         self.assertEqual(m["p99_us"], "530")
-        self.assertEqual(bench.wrk_ok(m), 43010)
+        self.assertEqual(figures.wrk_ok(m), 43010)
 
     def test_wrk_errors_names_every_nonzero_counter(self):
-        self.assertEqual(bench.wrk_errors(self.LINE), "status=2 read=1 ")
+        self.assertEqual(figures.wrk_errors(self.LINE), "status=2 read=1 ")
         clean = "BENCH requests=5 duration_us=9 p50_us=1 p99_us=2 status=0 connect=0 read=0 write=0 timeout=0"
-        self.assertEqual(bench.wrk_errors(clean), "")
+        self.assertEqual(figures.wrk_errors(clean), "")
 
     def test_tool_result_line(self):
-        m = bench.kv_fields("published=100000 rate=15604.3 p50_ms=0.448 p99_ms=1.442")
+        m = figures.kv_fields("published=100000 rate=15604.3 p50_ms=0.448 p99_ms=1.442")
         self.assertEqual((m["published"], m["rate"]), ("100000", "15604.3"))
 
     def test_proc_stat_with_spaces_and_parens_in_the_name(self):
         stat = "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 900 0 0 0 173 41 0 0 20 0 5 0 1234 0 0"
-        self.assertEqual(bench.stat_cpu_ticks(stat), 214)
+        self.assertEqual(figures.stat_cpu_ticks(stat), 214)
 
     def test_proc_status_field(self):
         status = "Name:\tinventory-app\nVmHWM:\t   21904 kB\nVmRSS:\t    4300 kB\n"
-        self.assertEqual(bench.status_field(status, "VmRSS"), "4300")
-        self.assertEqual(bench.status_field(status, "VmHWM"), "21904")
-        self.assertEqual(bench.status_field(status, "VmSwap"), "")
+        self.assertEqual(figures.status_field(status, "VmRSS"), "4300")
+        self.assertEqual(figures.status_field(status, "VmHWM"), "21904")
+        self.assertEqual(figures.status_field(status, "VmSwap"), "")
 
 
 class Blocks(unittest.TestCase):
@@ -96,30 +98,30 @@ class Blocks(unittest.TestCase):
             "# Benchmarks\n\nintro\n<!-- bench:begin: x -->\nold\n<!-- bench:end -->\n\nmiddle\n"
             "<!-- bench-listing:begin: y -->\nold listing\n<!-- bench-listing:end -->\nend\n"
         )
-        new = bench.put_block(text, "<!-- bench:begin: x -->\nnew\n<!-- bench:end -->\n", "bench")
+        new = figures.put_block(text, "<!-- bench:begin: x -->\nnew\n<!-- bench:end -->\n", "bench")
         self.assertEqual(new, text.replace("\nold\n", "\nnew\n"))
-        new = bench.put_block(text, "<!-- bench-listing:begin: y -->\nL\n<!-- bench-listing:end -->\n", "bench-listing")
+        new = figures.put_block(text, "<!-- bench-listing:begin: y -->\nL\n<!-- bench-listing:end -->\n", "bench-listing")
         self.assertEqual(new, text.replace("old listing", "L"))
 
     def test_put_block_appends_or_creates(self):
         block = "<!-- bench-listing:begin -->\nL\n<!-- bench-listing:end -->\n"
-        self.assertEqual(bench.put_block("# B\n", block, "bench-listing"), "# B\n\n" + block)
-        self.assertEqual(bench.put_block(None, block, "bench-listing"), "# Benchmarks\n\n" + block)
+        self.assertEqual(figures.put_block("# B\n", block, "bench-listing"), "# B\n\n" + block)
+        self.assertEqual(figures.put_block(None, block, "bench-listing"), "# Benchmarks\n\n" + block)
 
     def test_put_block_keeps_backslashes_of_the_block(self):
         block = "<!-- bench:begin -->\na\\1 \\n b\n<!-- bench:end -->\n"
-        self.assertEqual(bench.put_block("<!-- bench:begin -->\n<!-- bench:end -->\n", block, "bench"), block)
+        self.assertEqual(figures.put_block("<!-- bench:begin -->\n<!-- bench:end -->\n", block, "bench"), block)
 
 
 class Tables(unittest.TestCase):
     def test_row(self):
-        self.assertEqual(bench.row("`GET`", 16, "0.71"), "| `GET` | 16 | 0.71 |\n")
+        self.assertEqual(bench_report.row("`GET`", 16, "0.71"), "| `GET` | 16 | 0.71 |\n")
 
     def test_table_header_aligns_figures_right(self):
-        self.assertEqual(bench.table("path", ">req/s", ">p50 / p99"), "| path | req/s | p50 / p99 |\n|---|--:|--:|\n")
+        self.assertEqual(bench_report.table("path", ">req/s", ">p50 / p99"), "| path | req/s | p50 / p99 |\n|---|--:|--:|\n")
 
     def test_figures_read_missing_and_empty_as_na(self):
-        v = bench.Figures({"a.p50": "0.20", "a.p99": "", "a.rps": "4295", "b.rps": "6083", "kb": "14131"})
+        v = bench_report.Figures({"a.p50": "0.20", "a.p99": "", "a.rps": "4295", "b.rps": "6083", "kb": "14131"})
         self.assertEqual(v.lat("a"), "0.20 / n/a")
         self.assertEqual(v.ratio("a.rps", "b.rps"), "0.71")
         self.assertEqual(v.ratio("a.rps", "c.rps"), "n/a")
@@ -134,8 +136,8 @@ class Reports(unittest.TestCase):
             fx = json.load(f)
         with open(os.path.join(HERE, "testdata", name + ".md"), encoding="utf-8") as f:
             want = f.read()
-        s = bench.Settings(quick=fx["quick"], rust_log=fx["rust_log"], prefetch=fx["prefetch"], batch=fx["batch"])
-        got = bench.report(fx["figures"], s, fx["errors"]) + bench.report_listing(fx["figures"], s, fx["errors"])
+        s = bench_report.Settings(quick=fx["quick"], rust_log=fx["rust_log"], prefetch=fx["prefetch"], batch=fx["batch"])
+        got = bench_report.report(fx["figures"], s, fx["errors"]) + bench_report.report_listing(fx["figures"], s, fx["errors"])
         self.maxDiff = None
         self.assertEqual(got.splitlines(), want.splitlines())
         self.assertEqual(got, want)

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Shared by the local-run and test scripts: paths, privilege and package
-# helpers, on top of the one library scripts/lib/mp.sh (logging, mp::die,
-# mp::env::load, mp::wait_until, mp::stop_pid). Sourced, never executed.
+# Shared by the local-run and test scripts: paths and privilege helpers, on
+# top of the one library scripts/lib/mp.sh (logging, mp::die, mp::env::load,
+# mp::wait_until, mp::stop_pid, mp::pkg::install). Sourced, never executed.
 
 MP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export MP_ROOT
@@ -35,19 +35,6 @@ as_root() {
 	else
 		sudo "$@"
 	fi
-}
-
-# Installs the Debian packages that are missing; does nothing (and needs no
-# network) when all are there.
-apt_install() {
-	local missing=() pkg
-	for pkg in "$@"; do
-		mp::pkg::installed "$pkg" || missing+=("$pkg")
-	done
-	((${#missing[@]} == 0)) && return 0
-	mp::log::info "installing ${missing[*]}"
-	mp::pkg::apt_get update -qq
-	mp::pkg::apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # True when something accepts TCP connections on 127.0.0.1:PORT.

@@ -50,7 +50,7 @@ docker_down() {
 docker_base_image() {
 	local dir
 	docker image inspect "$DOCKER_BASE_IMAGE" >/dev/null 2>&1 && return 0
-	apt_install debootstrap
+	mp::pkg::install debootstrap
 	dir=$DOCKER_STATE/rootfs
 	mp::log::info "building $DOCKER_BASE_IMAGE with debootstrap (no registry here)"
 	rm -rf "$dir"

@@ -1,18 +1,54 @@
 # shellcheck shell=bash
-# The .env reader of every shell script (sourced by scripts/lib/common.sh and
-# scripts/provision/common.sh). The format is defined once, in
+# The .env reader of every shell script (sourced by scripts/lib/mp.sh, hence by
+# scripts/lib/common.sh and scripts/provision/common.sh), and the ${NAME}
+# expansion of provisioning's config templates. The format is defined once, in
 # srcs/xtask/src/dotenv.rs; scripts/dotenv-test.sh holds this reader to the
 # shared fixture in scripts/testdata/dotenv/, as the Rust, Ruby and Python ones.
 
 # Keys of the last file loaded, in order of first appearance.
 DOTENV_KEYS=()
 
+# dotenv_expand VALUE [KNOWN]: VALUE with every ${NAME} replaced by the value of
+# the variable NAME, in DOTENV_EXPANDED (a variable, not stdout: no subshell per
+# line, and the caller decides how to report). NAME must be a key of the
+# associative array named KNOWN (dotenv_load: the keys above in the file) or,
+# without KNOWN, a variable that is set (provisioning's config templates,
+# render_template). Otherwise sets DOTENV_ERROR and returns 1: a typo must not
+# become an empty host name. (Locals are prefixed _dx_ so no NAME shadows one.)
+DOTENV_EXPANDED=''
+DOTENV_ERROR=''
+dotenv_expand() {
+	local _dx_rest=$1 _dx_out='' _dx_name
+	[[ -z ${2:-} ]] || local -n _dx_known=$2
+	# shellcheck disable=SC2016 # a literal "${" is what we look for
+	while [[ $_dx_rest == *'${'* ]]; do
+		_dx_out+=${_dx_rest%%\$\{*}
+		_dx_rest=${_dx_rest#*\$\{}
+		[[ $_dx_rest =~ ^([A-Za-z_][A-Za-z0-9_]*)\}(.*)$ ]] || {
+			DOTENV_ERROR="'\${' must start a reference \${NAME}"
+			return 1
+		}
+		_dx_name=${BASH_REMATCH[1]}
+		_dx_rest=${BASH_REMATCH[2]}
+		if [[ -n ${2:-} ]]; then
+			[[ -n ${_dx_known[$_dx_name]+x} ]]
+		else
+			[[ -n ${!_dx_name+x} ]]
+		fi || {
+			DOTENV_ERROR="\${$_dx_name} is used before it is defined"
+			return 1
+		}
+		_dx_out+=${!_dx_name}
+	done
+	DOTENV_EXPANDED=$_dx_out$_dx_rest
+}
+
 # dotenv_load FILE: sets and exports every key of FILE. A key already in the
 # environment keeps its value, and later ${KEY} references see that value.
 # (Its locals are prefixed _de_ so that no .env key can shadow one.)
 # On a bad line prints "FILE:LINE: what is wrong" and returns 1.
 dotenv_load() {
-	local _de_file=$1 _de_line _de_key _de_value _de_rest _de_out _de_name _de_n=0
+	local _de_file=$1 _de_line _de_key _de_value _de_n=0
 	local -A _de_seen=() _de_from_env=()
 	DOTENV_KEYS=()
 	[[ -r $_de_file ]] || {
@@ -44,24 +80,11 @@ dotenv_load() {
 			_de_value=${_de_value:1:${#_de_value}-2}
 		else
 			[[ $_de_value == \"* ]] && _de_value=${_de_value:1:${#_de_value}-2}
-			_de_out='' _de_rest=$_de_value
-			# shellcheck disable=SC2016 # a literal "${" is what we look for
-			while [[ $_de_rest == *'${'* ]]; do
-				_de_out+=${_de_rest%%\$\{*}
-				_de_rest=${_de_rest#*\$\{}
-				[[ $_de_rest =~ ^([A-Za-z_][A-Za-z0-9_]*)\}(.*)$ ]] || {
-					printf "%s:%d: %s: '\${' must start a reference \${NAME}\n" "$_de_file" "$_de_n" "$_de_key" >&2
-					return 1
-				}
-				_de_name=${BASH_REMATCH[1]}
-				_de_rest=${BASH_REMATCH[2]}
-				[[ -n ${_de_seen[$_de_name]+x} ]] || {
-					printf '%s:%d: %s: ${%s} is used before it is defined\n' "$_de_file" "$_de_n" "$_de_key" "$_de_name" >&2
-					return 1
-				}
-				_de_out+=${!_de_name}
-			done
-			_de_value=$_de_out$_de_rest
+			dotenv_expand "$_de_value" _de_seen || {
+				printf '%s:%d: %s: %s\n' "$_de_file" "$_de_n" "$_de_key" "$DOTENV_ERROR" >&2
+				return 1
+			}
+			_de_value=$DOTENV_EXPANDED
 		fi
 		if [[ -z ${_de_seen[$_de_key]+x} ]]; then
 			DOTENV_KEYS+=("$_de_key")

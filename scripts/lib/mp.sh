@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The one shell library of movie-platform, in the way of kubernetes' hack/lib:
 # namespaced helpers (mp::log::*, mp::die, mp::env::load, mp::wait_until,
-# mp::pid_alive, mp::stop_pid, mp::check, mp::pkg::installed) that the other libraries
+# mp::pid_alive, mp::stop_pid, mp::check, mp::pkg::installed, mp::pkg::install) that the other libraries
 # build on: scripts/lib/common.sh (local run and tests), scripts/lib/docker.sh,
 # scripts/provision/common.sh (inside the VMs) and scripts/vm/lib.sh.
 # Sourced, never executed. It runs inside the VMs too (the Vagrantfile and
@@ -183,6 +183,32 @@ mp::check() {
 # mp::pkg::installed PACKAGE: dpkg has PACKAGE installed.
 mp::pkg::installed() {
 	[[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]
+}
+
+# mp::pkg::install PACKAGE...: installs the Debian packages of the list that are
+# missing, non-interactively, keeping the configuration files there are; does
+# nothing (and needs no network) when all are there, so a pre-built VM image or
+# a prepared host installs nothing. It tries the current package lists first
+# (cached .debs install offline) and runs apt-get update once, only if that
+# fails. apt-get's own output goes where the info lines go (MP_LOG_INFO_FD):
+# a caller's stdout stays its result.
+mp::pkg::install() {
+	local missing=() p
+	for p in "$@"; do
+		mp::pkg::installed "$p" || missing+=("$p")
+	done
+	if ((${#missing[@]} == 0)); then
+		mp::log::detail "already installed: $*"
+		return 0
+	fi
+	mp::log::info "installing packages: ${missing[*]}"
+	local install=(install -y --no-install-recommends
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}")
+	if ! mp::pkg::apt_get "${install[@]}" >&"${MP_LOG_INFO_FD:-2}"; then
+		mp::log::detail "refreshing package lists (apt-get update)"
+		mp::pkg::apt_get update -q >&"${MP_LOG_INFO_FD:-2}"
+		mp::pkg::apt_get "${install[@]}" >&"${MP_LOG_INFO_FD:-2}"
+	fi
 }
 
 # mp::pkg::apt_get ARGS...: apt-get as root (through sudo otherwise) that waits up to

@@ -29,7 +29,7 @@ mp::netns::preflight() {
 	local name=$1 b
 	shift
 	[[ $(id -u) -eq 0 ]] || mp::die "$name needs root (network namespaces, runuser)"
-	ensure_packages "$@"
+	mp::pkg::install "$@"
 	for b in api-gateway inventory-app billing-worker; do
 		[[ -x $BIN_DIR/$b ]] || mp::die "$BIN_DIR/$b missing: run scripts/build.sh (cargo xtask dist) first"
 	done

@@ -47,25 +47,6 @@ resolve_paths() {
 # ---------------------------------------------------------------------------
 # .env
 # ---------------------------------------------------------------------------
-# Prints VALUE with every ${NAME} replaced by the current value of NAME (the
-# config templates; .env itself is read by scripts/lib/dotenv.sh).
-# An unknown NAME is an error (a typo must not become an empty host name).
-expand_refs() {
-	local rest="$1" out="" name
-	# shellcheck disable=SC2016 # a literal "${" is what we look for
-	while [[ $rest == *'${'* ]]; do
-		out+="${rest%%\$\{*}"
-		rest="${rest#*\$\{}"
-		[[ $rest =~ ^([A-Za-z_][A-Za-z0-9_]*)\}(.*)$ ]] ||
-			mp::die "bad reference \${$rest (expected \${NAME})"
-		name="${BASH_REMATCH[1]}"
-		rest="${BASH_REMATCH[2]}"
-		[[ -n "${!name+x}" ]] || mp::die "\${$name} is used before it is defined"
-		out+="${!name}"
-	done
-	printf '%s' "$out$rest"
-}
-
 # Prints the env file of one service: the .env keys starting with PREFIX, then
 # RUST_LOG, with their current (resolved, possibly overridden) values. Systemd
 # reads it (EnvironmentFile=) and so does the three-host test (env_file_args),
@@ -115,13 +96,15 @@ env_file_args() {
 }
 
 # render_template IN OUT [MODE] [OWNER]: ${NAME} references in IN come from the
-# environment (same rules as .env), result written if changed.
+# environment, expanded by the .env reader's dotenv_expand (an unknown NAME is
+# an error), result written if changed.
 render_template() {
-	local in="$1" out="$2" mode="${3:-0644}" owner="${4:-}" line expanded content=""
+	local in="$1" out="$2" mode="${3:-0644}" owner="${4:-}" line content="" n=0
 	[[ -r "$in" ]] || mp::die "template $in missing"
 	while IFS= read -r line || [[ -n "$line" ]]; do
-		expanded="$(expand_refs "$line")" || mp::die "$in: cannot expand: $line"
-		content+="$expanded"$'\n'
+		n=$((n + 1))
+		dotenv_expand "$line" || mp::die "$in:$n: $DOTENV_ERROR"
+		content+="$DOTENV_EXPANDED"$'\n'
 	done <"$in"
 	write_if_changed "$out" "$mode" "$owner" < <(printf '%s' "$content")
 }
@@ -158,32 +141,6 @@ copy_if_changed() {
 	local src="$1" dest="$2" mode="$3"
 	[[ -f "$src" ]] || mp::die "$src is missing"
 	write_if_changed "$dest" "$mode" <"$src"
-}
-
-# ---------------------------------------------------------------------------
-# Packages: install only what is missing, so a pre-built image needs no network.
-# ---------------------------------------------------------------------------
-ensure_packages() {
-	local missing=() p
-	for p in "$@"; do
-		mp::pkg::installed "$p" || missing+=("$p")
-	done
-	if [[ "${#missing[@]}" -eq 0 ]]; then
-		mp::log::detail "already installed: $*"
-		return 0
-	fi
-	mp::log::info "installing packages: ${missing[*]}"
-	# A fresh box runs apt-daily/unattended-upgrades at first boot: mp::pkg::apt_get
-	# waits for their dpkg lock instead of failing on it.
-	local install=(install -y --no-install-recommends
-		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-	# Try the current package lists first (cached .debs install offline);
-	# refresh them only if that fails.
-	if ! mp::pkg::apt_get "${install[@]}" "${missing[@]}"; then
-		mp::log::detail "refreshing package lists (apt-get update)"
-		mp::pkg::apt_get update -q
-		mp::pkg::apt_get "${install[@]}" "${missing[@]}"
-	fi
 }
 
 # RabbitMQ (Erlang distribution) needs the node's host name to resolve to this
@@ -580,7 +537,7 @@ EOF
 apply_firewall() {
 	local role="$1" content rules_changed
 	mp::log::info "firewall (nftables table inet movie_platform)"
-	ensure_packages nftables
+	mp::pkg::install nftables
 	content="$(firewall_ruleset "$role")" || mp::die "cannot build the firewall rules"
 	FILE_CHANGED=0
 	install -d -m 0755 /etc/movie-platform

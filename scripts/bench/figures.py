@@ -1,0 +1,144 @@
+"""The benchmark's arithmetic and parsing (scripts/bench/bench.py): plain
+functions of text in, text out, tested by test_bench.py against fixed inputs;
+the names every module shares (SERVICES, PATHS, NA) and BenchError.
+"""
+
+import re
+
+
+SERVICES = ("api-gateway", "inventory-app", "billing-worker")
+PATHS = ("direct", "nginx", "gateway")
+NA = "n/a"
+
+
+class BenchError(Exception):
+    """Stops the run with one message (the bash version's `die`)."""
+
+
+# Every figure is kept as the text that goes into the report, rounded where
+# it is measured, exactly as the shell version kept it: a ratio is computed
+# from the rounded figures the table shows, so a reader can check it.
+
+
+def num(text):
+    """TEXT as a float; None when it is empty, n/a or not a number."""
+    if text is None or text == "" or text == NA:
+        return None
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(value, decimals=1):
+    """VALUE with DECIMALS decimals (C printf rounding, as awk's printf)."""
+    return f"{value:.{decimals}f}"
+
+
+def ratio(a, b):
+    """A/B with two decimals, or n/a when either is missing or B is not > 0."""
+    x, y = num(a), num(b)
+    if x is None or y is None or y <= 0:
+        return NA
+    return fmt(x / y, 2)
+
+
+def mb(kb):
+    """kB as MB (1024) with one decimal, or n/a."""
+    x = num(kb)
+    return NA if x is None else fmt(x / 1024, 1)
+
+
+def median(values):
+    """The middle value (the lower of the two middle ones), as given; n/a if none."""
+    items = [v for v in values if num(v) is not None]
+    if not items:
+        return NA
+    items.sort(key=float)
+    return items[(len(items) - 1) // 2]
+
+
+def min_of(values):
+    """The smallest number, ignoring n/a; "" when there is none."""
+    items = [v for v in values if num(v) is not None]
+    return min(items, key=float) if items else ""
+
+
+def verdict(ok):
+    return "met" if ok else "**NOT met**"
+
+
+def kv_fields(text):
+    """The KEY=VALUE words of TEXT (a BENCH line of report.lua, a bench-tools
+    result line), as a dict of strings."""
+    fields = {}
+    for word in (text or "").split():
+        if "=" in word:
+            k, _, v = word.partition("=")
+            fields[k] = v
+    return fields
+
+
+def bench_line(output):
+    """The BENCH line report.lua printed ("" when there is none)."""
+    return "\n".join(line for line in output.splitlines() if line.startswith("BENCH "))
+
+
+def wrk_errors(line):
+    """The non-zero error counters of a BENCH line (status = non-2xx/3xx
+    answers; connect, read, write, timeout = socket errors), "k=v " each."""
+    bad = ""
+    for word in line.split()[1:]:
+        k, _, v = word.partition("=")
+        if k == "requests" or k.endswith("_us"):
+            continue
+        if (num(v) or 0) > 0:
+            bad += word + " "
+    return bad
+
+
+def wrk_ok(fields):
+    """Successful answers of a wrk run: only they count as throughput."""
+    return int(fields.get("requests", 0)) - int(fields.get("status", 0))
+
+
+def per_second(count, duration_us):
+    return fmt(count / (duration_us / 1_000_000), 0)
+
+
+def ms(us):
+    """Microseconds (text) as milliseconds with two decimals."""
+    return fmt(float(us) / 1000, 2)
+
+
+def cpu_us_per(ticks, clk_tck, count):
+    """CPU microseconds per request from clock ticks."""
+    return fmt(ticks * 1_000_000 / clk_tck / count, 0)
+
+
+def stat_cpu_ticks(stat):
+    """utime + stime of a /proc/PID/stat text (fields after the command name,
+    which may hold spaces and parentheses)."""
+    fields = stat.rsplit(") ", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def status_field(status, field):
+    """The kB figure of FIELD (VmRSS, VmHWM) in a /proc/PID/status text, or ""."""
+    for line in status.splitlines():
+        parts = line.split()
+        if parts and parts[0] == field + ":":
+            return parts[1]
+    return ""
+
+
+def put_block(text, block, marker):
+    """TEXT (a BENCHMARKS.md, or None when the file does not exist) with the
+    part from <!-- MARKER:begin to <!-- MARKER:end --> replaced by BLOCK, or
+    BLOCK appended when TEXT has none."""
+    if text is None:
+        return "# Benchmarks\n\n" + block
+    if re.search(r"^<!-- " + re.escape(marker) + ":begin", text, flags=re.M):
+        pattern = r"<!-- " + re.escape(marker) + r":begin.*?<!-- " + re.escape(marker) + r":end -->\n?"
+        return re.sub(pattern, lambda _: block, text, count=1, flags=re.S)
+    return text + "\n" + block

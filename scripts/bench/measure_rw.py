@@ -1,0 +1,213 @@
+"""The measurements of sections 1-3 (scripts/bench/bench.py): the machine, the
+idle footprint, the read path, the write path and the drain of a backlog.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+from figures import NA, SERVICES, BenchError, fmt, kv_fields, num, status_field
+from processes import ROOT, read_text, rss_kb, say, tail
+
+
+class ReadWriteSections:
+    """The machine, the idle footprint, 1. the read path and 2. the write path."""
+
+    def section_machine(self):
+        R = self.R
+        R["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        R["nproc"] = str(len(os.sched_getaffinity(0)))
+        R["cpu"] = next((line.split(": ", 1)[1] for line in read_text("/proc/cpuinfo").splitlines()
+                         if line.startswith("model name")), "")
+        R["ram"] = fmt(int(status_field(read_text("/proc/meminfo"), "MemTotal") or 0) / 1048576, 1) + " GiB"
+        R["kernel"] = f"{os.uname().sysname} {os.uname().release}"
+        osrel = dict(
+            line.split("=", 1) for line in read_text("/etc/os-release").splitlines() if "=" in line
+        )
+        R["os"] = osrel.get("PRETTY_NAME", "").strip('"')
+        rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True, check=False).stdout.split()
+        R["rustc"] = rustc[1] if len(rustc) > 1 else ""
+        R["postgres"] = (self.movies_sql("-c", "SHOW server_version").split() + [""])[0]
+        try:
+            o = self.mgmt.overview()
+        except (OSError, ValueError) as e:
+            raise BenchError(f"the RabbitMQ management API does not answer /overview: {e}") from e
+        R["rabbitmq"] = f"{o['rabbitmq_version']} / Erlang {o['erlang_version']}"
+        nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr.strip()
+        R["nginx"] = re.sub(r".*nginx/", "", nginx_v)
+        wrk_v = subprocess.run(["wrk", "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        first = (wrk_v.stdout.splitlines() or [""])[0].split()
+        R["wrk"] = first[1] if len(first) > 1 else ""
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+        R["commit"] = git.stdout.strip() if git.returncode == 0 else "unknown"
+        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "srcs", "Cargo.toml"], cwd=ROOT,
+                              capture_output=True, check=False)
+        if diff.returncode != 0:
+            R["commit"] += " + uncommitted changes"
+        R["load_start"] = " ".join(read_text("/proc/loadavg").split()[:3])
+
+    def section_idle_footprint(self):
+        say("footprint: binaries and idle memory")
+        for x in SERVICES:
+            self.R[f"size.{x}"] = str(os.stat(os.path.join(self.bin_dir, x)).st_size)
+        time.sleep(3)
+        for x in SERVICES:
+            self.R[f"rss_idle.{x}"] = rss_kb(self.service_pid(x), "VmRSS")
+
+    def section_read(self):
+        s = self.s
+        say(f"1. read path ({s.read_dataset} movies; {s.warmup}s warm-up + {s.rounds} interleaved rounds of {s.slice}s per point)")
+        self.seed_movies(s.read_dataset)
+        # A word that occurs in a few titles: a search that finds something.
+        term = self.movies_sql(
+            "-c", f"SELECT lower(split_part(title, ' ', 2)) FROM movies WHERE id = {s.read_dataset // 2}"
+        )
+        self.R["read.term"] = term
+        by_id = self.lua_script("get-by-id", "get-by-id.lua", ids=s.read_dataset)
+        search = self.lua_script("search", "")
+        for ep, url, script in (("by_id", "/api/movies/1", by_id), ("search", f"/api/movies?title={term}", search)):
+            for c in s.conns:
+                self.wrk_compare(f"read.{ep}.{c}", url, c, script)
+
+    def raw_publish_point(self, key, *args):
+        """raw-publish for WARMUP+DURATION seconds."""
+        s, R = self.s, self.R
+        err = os.path.join(self.work, "raw-publish.err")
+        cmd = [os.path.join(self.tools, "raw-publish"), "--duration", str(s.duration), "--warmup", str(s.warmup), *args]
+        with open(err, "w") as errf:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, check=False)
+        line = r.stdout.rstrip("\n")
+        if r.returncode != 0:
+            self.record_error(f"{key}: raw-publish failed: {tail(read_text(err), 2)} {line}")
+        m = kv_fields(line)
+        R[f"{key}.rps"] = fmt(num(m.get("rate")) or 0, 0)
+        R[f"{key}.p50"] = m.get("p50_ms") or NA
+        R[f"{key}.p99"] = m.get("p99_ms") or NA
+        print(
+            f"    {key:<34} {' '.join(args):<5} {R[key + '.rps']:>8} msg/s  p50 {R[key + '.p50']:>7} ms  "
+            f"p99 {R[key + '.p99']:>7} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def section_write(self):
+        s = self.s
+        say("2. write path")
+        post_movie = self.lua_script("post-movie", "post.lua", path="/api/movies")
+        post_order = self.lua_script("post-order", "post.lua", path="/api/billing")
+        gw_pid = self.service_pid("api-gateway")
+        c = s.write_conns
+        self.wrk_compare(f"write.movie.{c}", "/api/movies", c, post_movie)
+        for c in s.conns:
+            self.raw_publish_point(f"write.raw.{c}", "--concurrency", str(c), "--channels", "1")
+            self.wrk_point(f"write.billing.{c}", self.url["gateway"] + "/api/billing", c, post_order,
+                           s.warmup, s.duration, [gw_pid])
+        # The broker's limit with the load spread over several channels.
+        self.raw_publish_point("write.raw4.64", "--concurrency", "64", "--channels", "4")
+        # Keep the worker's backlog from spilling into the next section.
+        if not self.wait_queue_empty(120):
+            self.record_error("write path: billing_queue did not drain within 120 s")
+
+
+class DrainSection:
+    """3. The drain of a backlog, against the broker alone and a plain INSERT."""
+
+    def queue_depth(self):
+        """billing_queue's depth, or None when the management API cannot tell."""
+        return self.mgmt.queue_depth("billing_queue")
+
+    def wait_queue_empty(self, seconds):
+        """The management API's counts lag by a few seconds: wait until it shows
+        an empty queue twice in a row."""
+        deadline = time.monotonic() + seconds
+        zero = 0
+        while time.monotonic() < deadline:
+            if self.queue_depth() == 0:
+                zero += 1
+                if zero >= 2:
+                    return True
+            else:
+                zero = 0
+            time.sleep(1)
+        return False
+
+    def orders_count(self):
+        return int(self.orders_sql("-c", "SELECT count(*) FROM orders"))
+
+    def publish_backlog(self, count):
+        """COUNT orders into billing_queue with raw-publish (64 publishers on 4
+        channels): (published, rate)."""
+        err = os.path.join(self.work, "raw-publish.err")
+        cmd = [os.path.join(self.tools, "raw-publish"), "--count", str(count), "--concurrency", "64", "--channels", "4"]
+        with open(err, "w") as errf:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, check=False)
+        if r.returncode != 0:
+            self.record_error(f"drain: publishing the backlog failed: {tail(read_text(err), 2)}")
+        m = kv_fields(r.stdout)
+        return int(m.get("published") or 0), fmt(num(m.get("rate")) or 0, 0)
+
+    def section_drain(self):
+        s, R = self.s, self.R
+        say(f"3. drain: a backlog of {s.backlog} orders")
+        log = os.path.join(self.work, "local.log")
+        self.local("stop", "billing-worker", log=log)
+        try:
+            self.mgmt.purge("billing_queue")
+        except (OSError, ValueError):
+            pass  # as before: the drain's counts below tell whether the queue was empty
+        self.orders_sql("-c", "TRUNCATE orders")
+
+        # The broker's limit: the same backlog consumed and acked (with the
+        # worker's prefetch and batch size) by a consumer that stores nothing.
+        n, R["drain.publish_rps"] = self.publish_backlog(s.backlog)
+        err = os.path.join(self.work, "raw-consume.err")
+        cmd = [os.path.join(self.tools, "raw-consume"), "--count", str(n), "--prefetch", s.prefetch, "--ack-every", s.batch]
+        with open(err, "w") as errf:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, check=False)
+        if r.returncode != 0:
+            self.record_error(f"drain: raw-consume failed: {tail(read_text(err), 2)}")
+        R["drain.consume_rps"] = fmt(num(kv_fields(r.stdout).get("rate")) or 0, 0)
+        say(f"    broker: published at {R['drain.publish_rps']}/s, consumed at {R['drain.consume_rps']}/s")
+
+        n, _ = self.publish_backlog(s.backlog)
+        R["drain.n"] = str(n)
+        t_first = t_end = None
+        t0 = time.time()
+        self.local("start", "billing-worker", log=log)
+        limit = 60 + n // 200
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            count = self.orders_count()
+            if t_first is None and count > 0:
+                t_first = time.time()
+            if count >= n:
+                t_end = time.time()
+                break
+            time.sleep(0.1)
+        if t_end is None:
+            self.record_error(f"drain: only {self.orders_count()} of {n} orders stored after {limit} s")
+        else:
+            R["drain.seconds"] = fmt(t_end - t0, 2)
+            R["drain.rps"] = fmt(n / (t_end - t0), 0)
+            R["drain.first_ms"] = fmt((t_first - t0) * 1000, 0)
+            R["drain.steady_rps"] = fmt(n / (t_end - t_first), 0) if t_end > t_first else NA
+        count = self.orders_count()
+        if count != n:
+            self.record_error(f"drain: {count} rows in orders for {n} published orders")
+        say(f"    worker: drained in {R.get('drain.seconds') or NA} s: {R.get('drain.rps') or NA} orders/s")
+
+        # The database's limit: the same rows, in one plain multi-row INSERT into
+        # a table with the same columns, constraints and indexes.
+        self.orders_sql("-c", "DROP TABLE IF EXISTS bench_orders", "-c", "CREATE TABLE bench_orders (LIKE orders INCLUDING ALL)")
+        t0 = time.time()
+        self.orders_sql(
+            "-c",
+            "INSERT INTO bench_orders (order_id, user_id, number_of_items, total_amount)\n"
+            "\t\tSELECT gen_random_uuid(), 'bench-' || (i % 1000), i % 10 + 1, ((i % 100000) / 100.0)::numeric(12, 2)\n"
+            f"\t\tFROM generate_series(1, {n}) AS i",
+        )
+        R["drain.insert_rps"] = fmt(n / (time.time() - t0), 0)
+        self.orders_sql("-c", "DROP TABLE bench_orders")
+        say(f"    database: one plain INSERT at {R['drain.insert_rps']} rows/s")
