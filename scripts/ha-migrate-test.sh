@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proves scripts/ha-migrate-queue.sh on the running local system (scripts/local.sh):
-# billing_queue is moved from a classic to a quorum queue and back while a client
+# it refuses while billing_queue.dlq holds an order; then billing_queue is moved from a classic to a quorum queue and back while a client
 # keeps ordering, with a backlog in the queue when each migration starts. Ends in a
 # verdict: every order answered 200 is stored exactly once (lost 0, duplicated 0),
 # the queue has the asked type after each move, and orders flow after each.
@@ -85,7 +85,36 @@ migrate() {
 		mp::wait_until 60 "an order accepted after the move" flowing "$before"
 }
 
+dlq_held() {
+	scripts/local.sh rabbitmqctl -q list_queues -p "$RABBITMQ_VHOST" --no-table-headers name messages |
+		awk '$1 == "billing_queue.dlq" { print $2 }'
+}
+dead_lettered() { (($(dlq_held) > 0)); }
+
+# A dead-lettered order waits for a human: the migration must stop before it
+# deletes anything. One message that is no order, published straight into the
+# queue (through the management API, scripts/lib/mp_rabbitmq.py), is
+# dead-lettered by the worker.
+poison() {
+	PYTHONPATH=scripts/lib python3 - "${LOCAL_RABBITMQ_MGMT_PORT:-55673}" "$RABBITMQ_VHOST" <<-'PY'
+		import sys, mp_rabbitmq
+		sys.exit(0 if mp_rabbitmq.Management(sys.argv[1], sys.argv[2]).publish("billing_queue", "not an order", {"delivery_mode": 2}) else 1)
+	PY
+}
+dead_letter_one() { poison && mp::wait_until 30 "a dead-lettered message" dead_lettered; }
+refused_with_dlq() {
+	local out
+	! out=$(MIGRATE_START="$(start_with classic)" scripts/ha-migrate-queue.sh quorum 2>&1) &&
+		grep -q "billing_queue.dlq holds .* dead-lettered order" <<<"$out"
+}
 mp::check "billing_queue starts as a classic queue (.env)" test "$(queue_type)" = classic
+mp::check "a message that is no order lands in billing_queue.dlq" dead_letter_one
+mp::check "the migration stops, naming billing_queue.dlq, while it holds an order" refused_with_dlq
+mp::check "...and deleted nothing: billing_queue is still classic" test "$(queue_type)" = classic
+# What the operator does next: look at the dead-lettered messages, move or drop
+# them, start the services again.
+scripts/local.sh rabbitmqctl -q purge_queue -p "$RABBITMQ_VHOST" billing_queue.dlq >/dev/null
+bash -c "$(start_with classic)" >/dev/null
 client &
 CLIENT_PID=$!
 mp::wait_until 30 "the client's first accepted order" flowing 0 || true

@@ -13,7 +13,8 @@
 #   e2e      scripts/e2e.py: the running system through every route and error; then the
 #            audit walk (scripts/lib/walk.sh) over the local processes
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
-#   chaos    the resilience scenarios: orders never lost or duplicated
+#   chaos    the resilience scenarios: orders never lost or duplicated; then
+#            scripts/ha-migrate-test.sh: billing_queue moved classic -> quorum -> classic under orders
 #   containers  the Docker Compose deployment and its audit (dockerd started if needed);
 #            before hosts, so the three-host test proves dockerd's iptables rules do not disturb it
 #   hosts    the three-host test in network namespaces
@@ -199,6 +200,7 @@ step_contract() {
 step_chaos() {
 	ensure_system
 	python3 scripts/scenarios.py
+	scripts/ha-migrate-test.sh
 }
 
 step_hosts() {
