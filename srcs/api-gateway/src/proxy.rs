@@ -29,7 +29,7 @@ use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
 use crate::body;
-use crate::error::GatewayError;
+use crate::error::Error;
 use crate::metrics::GatewayMetrics;
 use crate::upstreams::Upstreams;
 use common::request_id::{self, RequestId};
@@ -145,7 +145,7 @@ impl Inventory {
         headers: &HeaderMap,
         body: Option<Bytes>,
         request_id: &str,
-    ) -> Result<Answer, GatewayError> {
+    ) -> Result<Answer, Error> {
         let idempotent = is_idempotent(method);
         let exchange = async {
             let mut tried = Vec::new();
@@ -154,7 +154,7 @@ impl Inventory {
             loop {
                 let Some(current) = target.take() else {
                     // Unreachable: `pick(&[])` always has an endpoint.
-                    return Err(GatewayError::UpstreamUnavailable(
+                    return Err(Error::UpstreamUnavailable(
                         "no inventory endpoint".to_owned(),
                     ));
                 };
@@ -204,11 +204,11 @@ impl Inventory {
                         match self.upstreams.pick(&tried) {
                             Some(next) => Some(next),
                             None if timed_out => self.upstreams.pick(&[]),
-                            None => return Err(GatewayError::UpstreamUnavailable(error)),
+                            None => return Err(Error::UpstreamUnavailable(error)),
                         }
                     }
                     Failure::BeforeHead if !idempotent => {
-                        return Err(GatewayError::UpstreamUnavailable(error))
+                        return Err(Error::UpstreamUnavailable(error))
                     }
                     Failure::BeforeHead => match self.upstreams.pick(&tried) {
                         Some(next) => Some(next),
@@ -216,7 +216,7 @@ impl Inventory {
                             stale_retry = false;
                             self.upstreams.pick(&[])
                         }
-                        None => return Err(GatewayError::UpstreamUnavailable(error)),
+                        None => return Err(Error::UpstreamUnavailable(error)),
                     },
                 };
                 log::info!(
@@ -230,8 +230,8 @@ impl Inventory {
             .unwrap_or_else(|_| Err(self.timed_out()))
     }
 
-    fn timed_out(&self) -> GatewayError {
-        GatewayError::UpstreamTimeout {
+    fn timed_out(&self) -> Error {
+        Error::UpstreamTimeout {
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -242,7 +242,7 @@ pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
     inventory: web::Data<Inventory>,
-) -> Result<HttpResponse, GatewayError> {
+) -> Result<HttpResponse, Error> {
     let body = body::read_limited(payload, req.headers(), MAX_REQUEST_BODY).await?;
     // Send a body (even an empty one) only if the client framed one, so a
     // GET stays a GET without `Content-Length: 0`.
@@ -439,7 +439,7 @@ struct Relay {
 }
 
 impl MessageBody for Relay {
-    type Error = GatewayError;
+    type Error = Error;
 
     fn size(&self) -> BodySize {
         self.size
@@ -462,7 +462,7 @@ impl MessageBody for Relay {
                     this.what,
                     this.sent
                 );
-                Poll::Ready(Some(Err(GatewayError::UpstreamBadResponse(e.to_string()))))
+                Poll::Ready(Some(Err(Error::UpstreamBadResponse(e.to_string()))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
@@ -480,7 +480,7 @@ impl MessageBody for Relay {
                             this.what,
                             this.sent
                         );
-                        Poll::Ready(Some(Err(GatewayError::UpstreamTimeout { timeout_ms })))
+                        Poll::Ready(Some(Err(Error::UpstreamTimeout { timeout_ms })))
                     }
                 }
             }

@@ -7,7 +7,7 @@
 
 use crate::batch::{self, Next};
 use crate::config::Config;
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::process::{Outcome, Processor};
 use crate::shutdown::Shutdown;
 use crate::status::WorkerStatus;
@@ -85,7 +85,7 @@ impl Consumer {
 
     /// One connection's life. `Ok` means a stop was requested and everything
     /// settled was acked before the channel and connection were closed.
-    async fn session(&self, processor: &Processor, consumed: &mut bool) -> Result<(), WorkerError> {
+    async fn session(&self, processor: &Processor, consumed: &mut bool) -> Result<(), Error> {
         let target = &self.config.rabbitmq;
         let setup = async {
             let connection = target.connect(CONNECTION_NAME).await?;
@@ -102,12 +102,12 @@ impl Consumer {
                     FieldTable::default(),
                 )
                 .await?;
-            Ok::<_, WorkerError>((connection, channel, consumer))
+            Ok::<_, Error>((connection, channel, consumer))
         };
         let (connection, channel, mut consumer) = tokio::select! {
             () = self.shutdown.requested() => return Ok(()),
             setup = tokio::time::timeout(SETUP_TIMEOUT, setup) => {
-                setup.map_err(|_| WorkerError::AmqpTimeout("connect"))??
+                setup.map_err(|_| Error::AmqpTimeout("connect"))??
             }
         };
         *consumed = true;

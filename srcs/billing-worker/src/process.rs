@@ -4,7 +4,7 @@
 //! already with other content is dead-lettered too, never dropped silently.
 
 use crate::batch::{decode, Content, IdSource, Received};
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::shutdown::Shutdown;
 use crate::status::WorkerStatus;
 use crate::store::{self, NewOrder, RowOutcome};
@@ -67,7 +67,7 @@ impl Processor {
     /// Settles a batch. An error means the channel is unusable (an ack or a
     /// reject could not be sent): the caller reconnects and the broker
     /// redelivers whatever was not acked.
-    pub async fn process(&self, deliveries: Vec<Delivery>) -> Result<Outcome, WorkerError> {
+    pub async fn process(&self, deliveries: Vec<Delivery>) -> Result<Outcome, Error> {
         let started = Instant::now();
         let received = deliveries.len();
         self.status.histograms().batch(received);
@@ -124,7 +124,7 @@ impl Processor {
         &self,
         orders: &[Received],
         tally: &mut Tally,
-    ) -> Result<OneByOne, WorkerError> {
+    ) -> Result<OneByOne, Error> {
         let mut last_stored = None;
         for (i, r) in orders.iter().enumerate() {
             let Some(row) = row_of(r) else { continue };
@@ -159,13 +159,12 @@ impl Processor {
             let pool = self.pool.clone();
             let batch = Arc::clone(&rows);
             let started = Instant::now();
-            let task =
-                tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, WorkerError> {
-                    let mut conn = pool.get()?;
-                    Ok(store::store_orders(&mut conn, &batch)?)
-                });
+            let task = tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, Error> {
+                let mut conn = pool.get()?;
+                Ok(store::store_orders(&mut conn, &batch)?)
+            });
             let result = tokio::select! {
-                joined = task => joined.unwrap_or_else(|e| Err(WorkerError::Task(e))),
+                joined = task => joined.unwrap_or_else(|e| Err(Error::Task(e))),
                 () = self.shutdown.requested_then(STOP_GRACE) => {
                     log::warn!(
                         "stop requested: a store of {} order(s) is still running after {STOP_GRACE:?}; leaving them unacknowledged in the queue",
@@ -186,7 +185,7 @@ impl Processor {
                     }
                     return Stored::Done(inserted);
                 }
-                Err(WorkerError::Database(e)) if store::is_row_rejection(&e) => {
+                Err(Error::Database(e)) if store::is_row_rejection(&e) => {
                     return Stored::Refused(e)
                 }
                 Err(e) => {
@@ -222,7 +221,7 @@ impl Processor {
         orders: &'a [Received],
         outcomes: &[RowOutcome],
         tally: &mut Tally,
-    ) -> Result<Option<&'a Received>, WorkerError> {
+    ) -> Result<Option<&'a Received>, Error> {
         let mut last = None;
         for (r, outcome) in orders.iter().zip(outcomes) {
             let Content::Order { order, id_source } = &r.content else {
@@ -271,7 +270,7 @@ impl Processor {
         Ok(last)
     }
 
-    async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), WorkerError> {
+    async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), Error> {
         log::warn!(
             "dead-lettering message ({}{}): {why}",
             r.describe(),
@@ -284,7 +283,7 @@ impl Processor {
             .reject(BasicRejectOptions { requeue: false })
             .await?;
         if !sent {
-            return Err(WorkerError::ChannelLost);
+            return Err(Error::ChannelLost);
         }
         self.status.add_dead_lettered(1);
         Ok(())
@@ -321,11 +320,11 @@ fn row_of(r: &Received) -> Option<NewOrder> {
     }
 }
 
-async fn ack_through(last: &Received) -> Result<(), WorkerError> {
+async fn ack_through(last: &Received) -> Result<(), Error> {
     let sent = last.acker.ack(BasicAckOptions { multiple: true }).await?;
     if sent {
         Ok(())
     } else {
-        Err(WorkerError::ChannelLost)
+        Err(Error::ChannelLost)
     }
 }

@@ -2,7 +2,7 @@
 //! (it can do its job: consuming from RabbitMQ and PostgreSQL answering), in
 //! `common::health`'s shape plus the `orders` counters.
 
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::status::{Counters, WorkerStatus};
 use crate::store;
 use actix_web::{web, HttpResponse};
@@ -23,7 +23,7 @@ struct Extra {
 async fn ready(pool: web::Data<PgPool>, status: web::Data<Arc<WorkerStatus>>) -> HttpResponse {
     let rabbitmq = status.is_consuming();
     let pool = pool.get_ref().clone();
-    let database = web::block(move || -> Result<(), WorkerError> {
+    let database = web::block(move || -> Result<(), Error> {
         let mut conn = pool.get_timeout(READY_DB_TIMEOUT)?;
         Ok(store::ping(&mut conn)?)
     })

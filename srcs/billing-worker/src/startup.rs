@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::consumer::Consumer;
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::shutdown::{self, Shutdown};
 use crate::status::WorkerStatus;
 use crate::{routes, MIGRATIONS};
@@ -88,14 +88,14 @@ impl Application {
     }
 
     /// Runs until SIGTERM or SIGINT, then stops gracefully.
-    pub async fn run(self) -> Result<(), WorkerError> {
+    pub async fn run(self) -> Result<(), Error> {
         self.run_until(shutdown::signal()).await
     }
 
     /// Runs until `stop` resolves, then: stops consuming, lets the batch in
     /// flight finish and be acked, closes channel and connection, stops the
     /// health server.
-    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
         let (trigger, shutdown) = shutdown::channel();
         let server_handle = self.server.handle();
         let mut server_task = tokio::spawn(self.server);
@@ -132,7 +132,7 @@ impl Application {
             None => server_task.await,
         };
         log::info!("billing-worker stopped");
-        server_result?.map_err(WorkerError::Http)
+        server_result?.map_err(Error::Http)
     }
 }
 

@@ -286,7 +286,7 @@ pub async fn system_with(
 pub struct Worker {
     pub port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: actix_web::rt::task::JoinHandle<Result<(), billing_worker::error::WorkerError>>,
+    task: actix_web::rt::task::JoinHandle<Result<(), billing_worker::error::Error>>,
 }
 
 impl Worker {
