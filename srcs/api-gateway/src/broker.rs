@@ -36,8 +36,12 @@ use crate::metrics::{GatewayMetrics, Publish};
 /// Name shown in RabbitMQ's connection list and stamped as `app_id`.
 pub const APP_ID: &str = "api-gateway";
 
-const FIRST_RETRY: Duration = Duration::from_millis(250);
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// First pause before reconnecting to RabbitMQ; doubled after each failure.
+const AMQP_RETRY_INITIAL: Duration = Duration::from_millis(250);
+/// Longer than the worker's 3 s: while the link is down the gateway answers
+/// 503 with `Retry-After: 5`, so reconnecting sooner brings no client back
+/// sooner.
+const AMQP_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Bounds one connect + channel + topology attempt; lapin's own connection
 /// timeout covers only the TCP/AMQP handshake.
 const CONNECT_BUDGET: Duration = Duration::from_secs(10);
@@ -338,7 +342,7 @@ impl Link {
 /// exponential backoff whenever it is lost, until asked to stop.
 async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<bool>) {
     let target = format!("{:?}", config.rabbitmq);
-    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
+    let mut backoff = Backoff::new(AMQP_RETRY_INITIAL, AMQP_RETRY_MAX);
     let mut generation = 0u64;
     while !*stop.borrow() {
         let connected = tokio::select! {

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// First pause after a failed store; doubled after each further failure.
-const RETRY_INITIAL: Duration = Duration::from_millis(250);
+const STORE_RETRY_INITIAL: Duration = Duration::from_millis(250);
 /// Longest pause between two tries, so the worker resumes within a few
 /// seconds of the database coming back.
-const RETRY_MAX: Duration = Duration::from_secs(4);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(4);
 /// How long a store already running when a stop is requested may still take.
 /// Its messages are acked if it commits in time; else they stay in the queue.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -154,7 +154,7 @@ impl Processor {
     /// deliveries stay unacknowledged (held by this worker) meanwhile, so
     /// nothing is lost and RabbitMQ is not asked to redeliver in a hot loop.
     async fn store_with_retry(&self, rows: Arc<Vec<NewOrder>>) -> Stored {
-        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+        let mut backoff = Backoff::new(STORE_RETRY_INITIAL, STORE_RETRY_MAX);
         loop {
             let pool = self.pool.clone();
             let batch = Arc::clone(&rows);

@@ -14,7 +14,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use common::config::ServiceConfig;
-use common::db::{try_migrate, PgPool};
+use common::db::{try_migrate, PgPool, MIGRATE_RETRY_INITIAL, MIGRATE_RETRY_MAX};
 use common::http::ServerLimits;
 use common::logging::one_line;
 use common::metrics::{self, http::HttpMetrics, pool::PoolCollector, Registry};
@@ -28,8 +28,6 @@ use std::time::Duration;
 
 /// How long the consumer waits for a database connection per try.
 const DB_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
-const MIGRATE_RETRY_INITIAL: Duration = Duration::from_millis(250);
-const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(4);
 pub const ACCESS_LOG_TARGET: &str = "billing_worker::access";
 
 pub struct Application {
