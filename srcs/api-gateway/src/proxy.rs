@@ -270,7 +270,8 @@ pub async fn forward(
         idle: Box::pin(tokio::time::sleep(inventory.idle_timeout)),
         waiting: false,
         sent: 0,
-        what: format!("request_id={request_id} {} {}", req.method(), req.path()),
+        what: format!("{} {}", req.method(), req.path()),
+        request_id: request_id.to_string(),
     };
     Ok(client_response(
         answer.status,
@@ -434,8 +435,10 @@ struct Relay {
     /// inventory, not while the client takes its time reading.
     waiting: bool,
     sent: u64,
-    /// Request id, method and path, for the log line of a cut.
+    /// Method and path, for the log line of a cut.
     what: String,
+    /// Ends the log line of a cut, as in every log line about a request.
+    request_id: String,
 }
 
 impl MessageBody for Relay {
@@ -458,9 +461,10 @@ impl MessageBody for Relay {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!(
-                    "{}: response cut after {} bytes: inventory's body failed: {e}",
+                    "{}: response cut after {} bytes: inventory's body failed: {e} request_id={}",
                     this.what,
-                    this.sent
+                    this.sent,
+                    this.request_id
                 );
                 Poll::Ready(Some(Err(Error::UpstreamBadResponse(e.to_string()))))
             }
@@ -476,9 +480,10 @@ impl MessageBody for Relay {
                         let timeout_ms =
                             u64::try_from(this.idle_timeout.as_millis()).unwrap_or(u64::MAX);
                         log::warn!(
-                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms",
+                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms request_id={}",
                             this.what,
-                            this.sent
+                            this.sent,
+                            this.request_id
                         );
                         Poll::Ready(Some(Err(Error::UpstreamTimeout { timeout_ms })))
                     }
