@@ -220,7 +220,7 @@ impl Inventory {
                     },
                 };
                 log::info!(
-                    "{method} {path}: inventory failed before answering, trying again: {error} request_id={request_id}"
+                    "{method} {path}: inventory failed before answering, trying again: {error} event=upstream_retry request_id={request_id}"
                 );
                 self.metrics.upstream_retried();
             }
@@ -461,7 +461,7 @@ impl MessageBody for Relay {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!(
-                    "{}: response cut after {} bytes: inventory's body failed: {e} request_id={}",
+                    "{}: response cut after {} bytes: inventory's body failed: {e} event=response_cut request_id={}",
                     this.what,
                     this.sent,
                     this.request_id
@@ -480,7 +480,7 @@ impl MessageBody for Relay {
                         let timeout_ms =
                             u64::try_from(this.idle_timeout.as_millis()).unwrap_or(u64::MAX);
                         log::warn!(
-                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms request_id={}",
+                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut request_id={}",
                             this.what,
                             this.sent,
                             this.request_id

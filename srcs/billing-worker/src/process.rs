@@ -234,19 +234,22 @@ impl Processor {
                     self.status.histograms().stored_order(r.timestamp);
                     if *id_source == IdSource::Generated {
                         log::info!(
-                            "order {id} stored request_id={} (the message had no id, so this one was generated: a redelivery of it would be stored again)",
+                            "order {id} stored (the message had no id, so this one was generated: a redelivery of it would be stored again) event=order_stored order_id={id} request_id={}",
                             r.request()
                         );
                     } else {
-                        log::info!("order {id} stored request_id={}", r.request());
+                        log::info!(
+                            "order {id} stored event=order_stored order_id={id} request_id={}",
+                            r.request()
+                        );
                     }
                 }
                 RowOutcome::Duplicate => {
                     tally.duplicates += 1;
                     log::info!(
-                        "order {id} was already stored, duplicate skipped request_id={} redelivered={}",
-                        r.request(),
-                        r.redelivered
+                        "order {id} was already stored, duplicate skipped event=order_duplicate order_id={id} redelivered={} request_id={}",
+                        r.redelivered,
+                        r.request()
                     );
                 }
                 RowOutcome::Conflict(stored) => {

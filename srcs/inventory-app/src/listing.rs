@@ -102,12 +102,12 @@ fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
         Err(Stop::Render(e)) => out.fail(Error::Internal(format!("rendering a movie: {e}").into())),
         Err(Stop::ClientGone) => {
             log::info!(
-                "listing stopped: nobody reads it any more (the client went away, or a HEAD) request_id={}",
+                "listing stopped: nobody reads it any more (the client went away, or a HEAD) event=listing_stopped reason=client_gone request_id={}",
                 out.rid
             )
         }
         Err(Stop::Stalled) => log::warn!(
-            "listing stopped: the client read nothing for {:?}; its answer is cut request_id={}",
+            "listing stopped: the client read nothing for {:?}; its answer is cut event=listing_stopped reason=stalled request_id={}",
             out.stall,
             out.rid
         ),
@@ -249,7 +249,7 @@ impl ListingBody {
     fn cut(&mut self, error: Error) -> Poll<Option<Result<Bytes, Error>>> {
         self.rx = None;
         log::error!(
-            "listing cut after {} bytes (the client sees a truncated answer): {error} request_id={}",
+            "listing cut after {} bytes (the client sees a truncated answer): {error} event=listing_cut request_id={}",
             self.sent,
             self.rid
         );
