@@ -193,7 +193,7 @@ impl Inventory {
                 };
                 // Every log line about a request carries its id.
                 self.upstreams
-                    .mark_down(current.key, &format!("{e} (request_id={request_id})"));
+                    .mark_down(current.key, &format!("{e} request_id={request_id}"));
                 let error = format!("{url}: {e}");
                 tried.push(current.key);
                 target = match failure {

@@ -102,13 +102,13 @@ impl Received {
         self.request_id.as_deref().unwrap_or("-")
     }
 
-    /// What identifies the message in a log line.
+    /// What identifies the message in a log line (its request id, which
+    /// ends every log line about a request, is [`request`](Self::request)).
     pub fn describe(&self) -> String {
         format!(
-            "delivery tag {}, message id {}, request_id={}",
+            "delivery tag {}, message id {}",
             self.delivery_tag,
-            self.message_id.as_deref().map_or("-".into(), printable),
-            self.request()
+            self.message_id.as_deref().map_or("-".into(), printable)
         )
     }
 }

@@ -275,11 +275,12 @@ impl Processor {
 
     async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), Error> {
         log::warn!(
-            "dead-lettering message ({}{}): {why}",
+            "dead-lettering message ({}{}): {why} request_id={}",
             r.describe(),
             r.order_id()
                 .map(|id| format!(", order {id}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            r.request()
         );
         let sent = r
             .acker
