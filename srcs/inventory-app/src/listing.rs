@@ -18,6 +18,7 @@ use crate::state::AppState;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use common::db::PgPool;
+use common::logging::one_line;
 use diesel::pg::PgConnection;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -249,8 +250,10 @@ impl ListingBody {
     fn cut(&mut self, error: Error) -> Poll<Option<Result<Bytes, Error>>> {
         self.rx = None;
         log::error!(
-            "listing cut after {} bytes (the client sees a truncated answer): {error} event=listing_cut request_id={}",
+            "listing cut after {} bytes (the client sees a truncated answer): {} event=listing_cut request_id={}",
             self.sent,
+            // libpq's messages span lines; one line keeps the request id on it.
+            one_line(&error),
             self.rid
         );
         Poll::Ready(Some(Err(error)))
