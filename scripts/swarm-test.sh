@@ -263,7 +263,7 @@ check_kill_under_load() {
 	# byte: the gateways sent them again to another task (and log each).
 	local c retried=0
 	for c in $(docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_api-gateway-app"); do
-		retried=$((retried + $(docker logs "$c" 2>&1 | grep -c 'inventory failed before answering, trying again' || true)))
+		retried=$((retried + $(docker logs "$c" 2>&1 | grep -c 'event=upstream_retry' || true)))
 	done
 	echo "requests the gateways sent again to another inventory task (since the deploy): $retried"
 	[[ $(load_failures) == 0 ]]

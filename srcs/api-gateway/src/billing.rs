@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::body;
 use crate::broker::Broker;
-use crate::error::GatewayError;
+use crate::error::Error;
 use common::request_id::RequestId;
 
 /// An order is four short fields; anything bigger is not an order.
@@ -52,7 +52,7 @@ pub async fn create_order(
     req: HttpRequest,
     payload: web::Payload,
     broker: web::Data<Broker>,
-) -> Result<HttpResponse, GatewayError> {
+) -> Result<HttpResponse, Error> {
     require_json(&req)?;
     let key = idempotency_key(&req)?;
     let body = body::read_limited(payload, req.headers(), MAX_ORDER_BODY).await?;
@@ -68,9 +68,13 @@ pub async fn create_order(
     let request_id = RequestId::of(&req);
     broker.publish(&message, &request_id).await?;
     if key.is_some() {
-        log::info!("request_id={request_id} order {order_id} queued (idempotency key)");
+        log::info!(
+            "order {order_id} queued (idempotency key) event=order_queued order_id={order_id} request_id={request_id}"
+        );
     } else {
-        log::info!("request_id={request_id} order {order_id} queued");
+        log::info!(
+            "order {order_id} queued event=order_queued order_id={order_id} request_id={request_id}"
+        );
     }
     Ok(HttpResponse::Ok().json(Queued {
         message: "Order queued for processing",
@@ -80,7 +84,7 @@ pub async fn create_order(
 }
 
 /// `application/json` (any parameters) or a `+json` type; else 415.
-fn require_json(req: &HttpRequest) -> Result<(), GatewayError> {
+fn require_json(req: &HttpRequest) -> Result<(), Error> {
     let mime: Option<mime::Mime> = req
         .headers()
         .get(CONTENT_TYPE)
@@ -93,7 +97,7 @@ fn require_json(req: &HttpRequest) -> Result<(), GatewayError> {
         {
             Ok(())
         }
-        _ => Err(GatewayError::UnsupportedMediaType),
+        _ => Err(Error::UnsupportedMediaType),
     }
 }
 
@@ -101,13 +105,13 @@ fn require_json(req: &HttpRequest) -> Result<(), GatewayError> {
 /// ASCII characters, taken verbatim. Anything else is refused (400 naming the
 /// header) rather than ignored, since ignoring it would turn a retry into a
 /// second order.
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, GatewayError> {
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, Error> {
     let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
     let Some(value) = values.next() else {
         return Ok(None);
     };
     let invalid = |message: String| {
-        GatewayError::InvalidOrder(FieldError {
+        Error::InvalidOrder(FieldError {
             field: Some(IDEMPOTENCY_KEY_FIELD),
             message,
         })

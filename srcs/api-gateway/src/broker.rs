@@ -30,14 +30,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::error::GatewayError;
+use crate::error::Error;
 use crate::metrics::{GatewayMetrics, Publish};
 
 /// Name shown in RabbitMQ's connection list and stamped as `app_id`.
 pub const APP_ID: &str = "api-gateway";
 
-const FIRST_RETRY: Duration = Duration::from_millis(250);
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// First pause before reconnecting to RabbitMQ; doubled after each failure.
+const AMQP_RETRY_INITIAL: Duration = Duration::from_millis(250);
+/// Longer than the worker's 3 s: while the link is down the gateway answers
+/// 503 with `Retry-After: 5`, so reconnecting sooner brings no client back
+/// sooner.
+const AMQP_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Bounds one connect + channel + topology attempt; lapin's own connection
 /// timeout covers only the TCP/AMQP handshake.
 const CONNECT_BUDGET: Duration = Duration::from_secs(10);
@@ -137,11 +141,7 @@ impl Broker {
     /// again, on the replacement link once the loop has one, until the
     /// publish timeout. The broker may then hold it twice; the worker stores
     /// it once (`ON CONFLICT (order_id)`), which is why that is safe.
-    pub async fn publish(
-        &self,
-        order: &OrderMessage,
-        request_id: &str,
-    ) -> Result<(), GatewayError> {
+    pub async fn publish(&self, order: &OrderMessage, request_id: &str) -> Result<(), Error> {
         let (outcome, result) = self.try_publish(order, request_id).await;
         self.shared.metrics.published(outcome);
         result
@@ -153,14 +153,14 @@ impl Broker {
         &self,
         order: &OrderMessage,
         request_id: &str,
-    ) -> (Publish, Result<(), GatewayError>) {
+    ) -> (Publish, Result<(), Error>) {
         let timeout = self.shared.publish_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let payload = match serde_json::to_vec(order) {
             Ok(payload) => payload,
-            Err(e) => return (Publish::Failed, Err(GatewayError::Internal(Box::new(e)))),
+            Err(e) => return (Publish::Failed, Err(Error::Internal(Box::new(e)))),
         };
-        let timed_out = || GatewayError::PublishTimeout {
+        let timed_out = || Error::PublishTimeout {
             order_id: order.order_id,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
@@ -169,9 +169,7 @@ impl Broker {
         let Some(mut link) = self.shared.current().filter(Link::is_usable) else {
             return (
                 Publish::RefusedDown,
-                Err(GatewayError::BrokerUnavailable(
-                    "not connected to RabbitMQ".into(),
-                )),
+                Err(Error::BrokerUnavailable("not connected to RabbitMQ".into())),
             );
         };
         let mut tries = 0u32;
@@ -227,7 +225,7 @@ impl Broker {
         if link.connection.blocked() {
             return Attempt::Done(
                 Publish::RefusedBlocked,
-                Err(GatewayError::BrokerUnavailable(
+                Err(Error::BrokerUnavailable(
                     "RabbitMQ is blocking publishers (resource alarm)".into(),
                 )),
             );
@@ -252,7 +250,7 @@ impl Broker {
                 });
                 Attempt::Done(
                     Publish::Returned,
-                    Err(GatewayError::OrderNotQueued {
+                    Err(Error::OrderNotQueued {
                         order_id: order.order_id,
                         reason: format!(
                             "returned as unroutable ({} {})",
@@ -264,7 +262,7 @@ impl Broker {
             Ok(Confirmation::Nack(_)) => Attempt::Again {
                 outcome: Publish::Nacked,
                 why: "nack".to_owned(),
-                last: GatewayError::OrderNotQueued {
+                last: Error::OrderNotQueued {
                     order_id: order.order_id,
                     reason: "negatively acknowledged (nack)".into(),
                 },
@@ -273,9 +271,7 @@ impl Broker {
                 self.shared.mark_broken(link.generation);
                 Attempt::Done(
                     Publish::Failed,
-                    Err(GatewayError::Internal(
-                        "channel is not in confirm mode".into(),
-                    )),
+                    Err(Error::Internal("channel is not in confirm mode".into())),
                 )
             }
             Err(e) => {
@@ -285,7 +281,7 @@ impl Broker {
                 Attempt::Again {
                     outcome: Publish::Failed,
                     why: format!("publish failed: {e}"),
-                    last: GatewayError::BrokerUnavailable(format!("publish failed: {e}")),
+                    last: Error::BrokerUnavailable(format!("publish failed: {e}")),
                 }
             }
         }
@@ -295,13 +291,13 @@ impl Broker {
 /// What one publish came to.
 enum Attempt {
     /// Final: confirmed, or an error that publishing again cannot cure.
-    Done(Publish, Result<(), GatewayError>),
+    Done(Publish, Result<(), Error>),
     /// Not confirmed, but the order may be published again; `outcome` and
     /// `last` are what is reported if the time runs out first.
     Again {
         outcome: Publish,
         why: String,
-        last: GatewayError,
+        last: Error,
     },
 }
 
@@ -346,7 +342,7 @@ impl Link {
 /// exponential backoff whenever it is lost, until asked to stop.
 async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<bool>) {
     let target = format!("{:?}", config.rabbitmq);
-    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
+    let mut backoff = Backoff::new(AMQP_RETRY_INITIAL, AMQP_RETRY_MAX);
     let mut generation = 0u64;
     while !*stop.borrow() {
         let connected = tokio::select! {

@@ -9,7 +9,7 @@ use common::order::FieldError;
 /// the log (it may name hosts or broker errors); the response carries only
 /// the stable `code` and a message meant for clients.
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub enum Error {
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("request body is larger than {limit} bytes")]
@@ -41,7 +41,7 @@ pub enum GatewayError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl GatewayError {
+impl Error {
     /// The stable, machine-readable code of the JSON error body.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -103,7 +103,7 @@ impl GatewayError {
     }
 }
 
-impl ResponseError for GatewayError {
+impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn internal_details_stay_out_of_the_response() {
-        let e = GatewayError::BrokerUnavailable("amqp://billing@10.0.0.9 refused".into());
+        let e = Error::BrokerUnavailable("amqp://billing@10.0.0.9 refused".into());
         assert!(e.to_string().contains("10.0.0.9"));
         assert!(!e.client_message().contains("10.0.0.9"));
         assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);

@@ -7,7 +7,6 @@ pub mod body;
 pub mod broker;
 pub mod config;
 pub mod error;
-pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;

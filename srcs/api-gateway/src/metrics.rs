@@ -16,7 +16,7 @@ use common::metrics::{latency_histogram, register_all};
 use std::sync::Arc;
 
 use crate::broker::Broker;
-use crate::error::GatewayError;
+use crate::error::Error;
 use crate::upstreams::Upstreams;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -106,19 +106,14 @@ impl GatewayMetrics {
         registry.register_collector(Box::new(BrokerState(broker)));
     }
 
-    pub fn upstream<T>(
-        &self,
-        result: &Result<T, GatewayError>,
-        status: Option<u16>,
-        started: Instant,
-    ) {
+    pub fn upstream<T>(&self, result: &Result<T, Error>, status: Option<u16>, started: Instant) {
         let outcome = match (result, status) {
             (Ok(_), Some(100..=199)) => "1xx",
             (Ok(_), Some(200..=299)) => "2xx",
             (Ok(_), Some(300..=399)) => "3xx",
             (Ok(_), Some(400..=499)) => "4xx",
             (Ok(_), _) => "5xx",
-            (Err(GatewayError::UpstreamTimeout { .. }), _) => "timeout",
+            (Err(Error::UpstreamTimeout { .. }), _) => "timeout",
             (Err(_), _) => "unavailable",
         };
         self.upstream

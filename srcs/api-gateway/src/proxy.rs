@@ -29,7 +29,7 @@ use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
 use crate::body;
-use crate::error::GatewayError;
+use crate::error::Error;
 use crate::metrics::GatewayMetrics;
 use crate::upstreams::Upstreams;
 use common::request_id::{self, RequestId};
@@ -145,7 +145,7 @@ impl Inventory {
         headers: &HeaderMap,
         body: Option<Bytes>,
         request_id: &str,
-    ) -> Result<Answer, GatewayError> {
+    ) -> Result<Answer, Error> {
         let idempotent = is_idempotent(method);
         let exchange = async {
             let mut tried = Vec::new();
@@ -154,7 +154,7 @@ impl Inventory {
             loop {
                 let Some(current) = target.take() else {
                     // Unreachable: `pick(&[])` always has an endpoint.
-                    return Err(GatewayError::UpstreamUnavailable(
+                    return Err(Error::UpstreamUnavailable(
                         "no inventory endpoint".to_owned(),
                     ));
                 };
@@ -193,7 +193,7 @@ impl Inventory {
                 };
                 // Every log line about a request carries its id.
                 self.upstreams
-                    .mark_down(current.key, &format!("{e} (request_id={request_id})"));
+                    .mark_down(current.key, &format!("{e} request_id={request_id}"));
                 let error = format!("{url}: {e}");
                 tried.push(current.key);
                 target = match failure {
@@ -204,11 +204,11 @@ impl Inventory {
                         match self.upstreams.pick(&tried) {
                             Some(next) => Some(next),
                             None if timed_out => self.upstreams.pick(&[]),
-                            None => return Err(GatewayError::UpstreamUnavailable(error)),
+                            None => return Err(Error::UpstreamUnavailable(error)),
                         }
                     }
                     Failure::BeforeHead if !idempotent => {
-                        return Err(GatewayError::UpstreamUnavailable(error))
+                        return Err(Error::UpstreamUnavailable(error))
                     }
                     Failure::BeforeHead => match self.upstreams.pick(&tried) {
                         Some(next) => Some(next),
@@ -216,11 +216,11 @@ impl Inventory {
                             stale_retry = false;
                             self.upstreams.pick(&[])
                         }
-                        None => return Err(GatewayError::UpstreamUnavailable(error)),
+                        None => return Err(Error::UpstreamUnavailable(error)),
                     },
                 };
                 log::info!(
-                    "{method} {path}: inventory failed before answering, trying again: {error} request_id={request_id}"
+                    "{method} {path}: inventory failed before answering, trying again: {error} event=upstream_retry request_id={request_id}"
                 );
                 self.metrics.upstream_retried();
             }
@@ -230,8 +230,8 @@ impl Inventory {
             .unwrap_or_else(|_| Err(self.timed_out()))
     }
 
-    fn timed_out(&self) -> GatewayError {
-        GatewayError::UpstreamTimeout {
+    fn timed_out(&self) -> Error {
+        Error::UpstreamTimeout {
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -242,7 +242,7 @@ pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
     inventory: web::Data<Inventory>,
-) -> Result<HttpResponse, GatewayError> {
+) -> Result<HttpResponse, Error> {
     let body = body::read_limited(payload, req.headers(), MAX_REQUEST_BODY).await?;
     // Send a body (even an empty one) only if the client framed one, so a
     // GET stays a GET without `Content-Length: 0`.
@@ -270,7 +270,8 @@ pub async fn forward(
         idle: Box::pin(tokio::time::sleep(inventory.idle_timeout)),
         waiting: false,
         sent: 0,
-        what: format!("request_id={request_id} {} {}", req.method(), req.path()),
+        what: format!("{} {}", req.method(), req.path()),
+        request_id: request_id.to_string(),
     };
     Ok(client_response(
         answer.status,
@@ -434,12 +435,14 @@ struct Relay {
     /// inventory, not while the client takes its time reading.
     waiting: bool,
     sent: u64,
-    /// Request id, method and path, for the log line of a cut.
+    /// Method and path, for the log line of a cut.
     what: String,
+    /// Ends the log line of a cut, as in every log line about a request.
+    request_id: String,
 }
 
 impl MessageBody for Relay {
-    type Error = GatewayError;
+    type Error = Error;
 
     fn size(&self) -> BodySize {
         self.size
@@ -458,11 +461,12 @@ impl MessageBody for Relay {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!(
-                    "{}: response cut after {} bytes: inventory's body failed: {e}",
+                    "{}: response cut after {} bytes: inventory's body failed: {e} event=response_cut request_id={}",
                     this.what,
-                    this.sent
+                    this.sent,
+                    this.request_id
                 );
-                Poll::Ready(Some(Err(GatewayError::UpstreamBadResponse(e.to_string()))))
+                Poll::Ready(Some(Err(Error::UpstreamBadResponse(e.to_string()))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
@@ -476,11 +480,12 @@ impl MessageBody for Relay {
                         let timeout_ms =
                             u64::try_from(this.idle_timeout.as_millis()).unwrap_or(u64::MAX);
                         log::warn!(
-                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms",
+                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut request_id={}",
                             this.what,
-                            this.sent
+                            this.sent,
+                            this.request_id
                         );
-                        Poll::Ready(Some(Err(GatewayError::UpstreamTimeout { timeout_ms })))
+                        Poll::Ready(Some(Err(Error::UpstreamTimeout { timeout_ms })))
                     }
                 }
             }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use support::orders::{amount, Worker};
 use support::rabbit;
 use support::upstream::spawn_upstream;
-use support::{config, spawn_gateway, wait_for, Gateway, Reply};
+use support::{config, spawn_app, wait_for, Reply, TestApp};
 
 /// Runs rabbitmqctl on the test broker; returns its standard output.
 fn rabbitmqctl(args: &[&str]) -> String {
@@ -89,7 +89,7 @@ impl Drop for DiskAlarm {
     }
 }
 
-async fn post_with_key(gateway: &Gateway, key: &str, body: &Value) -> Reply {
+async fn post_with_key(gateway: &TestApp, key: &str, body: &Value) -> Reply {
     gateway.order_with_key(key, body).await
 }
 
@@ -102,7 +102,7 @@ async fn a_disk_alarm_makes_ready_and_the_first_order_503_then_both_recover() {
     // Long, so that an order held by the broker would show as a 504 after
     // 30 s rather than pass as a quick 503.
     settings.publish_timeout_ms = 30_000;
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
     gateway.wait_ready().await;
     let before = json!({"user_id": "u-alarm", "number_of_items": 1, "total_amount": "1.00"});
     assert_eq!(post_with_key(&gateway, "before", &before).await.status, 200);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use support::inventory::{spawn_inventory, Inventory};
 use support::upstream::{spawn_upstream, Upstream};
-use support::{closed_port, config, raw_headers, rss_kib, spawn_gateway, Gateway, PATIENCE};
+use support::{closed_port, config, raw_headers, rss_kib, spawn_app, TestApp, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,11 +20,11 @@ async fn gateway_with(
     upstream: &Upstream,
     body_timeout_ms: u64,
     max_connections: usize,
-) -> Gateway {
+) -> TestApp {
     let mut settings = config(&upstream.url, closed_port(), "/");
     settings.body_timeout_ms = body_timeout_ms;
     settings.max_connections = max_connections;
-    spawn_gateway(settings).await
+    spawn_app(settings).await
 }
 
 /// A real inventory-app (it applies the same limits, so the tests send it the

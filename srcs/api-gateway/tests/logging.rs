@@ -8,13 +8,13 @@ mod support;
 
 use actix_web::http::Method;
 use support::capture::{install, lines_with};
-use support::{closed_port, config, send, spawn_gateway, wait_for};
+use support::{closed_port, config, send, spawn_app, wait_for};
 
 #[actix_web::test]
 async fn every_request_is_logged_once_with_its_id_and_errors_with_detail() {
     install();
     let inventory_port = closed_port();
-    let gateway = spawn_gateway(config(
+    let gateway = spawn_app(config(
         &format!("http://127.0.0.1:{inventory_port}"),
         closed_port(),
         "/",

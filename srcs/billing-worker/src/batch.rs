@@ -6,7 +6,7 @@
 //! Under light traffic a lone order is stored at once; under a backlog the
 //! prefetch window keeps the buffer full and batches come out full size.
 
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::shutdown::Shutdown;
 use crate::store::NewOrder;
 use common::order::{parse_order, FieldError};
@@ -32,7 +32,7 @@ pub async fn collect(
     consumer: &mut Consumer,
     max: usize,
     shutdown: &Shutdown,
-) -> Result<Next, WorkerError> {
+) -> Result<Next, Error> {
     let first = tokio::select! {
         biased;
         () = shutdown.requested() => return Ok(Next::Stop),
@@ -49,11 +49,11 @@ pub async fn collect(
     Ok(Next::Batch(batch))
 }
 
-fn delivery(next: Option<lapin::Result<Delivery>>) -> Result<Delivery, WorkerError> {
+fn delivery(next: Option<lapin::Result<Delivery>>) -> Result<Delivery, Error> {
     match next {
         Some(Ok(d)) => Ok(d),
         Some(Err(e)) => Err(e.into()),
-        None => Err(WorkerError::ConsumerEnded),
+        None => Err(Error::ConsumerEnded),
     }
 }
 
@@ -102,13 +102,13 @@ impl Received {
         self.request_id.as_deref().unwrap_or("-")
     }
 
-    /// What identifies the message in a log line.
+    /// What identifies the message in a log line (its request id, which
+    /// ends every log line about a request, is [`request`](Self::request)).
     pub fn describe(&self) -> String {
         format!(
-            "delivery tag {}, message id {}, request_id={}",
+            "delivery tag {}, message id {}",
             self.delivery_tag,
-            self.message_id.as_deref().map_or("-".into(), printable),
-            self.request()
+            self.message_id.as_deref().map_or("-".into(), printable)
         )
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::batch::{self, Next};
 use crate::config::Config;
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::process::{Outcome, Processor};
 use crate::shutdown::Shutdown;
 use crate::status::WorkerStatus;
@@ -24,10 +24,11 @@ use std::time::Duration;
 /// Name shown in RabbitMQ's connection list.
 pub const CONNECTION_NAME: &str = "billing-worker";
 const CONSUMER_TAG: &str = "billing-worker";
-const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
+/// First pause before reconnecting to RabbitMQ; doubled after each failure.
+const AMQP_RETRY_INITIAL: Duration = Duration::from_millis(250);
 /// Short enough that the worker is back within a few seconds of a broker
 /// restart.
-const RECONNECT_MAX: Duration = Duration::from_secs(3);
+const AMQP_RETRY_MAX: Duration = Duration::from_secs(3);
 /// Bound on connecting and declaring, so a broker that accepts the TCP
 /// connection but never answers cannot hang the loop.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,7 +50,7 @@ impl Consumer {
             status: Arc::clone(&self.status),
             shutdown: self.shutdown.clone(),
         };
-        let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
+        let mut backoff = Backoff::new(AMQP_RETRY_INITIAL, AMQP_RETRY_MAX);
         while !self.shutdown.is_requested() {
             let mut consumed = false;
             let result = self.session(&processor, &mut consumed).await;
@@ -85,7 +86,7 @@ impl Consumer {
 
     /// One connection's life. `Ok` means a stop was requested and everything
     /// settled was acked before the channel and connection were closed.
-    async fn session(&self, processor: &Processor, consumed: &mut bool) -> Result<(), WorkerError> {
+    async fn session(&self, processor: &Processor, consumed: &mut bool) -> Result<(), Error> {
         let target = &self.config.rabbitmq;
         let setup = async {
             let connection = target.connect(CONNECTION_NAME).await?;
@@ -102,12 +103,12 @@ impl Consumer {
                     FieldTable::default(),
                 )
                 .await?;
-            Ok::<_, WorkerError>((connection, channel, consumer))
+            Ok::<_, Error>((connection, channel, consumer))
         };
         let (connection, channel, mut consumer) = tokio::select! {
             () = self.shutdown.requested() => return Ok(()),
             setup = tokio::time::timeout(SETUP_TIMEOUT, setup) => {
-                setup.map_err(|_| WorkerError::AmqpTimeout("connect"))??
+                setup.map_err(|_| Error::AmqpTimeout("connect"))??
             }
         };
         *consumed = true;

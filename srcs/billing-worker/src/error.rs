@@ -5,7 +5,7 @@
 //! responses.
 
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub enum Error {
     #[error("database unavailable: {0}")]
     Pool(#[from] diesel::r2d2::PoolError),
     #[error("database error: {0}")]

@@ -1,5 +1,5 @@
 use billing_worker::config::Config;
-use billing_worker::error::WorkerError;
+use billing_worker::error::Error;
 use billing_worker::startup::Application;
 use common::config::ServiceConfig;
 use common::startup::{MainError, StartupError};
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     common::startup::exit_code(module_path!(), serve())
 }
 
-fn serve() -> Result<(), MainError<WorkerError>> {
+fn serve() -> Result<(), MainError<Error>> {
     let config = Config::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,7 +4,7 @@
 //! already with other content is dead-lettered too, never dropped silently.
 
 use crate::batch::{decode, Content, IdSource, Received};
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::shutdown::Shutdown;
 use crate::status::WorkerStatus;
 use crate::store::{self, NewOrder, RowOutcome};
@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// First pause after a failed store; doubled after each further failure.
-const RETRY_INITIAL: Duration = Duration::from_millis(250);
+const STORE_RETRY_INITIAL: Duration = Duration::from_millis(250);
 /// Longest pause between two tries, so the worker resumes within a few
 /// seconds of the database coming back.
-const RETRY_MAX: Duration = Duration::from_secs(4);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(4);
 /// How long a store already running when a stop is requested may still take.
 /// Its messages are acked if it commits in time; else they stay in the queue.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -67,7 +67,7 @@ impl Processor {
     /// Settles a batch. An error means the channel is unusable (an ack or a
     /// reject could not be sent): the caller reconnects and the broker
     /// redelivers whatever was not acked.
-    pub async fn process(&self, deliveries: Vec<Delivery>) -> Result<Outcome, WorkerError> {
+    pub async fn process(&self, deliveries: Vec<Delivery>) -> Result<Outcome, Error> {
         let started = Instant::now();
         let received = deliveries.len();
         self.status.histograms().batch(received);
@@ -124,7 +124,7 @@ impl Processor {
         &self,
         orders: &[Received],
         tally: &mut Tally,
-    ) -> Result<OneByOne, WorkerError> {
+    ) -> Result<OneByOne, Error> {
         let mut last_stored = None;
         for (i, r) in orders.iter().enumerate() {
             let Some(row) = row_of(r) else { continue };
@@ -154,18 +154,17 @@ impl Processor {
     /// deliveries stay unacknowledged (held by this worker) meanwhile, so
     /// nothing is lost and RabbitMQ is not asked to redeliver in a hot loop.
     async fn store_with_retry(&self, rows: Arc<Vec<NewOrder>>) -> Stored {
-        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+        let mut backoff = Backoff::new(STORE_RETRY_INITIAL, STORE_RETRY_MAX);
         loop {
             let pool = self.pool.clone();
             let batch = Arc::clone(&rows);
             let started = Instant::now();
-            let task =
-                tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, WorkerError> {
-                    let mut conn = pool.get()?;
-                    Ok(store::store_orders(&mut conn, &batch)?)
-                });
+            let task = tokio::task::spawn_blocking(move || -> Result<Vec<RowOutcome>, Error> {
+                let mut conn = pool.get()?;
+                Ok(store::store_orders(&mut conn, &batch)?)
+            });
             let result = tokio::select! {
-                joined = task => joined.unwrap_or_else(|e| Err(WorkerError::Task(e))),
+                joined = task => joined.unwrap_or_else(|e| Err(Error::Task(e))),
                 () = self.shutdown.requested_then(STOP_GRACE) => {
                     log::warn!(
                         "stop requested: a store of {} order(s) is still running after {STOP_GRACE:?}; leaving them unacknowledged in the queue",
@@ -186,7 +185,7 @@ impl Processor {
                     }
                     return Stored::Done(inserted);
                 }
-                Err(WorkerError::Database(e)) if store::is_row_rejection(&e) => {
+                Err(Error::Database(e)) if store::is_row_rejection(&e) => {
                     return Stored::Refused(e)
                 }
                 Err(e) => {
@@ -222,7 +221,7 @@ impl Processor {
         orders: &'a [Received],
         outcomes: &[RowOutcome],
         tally: &mut Tally,
-    ) -> Result<Option<&'a Received>, WorkerError> {
+    ) -> Result<Option<&'a Received>, Error> {
         let mut last = None;
         for (r, outcome) in orders.iter().zip(outcomes) {
             let Content::Order { order, id_source } = &r.content else {
@@ -235,19 +234,22 @@ impl Processor {
                     self.status.histograms().stored_order(r.timestamp);
                     if *id_source == IdSource::Generated {
                         log::info!(
-                            "order {id} stored request_id={} (the message had no id, so this one was generated: a redelivery of it would be stored again)",
+                            "order {id} stored (the message had no id, so this one was generated: a redelivery of it would be stored again) event=order_stored order_id={id} request_id={}",
                             r.request()
                         );
                     } else {
-                        log::info!("order {id} stored request_id={}", r.request());
+                        log::info!(
+                            "order {id} stored event=order_stored order_id={id} request_id={}",
+                            r.request()
+                        );
                     }
                 }
                 RowOutcome::Duplicate => {
                     tally.duplicates += 1;
                     log::info!(
-                        "order {id} was already stored, duplicate skipped request_id={} redelivered={}",
-                        r.request(),
-                        r.redelivered
+                        "order {id} was already stored, duplicate skipped event=order_duplicate order_id={id} redelivered={} request_id={}",
+                        r.redelivered,
+                        r.request()
                     );
                 }
                 RowOutcome::Conflict(stored) => {
@@ -271,20 +273,21 @@ impl Processor {
         Ok(last)
     }
 
-    async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), WorkerError> {
+    async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), Error> {
         log::warn!(
-            "dead-lettering message ({}{}): {why}",
+            "dead-lettering message ({}{}): {why} request_id={}",
             r.describe(),
             r.order_id()
                 .map(|id| format!(", order {id}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            r.request()
         );
         let sent = r
             .acker
             .reject(BasicRejectOptions { requeue: false })
             .await?;
         if !sent {
-            return Err(WorkerError::ChannelLost);
+            return Err(Error::ChannelLost);
         }
         self.status.add_dead_lettered(1);
         Ok(())
@@ -321,11 +324,11 @@ fn row_of(r: &Received) -> Option<NewOrder> {
     }
 }
 
-async fn ack_through(last: &Received) -> Result<(), WorkerError> {
+async fn ack_through(last: &Received) -> Result<(), Error> {
     let sent = last.acker.ack(BasicAckOptions { multiple: true }).await?;
     if sent {
         Ok(())
     } else {
-        Err(WorkerError::ChannelLost)
+        Err(Error::ChannelLost)
     }
 }

@@ -51,20 +51,20 @@ pub async fn signal() {
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = term.recv() => log::info!("SIGTERM received, stopping"),
-                    _ = tokio::signal::ctrl_c() => log::info!("SIGINT received, stopping"),
+                    _ = term.recv() => log::info!("SIGTERM received, stopping event=stop_requested signal=SIGTERM"),
+                    _ = tokio::signal::ctrl_c() => log::info!("SIGINT received, stopping event=stop_requested signal=SIGINT"),
                 }
             }
             Err(e) => {
                 log::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the worker");
                 let _ = tokio::signal::ctrl_c().await;
-                log::info!("SIGINT received, stopping");
+                log::info!("SIGINT received, stopping event=stop_requested signal=SIGINT");
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-        log::info!("Ctrl-C received, stopping");
+        log::info!("Ctrl-C received, stopping event=stop_requested signal=SIGINT");
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::consumer::Consumer;
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::shutdown::{self, Shutdown};
 use crate::status::WorkerStatus;
 use crate::{routes, MIGRATIONS};
@@ -14,7 +14,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use common::config::ServiceConfig;
-use common::db::{try_migrate, PgPool};
+use common::db::{try_migrate, PgPool, MIGRATE_RETRY_INITIAL, MIGRATE_RETRY_MAX};
 use common::http::ServerLimits;
 use common::logging::one_line;
 use common::metrics::{self, http::HttpMetrics, pool::PoolCollector, Registry};
@@ -28,8 +28,6 @@ use std::time::Duration;
 
 /// How long the consumer waits for a database connection per try.
 const DB_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
-const MIGRATE_RETRY_INITIAL: Duration = Duration::from_millis(250);
-const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(4);
 pub const ACCESS_LOG_TARGET: &str = "billing_worker::access";
 
 pub struct Application {
@@ -88,14 +86,14 @@ impl Application {
     }
 
     /// Runs until SIGTERM or SIGINT, then stops gracefully.
-    pub async fn run(self) -> Result<(), WorkerError> {
+    pub async fn run(self) -> Result<(), Error> {
         self.run_until(shutdown::signal()).await
     }
 
     /// Runs until `stop` resolves, then: stops consuming, lets the batch in
     /// flight finish and be acked, closes channel and connection, stops the
     /// health server.
-    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
         let (trigger, shutdown) = shutdown::channel();
         let server_handle = self.server.handle();
         let mut server_task = tokio::spawn(self.server);
@@ -132,7 +130,7 @@ impl Application {
             None => server_task.await,
         };
         log::info!("billing-worker stopped");
-        server_result?.map_err(WorkerError::Http)
+        server_result?.map_err(Error::Http)
     }
 }
 

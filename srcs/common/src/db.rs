@@ -166,13 +166,18 @@ impl<E: std::fmt::Display> diesel::r2d2::HandleError<E> for QuietErrors {
     }
 }
 
-/// Runs the embedded migrations, retrying with backoff (capped at 5 s) until
+/// First pause before retrying migrations; doubled after each failure.
+pub const MIGRATE_RETRY_INITIAL: Duration = Duration::from_millis(250);
+/// Longest pause between two migration tries (both services use these).
+pub const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Runs the embedded migrations, retrying with backoff (`MIGRATE_RETRY_*`) until
 /// the database accepts them. Logs each failed try. Blocking: call it from a
 /// thread of its own (or `spawn_blocking`). `migrations` is the crate's
 /// `embed_migrations!` constant, passed as `|| MIGRATIONS` because the type
 /// is neither `Copy` nor `Clone`.
 pub fn migrate_with_retry(pool: &PgPool, migrations: impl Fn() -> EmbeddedMigrations, what: &str) {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut backoff = Backoff::new(MIGRATE_RETRY_INITIAL, MIGRATE_RETRY_MAX);
     loop {
         match try_migrate(pool, migrations()) {
             Ok(applied) => {

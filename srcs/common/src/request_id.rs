@@ -88,7 +88,7 @@ pub async fn middleware(
         // An error that escaped every handler (none do today): answer it
         // with the id attached, and log it since no response will carry it.
         Err(err) => {
-            log::error!("request_id={id} {method} {path}: {}", one_line(&err));
+            log::error!("{method} {path}: {} request_id={id}", one_line(&err));
             let mut resp = err.error_response();
             if let Ok(value) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert(header_name(), value);
@@ -106,11 +106,11 @@ pub async fn middleware(
         // response never shows): a handler's error only becomes a response.
         let err = one_line(err);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            log::error!("request_id={id} {method} {path} failed: {err}");
+            log::error!("{method} {path} failed: {err} request_id={id}");
         } else if status.is_server_error() {
-            log::warn!("request_id={id} {method} {path} failed: {err}");
+            log::warn!("{method} {path} failed: {err} request_id={id}");
         } else {
-            log::debug!("request_id={id} {method} {path} rejected: {err}");
+            log::debug!("{method} {path} rejected: {err} request_id={id}");
         }
     }
     log_access(target, &method, &path, status, started, &id);

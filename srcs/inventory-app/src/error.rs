@@ -9,7 +9,7 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every way a request can fail, with its status and stable error code.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum Error {
     /// `field` names the body field, query or path parameter at fault.
     #[error("{message}")]
     Validation {
@@ -25,7 +25,7 @@ pub enum ApiError {
     Internal(#[source] Cause),
 }
 
-impl ApiError {
+impl Error {
     pub fn field(field: &'static str, message: impl Into<String>) -> Self {
         Self::Validation {
             field: Some(field),
@@ -45,7 +45,7 @@ impl ApiError {
     }
 }
 
-impl From<DieselError> for ApiError {
+impl From<DieselError> for Error {
     fn from(e: DieselError) -> Self {
         match e {
             DieselError::NotFound => Self::NotFound("record not found".to_owned()),
@@ -58,19 +58,19 @@ impl From<DieselError> for ApiError {
     }
 }
 
-impl From<diesel::r2d2::PoolError> for ApiError {
+impl From<diesel::r2d2::PoolError> for Error {
     fn from(e: diesel::r2d2::PoolError) -> Self {
         Self::DatabaseUnavailable(Box::new(e))
     }
 }
 
-impl From<actix_web::error::BlockingError> for ApiError {
+impl From<actix_web::error::BlockingError> for Error {
     fn from(e: actix_web::error::BlockingError) -> Self {
         Self::Internal(Box::new(e))
     }
 }
 
-impl ResponseError for ApiError {
+impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,

@@ -11,13 +11,14 @@
 //! without the final chunk, and no client can take the cut answer for a
 //! complete array.
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::models::{Movie, MovieFilter};
 use crate::queries;
 use crate::state::AppState;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use common::db::PgPool;
+use common::logging::one_line;
 use diesel::pg::PgConnection;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -47,7 +48,7 @@ pub enum Piece {
     },
     Data(Bytes),
     Last(Bytes),
-    Failed(ApiError),
+    Failed(Error),
 }
 
 /// Starts reading the listing on a blocking thread. Call from the actix runtime.
@@ -99,17 +100,15 @@ fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
     match result {
         Ok(()) => {}
         Err(Stop::Db(e)) => out.fail(e.into()),
-        Err(Stop::Render(e)) => {
-            out.fail(ApiError::Internal(format!("rendering a movie: {e}").into()))
-        }
+        Err(Stop::Render(e)) => out.fail(Error::Internal(format!("rendering a movie: {e}").into())),
         Err(Stop::ClientGone) => {
             log::info!(
-                "listing stopped: nobody reads it any more (the client went away, or a HEAD) request_id={}",
+                "listing stopped: nobody reads it any more (the client went away, or a HEAD) event=listing_stopped reason=client_gone request_id={}",
                 out.rid
             )
         }
         Err(Stop::Stalled) => log::warn!(
-            "listing stopped: the client read nothing for {:?}; its answer is cut request_id={}",
+            "listing stopped: the client read nothing for {:?}; its answer is cut event=listing_stopped reason=stalled request_id={}",
             out.stall,
             out.rid
         ),
@@ -209,7 +208,7 @@ impl Out {
         }
     }
 
-    fn fail(&self, error: ApiError) {
+    fn fail(&self, error: Error) {
         if self.send(Piece::Failed(error)).is_err() {
             log::info!(
                 "listing failed after the client went away request_id={}",
@@ -248,24 +247,26 @@ impl ListingBody {
         }
     }
 
-    fn cut(&mut self, error: ApiError) -> Poll<Option<Result<Bytes, ApiError>>> {
+    fn cut(&mut self, error: Error) -> Poll<Option<Result<Bytes, Error>>> {
         self.rx = None;
         log::error!(
-            "listing cut after {} bytes (the client sees a truncated answer): {error} request_id={}",
+            "listing cut after {} bytes (the client sees a truncated answer): {} event=listing_cut request_id={}",
             self.sent,
+            // libpq's messages span lines; one line keeps the request id on it.
+            one_line(&error),
             self.rid
         );
         Poll::Ready(Some(Err(error)))
     }
 
-    fn chunk(&mut self, bytes: Bytes) -> Poll<Option<Result<Bytes, ApiError>>> {
+    fn chunk(&mut self, bytes: Bytes) -> Poll<Option<Result<Bytes, Error>>> {
         self.sent += bytes.len() as u64;
         Poll::Ready(Some(Ok(bytes)))
     }
 }
 
 impl MessageBody for ListingBody {
-    type Error = ApiError;
+    type Error = Error;
 
     fn size(&self) -> BodySize {
         BodySize::Stream
@@ -291,9 +292,9 @@ impl MessageBody for ListingBody {
             }
             Poll::Ready(Some(Piece::Failed(e))) => this.cut(e),
             // The thread stopped without its last chunk (a stalled client).
-            Poll::Ready(Some(Piece::Start { .. }) | None) => this.cut(ApiError::Internal(
-                "the listing stopped before its end".into(),
-            )),
+            Poll::Ready(Some(Piece::Start { .. }) | None) => {
+                this.cut(Error::Internal("the listing stopped before its end".into()))
+            }
         }
     }
 }

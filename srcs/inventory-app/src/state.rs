@@ -1,4 +1,4 @@
-use crate::error::ApiError;
+use crate::error::Error;
 use actix_web::web;
 use common::db::PgPool;
 use diesel::pg::PgConnection;
@@ -31,25 +31,25 @@ impl AppState {
     }
 
     /// Until migrations have run the schema may not exist: data routes answer 503.
-    pub fn check_migrated(&self) -> Result<(), ApiError> {
+    pub fn check_migrated(&self) -> Result<(), Error> {
         if self.is_migrated() {
             Ok(())
         } else {
-            Err(ApiError::DatabaseUnavailable(
+            Err(Error::DatabaseUnavailable(
                 "migrations have not run yet".into(),
             ))
         }
     }
 
     /// Runs `query` on a pooled connection off the async workers.
-    pub async fn db<T, F>(&self, query: F) -> Result<T, ApiError>
+    pub async fn db<T, F>(&self, query: F) -> Result<T, Error>
     where
         F: FnOnce(&mut PgConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
         self.check_migrated()?;
         let pool = self.pool.clone();
-        web::block(move || -> Result<T, ApiError> {
+        web::block(move || -> Result<T, Error> {
             let mut conn = pool.get()?;
             Ok(query(&mut conn)?)
         })

@@ -1,7 +1,7 @@
 //! Turns untrusted input (JSON bodies, query strings, path segments) into the
 //! typed values of `models`, or an error naming the field at fault.
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::models::{MovieChanges, MovieFilter, NewMovie};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,10 +20,10 @@ pub struct RawMovieQuery {
     pub after_id: Option<String>,
 }
 
-pub fn new_movie(body: &Value) -> Result<NewMovie, ApiError> {
+pub fn new_movie(body: &Value) -> Result<NewMovie, Error> {
     let fields = object(body)?;
     let title = match fields.get("title") {
-        None => return Err(ApiError::field("title", "title is required")),
+        None => return Err(Error::field("title", "title is required")),
         Some(v) => title(v)?,
     };
     let description = match fields.get("description") {
@@ -33,7 +33,7 @@ pub fn new_movie(body: &Value) -> Result<NewMovie, ApiError> {
     Ok(NewMovie { title, description })
 }
 
-pub fn movie_changes(body: &Value) -> Result<MovieChanges, ApiError> {
+pub fn movie_changes(body: &Value) -> Result<MovieChanges, Error> {
     let fields = object(body)?;
     Ok(MovieChanges {
         title: fields.get("title").map(title).transpose()?,
@@ -41,10 +41,10 @@ pub fn movie_changes(body: &Value) -> Result<MovieChanges, ApiError> {
     })
 }
 
-pub fn movie_filter(raw: RawMovieQuery) -> Result<MovieFilter, ApiError> {
+pub fn movie_filter(raw: RawMovieQuery) -> Result<MovieFilter, Error> {
     if let Some(title) = &raw.title {
         if title.contains('\0') {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "title",
                 "title must not contain NUL characters",
             ));
@@ -74,42 +74,42 @@ pub fn movie_filter(raw: RawMovieQuery) -> Result<MovieFilter, ApiError> {
 }
 
 /// Ids are BIGSERIAL values: 1 to i64::MAX.
-pub fn movie_id(raw: &str) -> Result<i64, ApiError> {
+pub fn movie_id(raw: &str) -> Result<i64, Error> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::field(
+        Error::field(
             "id",
             format!("id must be a positive integer up to {}", i64::MAX),
         )
     })
 }
 
-fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
+fn object(body: &Value) -> Result<&Map<String, Value>, Error> {
     body.as_object()
-        .ok_or_else(|| ApiError::body("request body must be a JSON object"))
+        .ok_or_else(|| Error::body("request body must be a JSON object"))
 }
 
-fn title(value: &Value) -> Result<String, ApiError> {
+fn title(value: &Value) -> Result<String, Error> {
     let text = string("title", value)?.trim();
     if text.is_empty() {
-        return Err(ApiError::field("title", "title must not be empty"));
+        return Err(Error::field("title", "title must not be empty"));
     }
     check_length("title", text, MAX_TITLE_CHARS)?;
     Ok(text.to_owned())
 }
 
-fn description(value: &Value) -> Result<String, ApiError> {
+fn description(value: &Value) -> Result<String, Error> {
     let text = string("description", value)?;
     check_length("description", text, MAX_DESCRIPTION_CHARS)?;
     Ok(text.to_owned())
 }
 
-fn string<'a>(field: &'static str, value: &'a Value) -> Result<&'a str, ApiError> {
+fn string<'a>(field: &'static str, value: &'a Value) -> Result<&'a str, Error> {
     let text = value
         .as_str()
-        .ok_or_else(|| ApiError::field(field, format!("{field} must be a string")))?;
+        .ok_or_else(|| Error::field(field, format!("{field} must be a string")))?;
     // PostgreSQL text cannot hold NUL; refuse it here rather than fail in SQL.
     if text.contains('\0') {
-        return Err(ApiError::field(
+        return Err(Error::field(
             field,
             format!("{field} must not contain NUL characters"),
         ));
@@ -118,9 +118,9 @@ fn string<'a>(field: &'static str, value: &'a Value) -> Result<&'a str, ApiError
 }
 
 /// Counted in characters, as PostgreSQL's VARCHAR(n) counts them.
-fn check_length(field: &'static str, text: &str, max: usize) -> Result<(), ApiError> {
+fn check_length(field: &'static str, text: &str, max: usize) -> Result<(), Error> {
     if text.chars().count() > max {
-        return Err(ApiError::field(
+        return Err(Error::field(
             field,
             format!("{field} must be at most {max} characters"),
         ));
@@ -128,11 +128,11 @@ fn check_length(field: &'static str, text: &str, max: usize) -> Result<(), ApiEr
     Ok(())
 }
 
-fn non_negative(name: &'static str, raw: &str, max: i64) -> Result<i64, ApiError> {
+fn non_negative(name: &'static str, raw: &str, max: i64) -> Result<i64, Error> {
     raw.parse::<i64>()
         .ok()
         .filter(|n| (0..=max).contains(n))
-        .ok_or_else(|| ApiError::field(name, format!("{name} must be an integer from 0 to {max}")))
+        .ok_or_else(|| Error::field(name, format!("{name} must be an integer from 0 to {max}")))
 }
 
 #[cfg(test)]
@@ -140,9 +140,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn field_of(e: ApiError) -> Option<&'static str> {
+    fn field_of(e: Error) -> Option<&'static str> {
         match e {
-            ApiError::Validation { field, .. } => field,
+            Error::Validation { field, .. } => field,
             other => panic!("not a validation error: {other:?}"),
         }
     }

@@ -10,10 +10,10 @@ use api_gateway::Application;
 use test_support::metrics::must;
 
 use crate::support::upstream::{spawn_upstream, spawn_upstream_on, Upstream};
-use crate::support::{closed_port, config, send, spawn_gateway, wait_for, Gateway};
+use crate::support::{closed_port, config, send, spawn_app, wait_for, TestApp};
 
-async fn gateway_over(urls: &[String]) -> Gateway {
-    spawn_gateway(config(&urls.join(","), closed_port(), "/")).await
+async fn gateway_over(urls: &[String]) -> TestApp {
+    spawn_app(config(&urls.join(","), closed_port(), "/")).await
 }
 
 /// Requests for movies each upstream has seen (probes are not recorded).
@@ -21,7 +21,7 @@ fn counts(upstreams: &[&Upstream]) -> Vec<usize> {
     upstreams.iter().map(|u| u.seen().len()).collect()
 }
 
-async fn metrics_page(gateway: &Gateway) -> String {
+async fn metrics_page(gateway: &TestApp) -> String {
     let mut resp = gateway
         .client
         .get(&gateway.metrics_url)

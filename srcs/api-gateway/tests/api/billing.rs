@@ -7,7 +7,7 @@ use crate::support::rabbit;
 use crate::support::relay::Relay;
 use crate::support::{
     closed_port, gateway_behind_relay, gateway_on, ready_gateway, send, valid_order, wait_for,
-    Gateway, Reply,
+    Reply, TestApp,
 };
 use actix_web::http::{Method, StatusCode};
 use common::order::OrderMessage;
@@ -30,7 +30,7 @@ fn accepted_id(reply: &Reply) -> Uuid {
 
 /// One valid order now is accepted, and is then the only message in the
 /// queue (nothing before it was published).
-async fn assert_only_message_is_one_good_order(gateway: &Gateway, vhost: &str) {
+async fn assert_only_message_is_one_good_order(gateway: &TestApp, vhost: &str) {
     let order_id = accepted_id(&gateway.order(&valid_order()).await);
     assert_eq!(ids(&rabbit::drain(vhost).await), vec![order_id]);
 }
@@ -270,7 +270,7 @@ async fn unreachable_broker_is_503_at_once_and_the_gateway_still_serves() {
 }
 
 /// Posts orders until one is accepted; each reply must be 200 or 503.
-async fn order_until_accepted(gateway: &Gateway) -> Uuid {
+async fn order_until_accepted(gateway: &TestApp) -> Uuid {
     wait_for("an order to be accepted again", || async {
         let reply = gateway.order(&valid_order()).await;
         match reply.status.as_u16() {

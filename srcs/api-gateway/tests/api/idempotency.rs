@@ -6,21 +6,21 @@ use std::collections::HashSet;
 
 use crate::support::orders::{amount, Worker};
 use crate::support::rabbit::{self, Vhost};
-use crate::support::{gateway_behind_relay, ready_gateway, send, Gateway, Reply};
+use crate::support::{gateway_behind_relay, ready_gateway, send, Reply, TestApp};
 use actix_web::http::{Method, StatusCode};
 use api_gateway::billing::order_id_for_key;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// A vhost, a worker consuming it and a ready gateway publishing to it.
-async fn system() -> (Vhost, Worker, Gateway) {
+async fn system() -> (Vhost, Worker, TestApp) {
     let vhost = rabbit::vhost();
     let worker = Worker::start(&vhost.name).await;
     let gateway = ready_gateway(&vhost).await;
     (vhost, worker, gateway)
 }
 
-async fn post_with_key(gateway: &Gateway, key: &str, body: &Value) -> Reply {
+async fn post_with_key(gateway: &TestApp, key: &str, body: &Value) -> Reply {
     gateway.order_with_key(key, body).await
 }
 

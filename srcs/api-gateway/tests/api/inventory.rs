@@ -2,7 +2,7 @@
 //! of its own): every answer must equal the one inventory gives directly.
 
 use crate::support::inventory::spawn_inventory;
-use crate::support::{client, closed_port, config, send, spawn_gateway, Reply};
+use crate::support::{client, closed_port, config, send, spawn_app, Reply};
 use actix_web::http::{Method, StatusCode};
 use serde_json::json;
 
@@ -39,7 +39,7 @@ fn assert_same(direct: &Reply, through: &Reply) {
 #[actix_web::test]
 async fn movie_crud_through_the_gateway() {
     let inventory = spawn_inventory().await;
-    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+    let gateway = spawn_app(config(&inventory.url, closed_port(), "/")).await;
 
     let created = gateway
         .post_json(
@@ -84,7 +84,7 @@ type Case = (Method, &'static str, Option<&'static str>, Option<Vec<u8>>);
 #[actix_web::test]
 async fn inventory_answers_including_errors_pass_unchanged() {
     let inventory = spawn_inventory().await;
-    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+    let gateway = spawn_app(config(&inventory.url, closed_port(), "/")).await;
     gateway
         .post_json("/api/movies", &json!({"title": "Heat", "description": ""}))
         .await;
@@ -147,7 +147,7 @@ async fn inventory_answers_including_errors_pass_unchanged() {
 #[actix_web::test]
 async fn head_through_the_gateway_keeps_inventorys_content_length() {
     let inventory = spawn_inventory().await;
-    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+    let gateway = spawn_app(config(&inventory.url, closed_port(), "/")).await;
     let created = gateway
         .post_json(
             "/api/movies",
@@ -187,7 +187,7 @@ async fn head_through_the_gateway_keeps_inventorys_content_length() {
 #[actix_web::test]
 async fn a_request_pipelined_after_a_head_gets_its_answer() {
     let inventory = spawn_inventory().await;
-    let gateway = spawn_gateway(config(&inventory.url, closed_port(), "/")).await;
+    let gateway = spawn_app(config(&inventory.url, closed_port(), "/")).await;
     let created = gateway
         .post_json(
             "/api/movies",

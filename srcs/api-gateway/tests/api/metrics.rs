@@ -5,7 +5,7 @@
 //! gateway did with an order.
 
 use crate::support::inventory::spawn_inventory;
-use crate::support::{client, config, rabbit, send, spawn_gateway, Gateway};
+use crate::support::{client, config, rabbit, send, spawn_app, TestApp};
 use actix_web::http::StatusCode;
 use serde_json::json;
 use test_support::metrics::{must, promtool_check, series, value};
@@ -22,9 +22,9 @@ async fn page(url: &str) -> String {
 
 async fn ready_gateway_with_inventory(
     vhost: &rabbit::Vhost,
-) -> (crate::support::inventory::Inventory, Gateway) {
+) -> (crate::support::inventory::Inventory, TestApp) {
     let inventory = spawn_inventory().await;
-    let gateway = spawn_gateway(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
+    let gateway = spawn_app(config(&inventory.url, rabbit::amqp_port(), &vhost.name)).await;
     gateway.wait_ready().await;
     (inventory, gateway)
 }

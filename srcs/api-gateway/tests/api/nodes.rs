@@ -3,7 +3,7 @@
 //! node dies. Two relays to the one test broker stand for two nodes.
 
 use crate::support::relay::Relay;
-use crate::support::{config, rabbit, spawn_gateway, valid_order, wait_for};
+use crate::support::{config, rabbit, spawn_app, valid_order, wait_for};
 use actix_web::http::StatusCode;
 use uuid::Uuid;
 
@@ -15,7 +15,7 @@ async fn orders_move_to_the_next_node_when_the_first_dies() {
     let second = Relay::start(rabbit::amqp_port(), false).await;
     let mut settings = config("http://127.0.0.1:9", first.port, &vhost.name);
     settings.rabbitmq.host = format!("127.0.0.1:{},127.0.0.1:{}", first.port, second.port);
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
 
     let accepted = || async {
         let reply = gateway.order(&valid_order()).await;

@@ -5,14 +5,12 @@ use crate::support::upstream::{
     spawn_closing_keepalive_upstream, spawn_raw_upstream, spawn_upstream, spawn_upstream_on,
     Upstream,
 };
-use crate::support::{
-    closed_port, config, raw_exchange, raw_headers, send, spawn_gateway, Gateway,
-};
+use crate::support::{closed_port, config, raw_exchange, raw_headers, send, spawn_app, TestApp};
 use actix_web::http::{Method, StatusCode};
 
 /// A gateway in front of `upstream`; RabbitMQ is not needed here.
-async fn gateway_for(upstream: &Upstream) -> Gateway {
-    spawn_gateway(config(&upstream.url, closed_port(), "/")).await
+async fn gateway_for(upstream: &Upstream) -> TestApp {
+    spawn_app(config(&upstream.url, closed_port(), "/")).await
 }
 
 #[actix_web::test]
@@ -266,7 +264,7 @@ async fn hop_by_hop_response_headers_are_not_returned() {
          hello",
     )
     .await;
-    let gateway = spawn_gateway(config(
+    let gateway = spawn_app(config(
         &format!("http://127.0.0.1:{port}"),
         closed_port(),
         "/",
@@ -301,7 +299,7 @@ async fn unreachable_inventory_is_502_and_recovers_without_restart() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let gateway = spawn_gateway(config(
+    let gateway = spawn_app(config(
         &format!("http://127.0.0.1:{port}"),
         closed_port(),
         "/",
@@ -346,7 +344,7 @@ async fn restarted_inventory_is_served_without_a_502_from_stale_pooled_connectio
 #[actix_web::test]
 async fn a_reused_connection_closed_by_inventory_is_retried_only_for_idempotent_methods() {
     let (port, accepted) = spawn_closing_keepalive_upstream().await;
-    let gateway = spawn_gateway(config(
+    let gateway = spawn_app(config(
         &format!("http://127.0.0.1:{port}"),
         closed_port(),
         "/",
@@ -376,7 +374,7 @@ async fn stalled_inventory_is_504_and_the_gateway_keeps_serving() {
     let upstream = spawn_upstream();
     let mut settings = config(&upstream.url, closed_port(), "/");
     settings.inventory_timeout_ms = 300;
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
 
     let req = gateway
         .request(Method::GET, "/api/movies/slow")
@@ -430,7 +428,7 @@ async fn request_bodies_over_inventorys_limit_are_refused_before_forwarding() {
 
 #[actix_web::test]
 async fn gateway_errors_carry_the_client_request_id() {
-    let gateway = spawn_gateway(config(
+    let gateway = spawn_app(config(
         &format!("http://127.0.0.1:{}", closed_port()),
         closed_port(),
         "/",

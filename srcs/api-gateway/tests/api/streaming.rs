@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::inventory::spawn_inventory;
 use crate::support::upstream::{spawn_upstream, Upstream};
 use crate::support::{
-    capture, client, closed_port, config, raw_exchange, send, spawn_gateway, wait_for, Gateway,
+    capture, client, closed_port, config, raw_exchange, send, spawn_app, wait_for, TestApp,
     PATIENCE,
 };
 use actix_web::http::{Method, StatusCode};
@@ -32,7 +32,7 @@ async fn a_listing_larger_than_the_old_16_mib_buffer_arrives_complete() {
     // take longer than the default 5 s for 300,000 rows.
     let mut settings = config(&inventory.url, closed_port(), "/");
     settings.inventory_timeout_ms = 120_000;
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
 
     let direct = send(client().get(format!("{}/api/movies", inventory.url)), None).await;
     let through = gateway.get("/api/movies").await;
@@ -74,9 +74,9 @@ async fn raw_get(port: u16, path: &str, headers: &str) -> tokio::net::TcpStream 
 
 /// A gateway in front of a fake inventory, and a client that has asked it
 /// for `/api/movies/endless` (a body that never ends).
-async fn endless_stream() -> (Upstream, Gateway, tokio::net::TcpStream) {
+async fn endless_stream() -> (Upstream, TestApp, tokio::net::TcpStream) {
     let upstream = spawn_upstream();
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
+    let gateway = spawn_app(config(&upstream.url, closed_port(), "/")).await;
     let stream = raw_get(gateway.port, "/api/movies/endless", "").await;
     (upstream, gateway, stream)
 }
@@ -98,7 +98,7 @@ async fn an_upstream_stalling_mid_stream_is_cut_and_logged() {
     let upstream = spawn_upstream();
     let mut settings = config(&upstream.url, closed_port(), "/");
     settings.inventory_idle_timeout_ms = 500;
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
 
     let mut stream = raw_get(
         gateway.port,
@@ -119,8 +119,10 @@ async fn an_upstream_stalling_mid_stream_is_cut_and_logged() {
     assert!(!answer.ends_with("0\r\n\r\n"), "{answer:?}");
 
     let cut = wait_for("the log line of the cut", || async {
-        let lines = capture::lines_with("request_id=stall-1 GET /api/movies/stall");
-        lines.into_iter().find(|l| l.contains("response cut"))
+        let lines = capture::lines_with(" event=response_cut request_id=stall-1");
+        lines
+            .into_iter()
+            .find(|l| l.contains("GET /api/movies/stall: "))
     })
     .await;
     assert!(cut.starts_with("WARN"), "{cut}");
@@ -192,7 +194,7 @@ async fn a_forged_request_id_never_reaches_a_log_line() {
     capture::install();
     // Inventory down: the request fails, so the gateway logs an error line
     // as well as the access line.
-    let gateway = spawn_gateway(config(
+    let gateway = spawn_app(config(
         &format!("http://127.0.0.1:{}", closed_port()),
         closed_port(),
         "/",

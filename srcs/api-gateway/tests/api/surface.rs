@@ -3,13 +3,13 @@
 
 use crate::support::rabbit;
 use crate::support::upstream::spawn_upstream;
-use crate::support::{closed_port, config, send, spawn_gateway, Gateway};
+use crate::support::{closed_port, config, send, spawn_app, TestApp};
 use actix_web::http::{Method, StatusCode};
 
 /// A gateway whose inventory and RabbitMQ are both down (closed ports): what
 /// it answers alone.
-async fn gateway_alone() -> Gateway {
-    spawn_gateway(config(
+async fn gateway_alone() -> TestApp {
+    spawn_app(config(
         &format!("http://127.0.0.1:{}", closed_port()),
         closed_port(),
         "/",
@@ -39,7 +39,7 @@ async fn ready_names_what_is_down() {
     let upstream = spawn_upstream();
 
     // Both up.
-    let gateway = spawn_gateway(config(&upstream.url, rabbit::amqp_port(), &vhost.name)).await;
+    let gateway = spawn_app(config(&upstream.url, rabbit::amqp_port(), &vhost.name)).await;
     gateway.wait_ready().await;
     let body = gateway.get("/ready").await.json();
     assert_eq!(
@@ -48,7 +48,7 @@ async fn ready_names_what_is_down() {
     );
 
     // Inventory down, RabbitMQ up.
-    let gateway = spawn_gateway(config(
+    let gateway = spawn_app(config(
         &format!("http://127.0.0.1:{}", closed_port()),
         rabbit::amqp_port(),
         &vhost.name,
@@ -69,7 +69,7 @@ async fn ready_names_what_is_down() {
         .contains("inventory"));
 
     // RabbitMQ down, inventory up.
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), &vhost.name)).await;
+    let gateway = spawn_app(config(&upstream.url, closed_port(), &vhost.name)).await;
     let reply = gateway.get("/ready").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     let body = reply.json();
@@ -80,7 +80,7 @@ async fn ready_names_what_is_down() {
 #[actix_web::test]
 async fn unknown_paths_are_404_and_wrong_methods_405_in_json() {
     let upstream = spawn_upstream();
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
+    let gateway = spawn_app(config(&upstream.url, closed_port(), "/")).await;
     for path in [
         "/",
         "/nope",

@@ -3,7 +3,7 @@
 
 use crate::support::{
     assert_stored_and_drained, config, eventually, no_worker_yet, order, run_a_worker_until_stored,
-    system, OrdersDb, Worker,
+    spawn_app, system, OrdersDb,
 };
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
@@ -142,7 +142,7 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored() {
 async fn a_row_the_database_refuses_is_dead_lettered_without_blocking_the_others() {
     let (db, vhost, publisher) = no_worker_yet().await;
     // Small batches, so the refused order shares a batch with good ones.
-    let worker = Worker::start(config(&db, &vhost, 10, 10));
+    let worker = spawn_app(config(&db, &vhost, 10, 10));
     worker.wait_ready().await;
     // A rule the shared validation knows nothing about.
     diesel::sql_query("ALTER TABLE orders ADD CONSTRAINT no_evil CHECK (user_id <> 'evil')")
@@ -199,7 +199,7 @@ async fn an_order_id_reused_with_other_content_is_dead_lettered_not_dropped() {
     publisher.publish_order(&first, "req-1").await;
     publisher.publish_order(&other, "req-2").await;
     publisher.publish_order(&first, "req-3").await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
+    let worker = spawn_app(config(&db, &vhost, 1000, 500));
     worker.wait_ready().await;
     eventually("the first batch to be settled", || async {
         publisher.dead_lettered().await == 1

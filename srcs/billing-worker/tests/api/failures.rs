@@ -3,8 +3,8 @@
 //! nothing unstored is acked, and the worker recovers by itself.
 
 use crate::support::{
-    assert_stored_and_drained, config, eventually, order, run_a_worker_until_stored, system,
-    system_with, test_db_named, test_vhost, OrdersDb, Publisher, TestDb, Worker,
+    assert_stored_and_drained, config, eventually, order, run_a_worker_until_stored, spawn_app,
+    system, system_with, test_db_named, test_vhost, OrdersDb, Publisher, TestDb,
 };
 use billing_worker::consumer::CONNECTION_NAME;
 use diesel::connection::SimpleConnection;
@@ -48,7 +48,7 @@ async fn with_the_database_missing_at_start_nothing_is_taken_until_it_exists() {
     let db = test_db_named();
     let vhost = test_vhost();
     let publisher = Publisher::connect(&vhost).await;
-    let worker = Worker::start(config(&db, &vhost, 1000, 500));
+    let worker = spawn_app(config(&db, &vhost, 1000, 500));
     let ids = publisher.publish_orders(20).await;
 
     eventually("the worker to have retried the database", || async {

@@ -1,24 +1,24 @@
 //! `/health` and `/ready` reflect what the worker can do.
 
 use crate::support::{
-    closed_port, config, get_json, test_db, test_vhost, TestDb, TestVhost, Worker,
+    closed_port, config, get_json, spawn_app, test_db, test_vhost, TestApp, TestDb, TestVhost,
 };
 use billing_worker::config::Config;
 
 /// A worker on a database and vhost of its own (kept while it runs), its
 /// configuration changed by `change` (e.g. a dependency behind a closed port).
-fn worker_with(change: impl FnOnce(&mut Config)) -> (TestDb, TestVhost, Worker) {
+fn worker_with(change: impl FnOnce(&mut Config)) -> (TestDb, TestVhost, TestApp) {
     let db = test_db();
     let vhost = test_vhost();
     let mut cfg = config(&db, &vhost, 1000, 500);
     change(&mut cfg);
-    let worker = Worker::start(cfg);
+    let worker = spawn_app(cfg);
     (db, vhost, worker)
 }
 
 /// `/ready` answers 503 `not_ready` with `check` down, while `/health`
 /// answers 200.
-async fn assert_not_ready_for(worker: &Worker, check: &str) {
+async fn assert_not_ready_for(worker: &TestApp, check: &str) {
     let (status, body) = worker.ready().await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "not_ready");

@@ -1,5 +1,6 @@
-//! Integration tests of the billing worker against real PostgreSQL and
-//! RabbitMQ (see support.rs for the environment they need).
+//! billing-worker's integration tests against the real PostgreSQL and
+//! RabbitMQ, as one test binary (built and linked once); `support` says what
+//! environment they need and holds `spawn_app`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod consuming;

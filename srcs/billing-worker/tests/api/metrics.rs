@@ -7,7 +7,7 @@ use crate::support::*;
 use lapin::BasicProperties;
 use test_support::metrics::{must, promtool_check};
 
-async fn page(worker: &Worker) -> String {
+async fn page(worker: &TestApp) -> String {
     let mut resp = awc::Client::default()
         .get(format!("http://127.0.0.1:{}/metrics", worker.port))
         .send()
@@ -37,7 +37,7 @@ async fn counters_equal_the_rows_after_duplicates_a_poison_message_and_a_restart
         .publish_raw(b"{\"user_id\": ", BasicProperties::default())
         .await;
 
-    let worker = Worker::start(config(&db, &vhost, 100, 50));
+    let worker = spawn_app(config(&db, &vhost, 100, 50));
     eventually("every message to be handled", || async {
         let p = page(&worker).await;
         must(&p, "billing_orders_stored_total") + must(&p, "billing_duplicates_skipped_total")
@@ -69,7 +69,7 @@ async fn counters_equal_the_rows_after_duplicates_a_poison_message_and_a_restart
     worker.stop().await;
 
     // A new process starts from zero and counts only its own work.
-    let worker = Worker::start(config(&db, &vhost, 100, 50));
+    let worker = spawn_app(config(&db, &vhost, 100, 50));
     worker.wait_ready().await;
     let more: Vec<_> = (0..7).map(|i| order(&format!("v{i}"), 2, "1")).collect();
     for o in &more {

@@ -1,3 +1,6 @@
+//! Readiness (`/ready`): migrations done and PostgreSQL answers. `/health`
+//! and the body's shape are `common::health`'s.
+
 use crate::queries;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};

@@ -1,4 +1,4 @@
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::listing::{self, ListingBody, Piece};
 use crate::models::{Movie, MovieFilter};
 use crate::queries;
@@ -16,7 +16,7 @@ pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<RawMovieQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Error> {
     let filter = validation::movie_filter(query.into_inner())?;
     state.check_migrated()?;
     let rid = RequestId::of(&req);
@@ -43,13 +43,13 @@ pub async fn list(
     }
 }
 
-fn stopped_early() -> ApiError {
-    ApiError::Internal("the listing stopped before its first chunk".into())
+fn stopped_early() -> Error {
+    Error::Internal("the listing stopped before its first chunk".into())
 }
 
 /// `Link: </api/movies?...&after_id=N&limit=K>; rel="next"`, path-relative so
 /// it stays right behind the gateway (which forwards it unchanged).
-fn next_link(filter: &MovieFilter, after_id: i64) -> Result<String, ApiError> {
+fn next_link(filter: &MovieFilter, after_id: i64) -> Result<String, Error> {
     let limit = filter.limit.unwrap_or_default();
     let mut params = Vec::with_capacity(3);
     if let Some(title) = &filter.title {
@@ -58,14 +58,14 @@ fn next_link(filter: &MovieFilter, after_id: i64) -> Result<String, ApiError> {
     params.push(("after_id", after_id.to_string()));
     params.push(("limit", limit.to_string()));
     let query = serde_urlencoded::to_string(&params)
-        .map_err(|e| ApiError::Internal(format!("encoding the next link: {e}").into()))?;
+        .map_err(|e| Error::Internal(format!("encoding the next link: {e}").into()))?;
     Ok(format!("</api/movies?{query}>; rel=\"next\""))
 }
 
 pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Error> {
     let new = validation::new_movie(&body)?;
     let movie = state.db(move |c| queries::insert(c, &new)).await?;
     Ok(HttpResponse::Created()
@@ -73,15 +73,12 @@ pub async fn create(
         .json(movie))
 }
 
-pub async fn delete_all(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_all(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
     let deleted = state.db(queries::delete_all).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted": deleted })))
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, Error> {
     let id = validation::movie_id(&id)?;
     one_movie(&state, id, move |c| queries::find(c, id)).await
 }
@@ -90,7 +87,7 @@ pub async fn update(
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Error> {
     let id = validation::movie_id(&id)?;
     let changes = validation::movie_changes(&body)?;
     one_movie(&state, id, move |c| queries::update(c, id, &changes)).await
@@ -99,20 +96,20 @@ pub async fn update(
 pub async fn delete(
     state: web::Data<AppState>,
     id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, Error> {
     let id = validation::movie_id(&id)?;
     one_movie(&state, id, move |c| queries::delete(c, id)).await
 }
 
 /// GET, PUT and DELETE of one movie answer alike: the row `query` returns,
 /// or 404 naming `id` when there is none.
-async fn one_movie<F>(state: &AppState, id: i64, query: F) -> Result<HttpResponse, ApiError>
+async fn one_movie<F>(state: &AppState, id: i64, query: F) -> Result<HttpResponse, Error>
 where
     F: FnOnce(&mut PgConnection) -> QueryResult<Movie> + Send + 'static,
 {
     let movie = state
         .db(move |c| query(c).optional())
         .await?
-        .ok_or_else(|| ApiError::movie_not_found(id))?;
+        .ok_or_else(|| Error::movie_not_found(id))?;
     Ok(HttpResponse::Ok().json(movie))
 }

@@ -129,13 +129,15 @@ async fn a_database_outage_is_logged_once_per_request_with_its_id() {
         .await
         .assert_error(503, "database_unavailable", None);
     let line = test_support::logs::wait_for(
-        &[&format!(
-            "request_id={rid} GET /api/movies failed: database unavailable: "
-        )],
+        &[
+            "GET /api/movies failed: database unavailable: ",
+            &format!(" request_id={rid}"),
+        ],
         test_support::PATIENCE,
     )
     .await;
     assert!(line.starts_with("WARN common::request_id: "), "{line}");
+    assert!(line.ends_with(&format!(" request_id={rid}")), "{line}");
     let about_it: Vec<_> = test_support::logs::lines_with(&rid)
         .into_iter()
         .filter(|l| !l.contains(inventory_app::startup::ACCESS_LOG_TARGET))

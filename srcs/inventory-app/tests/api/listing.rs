@@ -259,9 +259,10 @@ async fn a_client_leaving_mid_stream_gives_the_connection_back() {
     // Well under the 30 s stall limit: only the disconnect can free it.
     wait_for_free_pool(&app, Duration::from_secs(5)).await;
     test_support::logs::wait_for(
-        &[&format!(
-            "listing stopped: nobody reads it any more (the client went away, or a HEAD) request_id={rid}"
-        )],
+        &[
+            "event=listing_stopped reason=client_gone",
+            &format!(" request_id={rid}"),
+        ],
         Duration::from_secs(5),
     )
     .await;
@@ -297,7 +298,7 @@ async fn a_database_error_mid_stream_cuts_the_answer_and_is_logged() {
     assert!(payload.starts_with(b"[{\"id\":1,"));
     assert!(serde_json::from_slice::<Value>(&payload).is_err());
     let line = test_support::logs::wait_for(
-        &["listing cut after", &format!("request_id={rid}")],
+        &["event=listing_cut", &format!(" request_id={rid}")],
         Duration::from_secs(5),
     )
     .await;
@@ -318,9 +319,10 @@ async fn a_client_that_stops_reading_is_cut_after_the_stall_limit() {
     let (rid, mut stream, first) = start_listing(&app).await;
     // The socket stays open but unread: after 1 s the listing lets go.
     test_support::logs::wait_for(
-        &[&format!(
-            "the client read nothing for 1s; its answer is cut request_id={rid}"
-        )],
+        &[
+            "event=listing_stopped reason=stalled",
+            &format!(" request_id={rid}"),
+        ],
         Duration::from_secs(10),
     )
     .await;
@@ -330,7 +332,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_stall_limit() {
     assert!(!complete);
     assert!(serde_json::from_slice::<Value>(&payload).is_err());
     test_support::logs::wait_for(
-        &["listing cut after", &format!("request_id={rid}")],
+        &["event=listing_cut", &format!(" request_id={rid}")],
         Duration::from_secs(5),
     )
     .await;

@@ -52,7 +52,7 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
     }
 }
 
-pub struct Gateway {
+pub struct TestApp {
     pub url: String,
     pub port: u16,
     /// `http://127.0.0.1:PORT/metrics`, the metrics listener's page.
@@ -61,12 +61,12 @@ pub struct Gateway {
 }
 
 /// Builds and serves the gateway in the background of the test's runtime.
-pub async fn spawn_gateway(config: Config) -> Gateway {
+pub async fn spawn_app(config: Config) -> TestApp {
     let app = Application::build(config).expect("build the gateway");
     let port = app.port();
     let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
     actix_web::rt::spawn(app.run());
-    Gateway {
+    TestApp {
         url: format!("http://127.0.0.1:{port}"),
         port,
         metrics_url,
@@ -76,7 +76,7 @@ pub async fn spawn_gateway(config: Config) -> Gateway {
 
 /// A gateway publishing to `vhost` through 127.0.0.1:`amqp_port` (a relay's
 /// port or the broker's), its inventory a test upstream.
-pub async fn gateway_on(vhost: &rabbit::Vhost, amqp_port: u16) -> Gateway {
+pub async fn gateway_on(vhost: &rabbit::Vhost, amqp_port: u16) -> TestApp {
     gateway_with(vhost, amqp_port, |_| {}).await
 }
 
@@ -84,15 +84,15 @@ async fn gateway_with(
     vhost: &rabbit::Vhost,
     amqp_port: u16,
     edit: impl FnOnce(&mut Config),
-) -> Gateway {
+) -> TestApp {
     let inventory = upstream::spawn_upstream();
     let mut settings = config(&inventory.url, amqp_port, &vhost.name);
     edit(&mut settings);
-    spawn_gateway(settings).await
+    spawn_app(settings).await
 }
 
 /// A gateway connected to the real broker, ready.
-pub async fn ready_gateway(vhost: &rabbit::Vhost) -> Gateway {
+pub async fn ready_gateway(vhost: &rabbit::Vhost) -> TestApp {
     let gateway = gateway_on(vhost, rabbit::amqp_port()).await;
     gateway.wait_ready().await;
     gateway
@@ -100,7 +100,7 @@ pub async fn ready_gateway(vhost: &rabbit::Vhost) -> Gateway {
 
 /// A ready gateway whose broker traffic goes through a forwarding relay,
 /// with a 500 ms publish timeout: pausing the relay holds back the confirm.
-pub async fn gateway_behind_relay(vhost: &rabbit::Vhost) -> (relay::Relay, Gateway) {
+pub async fn gateway_behind_relay(vhost: &rabbit::Vhost) -> (relay::Relay, TestApp) {
     let relay = relay::Relay::start(rabbit::amqp_port(), true).await;
     let gateway = gateway_with(vhost, relay.port, |c| c.publish_timeout_ms = 500).await;
     gateway.wait_ready().await;
@@ -175,7 +175,7 @@ pub async fn send(req: awc::ClientRequest, body: Option<Vec<u8>>) -> Reply {
     }
 }
 
-impl Gateway {
+impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }

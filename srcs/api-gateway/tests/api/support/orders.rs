@@ -6,7 +6,6 @@ use std::str::FromStr;
 
 use bigdecimal::BigDecimal;
 use billing_worker::config::Config;
-use billing_worker::error::WorkerError;
 use billing_worker::startup::Application;
 use diesel::pg::PgConnection;
 use diesel::RunQueryDsl;
@@ -30,7 +29,7 @@ pub struct Worker {
     pub health_port: u16,
     client: awc::Client,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<actix_web::rt::task::JoinHandle<Result<(), WorkerError>>>,
+    task: Option<actix_web::rt::task::JoinHandle<Result<(), billing_worker::error::Error>>>,
 }
 
 impl Worker {

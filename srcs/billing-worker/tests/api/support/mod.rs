@@ -250,7 +250,7 @@ pub fn config(db: &TestDb, vhost: &TestVhost, prefetch: u16, batch_size: usize) 
 
 /// The usual set-up: a database, a vhost, a publisher on it and a ready
 /// worker consuming it (prefetch 1000, batch 500).
-pub async fn system() -> (TestDb, TestVhost, Publisher, Worker) {
+pub async fn system() -> (TestDb, TestVhost, Publisher, TestApp) {
     system_with(1000, 500).await
 }
 
@@ -266,7 +266,7 @@ pub async fn no_worker_yet() -> (TestDb, TestVhost, Publisher) {
 /// Runs a worker (the default window and batch) until the database holds
 /// `rows` orders (`what` names the wait), then stops it.
 pub async fn run_a_worker_until_stored(db: &TestDb, vhost: &TestVhost, what: &str, rows: i64) {
-    let worker = Worker::start(config(db, vhost, 1000, 500));
+    let worker = spawn_app(config(db, vhost, 1000, 500));
     eventually(what, || async { db.count() == rows }).await;
     worker.stop().await;
 }
@@ -275,37 +275,39 @@ pub async fn run_a_worker_until_stored(db: &TestDb, vhost: &TestVhost, what: &st
 pub async fn system_with(
     prefetch: u16,
     batch_size: usize,
-) -> (TestDb, TestVhost, Publisher, Worker) {
+) -> (TestDb, TestVhost, Publisher, TestApp) {
     let (db, vhost, publisher) = no_worker_yet().await;
-    let worker = Worker::start(config(&db, &vhost, prefetch, batch_size));
+    let worker = spawn_app(config(&db, &vhost, prefetch, batch_size));
     worker.wait_ready().await;
     (db, vhost, publisher, worker)
 }
 
 /// A worker running inside the test, stoppable like SIGTERM would.
-pub struct Worker {
+pub struct TestApp {
     pub port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: actix_web::rt::task::JoinHandle<Result<(), billing_worker::error::WorkerError>>,
+    task: actix_web::rt::task::JoinHandle<Result<(), billing_worker::error::Error>>,
 }
 
-impl Worker {
-    pub fn start(config: Config) -> Self {
-        // RUST_LOG=info cargo test ... shows the worker's log lines.
-        let _ = env_logger::builder().is_test(true).try_init();
-        let app = Application::build(config).unwrap();
-        let port = app.port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = actix_web::rt::spawn(app.run_until(async move {
-            let _ = rx.await;
-        }));
-        Self {
-            port,
-            stop: Some(tx),
-            task,
-        }
+/// Builds the worker on `config` and runs it in the background of the
+/// test's runtime until [`TestApp::stop`].
+pub fn spawn_app(config: Config) -> TestApp {
+    // RUST_LOG=info cargo test ... shows the worker's log lines.
+    let _ = env_logger::builder().is_test(true).try_init();
+    let app = Application::build(config).unwrap();
+    let port = app.port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = actix_web::rt::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        port,
+        stop: Some(tx),
+        task,
     }
+}
 
+impl TestApp {
     /// Requests a stop and waits until the worker has finished.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {

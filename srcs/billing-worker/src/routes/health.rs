@@ -1,8 +1,8 @@
-//! The worker's routes: `GET /health` (the process is up) and `GET /ready`
-//! (it can do its job: consuming from RabbitMQ and PostgreSQL answering), in
-//! `common::health`'s shape plus the `orders` counters.
+//! Readiness (`/ready`): the worker can do its job, i.e. it is consuming from
+//! RabbitMQ and PostgreSQL answers, in `common::health`'s shape plus the
+//! `orders` counters. `/health` is `common::health`'s.
 
-use crate::error::WorkerError;
+use crate::error::Error;
 use crate::status::{Counters, WorkerStatus};
 use crate::store;
 use actix_web::{web, HttpResponse};
@@ -20,10 +20,10 @@ struct Extra {
     orders: Counters,
 }
 
-async fn ready(pool: web::Data<PgPool>, status: web::Data<Arc<WorkerStatus>>) -> HttpResponse {
+pub async fn ready(pool: web::Data<PgPool>, status: web::Data<Arc<WorkerStatus>>) -> HttpResponse {
     let rabbitmq = status.is_consuming();
     let pool = pool.get_ref().clone();
-    let database = web::block(move || -> Result<(), WorkerError> {
+    let database = web::block(move || -> Result<(), Error> {
         let mut conn = pool.get_timeout(READY_DB_TIMEOUT)?;
         Ok(store::ping(&mut conn)?)
     })
@@ -38,9 +38,4 @@ async fn ready(pool: web::Data<PgPool>, status: web::Data<Arc<WorkerStatus>>) ->
             orders: status.counters(),
         },
     )
-}
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    common::health::configure(cfg, ready);
-    cfg.default_service(web::to(common::http::not_found));
 }

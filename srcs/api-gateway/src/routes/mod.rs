@@ -1,10 +1,13 @@
 //! Every route of the gateway; the handlers live in the modules named after
-//! what they do (`proxy`, `billing`, `health`, `openapi`).
+//! what they do (`proxy`, `billing`, `openapi`), and `/ready` in `health`,
+//! where every service keeps it.
+
+mod health;
 
 use actix_web::web;
 use common::http::{get_or_head, json_error_pages, method_not_allowed, not_found};
 
-use crate::{billing, health, openapi, proxy};
+use crate::{billing, openapi, proxy};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // No JSON rewriting here: whatever inventory answers (even a non-JSON
