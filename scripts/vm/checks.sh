@@ -255,9 +255,10 @@ check_walk() {
 	a=${WALK_ORDERS[0]:-none} b=${WALK_ORDERS[1]:-none}
 	journal=$(vm billing 'sudo journalctl -u billing-worker --no-pager -o cat' 2>&1) || true
 	printf '%s\n' "$journal" >"$RUN_DIR/billing-worker.journal"
-	mp::check "billing-vm: journalctl -u billing-worker shows the first order stored" grep -q "order $a stored" <<<"$journal"
-	mp::check "billing-vm: journalctl -u billing-worker shows the stop (SIGTERM)" grep -q "SIGTERM received" <<<"$journal"
-	mp::check "billing-vm: journalctl -u billing-worker shows a waiting order stored" grep -q "order $b stored" <<<"$journal"
+	# The lines' event keys (docs/operations.md), not their sentences.
+	mp::check "billing-vm: journalctl -u billing-worker shows the first order stored" grep -qF "event=order_stored order_id=$a " <<<"$journal"
+	mp::check "billing-vm: journalctl -u billing-worker shows the stop (SIGTERM)" grep -qF "event=stop_requested signal=SIGTERM" <<<"$journal"
+	mp::check "billing-vm: journalctl -u billing-worker shows a waiting order stored" grep -qF "event=order_stored order_id=$b " <<<"$journal"
 }
 
 snapshot() { # VM: checksums of /etc and /usr/local, and when each service last started
