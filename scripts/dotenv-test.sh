@@ -17,16 +17,15 @@ source scripts/lib/mp.sh
 # Each reader prints FILE resolved as KEY<TAB>VALUE lines, in a clean environment
 # (plus the variables given after the file).
 read_rust() { env -i PATH="$PATH" HOME="$HOME" ${CARGO_HOME:+CARGO_HOME=$CARGO_HOME} ${RUSTUP_HOME:+RUSTUP_HOME=$RUSTUP_HOME} cargo xtask dotenv "$1"; }
-read_bash_lib() {
-	local f=$1
-	shift
-	env -i PATH="$PATH" "$@" bash -c 'source scripts/lib/common.sh; mp::env::load "$1"; for k in "${DOTENV_KEYS[@]}"; do printf "%s\t%s\n" "$k" "${!k}"; done' _ "$f"
+# read_bash LIBRARY FILE [VAR=VALUE...]: the one bash reader (scripts/lib/dotenv.sh)
+# as a script gets it by sourcing LIBRARY: the local run's, or provisioning's.
+read_bash() {
+	local lib=$1 f=$2
+	shift 2
+	env -i PATH="$PATH" "$@" bash -c 'source "$2"; mp::env::load "$1"; for k in "${DOTENV_KEYS[@]}"; do printf "%s\t%s\n" "$k" "${!k}"; done' _ "$f" "$lib"
 }
-read_bash_provision() {
-	local f=$1
-	shift
-	env -i PATH="$PATH" "$@" bash -c 'source scripts/provision/common.sh; mp::env::load "$1"; for k in "${DOTENV_KEYS[@]}"; do printf "%s\t%s\n" "$k" "${!k}"; done' _ "$f"
-}
+read_bash_lib() { read_bash scripts/lib/common.sh "$@"; }
+read_bash_provision() { read_bash scripts/provision/common.sh "$@"; }
 read_ruby() {
 	local f=$1
 	shift

@@ -45,12 +45,16 @@ cd "$MP_ROOT"
 # Test ports and state, apart from the ones of a local run.
 export MP_STATE_DIR=$MP_ROOT/.state/test
 # MP_TEST_PORT_OFFSET moves them all, so two checkouts can test side by side.
+# All below Linux's ephemeral range (32768-60999): the scenarios restart the
+# servers while thousands of client connections come and go, and an outgoing
+# connection that took a server's port as its own would stop it from listening
+# again (seen: RabbitMQ's eaddrinuse on a restart).
 o=${MP_TEST_PORT_OFFSET:-0}
 export LOCAL_GATEWAY_PORT=$((18080 + o)) LOCAL_INVENTORY_PORT=$((18081 + o)) LOCAL_BILLING_HEALTH_PORT=$((18082 + o))
 export LOCAL_GATEWAY_METRICS_PORT=$((19101 + o)) LOCAL_INVENTORY_METRICS_PORT=$((19102 + o))
-export LOCAL_PG_INVENTORY_PORT=$((56432 + o)) LOCAL_PG_BILLING_PORT=$((56433 + o))
-export LOCAL_RABBITMQ_PORT=$((56672 + o)) LOCAL_RABBITMQ_MGMT_PORT=$((56673 + o))
-export LOCAL_RABBITMQ_DIST_PORT=$((56674 + o)) LOCAL_EPMD_PORT=$((56675 + o))
+export LOCAL_PG_INVENTORY_PORT=$((26432 + o)) LOCAL_PG_BILLING_PORT=$((26433 + o))
+export LOCAL_RABBITMQ_PORT=$((26672 + o)) LOCAL_RABBITMQ_MGMT_PORT=$((26673 + o))
+export LOCAL_RABBITMQ_DIST_PORT=$((26674 + o)) LOCAL_EPMD_PORT=$((26675 + o))
 export TEST_INVENTORY_PG_PORT=$LOCAL_PG_INVENTORY_PORT TEST_BILLING_PG_PORT=$LOCAL_PG_BILLING_PORT
 export TEST_RABBITMQ_PORT=$LOCAL_RABBITMQ_PORT TEST_RABBITMQ_MGMT_PORT=$LOCAL_RABBITMQ_MGMT_PORT
 # rabbitmqctl on the test broker (the gateway's alarm test raises a disk alarm).

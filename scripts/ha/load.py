@@ -13,26 +13,21 @@ URL, as a virtual IP moving to another gateway would; the final answer is
 what counts. OUT gets one line per order: user_id, the key, status (0 = no
 HTTP answer), the monotonic times it was sent and answered.
 """
-import http.client
 import json
 import os
 import sys
 import threading
 import time
 import uuid
-from urllib.parse import urlsplit
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+import mp_http  # noqa: E402  (the one HTTP client of the test programs)
 
 
 def post(url, body, key, timeout):
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("POST", "/api/billing", body=body, headers={"Content-Type": "application/json", "Idempotency-Key": key})
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+    """The answer's status; 0 when none came (refused, reset: its gateway died)."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+    return mp_http.request("POST", url.rstrip("/") + "/api/billing", body, headers, timeout).status
 
 
 def worker(tag, urls, stopfile, out, lock):
@@ -47,13 +42,11 @@ def worker(tag, urls, stopfile, out, lock):
         status = 0
         order = [urls[(first + k) % len(urls)] for k in range(len(urls))]
         for k, url in enumerate(order):
-            try:
-                status = post(url, body, order_id, timeout=20)
+            status = post(url, body, order_id, timeout=20)
+            if status:
                 # The next order starts on the gateway that answered.
                 first = (first + k) % len(urls)
                 break
-            except (ConnectionError, OSError, http.client.HTTPException):
-                status = 0
         answered = time.monotonic()
         with lock:
             out.write(f"{user_id} {order_id} {status} {sent:.3f} {answered:.3f}\n")
