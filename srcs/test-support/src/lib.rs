@@ -20,6 +20,18 @@ use serde_json::Value;
 /// keeps a broken service from hanging a test, it is not a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(45);
 
+/// The HTTP client every harness talks to its service with. Idle connections
+/// are dropped well before the servers' 5 s keep-alive closes them, so a test
+/// that pauses (a table seeded, an alarm raised, a broker stalled) never sends
+/// on a connection the server has just closed, which awc reports as
+/// "connector has been disconnected".
+pub fn http_client(timeout: Duration) -> awc::Client {
+    awc::Client::builder()
+        .timeout(timeout)
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
+        .finish()
+}
+
 /// A port from the environment (`TEST_*_PORT`, set by `scripts/test.sh`). A
 /// missing variable fails the test with what to do; it never skips it.
 pub fn env_port(var: &str) -> u16 {

@@ -108,14 +108,7 @@ pub async fn gateway_behind_relay(vhost: &rabbit::Vhost) -> (relay::Relay, TestA
 }
 
 pub fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        // Idle connections are dropped well before the servers' 5 s
-        // keep-alive closes them, so a test that pauses (an alarm raised,
-        // a broker stalled) never sends on a connection the server just
-        // closed ("connector has been disconnected").
-        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
-        .finish()
+    test_support::http_client(Duration::from_secs(30))
 }
 
 /// A response, fully read.

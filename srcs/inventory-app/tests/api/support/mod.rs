@@ -112,9 +112,7 @@ fn spawn_built(
     TestApp {
         address,
         db_name: owned_db,
-        client: awc::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .finish(),
+        client: test_support::http_client(Duration::from_secs(10)),
     }
 }
 
@@ -223,9 +221,7 @@ impl TestApp {
 
     /// A GET whose body is kept as bytes (up to 256 MiB), to compare them exactly.
     pub async fn get_bytes(&self, path: &str) -> (StatusCode, HeaderMap, Bytes) {
-        let mut resp = awc::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .finish()
+        let mut resp = test_support::http_client(Duration::from_secs(120))
             .get(self.url(path))
             .send()
             .await
