@@ -191,7 +191,8 @@ mp::pkg::installed() {
 # a prepared host installs nothing. It tries the current package lists first
 # (cached .debs install offline) and runs apt-get update once, only if that
 # fails. apt-get's own output goes where the info lines go (MP_LOG_INFO_FD):
-# a caller's stdout stays its result.
+# a caller's stdout stays its result. MP_APT_INSTALL_OPTS: more words for
+# `apt-get install` (e.g. --allow-downgrades); MP_APT_TIMEOUT bounds each apt-get.
 mp::pkg::install() {
 	local missing=() p
 	for p in "$@"; do
@@ -202,7 +203,9 @@ mp::pkg::install() {
 		return 0
 	fi
 	mp::log::info "installing packages: ${missing[*]}"
-	local install=(install -y --no-install-recommends
+	local extra
+	read -r -a extra <<<"${MP_APT_INSTALL_OPTS:-}"
+	local install=(install -y --no-install-recommends "${extra[@]}"
 		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}")
 	if ! mp::pkg::apt_get "${install[@]}" >&"${MP_LOG_INFO_FD:-2}"; then
 		mp::log::detail "refreshing package lists (apt-get update)"

@@ -155,10 +155,9 @@ ensure_host_tools() {
 	if [[ " ${pkgs[*]} " == *" qemu-system-x86 "* ]] && dpkg-query -W -f '${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
 		pkgs+=(qemu-utils/bookworm)
 	fi
-	log "installing host packages: ${pkgs[*]}"
-	local install=(install -y -q --allow-downgrades --no-install-recommends "${pkgs[@]}")
-	MP_APT_TIMEOUT=900 mp::pkg::apt_get "${install[@]}" >&2 ||
-		{ MP_APT_TIMEOUT=300 mp::pkg::apt_get update -q >&2 && MP_APT_TIMEOUT=900 mp::pkg::apt_get "${install[@]}" >&2; }
+	# --allow-downgrades: for qemu-utils/bookworm above. A bound on each apt-get,
+	# so a stuck mirror fails the run rather than hanging it.
+	MP_APT_INSTALL_OPTS=--allow-downgrades MP_APT_TIMEOUT=900 mp::pkg::install "${pkgs[@]}" >&2
 }
 
 vagrant_insecure_pubkey() {
