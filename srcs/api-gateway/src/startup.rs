@@ -3,10 +3,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use common::http::{bound_requests, BodyDeadline};
 use common::metrics::{self, http::HttpMetrics};
 use common::request_id::{self, AccessLog};
+use common::server::BoundedServer;
 use common::startup::Servers;
 pub use common::startup::{Bound, StartupError};
 use tokio::task::JoinHandle;
@@ -53,7 +54,7 @@ impl Application {
         let upstream_metrics = web::Data::new(gateway_metrics.clone());
         let refresh_task = upstreams::spawn_refresh(&upstreams);
         let inventory_metrics = gateway_metrics.clone();
-        let server = HttpServer::new(move || {
+        let server = BoundedServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
             let inventory = web::Data::new(Inventory::new(
@@ -82,13 +83,11 @@ impl Application {
         .on_connect(move |_, extensions| {
             extensions.insert(gateway_metrics.connection_opened());
         })
-        .listen(listener)
+        .limits(limits)
+        .workers(config.workers)
+        .shutdown_timeout(10)
+        .serve(listener)
         .map_err(StartupError::Server)?;
-        let server = common::bounded_server!(server, limits);
-        let server = match config.workers {
-            Some(n) => server.workers(n),
-            None => server,
-        };
         log::info!(
             "api-gateway listening on {}:{port} (metrics on {}:{metrics_port}), inventory at {}, RabbitMQ at {:?}",
             config.host,
@@ -99,7 +98,7 @@ impl Application {
         Ok(Self {
             servers: Servers {
                 port,
-                server: server.shutdown_timeout(10).run(),
+                server,
                 metrics_port,
                 metrics_server,
             },
