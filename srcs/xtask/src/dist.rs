@@ -60,6 +60,8 @@ fn newest_source(root: &Path) -> Option<SystemTime> {
         &root.join("srcs").join("xtask"),
         &mut newest,
     );
+    // The patched dependencies the services build against.
+    walk(&root.join("third_party"), &root.join("srcs"), &mut newest);
     for f in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
         if let Ok(t) = fs::metadata(root.join(f)).and_then(|m| m.modified()) {
             newest = Some(newest.map_or(t, |n: SystemTime| n.max(t)));
