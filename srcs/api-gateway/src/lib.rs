@@ -8,6 +8,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod host;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
 use crate::config::{Config, ACCESS_LOG_TARGET};
+use crate::host;
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Inventory;
 use crate::routes;
@@ -54,6 +55,7 @@ impl Application {
         let upstream_metrics = web::Data::new(gateway_metrics.clone());
         let refresh_task = upstreams::spawn_refresh(&upstreams);
         let inventory_metrics = gateway_metrics.clone();
+        let allowed_hosts = config.allowed_hosts()?;
         let server = BoundedServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
@@ -70,6 +72,10 @@ impl Application {
                 .app_data(AccessLog(ACCESS_LOG_TARGET))
                 .app_data(http_metrics.clone())
                 .app_data(upstream_metrics.clone())
+                .app_data(allowed_hosts.clone())
+                // Inside bound_requests, so a refused request's body is not
+                // read and its connection closes.
+                .wrap(from_fn(host::check))
                 // Inside the request-id middleware, so refusals carry an id
                 // and an access-log line.
                 .wrap(from_fn(bound_requests))

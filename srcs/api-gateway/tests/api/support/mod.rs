@@ -49,6 +49,7 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         access_log_file: None,
         metrics_host: "127.0.0.1".to_owned(),
         metrics_port: 0,
+        allowed_hosts: String::new(),
     }
 }
 
