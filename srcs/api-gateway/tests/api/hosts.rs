@@ -2,14 +2,21 @@
 //! answer for gets 421 in the JSON error shape and never reaches inventory;
 //! its own addresses and `localhost` pass with any port.
 
-use crate::support::upstream::spawn_upstream;
-use crate::support::{closed_port, config, raw_exchange, raw_headers, spawn_gateway};
+use crate::support::upstream::{spawn_upstream, Upstream};
+use crate::support::{closed_port, config, raw_exchange, raw_headers, spawn_gateway, Gateway};
 
 /// The status line and the JSON body of a raw answer.
 fn status_and_json(answer: &str) -> (String, serde_json::Value) {
     let status = answer.lines().next().unwrap_or("").to_owned();
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
     (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// A gateway with the default allow-list (no names of its own).
+async fn default_gateway(upstream: &Upstream) -> Gateway {
+    let mut settings = config(&upstream.url, closed_port(), "/");
+    settings.allowed_hosts = String::new();
+    spawn_gateway(settings).await
 }
 
 async fn exchange(port: u16, method: &str, path: &str, host: Option<&str>) -> String {
@@ -27,7 +34,7 @@ async fn exchange(port: u16, method: &str, path: &str, host: Option<&str>) -> St
 #[actix_web::test]
 async fn a_foreign_host_gets_421_and_never_reaches_inventory() {
     let upstream = spawn_upstream();
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
+    let gateway = default_gateway(&upstream).await;
     for (method, path) in [
         ("GET", "/api/movies/1"),
         ("DELETE", "/api/movies"),
@@ -58,7 +65,7 @@ async fn a_foreign_host_gets_421_and_never_reaches_inventory() {
 #[actix_web::test]
 async fn loopback_names_and_addresses_pass_with_any_port() {
     let upstream = spawn_upstream();
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
+    let gateway = default_gateway(&upstream).await;
     // The local run, the containers' published port, the VMs' forwarded
     // port and private address, a load balancer's probe without Host.
     for host in [
