@@ -7,6 +7,8 @@ use common::config::{at_least_one, ConfigError, ServiceConfig};
 use common::http::ServerLimits;
 use serde::Deserialize;
 
+use crate::host::AllowedHosts;
+
 pub const ENV_PREFIX: &str = "GATEWAY_";
 /// RabbitMQ: `GATEWAY_RABBITMQ_HOST`, `_PORT`, `_USER`, `_PASSWORD`, `_VHOST`.
 pub const RABBITMQ_PREFIX: &str = "GATEWAY_RABBITMQ_";
@@ -66,6 +68,11 @@ pub struct Config {
     pub metrics_host: String,
     #[serde(default = "default_metrics_port")]
     pub metrics_port: u16,
+    /// Host names the gateway answers for beyond `localhost` and IP
+    /// addresses (a comma list, `*` for any): the DNS rebinding guard
+    /// (host.rs).
+    #[serde(default)]
+    pub allowed_hosts: String,
 }
 
 fn default_metrics_port() -> u16 {
@@ -104,6 +111,7 @@ impl ServiceConfig for Config {
     /// of failing every request later.
     fn validate(&self) -> Result<(), ConfigError> {
         self.inventory_bases()?;
+        self.allowed_hosts()?;
         for (name, value) in [
             ("INVENTORY_TIMEOUT_MS", self.inventory_timeout_ms),
             ("PUBLISH_TIMEOUT_MS", self.publish_timeout_ms),
@@ -140,6 +148,11 @@ impl Config {
             keep_alive: Duration::from_millis(self.keep_alive_ms),
             request_head_timeout: Duration::from_millis(self.request_head_timeout_ms),
         }
+    }
+
+    /// The `Host` allow-list of `GATEWAY_ALLOWED_HOSTS`.
+    pub fn allowed_hosts(&self) -> Result<AllowedHosts, ConfigError> {
+        AllowedHosts::parse(&format!("{ENV_PREFIX}ALLOWED_HOSTS"), &self.allowed_hosts)
     }
 
     pub fn inventory_idle_timeout(&self) -> Duration {

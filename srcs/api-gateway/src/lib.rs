@@ -7,6 +7,7 @@ pub mod body;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod host;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;

@@ -3,16 +3,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use common::http::{bound_requests, BodyDeadline};
 use common::metrics::{self, http::HttpMetrics};
 use common::request_id::{self, AccessLog};
+use common::server::BoundedServer;
 use common::startup::Servers;
 pub use common::startup::{Bound, StartupError};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
 use crate::config::{Config, ACCESS_LOG_TARGET};
+use crate::host;
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Inventory;
 use crate::routes;
@@ -53,7 +55,8 @@ impl Application {
         let upstream_metrics = web::Data::new(gateway_metrics.clone());
         let refresh_task = upstreams::spawn_refresh(&upstreams);
         let inventory_metrics = gateway_metrics.clone();
-        let server = HttpServer::new(move || {
+        let allowed_hosts = config.allowed_hosts()?;
+        let server = BoundedServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
             let inventory = web::Data::new(Inventory::new(
@@ -69,6 +72,10 @@ impl Application {
                 .app_data(AccessLog(ACCESS_LOG_TARGET))
                 .app_data(http_metrics.clone())
                 .app_data(upstream_metrics.clone())
+                .app_data(allowed_hosts.clone())
+                // Inside bound_requests, so a refused request's body is not
+                // read and its connection closes.
+                .wrap(from_fn(host::check))
                 // Inside the request-id middleware, so refusals carry an id
                 // and an access-log line.
                 .wrap(from_fn(bound_requests))
@@ -82,13 +89,11 @@ impl Application {
         .on_connect(move |_, extensions| {
             extensions.insert(gateway_metrics.connection_opened());
         })
-        .listen(listener)
+        .limits(limits)
+        .workers(config.workers)
+        .shutdown_timeout(10)
+        .serve(listener)
         .map_err(StartupError::Server)?;
-        let server = common::bounded_server!(server, limits);
-        let server = match config.workers {
-            Some(n) => server.workers(n),
-            None => server,
-        };
         log::info!(
             "api-gateway listening on {}:{port} (metrics on {}:{metrics_port}), inventory at {}, RabbitMQ at {:?}",
             config.host,
@@ -99,7 +104,7 @@ impl Application {
         Ok(Self {
             servers: Servers {
                 port,
-                server: server.shutdown_timeout(10).run(),
+                server,
                 metrics_port,
                 metrics_server,
             },

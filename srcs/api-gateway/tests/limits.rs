@@ -285,3 +285,79 @@ async fn hundreds_of_slow_uploads_cost_bounded_memory_and_are_all_closed() {
     assert!(upstream.seen().iter().all(|s| s.method == "GET"));
     eprintln!("{UPLOADS} slow uploads: RSS {before} KiB before, peak {peak} KiB, slowest close {slowest:?}");
 }
+
+/// Opens `connections` connections to `port`, each sending `requests`
+/// pipelined `GET path` and never reading an answer, and returns how much
+/// this process's RSS grew (KiB, the peak over a few seconds) while they are
+/// held open. The writers may block (a server that stops reading is the
+/// point), so they run in tasks of their own and are aborted at the end.
+async fn pipelined_growth_kib(port: u16, connections: usize, requests: usize, path: &str) -> u64 {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let burst = request.repeat(requests).into_bytes();
+    let before = rss_kib();
+    let mut streams = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..connections {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        // The read half is kept (not read): the socket stays open.
+        streams.push(read);
+        let burst = burst.clone();
+        writers.push(tokio::spawn(async move {
+            let _ = write.write_all(&burst).await;
+            // Keep the write half open too, as a client waiting would.
+            std::future::pending::<()>().await;
+            drop(write);
+        }));
+    }
+    // The server works through what it was sent; sample its peak.
+    let mut peak = rss_kib();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_kib());
+    }
+    for writer in writers {
+        writer.abort();
+    }
+    drop(streams);
+    peak.saturating_sub(before)
+}
+
+/// One client pipelining thousands of requests and never reading once made
+/// the gateway (and inventory, on the same server code) hold every request
+/// it had read, decoded at once: 20 connections × 8,000 requests took the
+/// gateway from 45 MB to 474 MB. actix-http now decodes at most 16 ahead per
+/// connection, and stops reading while the client leaves answers unread.
+/// The gateway's upstream is the real inventory here (a test upstream would
+/// keep a record of every request it saw, and be measured with them).
+#[actix_web::test]
+async fn pipelined_requests_never_read_cost_bounded_memory() {
+    const CONNECTIONS: usize = 20;
+    const REQUESTS: usize = 8_000;
+    let (inventory, inventory_port) = inventory().await;
+    let mut settings = config(&inventory.url, closed_port(), "/");
+    settings.max_connections = 1024;
+    let gateway = spawn_gateway(settings).await;
+    // Warm both (inventory's migrations, the gateway's pool to it) first.
+    support::wait_for("inventory through the gateway", || async {
+        let status = gateway.get("/api/movies/1").await.status;
+        (status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    for (name, port) in [("gateway", gateway.port), ("inventory", inventory_port)] {
+        let grown = pipelined_growth_kib(port, CONNECTIONS, REQUESTS, "/api/movies/1").await;
+        eprintln!("{name}: {CONNECTIONS} connections × {REQUESTS} pipelined requests never read: RSS +{grown} KiB");
+        assert!(
+            grown < 30 * 1024,
+            "{name}: RSS grew by {} MiB for {CONNECTIONS} connections × {REQUESTS} pipelined requests",
+            grown / 1024
+        );
+        // The server still answers others.
+        let answer = answer_without_closing(
+            port,
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}");
+    }
+}

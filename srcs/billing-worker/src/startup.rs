@@ -12,7 +12,7 @@ use crate::status::WorkerStatus;
 use crate::{routes, MIGRATIONS};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use common::config::ServiceConfig;
 use common::db::{try_migrate, PgPool, MIGRATE_RETRY_INITIAL, MIGRATE_RETRY_MAX};
 use common::http::ServerLimits;
@@ -20,6 +20,7 @@ use common::logging::one_line;
 use common::metrics::{self, http::HttpMetrics, pool::PoolCollector, Registry};
 use common::request_id::{self, AccessLog};
 use common::retry::Backoff;
+use common::server::BoundedServer;
 pub use common::startup::StartupError;
 use std::future::Future;
 use std::net::TcpListener;
@@ -151,7 +152,7 @@ fn health_server(
         max_connections: 64,
         ..ServerLimits::default()
     };
-    let server = HttpServer::new(move || {
+    BoundedServer::new(move || {
         App::new()
             .wrap(from_fn(common::http::bound_requests))
             .wrap(common::http::json_error_pages())
@@ -164,11 +165,11 @@ fn health_server(
             .configure(|cfg| metrics::configure(cfg, registry.clone()))
             .configure(routes::configure)
     })
-    .workers(1)
+    .limits(limits)
+    .workers(Some(1))
     .disable_signals()
     .shutdown_timeout(2)
-    .listen(listener)?;
-    Ok(common::bounded_server!(server, limits).run())
+    .serve(listener)
 }
 
 /// Applies pending migrations, waiting for the database as long as needed.

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     RequestTimeout,
     ConnectNotSupported,
     UpgradeNotSupported,
+    MisdirectedRequest,
     // What actix rejects before a handler runs (json_error_pages).
     BadRequest,
     UriTooLong,
@@ -70,6 +71,7 @@ pub const ALL: &[ErrorCode] = &[
     ErrorCode::RequestTimeout,
     ErrorCode::ConnectNotSupported,
     ErrorCode::UpgradeNotSupported,
+    ErrorCode::MisdirectedRequest,
     ErrorCode::BadRequest,
     ErrorCode::UriTooLong,
     ErrorCode::HeadersTooLarge,
@@ -118,6 +120,7 @@ mod tests {
             "request_timeout",
             "connect_not_supported",
             "upgrade_not_supported",
+            "misdirected_request",
             "bad_request",
             "uri_too_long",
             "headers_too_large",

@@ -302,25 +302,6 @@ pub fn listen(address: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListen
     Err(last)
 }
 
-/// `$server` (an `HttpServer`) with the connection cap and the keep-alive
-/// and request-head timeouts of `$limits` (a `ServerLimits`); the body
-/// deadline is [`bound_requests`]' job. A macro, as `HttpServer`'s type
-/// parameters name crates the services do not depend on.
-#[macro_export]
-macro_rules! bounded_server {
-    ($server:expr, $limits:expr) => {{
-        let limits: &$crate::http::ServerLimits = &$limits;
-        $server
-            .max_connections(limits.max_connections)
-            .keep_alive(limits.keep_alive)
-            .client_request_timeout(limits.request_head_timeout)
-            // After an answer to a request whose body was not read (408,
-            // 413): how long the rest is read and discarded before the socket
-            // closes, so that the client gets to read the answer.
-            .client_disconnect_timeout(::std::time::Duration::from_secs(1))
-    }};
-}
-
 /// The request body deadline, as app data: `.app_data(BodyDeadline(d))`
 /// beside `.wrap(from_fn(bound_requests))`. Without it, the default
 /// [`ServerLimits::body_timeout`] applies.

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod order;
 pub mod request_id;
 pub mod retry;
+pub mod server;
 pub mod startup;
 #[cfg(feature = "amqp")]
 pub mod topology;

@@ -184,7 +184,67 @@ fn parse_user_id(v: &RawValue) -> Result<String, FieldError> {
             "user_id must not contain control characters",
         ));
     }
+    // Invisible and bidirectional-override characters make two ids look
+    // alike, or one look like another, in every report that shows them. With
+    // them refused, the first character left after trimming is a visible one.
+    if let Some(c) = id.chars().find(|&c| is_invisible(c)) {
+        return Err(FieldError::field(
+            "user_id",
+            format!(
+                "user_id must not contain invisible characters (U+{:04X}: a format, bidirectional or filler character)",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(id)
+}
+
+/// Drawn as nothing, or changing how the text around is drawn: Unicode's
+/// general category Cf (format characters, Unicode 15.1: zero width spaces
+/// and joiners, bidirectional marks, overrides and isolates, the byte order
+/// mark, tags...), then the default-ignorable characters outside it (the
+/// combining grapheme joiner, Hangul fillers, variation selectors). std has no
+/// category lookup, and a table of 30 ranges does not call for a dependency.
+/// openapi.yaml's `user_id` pattern excludes the same ranges.
+fn is_invisible(c: char) -> bool {
+    const INVISIBLE: &[(u32, u32)] = &[
+        // Cf
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+        // Default-ignorable, not Cf
+        (0x034F, 0x034F),
+        (0x115F, 0x1160),
+        (0x17B4, 0x17B5),
+        (0x180B, 0x180D),
+        (0x180F, 0x180F),
+        (0x3164, 0x3164),
+        (0xFE00, 0xFE0F),
+        (0xFFA0, 0xFFA0),
+        (0xE0100, 0xE01EF),
+    ];
+    let c = u32::from(c);
+    INVISIBLE
+        .iter()
+        .any(|&(low, high)| (low..=high).contains(&c))
 }
 
 fn is_integer_text(s: &str) -> bool {
@@ -473,6 +533,38 @@ mod tests {
                 let body = body_with(field, Some(v));
                 assert_eq!(err(&body).field, Some(field), "{v}");
             }
+        }
+    }
+
+    /// Invisible and bidirectional-override characters (category Cf, and
+    /// the fillers drawn as nothing) are refused wherever they are, so an id
+    /// always shows a visible character.
+    #[test]
+    fn user_id_refuses_invisible_characters() {
+        for (value, code_point) in [
+            ("\"\u{200B}\"", "U+200B"),
+            ("\"alice\u{202E}gnp.exe\"", "U+202E"),
+            ("\"a\u{2066}b\u{2069}\"", "U+2066"),
+            ("\"\u{FEFF}bob\"", "U+FEFF"),
+            ("\"\u{E0041}\"", "U+E0041"),
+            ("\"\u{3164}\"", "U+3164"),
+            ("\"a\u{115F}\u{FE0F}\"", "U+115F"),
+        ] {
+            let e = err(&body_with("user_id", Some(value)));
+            assert_eq!(e.field, Some("user_id"), "{value}");
+            assert_eq!(
+                e.message,
+                format!("user_id must not contain invisible characters ({code_point}: a format, bidirectional or filler character)"),
+                "{value}"
+            );
+        }
+        for value in [
+            "\"\u{e9}lodie\"",
+            "\"\u{674E}\"",
+            "\"x y\"",
+            "\" \u{3000}z \"",
+        ] {
+            ok(&body_with("user_id", Some(value)));
         }
     }
 

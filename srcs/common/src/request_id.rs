@@ -81,7 +81,7 @@ pub async fn middleware(
     req.extensions_mut().insert(RequestId(id.clone()));
     let target = req.app_data::<AccessLog>().map_or("access", |t| t.0);
     let method = req.method().clone();
-    let path = req.path().to_owned();
+    let path = loggable_path(req.path());
 
     let mut res = match next.call(req).await {
         Ok(res) => res,
@@ -115,6 +115,24 @@ pub async fn middleware(
     }
     log_access(target, &method, &path, status, started, &id);
     Ok(res)
+}
+
+/// The request's path as log lines show it: every byte outside a safe set
+/// (letters, digits, `-._~/%:@!$&()*+,;`) percent-encoded, `=`, `?`, quotes,
+/// spaces and control characters included. So no path can end a line, open a
+/// quote, or carry a `key=value` token: `/api/movies/x%20request_id=FORGED`
+/// is logged as `/api/movies/x%20request_id%3DFORGED`, which
+/// `grep request_id=FORGED` does not find.
+pub fn loggable_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/%:@!$&()*+,;".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn log_access(
@@ -164,6 +182,19 @@ mod tests {
         }
         let every_safe = "AZaz09._-";
         assert_eq!(accept(Some(&hv(every_safe))).as_deref(), Some(every_safe));
+    }
+
+    #[test]
+    fn logged_paths_carry_no_token_quote_or_space() {
+        assert_eq!(loggable_path("/api/movies/42"), "/api/movies/42");
+        assert_eq!(
+            loggable_path("/api/movies/x%20request_id=FORGED"),
+            "/api/movies/x%20request_id%3DFORGED"
+        );
+        assert_eq!(
+            loggable_path("/a b\"c'd?e\n\u{e9}"),
+            "/a%20b%22c%27d%3Fe%0A%C3%A9"
+        );
     }
 
     #[test]

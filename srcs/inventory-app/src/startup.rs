@@ -2,7 +2,7 @@ use crate::config::Config;
 use crate::state::AppState;
 use crate::{routes, MIGRATIONS};
 use actix_web::middleware::{from_fn, NormalizePath};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use common::config::ServiceConfig;
 use common::http::{
     bound_requests, json_config, json_error_pages, not_found, path_config, query_config,
@@ -10,6 +10,7 @@ use common::http::{
 };
 use common::metrics::{self, http::HttpMetrics, pool::PoolCollector};
 use common::request_id::{self, AccessLog};
+use common::server::BoundedServer;
 use common::startup::Servers;
 pub use common::startup::{Bound, StartupError};
 use std::sync::atomic::Ordering;
@@ -53,7 +54,7 @@ impl Application {
         })?;
 
         let state = web::Data::new(state);
-        let mut server = HttpServer::new(move || {
+        let server = BoundedServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(json_config(MAX_BODY_BYTES))
@@ -74,12 +75,10 @@ impl Application {
                 // Outermost, so it logs the path as sent and the final status.
                 .wrap(from_fn(request_id::middleware))
         })
-        .listen(listener)
+        .limits(server_limits)
+        .workers(config.workers)
+        .serve(listener)
         .map_err(StartupError::Server)?;
-        server = common::bounded_server!(server, server_limits);
-        if let Some(workers) = config.workers {
-            server = server.workers(workers);
-        }
         log::info!(
             "inventory-app listening on {}:{port} (metrics on {}:{metrics_port}), database {:?}",
             config.host,
@@ -89,7 +88,7 @@ impl Application {
         Ok(Self {
             servers: Servers {
                 port,
-                server: server.run(),
+                server,
                 metrics_port,
                 metrics_server,
             },

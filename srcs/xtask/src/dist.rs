@@ -53,7 +53,8 @@ fn newest_source(root: &Path) -> Option<SystemTime> {
             }
         }
     }
-    // The xtask's own sources do not change the services.
+    // The xtask's own sources do not change the services; srcs/vendor/ (the
+    // patched dependencies the services build against) does.
     let mut newest = None;
     walk(
         &root.join("srcs"),

@@ -127,10 +127,16 @@ async fn invalid_orders_name_the_field_and_queue_nothing() {
     let gateway = ready_gateway(&vhost).await;
     // A valid order with one field changed (or left out when None): 400
     // naming that field.
-    let invalid: [(&str, Option<&str>); 11] = [
+    let invalid: [(&str, Option<&str>); 15] = [
         ("user_id", None),
         ("user_id", Some(r#""""#)),
         ("user_id", Some("true")),
+        // Invisible or bidirectional-override characters (category Cf), as
+        // JSON escapes and as raw UTF-8, and an id that shows nothing.
+        ("user_id", Some(r#""\u200b""#)),
+        ("user_id", Some("\"alice\u{202E}gnp.exe\"")),
+        ("user_id", Some("\"\u{2066}bob\u{2069}\"")),
+        ("user_id", Some(r#""\u3164""#)),
         ("number_of_items", None),
         ("number_of_items", Some("0")),
         ("number_of_items", Some(r#""2.5""#)),

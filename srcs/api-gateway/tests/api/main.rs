@@ -7,6 +7,7 @@
 
 mod balance;
 mod billing;
+mod hosts;
 mod idempotency;
 mod inventory;
 mod metrics;

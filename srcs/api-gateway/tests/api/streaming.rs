@@ -233,3 +233,36 @@ async fn a_forged_request_id_never_reaches_a_log_line() {
     .await;
     assert!(response.contains("x-request-id: Ab9._-z\r\n"), "{response}");
 }
+
+/// A path is logged escaped: `x%20request_id=FORGED` in a path once put a
+/// `request_id=FORGED` token in the access line, which `grep request_id=…`
+/// then matched as the request's id.
+#[actix_web::test]
+async fn a_path_never_forges_a_request_id_token() {
+    capture::install();
+    let upstream = crate::support::upstream::spawn_upstream();
+    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
+    let answer = raw_exchange(
+        gateway.port,
+        b"GET /api/movies/path-probe%20request_id=FORGED-PATH HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mine = wait_for("the request's access line", || async {
+        let lines = capture::lines_with("/api/movies/path-probe");
+        (lines.iter().any(|l| l.contains("api_gateway::access"))).then_some(lines)
+    })
+    .await;
+    for line in &mine {
+        assert!(
+            line.contains("/api/movies/path-probe%20request_id%3DFORGED-PATH "),
+            "{line}"
+        );
+    }
+    for line in capture::all_lines() {
+        assert!(
+            !line.contains("request_id=FORGED-PATH"),
+            "a path forged a request_id token: {line}"
+        );
+    }
+}

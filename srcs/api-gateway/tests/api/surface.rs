@@ -146,3 +146,99 @@ async fn openapi_document_is_served_as_yaml() {
         );
     }
 }
+
+/// What actix's HTTP parser answers itself, before any middleware of ours
+/// runs (docs/api.md, "Errors from the HTTP parser"): a bare status line,
+/// `content-length: 0`, no `X-Request-Id`, and the connection closed. Pinned
+/// here so that the documented exception is the one that holds.
+#[actix_web::test]
+async fn parser_errors_are_bare_statuses_as_documented() {
+    let gateway = gateway_alone().await;
+    // More header lines than actix parses (96); a head over its 128 KiB
+    // buffer gets the same 431, but the client may see a reset instead, as
+    // the server closes with unread bytes.
+    let many_headers = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\n",
+        (0..120)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let cases: [(&str, &[u8], &str); 8] = [
+        (
+            "both Content-Length and Transfer-Encoding",
+            b"POST /api/billing HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "a header line without a colon",
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nno-colon-here\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "a method that is not a token",
+            b"G(T /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "a space in the request target",
+            b"GET /api/movies /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "an unusable Content-Length",
+            b"POST /api/billing HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1x\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "an unusable Transfer-Encoding",
+            b"POST /api/billing HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "HTTP/1.1 without Host",
+            b"GET /health HTTP/1.1\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "more than 96 header lines",
+            many_headers.as_bytes(),
+            "431 Request Header Fields Too Large",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let answer = crate::support::raw_exchange(gateway.port, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{what}: {answer}"
+        );
+        let headers = crate::support::raw_headers(&answer);
+        assert!(
+            headers.contains(&("content-length".to_owned(), "0".to_owned())),
+            "{what}: {answer}"
+        );
+        assert!(
+            !headers.iter().any(|(name, _)| name == "x-request-id"),
+            "{what}: {answer}"
+        );
+    }
+    // A head that does not arrive in time: 408, the same bare answer.
+    let mut settings = config(
+        &format!("http://127.0.0.1:{}", closed_port()),
+        closed_port(),
+        "/",
+    );
+    settings.request_head_timeout_ms = 300;
+    let slow = spawn_gateway(settings).await;
+    let answer =
+        crate::support::raw_exchange(slow.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    let headers = crate::support::raw_headers(&answer);
+    assert!(
+        headers.contains(&("content-length".to_owned(), "0".to_owned())),
+        "{answer}"
+    );
+}
