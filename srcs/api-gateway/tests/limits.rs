@@ -337,7 +337,7 @@ async fn pipelined_requests_never_read_cost_bounded_memory() {
     let (inventory, inventory_port) = inventory().await;
     let mut settings = config(&inventory.url, closed_port(), "/");
     settings.max_connections = 1024;
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
     // Warm both (inventory's migrations, the gateway's pool to it) first.
     support::wait_for("inventory through the gateway", || async {
         let status = gateway.get("/api/movies/1").await.status;

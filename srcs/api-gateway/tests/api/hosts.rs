@@ -3,7 +3,7 @@
 //! its own addresses and `localhost` pass with any port.
 
 use crate::support::upstream::{spawn_upstream, Upstream};
-use crate::support::{closed_port, config, raw_exchange, raw_headers, spawn_gateway, Gateway};
+use crate::support::{closed_port, config, raw_exchange, raw_headers, spawn_app, TestApp};
 
 /// The status line and the JSON body of a raw answer.
 fn status_and_json(answer: &str) -> (String, serde_json::Value) {
@@ -13,10 +13,10 @@ fn status_and_json(answer: &str) -> (String, serde_json::Value) {
 }
 
 /// A gateway with the default allow-list (no names of its own).
-async fn default_gateway(upstream: &Upstream) -> Gateway {
+async fn default_gateway(upstream: &Upstream) -> TestApp {
     let mut settings = config(&upstream.url, closed_port(), "/");
     settings.allowed_hosts = String::new();
-    spawn_gateway(settings).await
+    spawn_app(settings).await
 }
 
 async fn exchange(port: u16, method: &str, path: &str, host: Option<&str>) -> String {
@@ -87,7 +87,7 @@ async fn configured_names_pass_and_a_star_lets_every_host_in() {
     let upstream = spawn_upstream();
     let mut settings = config(&upstream.url, closed_port(), "/");
     settings.allowed_hosts = "gateway.example, movies.example.".to_owned();
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
     for host in ["gateway.example", "Movies.Example:8443"] {
         let answer = exchange(gateway.port, "GET", "/api/movies/1", Some(host)).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
@@ -97,7 +97,7 @@ async fn configured_names_pass_and_a_star_lets_every_host_in() {
 
     let mut settings = config(&upstream.url, closed_port(), "/");
     settings.allowed_hosts = "*".to_owned();
-    let gateway = spawn_gateway(settings).await;
+    let gateway = spawn_app(settings).await;
     let answer = exchange(
         gateway.port,
         "GET",

@@ -241,7 +241,7 @@ async fn a_forged_request_id_never_reaches_a_log_line() {
 async fn a_path_never_forges_a_request_id_token() {
     capture::install();
     let upstream = crate::support::upstream::spawn_upstream();
-    let gateway = spawn_gateway(config(&upstream.url, closed_port(), "/")).await;
+    let gateway = spawn_app(config(&upstream.url, closed_port(), "/")).await;
     let answer = raw_exchange(
         gateway.port,
         b"GET /api/movies/path-probe%20request_id=FORGED-PATH HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",

@@ -228,7 +228,7 @@ async fn parser_errors_are_bare_statuses_as_documented() {
         "/",
     );
     settings.request_head_timeout_ms = 300;
-    let slow = spawn_gateway(settings).await;
+    let slow = spawn_app(settings).await;
     let answer =
         crate::support::raw_exchange(slow.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             .await;
