@@ -47,10 +47,19 @@ pub fn env_port(var: &str) -> u16 {
         .unwrap_or_else(|_| panic!("{var}={raw:?} is not a port number"))
 }
 
-/// A port nothing listens on (bound, read, released).
+/// A port nothing listens on, and nothing will while the test process runs:
+/// its socket stays bound without listening, so a connection is refused at
+/// once and no later bind gets the port. A port that was bound and released
+/// went, now and then, to the server under test itself, which then proxied to
+/// itself until its upstream timeout.
 pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    static HELD: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    HELD.lock().unwrap().push(socket);
+    port
 }
 
 /// A name no other test (or test process) uses, valid as an unquoted SQL
