@@ -56,9 +56,12 @@ async fn every_request_is_logged_once_with_its_id_and_errors_with_detail() {
         "{access:#?}"
     );
 
+    // The endpoint's "marked down" line (api_gateway::upstreams) carries the
+    // request id only when this request, not the background probe, saw the
+    // endpoint fail first: a matter of timing, not of this request's logging.
     let errors: Vec<String> = lines_with("request_id=log-test-502")
         .into_iter()
-        .filter(|l| !l.contains("api_gateway::access"))
+        .filter(|l| !l.contains("api_gateway::access") && !l.contains("api_gateway::upstreams"))
         .collect();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].starts_with("WARN"), "{errors:#?}");

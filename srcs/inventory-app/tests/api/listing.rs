@@ -302,7 +302,13 @@ async fn a_database_error_mid_stream_cuts_the_answer_and_is_logged() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(line.contains("terminating connection"), "{line}");
+    // libpq words the terminated backend either way, depending on whether
+    // the server's goodbye message arrived before the socket closed.
+    assert!(
+        line.contains("terminating connection")
+            || line.contains("server closed the connection unexpectedly"),
+        "{line}"
+    );
     // The pool replaces the dead connection.
     assert_eq!(app.get("/api/movies?limit=1").await.status, StatusCode::OK);
 }
