@@ -205,7 +205,8 @@ fn parse_user_id(v: &RawValue) -> Result<String, FieldError> {
 /// mark, tags...), then the default-ignorable characters outside it (the
 /// combining grapheme joiner, Hangul fillers, variation selectors). std has no
 /// category lookup, and a table of 30 ranges does not call for a dependency.
-/// openapi.yaml's `user_id` pattern excludes the same ranges.
+/// openapi.yaml's `user_id` pattern excludes the same ranges, those below
+/// U+10000 (its regular expressions cannot name the others).
 fn is_invisible(c: char) -> bool {
     const INVISIBLE: &[(u32, u32)] = &[
         // Cf
