@@ -408,6 +408,15 @@ as_gateway() { amqp gateway "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_GATEWAY_PASSWORD
 as_worker() { amqp billing "$RABBITMQ_WORKER_USER" "$RABBITMQ_WORKER_PASSWORD" 127.0.0.1 "$1"; }
 refused() { [[ "$AMQP_RC" == 3 ]] && grep -q "^refused 403" <<<"$AMQP_OUT"; }
 allowed() { [[ "$AMQP_RC" == 0 ]] && [[ "$AMQP_OUT" == allowed ]]; }
+# Logins from gateway-vm: only the gateway's account may come over the network
+# (loopback_users in deploy/rabbitmq/rabbitmq.conf.in).
+login_refused() { [[ "$AMQP_RC" == 3 ]] && grep -q "^refused login" <<<"$AMQP_OUT"; }
+amqp gateway "$RABBITMQ_ADMIN_USER" "$RABBITMQ_ADMIN_PASSWORD" "${IP[billing]}" login
+mp::check "admin's account: AMQP login from gateway-vm refused (loopback only) (${AMQP_OUT:0:80})" login_refused
+amqp gateway "$RABBITMQ_WORKER_USER" "$RABBITMQ_WORKER_PASSWORD" "${IP[billing]}" login
+mp::check "worker's account: AMQP login from gateway-vm refused (loopback only) (${AMQP_OUT:0:80})" login_refused
+as_gateway login
+mp::check "gateway's account: AMQP login from gateway-vm allowed (${AMQP_OUT:0:80})" allowed
 for action in consume get purge; do
 	as_gateway "$action"
 	mp::check "gateway's account: $action billing_queue refused (${AMQP_OUT:0:80})" refused

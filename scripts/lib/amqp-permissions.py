@@ -5,10 +5,10 @@ python3-pika), for the three-host test. Usage:
     amqp-permissions.py HOST PORT VHOST ACTION
     (user and password in AMQP_USER / AMQP_PASSWORD: never on the command line)
 
-ACTION: consume | get | purge (billing_queue), publish (to billing_queue
-through the default exchange, with confirms), publish-poison (a body that is
-no order), declare (the topology of srcs/common/src/topology.rs),
-declare-other (a queue outside that topology).
+ACTION: login (connect and close), consume | get | purge (billing_queue),
+publish (to billing_queue through the default exchange, with confirms),
+publish-poison (a body that is no order), declare (the topology of
+srcs/common/src/topology.rs), declare-other (a queue outside that topology).
 Prints "allowed" or "refused <code> <text>" and exits 0 for allowed, 3 for
 refused by the broker, 1 for anything else (cannot connect, ...).
 """
@@ -46,10 +46,18 @@ def main():
         socket_timeout=10,
         blocked_connection_timeout=10,
     )
-    conn = pika.BlockingConnection(params)
+    try:
+        conn = pika.BlockingConnection(params)
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError,
+            pika.exceptions.AuthenticationError, pika.exceptions.ConnectionClosedByBroker) as e:
+        # The broker refused the login (e.g. an account that is loopback-only).
+        print(f"refused login {e!r}")
+        return 3
     ch = conn.channel()
     try:
-        if action == "declare":
+        if action == "login":
+            pass
+        elif action == "declare":
             declare(ch)
         elif action == "declare-other":
             ch.queue_declare("mp-test-other", durable=False, auto_delete=True)
