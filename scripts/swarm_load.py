@@ -15,18 +15,27 @@ import os
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-import mp_http  # noqa: E402  (the one HTTP client of the test programs)
 
-
+# urllib, not scripts/lib/mp_http: urllib sends `Connection: close`. With
+# mp_http's requests (no such header, so HAProxy keeps each client connection
+# open for a next request) the rolling update of the gateways saw thousands of
+# connection resets within a second (2026-12-05, twice): an open finding about
+# keep-alive clients during a gateway update, written down in docs/swarm.md.
 def call(method, url, body=None):
-    """(status, body): status 0 with the error's text when no answer came."""
-    if body is None:
-        r = mp_http.request(method, url, timeout=15)
-    else:
-        r = mp_http.send_json(method, url, body, timeout=15)
-    return r.status, (r.body if r.status else r.error.encode())
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (OSError, urllib.error.URLError) as e:
+        return 0, str(e).encode()
 
 
 def main(argv):
