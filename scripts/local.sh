@@ -25,6 +25,10 @@
 # [LOCAL_INVENTORY_METRICS_PORT], PostgreSQL 55432/55433
 # [LOCAL_PG_INVENTORY_PORT/LOCAL_PG_BILLING_PORT], RabbitMQ 55672, management
 # 55673 [LOCAL_RABBITMQ_PORT/LOCAL_RABBITMQ_MGMT_PORT].
+#
+# Each service runs with only its own settings and, when this runs as root,
+# as an unprivileged uid of its own: 61301-61303 [LOCAL_INVENTORY_UID,
+# LOCAL_GATEWAY_UID, LOCAL_BILLING_UID] (docs/security.md, "The local run").
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -316,13 +320,44 @@ service_pid() { cat "$RUN/$1.pid" 2>/dev/null || true; }
 service_running() { mp::pid_alive "$(service_pid "$1")"; }
 service_ready() { curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$(service_port "$1")/ready"; }
 
+# Each service gets what systemd gives it on a VM: only its own settings (the
+# keys of its prefix, RUST_LOG and a plain PATH, as its EnvironmentFile= holds),
+# so no service holds another's password; and, when we are root, a uid of its
+# own with no groups (DynamicUser= on the VMs), so none runs as root and none
+# can read another's /proc/PID/environ. The uids need no passwd entry.
+declare -A SERVICE_PREFIX=(["inventory-app"]=INVENTORY_ ["api-gateway"]=GATEWAY_ ["billing-worker"]=BILLING_)
+declare -A SERVICE_UID=(["inventory-app"]=${LOCAL_INVENTORY_UID:-61301} ["api-gateway"]=${LOCAL_GATEWAY_UID:-61302} ["billing-worker"]=${LOCAL_BILLING_UID:-61303})
+
+# as_service NAME CMD...: CMD as NAME's uid when we are root, else as ourselves.
+as_service() {
+	local uid=${SERVICE_UID[$1]}
+	if is_root; then
+		setpriv --reuid="$uid" --regid="$uid" --clear-groups -- "${@:2}"
+	else
+		"${@:2}"
+	fi
+}
+
 service_start() {
 	local name=$1 bin=$BIN_DIR/$1
 	service_running "$name" && return 0
 	[[ -x $bin ]] || mp::die "$bin not found: run scripts/build.sh (or set MP_BIN_DIR)"
+	as_service "$name" test -x "$bin" ||
+		mp::die "$bin cannot be run by uid ${SERVICE_UID[$name]} (the unprivileged user $name runs as): a directory above it is not open to others. Clone the repository where others may read it (not under /root), or set MP_BIN_DIR to such a copy of $BIN_DIR"
 	mkdir -p "$RUN" "$LOGS"
 	mp::log::info "$name: starting on 127.0.0.1:$(service_port "$name")"
-	setsid "$bin" >>"$LOGS/$name.log" 2>&1 </dev/null &
+	# The settings reach the service as the subshell's exported variables,
+	# never as arguments (`env K=V` would show every password in ps until it
+	# execs). setsid, setpriv and the exec keep $! the service's own pid.
+	local drop=() prefix=${SERVICE_PREFIX[$name]} uid=${SERVICE_UID[$name]}
+	is_root && drop=(setpriv --reuid="$uid" --regid="$uid" --clear-groups --)
+	(
+		while IFS= read -r v; do
+			[[ $v == "$prefix"* || $v == RUST_LOG ]] || unset "$v" 2>/dev/null || true
+		done < <(compgen -e)
+		export PATH=/usr/bin:/bin
+		exec setsid "${drop[@]}" "$bin"
+	) >>"$LOGS/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 }
 

@@ -190,10 +190,39 @@ walk_local() {
 	mp::log::info "the audit walk: $MP_CHECKS_PASSED checks passed"
 }
 
+# What each local service holds: only its own settings in its environment (no
+# other service's password), and, when the run is root's, an unprivileged uid
+# of its own, as on the VMs.
+local_env_own() {
+	local pid=$1 own=$2 stray
+	stray=$(tr '\0' '\n' <"/proc/$pid/environ" | cut -d= -f1 | grep -Ev "^(${own}.*|RUST_LOG|PATH)\$" || true)
+	[[ -z $stray ]] || {
+		echo "variables not its own: $(echo "$stray" | tr '\n' ' ')" >&2
+		return 1
+	}
+}
+local_uid() { awk '/^Uid:/ { print $2 }' "/proc/$1/status"; }
+local_isolation() {
+	local name pid uid
+	declare -A prefix_of=(["inventory-app"]=INVENTORY_ ["api-gateway"]=GATEWAY_ ["billing-worker"]=BILLING_)
+	declare -A seen=()
+	for name in inventory-app api-gateway billing-worker; do
+		pid=$(cat "$MP_STATE_DIR/run/$name.pid")
+		mp::check "local run: $name's environment holds only ${prefix_of[$name]}*, RUST_LOG and PATH" local_env_own "$pid" "${prefix_of[$name]}"
+		is_root || continue
+		uid=$(local_uid "$pid")
+		mp::check "local run: $name runs as uid $uid, not root, and no other service shares it" \
+			test "$uid" != 0 -a -z "${seen[$uid]:-}"
+		seen[$uid]=$name
+	done
+	((MP_CHECKS_FAILED == 0)) || mp::die "the local run's isolation: $MP_CHECKS_FAILED check(s) failed"
+}
+
 step_e2e() {
 	ensure_system
 	python3 scripts/e2e.py
 	walk_local
+	local_isolation
 }
 
 step_contract() {
