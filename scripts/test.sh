@@ -116,6 +116,9 @@ step_lint() {
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	scripts/lint-deploy.sh
+	# The dependencies' licenses, bans and sources (and advisories with
+	# MP_ADVISORY_DB); installs cargo-deny the first time.
+	scripts/deny.sh
 	# Every relative link and #anchor of the docs resolves, README links every
 	# docs/*.md; and the checker itself can fail (its fixtures).
 	python3 scripts/check-links.py
