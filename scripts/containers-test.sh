@@ -389,7 +389,7 @@ check_access_log() {
 	expect "GET /api/movies/$MOVIE_ID" "$STATUS" 200 || return 1
 	# The gateway's file log on the api-gateway-app volume holds the request.
 	docker exec api-gateway-app cat /var/logs/api-gateway/access.log >"$TMP/access.log"
-	grep -E "^20[0-9-]+T[0-9:.]+Z INFO GET /api/movies/$MOVIE_ID 200 [0-9]+ms request_id=$GET_RID\$" "$TMP/access.log"
+	grep -E "^20[0-9-]+T[0-9:.]+Z INFO GET /api/movies/$MOVIE_ID 200 [0-9]+ms trace_id=[0-9a-f]{32} request_id=$GET_RID\$" "$TMP/access.log"
 }
 
 check_order_stored() {

@@ -69,12 +69,10 @@ pub async fn create_order(
     broker.publish(&message, &request_id).await?;
     if key.is_some() {
         log::info!(
-            "order {order_id} queued (idempotency key) event=order_queued order_id={order_id} request_id={request_id}"
+            "order {order_id} queued (idempotency key) event=order_queued order_id={order_id} {request_id}"
         );
     } else {
-        log::info!(
-            "order {order_id} queued event=order_queued order_id={order_id} request_id={request_id}"
-        );
+        log::info!("order {order_id} queued event=order_queued order_id={order_id} {request_id}");
     }
     Ok(HttpResponse::Ok().json(Queued {
         message: "Order queued for processing",

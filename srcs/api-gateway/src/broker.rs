@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use common::order::OrderMessage;
+use common::request_id::RequestId;
 use common::retry::Backoff;
 use common::topology::{self, Topology};
 use futures_util::StreamExt;
@@ -141,7 +142,7 @@ impl Broker {
     /// again, on the replacement link once the loop has one, until the
     /// publish timeout. The broker may then hold it twice; the worker stores
     /// it once (`ON CONFLICT (order_id)`), which is why that is safe.
-    pub async fn publish(&self, order: &OrderMessage, request_id: &str) -> Result<(), Error> {
+    pub async fn publish(&self, order: &OrderMessage, request_id: &RequestId) -> Result<(), Error> {
         let (outcome, result) = self.try_publish(order, request_id).await;
         self.shared.metrics.published(outcome);
         result
@@ -152,7 +153,7 @@ impl Broker {
     async fn try_publish(
         &self,
         order: &OrderMessage,
-        request_id: &str,
+        request_id: &RequestId,
     ) -> (Publish, Result<(), Error>) {
         let timeout = self.shared.publish_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -183,13 +184,16 @@ impl Broker {
                 Err(_) => return (Publish::Timeout, Err(timed_out())),
                 Ok(Attempt::Done(outcome, result)) => {
                     if tries > 1 && result.is_ok() {
-                        log::info!("order {} confirmed after {tries} publishes", order.order_id);
+                        log::info!(
+                            "order {} confirmed after {tries} publishes {request_id}",
+                            order.order_id
+                        );
                     }
                     return (outcome, result);
                 }
                 Ok(Attempt::Again { outcome, why, last }) => {
                     log::warn!(
-                        "order {} not confirmed ({why}); publishing it again",
+                        "order {} not confirmed ({why}); publishing it again {request_id}",
                         order.order_id
                     );
                     if tokio::time::Instant::now() + REPUBLISH_PAUSE >= deadline {
@@ -218,7 +222,7 @@ impl Broker {
         link: &Link,
         order: &OrderMessage,
         payload: &[u8],
-        request_id: &str,
+        request_id: &RequestId,
     ) -> Attempt {
         // While RabbitMQ blocks publishers (memory or disk alarm), a confirm
         // would only arrive after the alarm clears: fail now instead.
@@ -230,7 +234,8 @@ impl Broker {
                 )),
             );
         }
-        let properties = topology::order_properties(order.order_id, request_id, APP_ID);
+        let properties =
+            topology::order_properties(order.order_id, &request_id.id, &request_id.trace, APP_ID);
         let started = Instant::now();
         let confirmed = topology::publish_order(&link.channel, payload, properties).await;
         if matches!(confirmed, Ok(Confirmation::Ack(_) | Confirmation::Nack(_))) {

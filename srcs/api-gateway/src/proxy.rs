@@ -33,6 +33,7 @@ use crate::error::Error;
 use crate::metrics::GatewayMetrics;
 use crate::upstreams::Upstreams;
 use common::request_id::{self, RequestId};
+use common::trace::TRACEPARENT;
 
 /// Largest request body forwarded: what inventory accepts (its JSON limit),
 /// so a bigger one is refused here, with the same 413, before it costs
@@ -144,7 +145,7 @@ impl Inventory {
         path: &str,
         headers: &HeaderMap,
         body: Option<Bytes>,
-        request_id: &str,
+        request_id: &RequestId,
     ) -> Result<Answer, Error> {
         let idempotent = is_idempotent(method);
         let exchange = async {
@@ -193,7 +194,7 @@ impl Inventory {
                 };
                 // Every log line about a request carries its id.
                 self.upstreams
-                    .mark_down(current.key, &format!("{e} request_id={request_id}"));
+                    .mark_down(current.key, &format!("{e} {request_id}"));
                 let error = format!("{url}: {e}");
                 tried.push(current.key);
                 target = match failure {
@@ -220,7 +221,7 @@ impl Inventory {
                     },
                 };
                 log::info!(
-                    "{method} {path}: inventory failed before answering, trying again: {error} event=upstream_retry request_id={request_id}"
+                    "{method} {path}: inventory failed before answering, trying again: {error} event=upstream_retry {request_id}"
                 );
                 self.metrics.upstream_retried();
             }
@@ -271,7 +272,7 @@ pub async fn forward(
         waiting: false,
         sent: 0,
         what: format!("{} {}", req.method(), req.path()),
-        request_id: request_id.to_string(),
+        request_id: request_id.clone(),
     };
     Ok(client_response(
         answer.status,
@@ -308,15 +309,28 @@ fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// What inventory gets: the client's end-to-end headers, `Host` of its own
 /// (set by awc from the URL), `X-Forwarded-For` extended with the client's
-/// address, and the request id.
-fn upstream_headers(incoming: &HeaderMap, peer: Option<SocketAddr>, request_id: &str) -> HeaderMap {
+/// address, the request id, and a `traceparent` naming this request's trace
+/// with the gateway as the parent (a client's `tracestate` passes unchanged).
+fn upstream_headers(
+    incoming: &HeaderMap,
+    peer: Option<SocketAddr>,
+    request_id: &RequestId,
+) -> HeaderMap {
     let drop = hop_by_hop(incoming);
     let forwarded_for = HeaderName::from_static(X_FORWARDED_FOR);
     let rid = request_id::header_name();
+    let traceparent = HeaderName::from_static(TRACEPARENT);
     let mut out = HeaderMap::new();
     for (name, value) in incoming.iter() {
         // Length and Expect are the gateway's business: the body is buffered.
-        let ours = [&HOST, &CONTENT_LENGTH, &EXPECT, &forwarded_for, &rid];
+        let ours = [
+            &HOST,
+            &CONTENT_LENGTH,
+            &EXPECT,
+            &forwarded_for,
+            &rid,
+            &traceparent,
+        ];
         if drop.contains(name) || ours.contains(&name) {
             continue;
         }
@@ -341,8 +355,11 @@ fn upstream_headers(incoming: &HeaderMap, peer: Option<SocketAddr>, request_id: 
             out.insert(forwarded_for, value);
         }
     }
-    if let Ok(value) = HeaderValue::from_str(request_id) {
+    if let Ok(value) = HeaderValue::from_str(&request_id.id) {
         out.insert(rid, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id.trace.header_value()) {
+        out.insert(traceparent, value);
     }
     out
 }
@@ -438,7 +455,7 @@ struct Relay {
     /// Method and path, for the log line of a cut.
     what: String,
     /// Ends the log line of a cut, as in every log line about a request.
-    request_id: String,
+    request_id: RequestId,
 }
 
 impl MessageBody for Relay {
@@ -461,7 +478,7 @@ impl MessageBody for Relay {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!(
-                    "{}: response cut after {} bytes: inventory's body failed: {e} event=response_cut request_id={}",
+                    "{}: response cut after {} bytes: inventory's body failed: {e} event=response_cut {}",
                     this.what,
                     this.sent,
                     this.request_id
@@ -480,7 +497,7 @@ impl MessageBody for Relay {
                         let timeout_ms =
                             u64::try_from(this.idle_timeout.as_millis()).unwrap_or(u64::MAX);
                         log::warn!(
-                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut request_id={}",
+                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut {}",
                             this.what,
                             this.sent,
                             this.request_id
@@ -496,6 +513,31 @@ impl MessageBody for Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rid(id: &str) -> RequestId {
+        RequestId {
+            id: id.to_owned(),
+            ..RequestId::fresh()
+        }
+    }
+
+    #[test]
+    fn inventory_gets_the_requests_trace_with_the_gateway_as_parent() {
+        let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let incoming = map(&[("traceparent", client), ("tracestate", "vendor=x")]);
+        let id = RequestId {
+            id: "rid".to_owned(),
+            trace: common::trace::TraceContext::continue_from(Some(client.as_bytes())),
+        };
+        let out = upstream_headers(&incoming, None, &id);
+        let sent: Vec<_> = out.get_all("traceparent").collect();
+        assert_eq!(sent.len(), 1);
+        let sent = sent[0].to_str().unwrap();
+        assert_eq!(sent, id.trace.header_value());
+        assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_ne!(sent, client, "the gateway's own span is the parent");
+        assert_eq!(out.get("tracestate").unwrap(), "vendor=x");
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
@@ -520,9 +562,10 @@ mod tests {
             ("accept", "application/json"),
             ("host", "gateway"),
         ]);
-        let out = upstream_headers(&incoming, None, "rid");
-        let names: Vec<_> = out.keys().map(|k| k.as_str().to_owned()).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        let out = upstream_headers(&incoming, None, &rid("rid"));
+        let mut names: Vec<_> = out.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["accept", "traceparent", "x-request-id"]);
         assert_eq!(out.get("accept").unwrap(), "application/json");
         assert_eq!(out.get("x-request-id").unwrap(), "rid");
     }
@@ -534,19 +577,19 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
         ]);
-        let out = upstream_headers(&incoming, Some(peer), "rid");
+        let out = upstream_headers(&incoming, Some(peer), &rid("rid"));
         assert_eq!(
             out.get("x-forwarded-for").unwrap(),
             "1.1.1.1, 2.2.2.2, 10.1.2.3"
         );
-        let out = upstream_headers(&HeaderMap::new(), Some(peer), "rid");
+        let out = upstream_headers(&HeaderMap::new(), Some(peer), &rid("rid"));
         assert_eq!(out.get("x-forwarded-for").unwrap(), "10.1.2.3");
     }
 
     #[test]
     fn client_request_id_is_replaced_by_the_accepted_one() {
         let incoming = map(&[("x-request-id", "bad id")]);
-        let out = upstream_headers(&incoming, None, "good");
+        let out = upstream_headers(&incoming, None, &rid("good"));
         let all: Vec<_> = out.get_all("x-request-id").collect();
         assert_eq!(all, vec!["good"]);
     }

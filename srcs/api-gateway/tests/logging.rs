@@ -27,7 +27,11 @@ async fn every_request_is_logged_once_with_its_id_and_errors_with_detail() {
     send(req, None).await;
     let req = gateway
         .request(Method::GET, "/health")
-        .insert_header(("x-request-id", "log-test-200"));
+        .insert_header(("x-request-id", "log-test-200"))
+        .insert_header((
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
     send(req, None).await;
     let generated = gateway.get("/nope").await;
     let generated = generated.header("x-request-id").unwrap().to_owned();
@@ -47,12 +51,23 @@ async fn every_request_is_logged_once_with_its_id_and_errors_with_detail() {
     assert!(!access[0].contains("secret"), "the query string was logged");
     assert!(access[1].contains("GET /health 200 "), "{access:#?}");
     assert!(
-        access[1].ends_with("request_id=log-test-200"),
+        access[1].ends_with(" trace_id=4bf92f3577b34da6a3ce929d0e0e4736 request_id=log-test-200"),
         "{access:#?}"
     );
     assert!(access[2].contains("GET /nope 404 "), "{access:#?}");
     assert!(
         access[2].ends_with(&format!("request_id={generated}")),
+        "{access:#?}"
+    );
+    // Without a traceparent, each request starts a trace of its own.
+    let trace_of = |line: &str| {
+        line.split_once(" trace_id=")
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .map(|(id, _)| id.to_owned())
+    };
+    let (first, third) = (trace_of(&access[0]), trace_of(&access[2]));
+    assert!(
+        first.as_ref().is_some_and(|t| t.len() == 32) && first != third,
         "{access:#?}"
     );
 

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::shutdown::Shutdown;
 use crate::store::NewOrder;
 use common::order::{parse_order, FieldError};
+use common::trace::{TraceContext, TRACEPARENT};
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, DeliveryTag};
@@ -83,6 +84,9 @@ pub struct Received {
     pub acker: Acker,
     pub message_id: Option<String>,
     pub request_id: Option<String>,
+    /// The order's trace, continued from the gateway's `traceparent` header
+    /// (a new one for a message that came without).
+    pub trace: TraceContext,
     pub redelivered: bool,
     /// When the publisher sent it (AMQP `timestamp`, seconds since the epoch).
     pub timestamp: Option<u64>,
@@ -97,9 +101,11 @@ impl Received {
         }
     }
 
-    /// The request id for log lines (`-` when the publisher sent none).
-    pub fn request(&self) -> &str {
-        self.request_id.as_deref().unwrap_or("-")
+    /// The closing tokens of every log line about the message, as on the
+    /// gateway's lines about its request: `trace_id=T request_id=ID`
+    /// (`request_id=-` when the publisher sent none).
+    pub fn request(&self) -> impl std::fmt::Display + '_ {
+        LogIds(self)
     }
 
     /// What identifies the message in a log line (its request id, which
@@ -109,6 +115,20 @@ impl Received {
             "delivery tag {}, message id {}",
             self.delivery_tag,
             self.message_id.as_deref().map_or("-".into(), printable)
+        )
+    }
+}
+
+struct LogIds<'a>(&'a Received);
+
+impl std::fmt::Display for LogIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        write!(
+            f,
+            "{} request_id={}",
+            r.trace,
+            r.request_id.as_deref().unwrap_or("-")
         )
     }
 }
@@ -130,12 +150,16 @@ pub fn decode(delivery: Delivery) -> Received {
         .message_id()
         .as_ref()
         .map(|id| id.as_str().to_owned());
-    let request_id = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(common::REQUEST_ID_HEADER))
-        .and_then(header_text);
+    let header = |name: &str| {
+        delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
+            .and_then(header_text)
+    };
+    let request_id = header(common::REQUEST_ID_HEADER);
+    let trace = TraceContext::continue_from(header(TRACEPARENT).as_deref().map(str::as_bytes));
     let content = match parse_order(&delivery.data) {
         Ok(input) => {
             let from_message_id = message_id
@@ -163,6 +187,7 @@ pub fn decode(delivery: Delivery) -> Received {
         acker: delivery.acker,
         message_id,
         request_id,
+        trace,
         redelivered: delivery.redelivered,
         timestamp: *delivery.properties.timestamp(),
         content,
@@ -247,6 +272,32 @@ mod tests {
         let (_, source) = order_of(&r);
         assert_eq!(source, IdSource::Generated);
         assert_eq!(r.message_id.as_deref(), Some("not-a-uuid"));
+    }
+
+    #[test]
+    fn the_gateways_trace_is_continued_in_the_log_ids() {
+        let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceContext::continue_from(Some(client.as_bytes()));
+        let props = common::topology::order_properties(Uuid::new_v4(), "req-9", &trace, "t");
+        let r = decode(delivery(
+            r#"{"user_id":"u","number_of_items":1,"total_amount":1}"#,
+            props,
+        ));
+        assert_eq!(
+            r.request().to_string(),
+            "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 request_id=req-9"
+        );
+        // Without the headers: a trace of its own, and no request id.
+        let r = decode(delivery(
+            r#"{"user_id":"u","number_of_items":1,"total_amount":1}"#,
+            BasicProperties::default(),
+        ));
+        let ids = r.request().to_string();
+        assert!(
+            ids.starts_with("trace_id=") && ids.ends_with(" request_id=-"),
+            "{ids}"
+        );
+        assert!(!ids.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
     }
 
     #[test]

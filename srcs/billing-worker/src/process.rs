@@ -234,12 +234,12 @@ impl Processor {
                     self.status.histograms().stored_order(r.timestamp);
                     if *id_source == IdSource::Generated {
                         log::info!(
-                            "order {id} stored (the message had no id, so this one was generated: a redelivery of it would be stored again) event=order_stored order_id={id} request_id={}",
+                            "order {id} stored (the message had no id, so this one was generated: a redelivery of it would be stored again) event=order_stored order_id={id} {}",
                             r.request()
                         );
                     } else {
                         log::info!(
-                            "order {id} stored event=order_stored order_id={id} request_id={}",
+                            "order {id} stored event=order_stored order_id={id} {}",
                             r.request()
                         );
                     }
@@ -247,7 +247,7 @@ impl Processor {
                 RowOutcome::Duplicate => {
                     tally.duplicates += 1;
                     log::info!(
-                        "order {id} was already stored, duplicate skipped event=order_duplicate order_id={id} redelivered={} request_id={}",
+                        "order {id} was already stored, duplicate skipped event=order_duplicate order_id={id} redelivered={} {}",
                         r.redelivered,
                         r.request()
                     );
@@ -275,7 +275,7 @@ impl Processor {
 
     async fn dead_letter(&self, r: &Received, why: &str) -> Result<(), Error> {
         log::warn!(
-            "dead-lettering message ({}{}): {why} request_id={}",
+            "dead-lettering message ({}{}): {why} {}",
             r.describe(),
             r.order_id()
                 .map(|id| format!(", order {id}"))

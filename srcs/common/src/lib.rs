@@ -21,6 +21,7 @@ pub mod server;
 pub mod startup;
 #[cfg(feature = "amqp")]
 pub mod topology;
+pub mod trace;
 
 /// HTTP header (and AMQP message header) that carries a request's id from the
 /// gateway to inventory and to the billing worker, so one id follows a request

@@ -2,11 +2,15 @@
 //! the client's `X-Request-Id` when it is sane, made up otherwise; the
 //! gateway forwards it to inventory and into the order message; it is
 //! returned on every response and written as `request_id=ID` in every log
-//! line of the request, in every service.
+//! line of the request, in every service. Beside it, the request's W3C trace
+//! context ([`crate::trace`]): continued from the caller's `traceparent`, or
+//! started here, and logged as `trace_id=ID` just before `request_id=ID`.
 
+use std::fmt;
 use std::time::Instant;
 
 use crate::logging::one_line;
+use crate::trace::{TraceContext, TRACEPARENT};
 use crate::REQUEST_ID_HEADER;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,18 +23,37 @@ use actix_web::{HttpMessage, HttpRequest};
 /// Longest client-sent id we keep; longer ones are replaced.
 pub const MAX_LEN: usize = 128;
 
-/// The request's id, stored in the request extensions by [`middleware`].
+/// The request's id and trace context, stored in the request extensions by
+/// [`middleware`]. Its `Display` is the log lines' closing tokens,
+/// `trace_id=T request_id=ID`: write `{rid}`, never `request_id={...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub struct RequestId {
+    pub id: String,
+    pub trace: TraceContext,
+}
 
 impl RequestId {
+    /// A fresh id in a new trace.
+    pub fn fresh() -> Self {
+        Self {
+            id: generate(),
+            trace: TraceContext::start(),
+        }
+    }
+
     /// The id of `req`. Every request passes the middleware, so the fallback
     /// (a fresh id) only matters for handlers called outside of it.
-    pub fn of(req: &HttpRequest) -> String {
+    pub fn of(req: &HttpRequest) -> Self {
         req.extensions()
             .get::<RequestId>()
-            .map(|id| id.0.clone())
-            .unwrap_or_else(generate)
+            .cloned()
+            .unwrap_or_else(Self::fresh)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} request_id={}", self.trace, self.id)
     }
 }
 
@@ -78,7 +101,10 @@ pub async fn middleware(
             generate()
         }
     };
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()));
+    let rid = RequestId { id, trace };
+    let id = rid.id.clone();
+    req.extensions_mut().insert(rid.clone());
     let target = req.app_data::<AccessLog>().map_or("access", |t| t.0);
     let method = req.method().clone();
     let path = loggable_path(req.path());
@@ -88,12 +114,12 @@ pub async fn middleware(
         // An error that escaped every handler (none do today): answer it
         // with the id attached, and log it since no response will carry it.
         Err(err) => {
-            log::error!("{method} {path}: {} request_id={id}", one_line(&err));
+            log::error!("{method} {path}: {} {rid}", one_line(&err));
             let mut resp = err.error_response();
             if let Ok(value) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert(header_name(), value);
             }
-            log_access(target, &method, &path, resp.status(), started, &id);
+            log_access(target, &method, &path, resp.status(), started, &rid);
             return Err(InternalError::from_response(err, resp).into());
         }
     };
@@ -106,14 +132,14 @@ pub async fn middleware(
         // response never shows): a handler's error only becomes a response.
         let err = one_line(err);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            log::error!("{method} {path} failed: {err} request_id={id}");
+            log::error!("{method} {path} failed: {err} {rid}");
         } else if status.is_server_error() {
-            log::warn!("{method} {path} failed: {err} request_id={id}");
+            log::warn!("{method} {path} failed: {err} {rid}");
         } else {
-            log::debug!("{method} {path} rejected: {err} request_id={id}");
+            log::debug!("{method} {path} rejected: {err} {rid}");
         }
     }
-    log_access(target, &method, &path, status, started, &id);
+    log_access(target, &method, &path, status, started, &rid);
     Ok(res)
 }
 
@@ -141,11 +167,11 @@ fn log_access(
     path: &str,
     status: StatusCode,
     started: Instant,
-    id: &str,
+    rid: &RequestId,
 ) {
     log::info!(
         target: target,
-        "{method} {path} {} {}ms request_id={id}",
+        "{method} {path} {} {}ms {rid}",
         status.as_u16(),
         started.elapsed().as_millis(),
     );

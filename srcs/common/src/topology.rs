@@ -30,6 +30,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
 use uuid::Uuid;
 
+use crate::trace::{TraceContext, TRACEPARENT};
+
 pub const BILLING_QUEUE: &str = "billing_queue";
 pub const DEAD_LETTER_EXCHANGE: &str = "billing_queue.dlx";
 pub const DEAD_LETTER_QUEUE: &str = "billing_queue.dlq";
@@ -169,11 +171,22 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
 /// The properties of an order message, the same from every publisher (the
 /// gateway, the benchmarks, the worker's tests): persistent, JSON, the order
 /// id as message id, the request id in the `x-request-id` header.
-pub fn order_properties(order_id: Uuid, request_id: &str, app_id: &str) -> BasicProperties {
+pub fn order_properties(
+    order_id: Uuid,
+    request_id: &str,
+    trace: &TraceContext,
+    app_id: &str,
+) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         ShortString::from(crate::REQUEST_ID_HEADER),
         AMQPValue::LongString(LongString::from(request_id)),
+    );
+    // The worker continues the request's trace from here (W3C Trace Context
+    // in a message header, as its AMQP binding draft does it).
+    headers.insert(
+        ShortString::from(TRACEPARENT),
+        AMQPValue::LongString(LongString::from(trace.header_value())),
     );
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -19,6 +19,7 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use common::db::PgPool;
 use common::logging::one_line;
+use common::request_id::RequestId;
 use diesel::pg::PgConnection;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -53,7 +54,7 @@ pub enum Piece {
 
 /// Starts reading the listing on a blocking thread. Call from the actix runtime.
 /// `rid` is the request id its log lines carry, as the access log's do.
-pub fn start(state: &AppState, filter: MovieFilter, rid: String) -> mpsc::Receiver<Piece> {
+pub fn start(state: &AppState, filter: MovieFilter, rid: RequestId) -> mpsc::Receiver<Piece> {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let out = Out {
         tx,
@@ -103,12 +104,12 @@ fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
         Err(Stop::Render(e)) => out.fail(Error::Internal(format!("rendering a movie: {e}").into())),
         Err(Stop::ClientGone) => {
             log::info!(
-                "listing stopped: nobody reads it any more (the client went away, or a HEAD) event=listing_stopped reason=client_gone request_id={}",
+                "listing stopped: nobody reads it any more (the client went away, or a HEAD) event=listing_stopped reason=client_gone {}",
                 out.rid
             )
         }
         Err(Stop::Stalled) => log::warn!(
-            "listing stopped: the client read nothing for {:?}; its answer is cut event=listing_stopped reason=stalled request_id={}",
+            "listing stopped: the client read nothing for {:?}; its answer is cut event=listing_stopped reason=stalled {}",
             out.stall,
             out.rid
         ),
@@ -183,7 +184,7 @@ struct Out {
     tx: mpsc::Sender<Piece>,
     runtime: Handle,
     stall: Duration,
-    rid: String,
+    rid: RequestId,
 }
 
 impl Out {
@@ -210,10 +211,7 @@ impl Out {
 
     fn fail(&self, error: Error) {
         if self.send(Piece::Failed(error)).is_err() {
-            log::info!(
-                "listing failed after the client went away request_id={}",
-                self.rid
-            );
+            log::info!("listing failed after the client went away {}", self.rid);
         }
     }
 }
@@ -223,12 +221,12 @@ pub struct ListingBody {
     pending: Option<Bytes>,
     rx: Option<mpsc::Receiver<Piece>>,
     sent: u64,
-    rid: String,
+    rid: RequestId,
 }
 
 impl ListingBody {
     /// `first` is the chunk already received; the rest comes from `rx`.
-    pub fn new(first: Bytes, rx: mpsc::Receiver<Piece>, rid: String) -> Self {
+    pub fn new(first: Bytes, rx: mpsc::Receiver<Piece>, rid: RequestId) -> Self {
         Self {
             pending: Some(first),
             rx: Some(rx),
@@ -243,14 +241,14 @@ impl ListingBody {
             pending: None,
             rx: None,
             sent: 0,
-            rid: String::new(),
+            rid: RequestId::fresh(),
         }
     }
 
     fn cut(&mut self, error: Error) -> Poll<Option<Result<Bytes, Error>>> {
         self.rx = None;
         log::error!(
-            "listing cut after {} bytes (the client sees a truncated answer): {} event=listing_cut request_id={}",
+            "listing cut after {} bytes (the client sees a truncated answer): {} event=listing_cut {}",
             self.sent,
             // libpq's messages span lines; one line keeps the request id on it.
             one_line(&error),

@@ -14,7 +14,7 @@ pub async fn ready(
     inventory: web::Data<Inventory>,
     broker: web::Data<Broker>,
 ) -> HttpResponse {
-    let inventory = Check::up(inventory.is_up(&RequestId::of(&req)).await);
+    let inventory = Check::up(inventory.is_up(&RequestId::of(&req).id).await);
     let rabbitmq = if !broker.is_connected() {
         Check::Down
     } else if broker.is_blocked() {

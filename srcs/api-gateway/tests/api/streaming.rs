@@ -119,10 +119,10 @@ async fn an_upstream_stalling_mid_stream_is_cut_and_logged() {
     assert!(!answer.ends_with("0\r\n\r\n"), "{answer:?}");
 
     let cut = wait_for("the log line of the cut", || async {
-        let lines = capture::lines_with(" event=response_cut request_id=stall-1");
-        lines
-            .into_iter()
-            .find(|l| l.contains("GET /api/movies/stall: "))
+        let lines = capture::lines_with(" request_id=stall-1");
+        lines.into_iter().find(|l| {
+            l.contains("GET /api/movies/stall: ") && l.contains(" event=response_cut trace_id=")
+        })
     })
     .await;
     assert!(cut.starts_with("WARN"), "{cut}");

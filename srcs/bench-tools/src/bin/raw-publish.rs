@@ -175,8 +175,12 @@ async fn publish_one(channel: &Channel, seq: u64) -> Result<(), String> {
     };
     let body = serde_json::to_vec(&message).map_err(|e| format!("serialize: {e}"))?;
     // The same properties as the gateway's, so messages are the same size.
-    let properties =
-        topology::order_properties(order_id, &Uuid::new_v4().to_string(), "bench-raw-publish");
+    let properties = topology::order_properties(
+        order_id,
+        &Uuid::new_v4().to_string(),
+        &common::trace::TraceContext::start(),
+        "bench-raw-publish",
+    );
     let confirm = topology::publish_order(channel, &body, properties)
         .await
         .map_err(|e| format!("publish: {e}"))?;

@@ -9,6 +9,7 @@ use billing_worker::startup::Application;
 use common::amqp::AmqpSettings;
 use common::order::OrderMessage;
 use common::topology::{self, BILLING_QUEUE, DEAD_LETTER_QUEUE};
+use common::trace::TraceContext;
 use diesel::prelude::*;
 use diesel::PgConnection;
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
@@ -154,8 +155,12 @@ impl Publisher {
 
     /// What the gateway publishes for an accepted order.
     pub async fn publish_order(&self, order: &OrderMessage, request_id: &str) {
-        let properties =
-            topology::order_properties(order.order_id, request_id, "billing-worker-tests");
+        let properties = topology::order_properties(
+            order.order_id,
+            request_id,
+            &TraceContext::start(),
+            "billing-worker-tests",
+        );
         self.publish_raw(&serde_json::to_vec(order).unwrap(), properties)
             .await;
     }
