@@ -27,10 +27,16 @@ source "$MP_ROOT/scripts/lib/docker.sh"
 source "$MP_ROOT/scripts/lib/walk.sh"
 
 COMPOSE_FILE=$MP_ROOT/deploy/docker/compose.yaml
+# Prometheus and Alertmanager (the monitoring phase, last).
+MONITORING_FILE=$MP_ROOT/deploy/docker/monitoring.yaml
 DIST=$MP_ROOT/dist/amd64
 export COMPOSE_PROJECT_NAME=movie-platform
 export CONTAINERS_GATEWAY_PORT=${CONTAINERS_GATEWAY_PORT:-$((20080 + ${MP_TEST_PORT_OFFSET:-0}))}
 GW=http://127.0.0.1:$CONTAINERS_GATEWAY_PORT
+export CONTAINERS_PROMETHEUS_PORT=${CONTAINERS_PROMETHEUS_PORT:-$((20090 + ${MP_TEST_PORT_OFFSET:-0}))}
+export CONTAINERS_ALERTMANAGER_PORT=${CONTAINERS_ALERTMANAGER_PORT:-$((20093 + ${MP_TEST_PORT_OFFSET:-0}))}
+PROM=http://127.0.0.1:$CONTAINERS_PROMETHEUS_PORT
+AM=http://127.0.0.1:$CONTAINERS_ALERTMANAGER_PORT
 CONTAINERS=(inventory-database billing-database RabbitMQ inventory-app billing-app api-gateway-app)
 IMAGES=(inventory-database billing-database rabbitmq inventory-app billing-app api-gateway-app)
 VOLUMES=(inventory-database billing-database api-gateway-app rabbitmq)
@@ -53,7 +59,7 @@ cleanup() {
 	docker ps -aq --filter "name=^$PROBE_PREFIX" 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true
 	if [[ -e $OWNED ]]; then
 		mp::log::info "removing the test deployment (down -v)"
-		compose down -v --remove-orphans >/dev/null 2>&1 || mp::log::warn "compose down -v failed"
+		WITH_MONITORING=1 compose down -v --remove-orphans >/dev/null 2>&1 || mp::log::warn "compose down -v failed"
 		rm -f "$OWNED"
 	fi
 	docker_down
@@ -62,7 +68,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-compose() { "${COMPOSE[@]}" --env-file "$TEST_ENV" -f "$COMPOSE_FILE" "$@"; }
+# compose ARGS...: on the six containers; with WITH_MONITORING=1 on
+# monitoring.yaml's too.
+compose() {
+	local files=(-f "$COMPOSE_FILE")
+	[[ ${WITH_MONITORING:-0} == 0 ]] || files+=(-f "$MONITORING_FILE")
+	"${COMPOSE[@]}" --env-file "$TEST_ENV" "${files[@]}" "$@"
+}
 
 # make_test_env: .env, each *-change-me password replaced by a random one.
 make_test_env() {
@@ -125,7 +137,7 @@ all_healthy() {
 }
 
 wait_healthy() {
-	mp::wait_until "${1:-180}" "all six containers to be healthy" all_healthy || {
+	mp::wait_until "${1:-180}" "all ${#CONTAINERS[@]} containers to be healthy" all_healthy || {
 		docker ps -a >&2
 		return 1
 	}
@@ -167,9 +179,12 @@ preflight() {
 	fi
 	mkdir -p "$DOCKER_STATE"
 	touch "$OWNED"
-	compose down -v --remove-orphans >/dev/null 2>&1 || true
-	# The ports must be free for the published gateway.
-	! port_open "$CONTAINERS_GATEWAY_PORT" || mp::die "port $CONTAINERS_GATEWAY_PORT is in use (set CONTAINERS_GATEWAY_PORT)"
+	WITH_MONITORING=1 compose down -v --remove-orphans >/dev/null 2>&1 || true
+	# The ports must be free for the published gateway and UIs.
+	local var
+	for var in CONTAINERS_GATEWAY_PORT CONTAINERS_PROMETHEUS_PORT CONTAINERS_ALERTMANAGER_PORT; do
+		! port_open "${!var}" || mp::die "port ${!var} is in use (set $var)"
+	done
 }
 
 build_images() {
@@ -329,10 +344,11 @@ check_hardened() {
 	expect_inspect "read-only root" '{{.HostConfig.ReadonlyRootfs}}' "true" || bad=1
 	expect_inspect "memory limit" '{{.HostConfig.Memory}}' "" \
 		api-gateway-app=$((192 << 20)) inventory-app=$((384 << 20)) billing-app=$((192 << 20)) \
-		inventory-database=$((384 << 20)) billing-database=$((384 << 20)) RabbitMQ=$((512 << 20)) || bad=1
+		inventory-database=$((384 << 20)) billing-database=$((384 << 20)) RabbitMQ=$((512 << 20)) \
+		prometheus=$((512 << 20)) alertmanager=$((128 << 20)) || bad=1
 	expect_inspect "pids limit" '{{.HostConfig.PidsLimit}}' "" \
 		api-gateway-app=256 inventory-app=1024 billing-app=256 \
-		inventory-database=128 billing-database=128 RabbitMQ=256 || bad=1
+		inventory-database=128 billing-database=128 RabbitMQ=256 prometheus=256 alertmanager=128 || bad=1
 	for c in "${CONTAINERS[@]}"; do
 		# What the kernel says of the container's main process (pid 1).
 		out=$(docker exec "$c" bash -c 'grep -E "^(CapEff|CapBnd|NoNewPrivs):" /proc/1/status | tr -s "\t\n" "  "; touch /write-probe 2>/dev/null && echo "root writable"')
@@ -704,6 +720,114 @@ check_argv_clean() {
 	grep -q "^LEAK pid $CANARY_PID:" "$TMP/argv-watch.out"
 }
 
+# ------------------------------------------------------------ monitoring --
+# monitoring.yaml on top of the running deployment: Prometheus scrapes every
+# target, and the resilience demo (the worker stopped with orders waiting)
+# makes BillingQueueNoConsumer fire in Alertmanager, then resolve.
+
+monitoring_up() {
+	local t0=$SECONDS
+	WITH_MONITORING=1 compose build >"$DOCKER_STATE/build-monitoring.log" 2>&1 || {
+		tail -n 30 "$DOCKER_STATE/build-monitoring.log"
+		return 1
+	}
+	FIGURE["monitoring build"]=$((SECONDS - t0))s
+	t0=$SECONDS
+	WITH_MONITORING=1 compose up -d >"$TMP/up-monitoring.log" 2>&1 || {
+		cat "$TMP/up-monitoring.log"
+		return 1
+	}
+	CONTAINERS+=(prometheus alertmanager)
+	wait_healthy 240 || return 1
+	FIGURE["monitoring up"]=$((SECONDS - t0))s
+}
+
+# prom_query PROMQL: the query's result vector as `JOB VALUE` lines.
+prom_query() {
+	curl -fsS -m 5 --get "$PROM/api/v1/query" --data-urlencode "query=$1" |
+		python3 -c 'import json,sys
+for x in json.load(sys.stdin)["data"]["result"]:
+    print(x["metric"].get("job", "-"), x["value"][1])'
+}
+
+MONITORED_JOBS="alertmanager api-gateway billing-worker inventory-app prometheus rabbitmq"
+targets_up() {
+	local got
+	got=$(prom_query up | sort)
+	[[ $(awk '{print $1}' <<<"$got" | tr '\n' ' ') == "$MONITORED_JOBS " ]] &&
+		! awk '$2 != 1' <<<"$got" | grep -q .
+}
+check_targets_up() {
+	MP_WAIT_INTERVAL=2 mp::wait_until 120 "every scrape target up" targets_up
+	local rc=$?
+	prom_query up | sort
+	return "$rc"
+}
+
+# The BillingQueueNoConsumer alerts Alertmanager holds as active: their count.
+no_consumer_alerts() {
+	curl -fsS -m 5 --get "$AM/api/v2/alerts" --data-urlencode 'filter=alertname="BillingQueueNoConsumer"' \
+		--data-urlencode active=true --data-urlencode silenced=false --data-urlencode inhibited=false |
+		python3 -c 'import json,sys; print(sum(a["status"]["state"] == "active" for a in json.load(sys.stdin)))'
+}
+alert_firing() { (($(no_consumer_alerts) > 0)); }
+alert_gone() { [[ $(no_consumer_alerts) == 0 ]]; }
+
+MON_USER=mon-$RUN_ID
+check_alert_fires() {
+	local i t0
+	alert_gone || {
+		echo "the alert is active before the worker stopped"
+		return 1
+	}
+	docker stop billing-app >/dev/null
+	for i in 1 2 3; do
+		expect "order $i while the worker is stopped" "$(order "$MON_USER")" 200 || return 1
+	done
+	t0=$SECONDS
+	MP_WAIT_INTERVAL=5 mp::wait_until 180 "BillingQueueNoConsumer in Alertmanager" alert_firing || return 1
+	FIGURE["alert fired after"]=$((SECONDS - t0))s
+	echo "BillingQueueNoConsumer active in Alertmanager $((SECONDS - t0)) s after 3 orders waited"
+}
+
+orders_stored_3() { [[ $(orders_of "$MON_USER" 2>/dev/null) == 3 ]]; }
+check_alert_resolves() {
+	local t0=$SECONDS
+	docker start billing-app >/dev/null
+	wait_healthy 120 || return 1
+	mp::wait_until 60 "the 3 waiting orders stored" orders_stored_3 || return 1
+	MP_WAIT_INTERVAL=5 mp::wait_until 180 "BillingQueueNoConsumer resolved" alert_gone || return 1
+	FIGURE["alert resolved after"]=$((SECONDS - t0))s
+	echo "resolved $((SECONDS - t0)) s after the worker started; the 3 orders stored once each"
+}
+
+# shellcheck disable=SC2016 # a Go template, for docker
+check_monitoring_published() {
+	local c bad=0
+	for c in prometheus alertmanager; do
+		echo "$c: $(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "$c")"
+	done
+	expect "prometheus bindings" "$(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' prometheus)" \
+		"127.0.0.1:$CONTAINERS_PROMETHEUS_PORT->9090/tcp " || bad=1
+	expect "alertmanager bindings" "$(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' alertmanager)" \
+		"127.0.0.1:$CONTAINERS_ALERTMANAGER_PORT->9093/tcp " || bad=1
+	# The metrics listeners are on no published port: the gateway's public
+	# port answers /metrics with its JSON 404.
+	http GET /metrics
+	expect "GET /metrics on the gateway's published port" "$STATUS" 404 || bad=1
+	return "$bad"
+}
+
+monitoring_checks() {
+	mp::check "monitoring.yaml: Prometheus and Alertmanager built from Debian's packages and healthy beside the six" monitoring_up || return 0
+	mp::check "Prometheus: every scrape target up == 1 ($MONITORED_JOBS)" check_targets_up
+	mp::check "the worker stopped with orders queued: BillingQueueNoConsumer fires in Alertmanager within 3 min" check_alert_fires
+	mp::check "the worker started again: the orders are stored and the alert resolves" check_alert_resolves
+	mp::check "Prometheus and Alertmanager published on loopback only; no metrics on the gateway's port" check_monitoring_published
+	mp::check "all eight containers: no capability, no-new-privileges, read-only root, memory and pids limits" check_hardened
+	mp::check "no container of the eight runs as root" check_non_root
+}
+
 record_sizes() {
 	local img
 	for img in "${IMAGES[@]}"; do
@@ -742,6 +866,7 @@ main() {
 	mp::check "down -v, then up: starts empty" check_down_v_starts_empty
 	mp::check "no secret in any image (inspect, history, layers)" check_no_secret_in_images
 	mp::check "a code change rebuilds only the last layer" check_code_change_rebuilds_last_layer
+	monitoring_checks
 	record_sizes
 	FIGURE[total]=$((SECONDS - t0))s
 	local k
