@@ -139,6 +139,9 @@ step_observability() {
 	done < <(sed -n 's/^ *- alert: *//p' "$dir/alerts.yml")
 	((${#missing[@]} == 0)) || mp::die "alert rules without a test or runbook: ${missing[*]}"
 	mp::log::info "every alert rule has unit tests and a runbook"
+	# The Grafana dashboard and the console: well formed, every query names a
+	# metric (the containers step checks those names against a live scrape).
+	python3 scripts/dashboards-check.py
 }
 
 step_unit() {
