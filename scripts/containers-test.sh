@@ -882,6 +882,12 @@ monitoring_checks() {
 	mp::check "Prometheus and Alertmanager published on loopback only; no metrics on the gateway's port" check_monitoring_published
 	mp::check "all eight containers: no capability, no-new-privileges, read-only root, memory and pids limits" check_hardened
 	mp::check "no container of the eight runs as root" check_non_root
+	# What observing costs, in memory (docs/observability.md): each container's
+	# use as its cgroup counts it (RSS and page cache), after the alert cycle.
+	local name use
+	while read -r name use; do
+		FIGURE["memory $name"]=$use
+	done < <(docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' | awk '{print $1, $2}')
 }
 
 record_sizes() {
