@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The verdict of one fault of the high-availability test.
 
-    verdict.py NAME LOADFILE STORED FAULT_AT
+    verdict.py NAME LOADFILE STORED FAULT_AT [NOTE]
 
 LOADFILE: load.py's lines; STORED: `user_id count` lines from the orders
 database; FAULT_AT: the monotonic time the fault was injected. Prints one
 line: requests, answered 200, lost (200 and not stored), stored twice,
 non-200 answered but stored, and the longest time without an accepted order
-after the fault (how long the service was gone). Exits 1 if any order
+after the fault (how long the service was gone), then NOTE (what else the
+fault measured, e.g. a database's failover time). Exits 1 if any order
 answered 200 is lost or any order is stored twice.
 """
 import sys
@@ -40,10 +41,11 @@ def main():
         gaps = [b - a for a, b in zip([fault_at] + done, done)]
         longest = max(gaps) if gaps else float("inf")
         outage = f"; longest time without an accepted order after the fault {longest:.1f} s"
+    note = f"; {sys.argv[5]}" if len(sys.argv) > 5 and sys.argv[5] else ""
     print(
         f"{name}: {len(orders)} orders, {len(ok)} answered 200, {failed} not 200; "
         f"lost {len(lost)}, stored twice {len(twice)}, non-200 but stored {len(non200_stored)}"
-        f"{outage}"
+        f"{outage}{note}"
     )
     if lost:
         print(f"  lost (first 5): {lost[:5]}")
