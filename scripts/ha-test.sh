@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The high-availability topology in network namespaces on one machine, with
 # faults under load. Three namespaces stand for the three broker hosts
-# (n1, n2, n3), three for the orders database (its pg_auto_failover monitor,
-# mon, and its two PostgreSQL nodes, o1 and o2) and one for the client, all
-# linked by a bridge in a namespace of its own. Each broker host runs:
+# (n1, n2, n3), five for the databases (the pg_auto_failover monitor of both,
+# mon; the orders database's two PostgreSQL nodes, o1 and o2; the movies
+# database's, m1 and m2) and one for the client, all linked by a bridge in a
+# namespace of its own. Each broker host runs:
 #   - a node of a 3-node RabbitMQ cluster (Debian's rabbitmq-server:
 #     classic_config peer discovery, pause_minority, net_ticktime 15);
 #   - a billing-worker that knows every node (its own first);
-#   - n1 and n2 also an api-gateway that knows every node.
+#   - n1 and n2 also an inventory-app (the movies database's nodes listed)
+#     and an api-gateway that knows every broker node and both inventory
+#     replicas.
 # billing_queue is a quorum queue (QUEUE_TYPE=quorum, .env's HA values).
 # The client posts orders to the gateways (load.py: to the other gateway when
 # one does not answer at all, as a virtual IP would move) while faults hit:
@@ -17,7 +20,11 @@
 #   - kill -9 of the orders database's primary (keeper and PostgreSQL) while
 #     the workers drain a backlog: pg_auto_failover promotes the synchronous
 #     standby, the workers' libpq multi-host string finds it, and the old
-#     primary, started again, rejoins as standby.
+#     primary, started again, rejoins as standby;
+#   - kill -9 of the movies database's primary under catalogue writes and
+#     reads through the gateways (movies_load.py, movies_verdict.py);
+#   - kill -9 of one inventory replica under reads: the gateway sends them
+#     to the other, none fails.
 # After each fault the orders are drained and a verdict counts: orders
 # answered 200 and lost, stored twice, non-200 but stored, and the longest
 # time without an accepted order. Lost or duplicated orders fail the test.
@@ -26,8 +33,8 @@
 # broker hosts' (docs/ha.md's layout): a leader kill takes everything in its
 # namespace, and each fault's verdict should be about one engine.
 #
-# Not covered here yet (docs/ha.md says so): the movies database and the
-# inventory replicas, the gateways' VRRP address (keepalived).
+# Not covered here yet (docs/ha.md says so): the gateways' VRRP address
+# (keepalived).
 #
 # Usage: scripts/ha-test.sh    (root; needs dist/ from scripts/build.sh)
 # Env:   HA_TEST_SUBNET (default 10.204.0, exists only inside the namespaces),
@@ -44,9 +51,11 @@ KILLS="${HA_TEST_KILLS:-10}"
 TAG="mpha$$"
 NODES=(n1 n2 n3)
 GATEWAYS=(n1 n2)
-ORDERS_PG=(o1 o2)
 declare -A IP=([n1]="$NET.11" [n2]="$NET.12" [n3]="$NET.13" [mon]="$NET.20" [o1]="$NET.21" [o2]="$NET.22"
-	[client]="$NET.100")
+	[m1]="$NET.23" [m2]="$NET.24" [client]="$NET.100")
+# Each database is a pg_auto_failover formation of two nodes.
+FORMATIONS=(orders movies)
+declare -A PG_NODES=([orders]="o1 o2" [movies]="m1 m2")
 declare -A NS=()
 for h in "${!IP[@]}"; do NS[$h]="$TAG-$h"; done
 NS_BRIDGE="$TAG-bridge"
@@ -93,22 +102,34 @@ GATEWAY_RABBITMQ_USER=mp GATEWAY_RABBITMQ_PASSWORD="$AMQP_PASSWORD" GATEWAY_HOST
 BILLING_RABBITMQ_USER=mp BILLING_RABBITMQ_PASSWORD="$AMQP_PASSWORD"
 # shellcheck disable=SC2034
 GATEWAY_RABBITMQ_QUEUE_TYPE=quorum BILLING_RABBITMQ_QUEUE_TYPE=quorum
-# Orders only: nothing answers there, and no catalogue request is made.
+# Both inventory replicas (the gateway balances and retries), each knowing
+# both nodes of the movies database. An inventory-app shares its host with a
+# gateway here, and both default to 8080.
+INVENTORY_PORT=$((GATEWAY_PORT + 1))
 # shellcheck disable=SC2034
-GATEWAY_INVENTORY_URL="http://$NET.99:$INVENTORY_PORT" BILLING_HEALTH_HOST=127.0.0.1 RUST_LOG=info
+GATEWAY_INVENTORY_URL="http://${IP[n1]}:$INVENTORY_PORT,http://${IP[n2]}:$INVENTORY_PORT"
+# shellcheck disable=SC2034
+BILLING_HEALTH_HOST=127.0.0.1 RUST_LOG=info INVENTORY_HOST=0.0.0.0
 # shellcheck disable=SC2034
 BILLING_DB_HOST="${IP[o1]},${IP[o2]}" BILLING_DB_PASSWORD="$DB_PASSWORD"
+# shellcheck disable=SC2034
+INVENTORY_DB_HOST="${IP[m1]},${IP[m2]}" INVENTORY_DB_PASSWORD="$DB_PASSWORD"
+declare -A PG_DB=([orders]="$BILLING_DB_NAME" [movies]="$INVENTORY_DB_NAME")
+declare -A PG_USER=([orders]="$BILLING_DB_USER" [movies]="$INVENTORY_DB_USER")
 # node_env HOST PREFIX: the service's env file for HOST, its own broker node
 # listed first (the others follow, so it moves on when its node dies).
 node_env() {
-	local host="$1" prefix="$2" first others=()
+	local host="$1" prefix="$2" first others=() h
 	first="${IP[$host]}"
 	for h in "${NODES[@]}"; do [[ $h == "$host" ]] || others+=("${IP[$h]}"); done
 	printf -v "${prefix}RABBITMQ_HOST" '%s' "$first,${others[0]},${others[1]}"
 	render_service_env "$prefix" "$WORK/$host-$prefix.env" 0600 >/dev/null
 }
 for h in "${NODES[@]}"; do node_env "$h" BILLING_; done
-for h in "${GATEWAYS[@]}"; do node_env "$h" GATEWAY_; done
+for h in "${GATEWAYS[@]}"; do
+	node_env "$h" GATEWAY_
+	render_service_env INVENTORY_ "$WORK/$h-INVENTORY_.env" 0600 >/dev/null
+done
 grep -q "^GATEWAY_RABBITMQ_QUEUE_TYPE=quorum$" "$WORK/n1-GATEWAY_.env" ||
 	abort "the gateway's env file asks for a quorum queue"
 mp::check::pass "env files rendered from .env: every service knows the nodes $ALL_NODES, quorum queue"
@@ -161,12 +182,13 @@ running_nodes() { rmqctl "$1" -q cluster_status --formatter json 2>/dev/null | "
 
 for h in "${NODES[@]}"; do rmq_start "$h"; done
 
-# --- the orders database: pg_auto_failover (a monitor and two nodes) ----------------
+# --- the databases: pg_auto_failover (one monitor, two nodes per database) --------
 # Set up while the RabbitMQ nodes boot. pg_autoctl, run as postgres with
 # state and config dirs of its own per host, creates, starts and supervises
-# each PostgreSQL; the monitor (on mon) decides which node is primary.
+# each PostgreSQL; the monitor (on mon) decides which node of each
+# formation (orders, movies) is primary.
 install -d -o postgres -g postgres -m 0755 "$PG_DIR"
-for h in mon "${ORDERS_PG[@]}"; do
+for h in mon o1 o2 m1 m2; do
 	install -d -o postgres -g postgres -m 0700 "$PG_DIR/$h" "$PG_DIR/$h/run" "$PG_DIR/$h/config" "$PG_DIR/$h/state"
 done
 # pgaf HOST COMMAND...: COMMAND as postgres in HOST's namespace, with that
@@ -209,61 +231,85 @@ pgaf_run mon
 MONITOR_URI="postgres://autoctl_node@${IP[mon]}:$POSTGRES_PORT/pg_auto_failover?sslmode=disable"
 monitor_up() { mon_sql "SELECT 1" >/dev/null 2>&1; }
 MP_WAIT_INTERVAL=1 mp::wait_until 60 "the pg_auto_failover monitor" monitor_up || abort "the pg_auto_failover monitor runs"
-# orders_states: the nodes' reported states, sorted ("primary secondary"
-# when both are in sync).
-orders_states() {
+# pg_states FORMATION: its nodes' reported states, sorted ("primary
+# secondary" when both are in sync).
+pg_states() {
 	mon_sql "SELECT string_agg(reportedstate::text, ' ' ORDER BY reportedstate::text) FROM pgautofailover.node
-		WHERE formationid = 'default'"
+		WHERE formationid = '$1'"
 }
-# orders_primary: the node that is primary and meant to stay one (a killed
-# primary keeps its last reported state; the monitor's goal for it changes).
-orders_primary() {
-	mon_sql "SELECT nodename FROM pgautofailover.node WHERE formationid = 'default'
+# pg_primary FORMATION: the node that is primary and meant to stay one (a
+# killed primary keeps its last reported state; the monitor's goal for it
+# changes).
+pg_primary() {
+	mon_sql "SELECT nodename FROM pgautofailover.node WHERE formationid = '$1'
 		AND reportedstate IN ('single', 'wait_primary', 'primary')
 		AND goalstate IN ('single', 'wait_primary', 'primary')"
 }
-orders_in_sync() { [[ "$(orders_states 2>/dev/null)" == "primary secondary" ]]; }
-for h in "${ORDERS_PG[@]}"; do
-	# pg_autoctl writes trust rules for its own roles, from the other nodes'
-	# addresses only; the service logs in with a password.
-	pgaf "$h" pg_autoctl create postgres --pgdata "$PG_DIR/$h/data" --pgport "$POSTGRES_PORT" \
-		--hostname "${IP[$h]}" --listen "${IP[$h]}" --name "$h" --dbname "$BILLING_DB_NAME" \
-		--monitor "$MONITOR_URI" --auth trust --no-ssl >"$PG_DIR/$h/create.log" 2>&1 || {
-		tail -n 20 "$PG_DIR/$h/create.log" >&2
-		abort "create the orders database node $h"
-	}
-	# Only the service's role: a rule for all would come before those that
-	# pg_autoctl adds when the other node registers, and take their logins.
-	hba="host $BILLING_DB_NAME $BILLING_DB_USER $NET.0/24 scram-sha-256"
-	grep -qx "$hba" "$PG_DIR/$h/data/pg_hba.conf" || echo "$hba" >>"$PG_DIR/$h/data/pg_hba.conf"
-	# pg_rewind, when the old primary rejoins, logs in to the database
-	# postgres as pg_autoctl's replication role: pg_autoctl's own rules
-	# allow it only the formation's database, and without this rule the
-	# rejoin falls back to copying the whole database (pg_basebackup).
-	for peer in "${ORDERS_PG[@]}"; do
-		[[ $peer == "$h" ]] && continue
-		hba="host postgres pgautofailover_replicator ${IP[$peer]}/32 trust"
-		grep -qx "$hba" "$PG_DIR/$h/data/pg_hba.conf" || echo "$hba" >>"$PG_DIR/$h/data/pg_hba.conf"
-	done
-	# The keepers' side of the monitor's timeouts (above).
-	pgaf "$h" pg_autoctl config set --pgdata "$PG_DIR/$h/data" timeout.network_partition_timeout 10 >/dev/null
-	pgaf_run "$h"
-done
-MP_WAIT_INTERVAL=1 mp::wait_until 120 "orders database: primary and secondary" orders_in_sync ||
-	abort "the orders database has a primary and a secondary"
-ORDERS_PRIMARY="$(orders_primary)"
+pg_in_sync() { [[ "$(pg_states "$1" 2>/dev/null)" == "primary secondary" ]]; }
 # psql_node HOST DB SQL: as postgres on HOST's own PostgreSQL.
 psql_node() { pgaf "$1" psql -X -qtA -p "$POSTGRES_PORT" -d "$2" -c "$3"; }
-psql_node "$ORDERS_PRIMARY" postgres "CREATE ROLE \"$BILLING_DB_USER\" LOGIN PASSWORD '$DB_PASSWORD'" >/dev/null
-psql_node "$ORDERS_PRIMARY" postgres "ALTER DATABASE \"$BILLING_DB_NAME\" OWNER TO \"$BILLING_DB_USER\"" >/dev/null
-sync_names="$(psql_node "$ORDERS_PRIMARY" postgres "SHOW synchronous_standby_names")"
-[[ -n $sync_names ]] || abort "the orders primary replicates synchronously (synchronous_standby_names is empty)"
-mp::check::pass "orders database: pg_auto_failover monitor on mon, primary $ORDERS_PRIMARY, synchronous standby ($sync_names)"
-# sql DB SQL: as the service does, through libpq's multi-host string (the
-# current primary).
+# pg_formation_up FORMATION: its two nodes, one after the other (the second
+# is a copy of the first), the service's role and database owner; run in
+# the background for both formations at once.
+pg_formation_up() {
+	local f="$1" h hba primary peer
+	pgaf mon pg_autoctl create formation --pgdata "$PG_DIR/mon/data" --formation "$f" --kind pgsql \
+		--dbname "${PG_DB[$f]}" >"$PG_DIR/mon/formation-$f.log" 2>&1 || return 1
+	for h in ${PG_NODES[$f]}; do
+		# pg_autoctl writes trust rules for its own roles, from the other
+		# nodes' addresses only; the service logs in with a password.
+		pgaf "$h" pg_autoctl create postgres --pgdata "$PG_DIR/$h/data" --pgport "$POSTGRES_PORT" \
+			--hostname "${IP[$h]}" --listen "${IP[$h]}" --name "$h" --formation "$f" --dbname "${PG_DB[$f]}" \
+			--monitor "$MONITOR_URI" --auth trust --no-ssl >"$PG_DIR/$h/create.log" 2>&1 || {
+			tail -n 20 "$PG_DIR/$h/create.log" >&2
+			return 1
+		}
+		# Only the service's role: a rule for all would come before those
+		# that pg_autoctl adds when the other node registers, and take their
+		# logins.
+		hba="host ${PG_DB[$f]} ${PG_USER[$f]} $NET.0/24 scram-sha-256"
+		grep -qx "$hba" "$PG_DIR/$h/data/pg_hba.conf" || echo "$hba" >>"$PG_DIR/$h/data/pg_hba.conf"
+		# pg_rewind, when the old primary rejoins, logs in to the database
+		# postgres as pg_autoctl's replication role: pg_autoctl's own rules
+		# allow it only the formation's database, and without this rule the
+		# rejoin falls back to copying the whole database (pg_basebackup).
+		for peer in ${PG_NODES[$f]}; do
+			[[ $peer == "$h" ]] && continue
+			hba="host postgres pgautofailover_replicator ${IP[$peer]}/32 trust"
+			grep -qx "$hba" "$PG_DIR/$h/data/pg_hba.conf" || echo "$hba" >>"$PG_DIR/$h/data/pg_hba.conf"
+		done
+		# The keepers' side of the monitor's timeouts (above).
+		pgaf "$h" pg_autoctl config set --pgdata "$PG_DIR/$h/data" timeout.network_partition_timeout 10 >/dev/null
+		pgaf_run "$h"
+	done
+	MP_WAIT_INTERVAL=1 mp::wait_until 120 "$f database: primary and secondary" pg_in_sync "$f" || return 1
+	primary="$(pg_primary "$f")"
+	psql_node "$primary" postgres "CREATE ROLE \"${PG_USER[$f]}\" LOGIN PASSWORD '$DB_PASSWORD'" >/dev/null &&
+		psql_node "$primary" postgres "ALTER DATABASE \"${PG_DB[$f]}\" OWNER TO \"${PG_USER[$f]}\"" >/dev/null
+}
+pg_setup_pids=()
+for f in "${FORMATIONS[@]}"; do
+	pg_formation_up "$f" >"$PG_DIR/formation-$f.log" 2>&1 &
+	pg_setup_pids+=($!)
+done
+for i in "${!FORMATIONS[@]}"; do
+	f="${FORMATIONS[$i]}"
+	wait "${pg_setup_pids[$i]}" || {
+		cat "$PG_DIR/formation-$f.log" >&2
+		abort "the $f database: pg_auto_failover formation of two nodes"
+	}
+	primary="$(pg_primary "$f")"
+	sync_names="$(psql_node "$primary" postgres "SHOW synchronous_standby_names")"
+	[[ -n $sync_names ]] || abort "the $f primary replicates synchronously (synchronous_standby_names is empty)"
+	mp::check::pass "$f database: primary $primary, synchronous standby ($sync_names), monitor on mon"
+done
+# sql FORMATION SQL: as its service does, through libpq's multi-host string
+# (the current primary).
 sql() {
-	in_ns client env PGPASSWORD="$DB_PASSWORD" psql -X -qtA -c "$2" "host=${IP[o1]},${IP[o2]} port=$POSTGRES_PORT
-		dbname=$1 user=$BILLING_DB_USER connect_timeout=2 target_session_attrs=read-write"
+	local f="$1" hosts
+	hosts="$(for h in ${PG_NODES[$f]}; do printf '%s,' "${IP[$h]}"; done)"
+	in_ns client env PGPASSWORD="$DB_PASSWORD" psql -X -qtA -c "$2" "host=${hosts%,} port=$POSTGRES_PORT
+		dbname=${PG_DB[$f]} user=${PG_USER[$f]} connect_timeout=2 target_session_attrs=read-write"
 }
 
 for h in "${NODES[@]}"; do
@@ -286,7 +332,10 @@ svc_start() {
 node_up() {
 	local h="$1"
 	svc_start "$h" billing-worker BILLING_
-	[[ " ${GATEWAYS[*]} " == *" $h "* ]] && svc_start "$h" api-gateway GATEWAY_
+	if [[ " ${GATEWAYS[*]} " == *" $h "* ]]; then
+		svc_start "$h" inventory-app INVENTORY_
+		svc_start "$h" api-gateway GATEWAY_
+	fi
 	return 0
 }
 for h in "${NODES[@]}"; do node_up "$h"; done
@@ -300,6 +349,17 @@ accepts_orders() {
 }
 for url in "${GW_URLS[@]}"; do
 	MP_WAIT_INTERVAL=1 mp::wait_until 120 "$url accepting orders" accepts_orders "$url" || abort "gateway $url accepts orders"
+done
+serves_catalogue() {
+	[[ "$(in_ns client curl -s -o /dev/null -w '%{http_code}' -m 10 "$1/api/movies?limit=1")" == 200 ]]
+}
+for url in "${GW_URLS[@]}"; do
+	MP_WAIT_INTERVAL=1 mp::wait_until 120 "$url serving the catalogue" serves_catalogue "$url" ||
+		abort "gateway $url serves the catalogue"
+done
+replica_healthy() { in_ns client curl -fsS -o /dev/null -m 2 "http://${IP[$1]}:$INVENTORY_PORT/health"; }
+for h in "${GATEWAYS[@]}"; do
+	MP_WAIT_INTERVAL=1 mp::wait_until 60 "inventory-app on $h" replica_healthy "$h" || abort "inventory-app on $h answers /health"
 done
 queue_info() { rmqctl "$1" -q list_queues name type leader online messages --formatter json 2>/dev/null; }
 leader_host() {
@@ -316,7 +376,7 @@ for q in json.load(sys.stdin):
 quorum_type="$(queue_info n1 | "$PY" -c 'import json,sys
 print([q["type"] for q in json.load(sys.stdin) if q["name"] == "billing_queue"][0])')"
 [[ $quorum_type == quorum ]] || abort "billing_queue is a quorum queue (got $quorum_type)"
-mp::check::pass "2 gateways and 3 workers up, billing_queue is a quorum queue (leader on $(leader_host))"
+mp::check::pass "2 gateways, 2 inventory replicas and 3 workers up, billing_queue is a quorum queue (leader on $(leader_host))"
 
 # all_members_online: every node up, and billing_queue with 3 members online
 # (before the next fault: two nodes down would be a lost majority).
@@ -335,7 +395,7 @@ sys.exit(0 if len(q["online"]) == 3 else 1)' 2>/dev/null && return 0
 stored_counts() {
 	local out
 	for _ in 1 2 3 4 5; do
-		out="$(sql "$BILLING_DB_NAME" "SELECT user_id, count(*) FROM orders GROUP BY user_id" 2>/dev/null)" &&
+		out="$(sql orders "SELECT user_id, count(*) FROM orders GROUP BY user_id" 2>/dev/null)" &&
 			break
 		sleep 2
 	done
@@ -415,60 +475,136 @@ heal_node() {
 }
 [[ ${HA_TEST_CUT:-1} == 0 ]] || run_fault "node cut 30 s" cut_node heal_node
 
+# pg_kill_primary FORMATION: kill -9 of everything in the namespace of the
+# formation's primary (its keeper and PostgreSQL); sets DB_KILLED and
+# DB_KILLED_AT (wall clock, as the database's created_at).
+DB_KILLED="" DB_KILLED_AT=""
+pg_kill_primary() {
+	local pid
+	DB_KILLED="$(pg_primary "$1")"
+	mp::log::info "kill -9 of the $1 database's primary on $DB_KILLED (keeper and PostgreSQL)"
+	for pid in $(ip netns pids "${NS[$DB_KILLED]}"); do kill -9 "$pid" 2>/dev/null || true; done
+	# Taken once every process is killed: a transaction that started while
+	# the loop ran may have committed on the old primary.
+	DB_KILLED_AT="$(date +%s.%N)"
+}
+# first_write_after FORMATION TABLE EPOCH: seconds from EPOCH to the first
+# row of TABLE committed after it (created_at is the inserting
+# transaction's start, on the same clock; nothing starts on a killed server).
+first_write_after() {
+	sql "$1" "SELECT round((extract(epoch FROM min(created_at)) - $3)::numeric, 1)
+		FROM $2 WHERE created_at > to_timestamp($3)" 2>/dev/null
+}
+wrote_after() { [[ -n "$(first_write_after "$@")" ]]; }
+# pg_recover FORMATION TABLE WHAT: waits for a row written after the kill
+# (the standby promoted and found by the service), notes how long it took
+# in FAULT_NOTE, starts the old primary's keeper again and checks that it
+# rejoins as the synchronous standby.
+pg_recover() {
+	local f="$1" took primary sync_names
+	MP_WAIT_INTERVAL=1 mp::wait_until 90 "a committed $3 after the kill" wrote_after "$f" "$2" "$DB_KILLED_AT" ||
+		mp::check::fail "${3}s are stored again after the $f primary's kill"
+	took="$(first_write_after "$f" "$2" "$DB_KILLED_AT")"
+	FAULT_NOTE="first committed $3 ${took:-never} s after the kill, new primary $(pg_primary "$f")"
+	pgaf_run "$DB_KILLED"
+	if MP_WAIT_INTERVAL=1 mp::wait_until 120 "$DB_KILLED back as standby" pg_in_sync "$f" &&
+		primary="$(pg_primary "$f")" && [[ $primary != "$DB_KILLED" ]] &&
+		sync_names="$(psql_node "$primary" postgres "SHOW synchronous_standby_names")" && [[ -n $sync_names ]]; then
+		mp::check::pass "the old $f primary $DB_KILLED rejoined as the synchronous standby of $primary"
+	else
+		mp::check::fail "the old $f primary $DB_KILLED rejoined as standby (states: $(pg_states "$f"))"
+	fi
+}
+
 # --- fault: kill -9 of the orders database's primary during the drain -------------
-# worker_pids HOST: the billing-worker running in HOST's namespace.
-worker_pids() {
+# service_pids HOST NAME: the process NAME running in HOST's namespace.
+service_pids() {
 	local pid
 	for pid in $(ip netns pids "${NS[$1]}"); do
-		[[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == billing-worker ]] && echo "$pid"
+		[[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$2" ]] && echo "$pid"
 	done
 	return 0
 }
-orders_count() { sql "$BILLING_DB_NAME" "SELECT count(*) FROM orders" 2>/dev/null; }
+orders_count() { sql orders "SELECT count(*) FROM orders" 2>/dev/null; }
 count_grew() { [[ "$(orders_count)" -gt "$1" ]] 2>/dev/null; }
-DB_KILLED="" DB_KILLED_AT=""
 kill_orders_primary() {
 	local h pid before
 	# A backlog: the workers stop (TERM: they finish what they hold) while
 	# the orders keep coming, then start again.
 	for h in "${NODES[@]}"; do
-		for pid in $(worker_pids "$h"); do mp::stop_pid "$pid" "billing-worker on $h" 30; done
+		for pid in $(service_pids "$h" billing-worker); do mp::stop_pid "$pid" "billing-worker on $h" 30; done
 	done
 	sleep 10
 	before="$(orders_count)" || before=0
 	for h in "${NODES[@]}"; do svc_start "$h" billing-worker BILLING_; done
 	MP_WAIT_INTERVAL=0.2 mp::wait_until 60 "the workers storing the backlog" count_grew "$before" ||
 		mp::check::fail "the workers started storing the backlog"
-	DB_KILLED="$(orders_primary)"
-	mp::log::info "kill -9 of the orders database's primary on $DB_KILLED (keeper and PostgreSQL), $(orders_count) orders stored"
-	DB_KILLED_AT="$(date +%s.%N)"
-	for pid in $(ip netns pids "${NS[$DB_KILLED]}"); do kill -9 "$pid" 2>/dev/null || true; done
+	pg_kill_primary orders
 	mp::log::info "billing_queue after the kill: $(queue_info n1 | "$PY" -c 'import json,sys
 print([q["messages"] for q in json.load(sys.stdin) if q["name"] == "billing_queue"][0])') orders waiting"
 }
-# first_write_after EPOCH: seconds from EPOCH to the first order committed
-# after it (created_at is the inserting transaction's start, on the same
-# clock; nothing starts on a killed server).
-first_write_after() {
-	sql "$BILLING_DB_NAME" "SELECT round((extract(epoch FROM min(created_at)) - $1)::numeric, 1)
-		FROM orders WHERE created_at > to_timestamp($1)" 2>/dev/null
+rejoin_orders_primary() { pg_recover orders orders order; }
+run_fault "orders primary kill" kill_orders_primary rejoin_orders_primary
+
+# --- catalogue faults: movies_load.py through the gateways, movies_verdict.py ------
+# stored_movies: title and row count of every movie the test added.
+stored_movies() {
+	local out
+	for _ in 1 2 3 4 5; do
+		out="$(sql movies "SELECT title, count(*) FROM movies WHERE title LIKE 'ha-%' GROUP BY title" 2>/dev/null)" &&
+			break
+		sleep 2
+	done
+	[[ -n ${out:-} ]] && tr '|' ' ' <<<"$out"
+	return 0
 }
-wrote_after() { [[ -n "$(first_write_after "$1")" ]]; }
-rejoin_orders_primary() {
-	local took
-	MP_WAIT_INTERVAL=1 mp::wait_until 90 "a committed order after the kill" wrote_after "$DB_KILLED_AT" ||
-		mp::check::fail "orders are stored again after the orders primary's kill"
-	took="$(first_write_after "$DB_KILLED_AT")"
-	FAULT_NOTE="first committed order ${took:-never} s after the kill, new primary $(orders_primary)"
-	pgaf_run "$DB_KILLED"
-	if MP_WAIT_INTERVAL=1 mp::wait_until 120 "$DB_KILLED back as standby" orders_in_sync &&
-		[[ "$(orders_primary)" != "$DB_KILLED" ]]; then
-		mp::check::pass "the old orders primary $DB_KILLED rejoined as the synchronous standby"
+# run_catalogue_fault NAME WRITERS READERS MAX_FAILED_GETS FAULT_FN RECOVER_FN:
+# as run_fault, with catalogue requests; the verdict holds writes and reads
+# to the promise (back within 30 s) and the reads to MAX_FAILED_GETS.
+run_catalogue_fault() {
+	local name="$1" load fault_at load_pid
+	load="$WORK/movies-${name//[^a-z0-9]/_}.txt"
+	rm -f "$WORK/load.stop"
+	FAULT_NOTE=""
+	in_ns client "$PY" "$ROOT/scripts/ha/movies_load.py" "$load" "$WORK/load.stop" "$2" "$3" "${GW_URLS[@]}" &
+	load_pid=$!
+	sleep 3
+	fault_at="$("$PY" -c 'import time; print(time.monotonic())')"
+	"$5"
+	"$6"
+	sleep 3
+	touch "$WORK/load.stop"
+	wait "$load_pid" || true
+	stored_movies >"$WORK/movies-stored.txt"
+	if "$PY" "$ROOT/scripts/ha/movies_verdict.py" "$name" "$load" "$WORK/movies-stored.txt" "$fault_at" 30 "$4" \
+		"$FAULT_NOTE"; then
+		mp::check::pass "$name: the promise kept"
 	else
-		mp::check::fail "the old orders primary $DB_KILLED rejoined as standby (states: $(orders_states))"
+		mp::check::fail "$name: the promise broken"
 	fi
 }
-run_fault "orders primary kill" kill_orders_primary rejoin_orders_primary
+
+# --- fault: kill -9 of the movies database's primary during catalogue writes ------
+kill_movies_primary() { pg_kill_primary movies; }
+rejoin_movies_primary() { pg_recover movies movies movie; }
+run_catalogue_fault "movies primary kill" 2 2 -1 kill_movies_primary rejoin_movies_primary
+
+# --- fault: kill -9 of one inventory replica under reads ---------------------------
+INV_KILLED=n1
+kill_inventory_replica() {
+	local pid
+	mp::log::info "kill -9 of the inventory-app on $INV_KILLED"
+	for pid in $(service_pids "$INV_KILLED" inventory-app); do kill -9 "$pid" 2>/dev/null || true; done
+	sleep 8
+}
+restart_inventory_replica() {
+	svc_start "$INV_KILLED" inventory-app INVENTORY_
+	MP_WAIT_INTERVAL=0.5 mp::wait_until 60 "inventory-app on $INV_KILLED" replica_healthy "$INV_KILLED" ||
+		mp::check::fail "the inventory-app on $INV_KILLED started again"
+	# The gateway takes it back once its /health probe answers (every 2 s).
+	sleep 4
+}
+run_catalogue_fault "inventory replica kill" 0 4 0 kill_inventory_replica restart_inventory_replica
 
 # --- totals --------------------------------------------------------------------------
 stored_counts >"$WORK/stored.txt"
