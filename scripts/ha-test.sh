@@ -24,7 +24,8 @@
 #   - kill -9 of the movies database's primary under catalogue writes and
 #     reads through the gateways (movies_load.py, movies_verdict.py);
 #   - kill -9 of one inventory replica under reads: the gateway sends them
-#     to the other, none fails.
+#     to the other, none fails;
+#   - kill -9 of the gateway holding the virtual IP (below).
 # After each fault the orders are drained and a verdict counts: orders
 # answered 200 and lost, stored twice, non-200 but stored, and the longest
 # time without an accepted order. Lost or duplicated orders fail the test.
@@ -33,8 +34,10 @@
 # broker hosts' (docs/ha.md's layout): a leader kill takes everything in its
 # namespace, and each fault's verdict should be about one engine.
 #
-# Not covered here yet (docs/ha.md says so): the gateways' VRRP address
-# (keepalived).
+# After those, the gateways are reached through a VRRP virtual IP
+# (keepalived on n1 and n2, checking /ready), and the last fault kills the
+# gateway that holds it: requests through the address succeed again within
+# 10 s.
 #
 # Usage: scripts/ha-test.sh    (root; needs dist/ from scripts/build.sh)
 # Env:   HA_TEST_SUBNET (default 10.204.0, exists only inside the namespaces),
@@ -61,7 +64,7 @@ for h in "${!IP[@]}"; do NS[$h]="$TAG-$h"; done
 NS_BRIDGE="$TAG-bridge"
 
 mp::netns::preflight ha-test postgresql-15 postgresql-15-auto-failover pg-auto-failover-cli rabbitmq-server \
-	python3 iproute2 util-linux
+	keepalived curl python3 iproute2 util-linux
 
 WORK="$(mktemp -d /tmp/mp-ha.XXXXXX)"
 chmod 0755 "$WORK"
@@ -415,8 +418,10 @@ drain() {
 }
 # run_fault NAME FAULT_FN RECOVER_FN: load on, the fault, recovery, load
 # off, drain, verdict. FAULT_NOTE, when the recovery sets it, ends the
-# verdict line (what this fault measures besides the orders).
-FAULT_NOTE=""
+# verdict line (what this fault measures besides the orders);
+# FAULT_MAX_OUTAGE, when set, is the most seconds without an accepted order
+# the verdict allows.
+FAULT_NOTE="" FAULT_MAX_OUTAGE=""
 run_fault() {
 	local name="$1" fault="$2" recover="$3" load fault_at
 	load="$WORK/load-${name//[^a-z0-9]/_}.txt"
@@ -433,7 +438,8 @@ run_fault() {
 	wait "$load_pid" || true
 	drain "$load"
 	stored_counts >"$WORK/stored.txt"
-	if "$PY" "$ROOT/scripts/ha/verdict.py" "$name" "$load" "$WORK/stored.txt" "$fault_at" "$FAULT_NOTE"; then
+	if "$PY" "$ROOT/scripts/ha/verdict.py" "$name" "$load" "$WORK/stored.txt" "$fault_at" "$FAULT_NOTE" \
+		"$FAULT_MAX_OUTAGE"; then
 		mp::check::pass "$name: nothing lost or stored twice"
 	else
 		mp::check::fail "$name: orders lost or stored twice"
@@ -515,6 +521,70 @@ pg_recover() {
 		mp::check::fail "the old $f primary $DB_KILLED rejoined as standby (states: $(pg_states "$f"))"
 	fi
 }
+
+# --- the gateways' shared address: keepalived (VRRP) -------------------------------
+# From here on the client reaches the gateways through one virtual IP, as a
+# real client would: keepalived on n1 and n2 holds it on the host whose
+# gateway answers /ready (checked every second), and moves it when that
+# stops. The faults above keep the client-side failover (load.py goes to
+# the other gateway): they kill every process of a host, keepalived and the
+# address with it, which the VM test covers.
+VIP="$NET.10"
+declare -A VRRP_PRIORITY=([n1]=150 [n2]=100)
+for h in "${GATEWAYS[@]}"; do
+	# nopreempt: a gateway that comes back does not take the address back
+	# (that would be a second move, and a second break, for nothing).
+	cat >"$WORK/keepalived-$h.conf" <<EOF
+global_defs {
+	router_id mp_$h
+	enable_script_security
+	script_user nobody nogroup
+}
+vrrp_script gateway_ready {
+	script "/usr/bin/curl -fsS -o /dev/null -m 1 http://127.0.0.1:$GATEWAY_PORT/ready"
+	interval 1
+	timeout 2
+	fall 2
+	rise 2
+}
+vrrp_instance gateways {
+	state BACKUP
+	nopreempt
+	interface eth0
+	virtual_router_id 51
+	priority ${VRRP_PRIORITY[$h]}
+	advert_int 1
+	virtual_ipaddress {
+		$VIP/24 dev eth0
+	}
+	track_script {
+		gateway_ready
+	}
+}
+EOF
+	in_ns "$h" keepalived --dont-fork --log-console --log-detail --use-file "$WORK/keepalived-$h.conf" \
+		--pid "$WORK/keepalived-$h.pid" --vrrp_pid "$WORK/keepalived-$h-vrrp.pid" \
+		--checkers_pid "$WORK/keepalived-$h-checkers.pid" >>"$WORK/keepalived-$h.log" 2>&1 &
+done
+# vip_holder: the gateway host(s) holding the virtual IP. (Not `| grep -q`:
+# grep's early exit can make ip fail on a closed pipe, and pipefail then
+# hides a holder.)
+vip_holder() {
+	local h
+	for h in "${GATEWAYS[@]}"; do
+		[[ "$(ip -n "${NS[$h]}" -o addr show dev eth0)" == *" $VIP/"* ]] && echo "$h"
+	done
+	return 0
+}
+one_holder() { [[ "$(vip_holder | wc -l)" == 1 ]]; }
+MP_WAIT_INTERVAL=0.5 mp::wait_until 60 "one gateway holding $VIP" one_holder || {
+	tail -n 20 "$WORK"/keepalived-*.log >&2
+	abort "keepalived: one gateway holds the virtual IP $VIP"
+}
+GW_URLS=("http://$VIP:$GATEWAY_PORT")
+MP_WAIT_INTERVAL=1 mp::wait_until 30 "orders through $VIP" accepts_orders "${GW_URLS[0]}" ||
+	abort "orders accepted through the virtual IP $VIP"
+mp::check::pass "keepalived: the virtual IP $VIP on $(vip_holder)'s gateway; the client uses it from here on"
 
 # --- fault: kill -9 of the orders database's primary during the drain -------------
 # service_pids HOST NAME: the process NAME running in HOST's namespace.
@@ -605,6 +675,34 @@ restart_inventory_replica() {
 	sleep 4
 }
 run_catalogue_fault "inventory replica kill" 0 4 0 kill_inventory_replica restart_inventory_replica
+
+# --- fault: kill -9 of the gateway holding the virtual IP -----------------------------
+GW_KILLED=""
+vip_moved() { [[ "$(vip_holder)" != "$GW_KILLED" ]] && one_holder; }
+kill_vip_gateway() {
+	local pid killed_at moved_at
+	GW_KILLED="$(vip_holder)"
+	mp::log::info "kill -9 of the api-gateway on $GW_KILLED, which holds $VIP"
+	killed_at="$(mp::now_us)"
+	for pid in $(service_pids "$GW_KILLED" api-gateway); do kill -9 "$pid" 2>/dev/null || true; done
+	if MP_WAIT_INTERVAL=0.1 mp::wait_until 30 "$VIP to move" vip_moved; then
+		moved_at="$(mp::now_us)"
+		FAULT_NOTE="$VIP moved to $(vip_holder) $(((moved_at - killed_at) / 100000))e-1 s after the kill"
+	else
+		mp::check::fail "$VIP moved away from the killed gateway on $GW_KILLED"
+	fi
+	sleep 5
+}
+gateway_ready() { in_ns client curl -fsS -o /dev/null -m 2 "http://${IP[$1]}:$GATEWAY_PORT/ready"; }
+restart_vip_gateway() {
+	svc_start "$GW_KILLED" api-gateway GATEWAY_
+	MP_WAIT_INTERVAL=0.5 mp::wait_until 60 "the gateway on $GW_KILLED" gateway_ready "$GW_KILLED" ||
+		mp::check::fail "the gateway on $GW_KILLED started again"
+}
+# The promise: new requests succeed through the address within 10 s.
+FAULT_MAX_OUTAGE=10
+run_fault "gateway kill (VIP)" kill_vip_gateway restart_vip_gateway
+FAULT_MAX_OUTAGE=""
 
 # --- totals --------------------------------------------------------------------------
 stored_counts >"$WORK/stored.txt"
