@@ -12,8 +12,9 @@
 #     and an api-gateway that knows every broker node and both inventory
 #     replicas.
 # billing_queue is a quorum queue (QUEUE_TYPE=quorum, .env's HA values).
-# The client posts orders to the gateways (load.py: to the other gateway when
-# one does not answer at all, as a virtual IP would move) while faults hit:
+# The client posts orders to the gateways (load.py: until the virtual IP is
+# set up, to the other gateway when one does not answer at all, as the
+# address would move) while faults hit:
 #   - kill -9 of everything on the node of billing_queue's leader (repeated
 #     HA_TEST_KILLS times, the node started again in between);
 #   - one node cut off the network for 30 s, then healed (pause_minority);
