@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The verdict of one fault of the high-availability test.
 
-    verdict.py NAME LOADFILE STORED FAULT_AT
+    verdict.py NAME LOADFILE STORED FAULT_AT [NOTE [MAX_OUTAGE]]
 
 LOADFILE: load.py's lines; STORED: `user_id count` lines from the orders
 database; FAULT_AT: the monotonic time the fault was injected. Prints one
 line: requests, answered 200, lost (200 and not stored), stored twice,
 non-200 answered but stored, and the longest time without an accepted order
-after the fault (how long the service was gone). Exits 1 if any order
-answered 200 is lost or any order is stored twice.
+after the fault (how long the service was gone), then NOTE (what else the
+fault measured, e.g. a database's failover time). Exits 1 if any order
+answered 200 is lost or any order is stored twice, or if MAX_OUTAGE (seconds)
+is given and the longest time without an accepted order exceeds it.
 """
 import sys
 
@@ -32,6 +34,9 @@ def main():
     twice = sorted({o[0] for o in orders if stored.get(o[0], 0) > 1})
     non200_stored = [o[0] for o in orders if o[1] != 200 and stored.get(o[0], 0) > 0]
     failed = len(orders) - len(ok)
+    note = f"; {sys.argv[5]}" if len(sys.argv) > 5 and sys.argv[5] else ""
+    max_outage = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] else None
+    too_long = False
     # Longest stretch after the fault with no order answered 200 (FAULT_AT 0:
     # a total over several faults, which has no one fault time).
     outage = ""
@@ -40,16 +45,19 @@ def main():
         gaps = [b - a for a, b in zip([fault_at] + done, done)]
         longest = max(gaps) if gaps else float("inf")
         outage = f"; longest time without an accepted order after the fault {longest:.1f} s"
+        too_long = max_outage is not None and longest > max_outage
     print(
         f"{name}: {len(orders)} orders, {len(ok)} answered 200, {failed} not 200; "
         f"lost {len(lost)}, stored twice {len(twice)}, non-200 but stored {len(non200_stored)}"
-        f"{outage}"
+        f"{outage}{note}"
     )
     if lost:
         print(f"  lost (first 5): {lost[:5]}")
     if twice:
         print(f"  stored twice (first 5): {twice[:5]}")
-    sys.exit(1 if lost or twice or not ok else 0)
+    if too_long:
+        print(f"  FAILED: longer than {max_outage:.0f} s without an accepted order")
+    sys.exit(1 if lost or twice or not ok or too_long else 0)
 
 
 if __name__ == "__main__":
