@@ -561,6 +561,55 @@ apply_firewall() {
 	vm_firewall_rules "$role" | sed 's/^/      /'
 }
 
+# ---------------------------------------------------------------------------
+# ssh: keys only (Vagrant's), no root, no password that opens the VM
+# ---------------------------------------------------------------------------
+# Boxes ship `vagrant`/`vagrant` (some also a root password) and the vagrant
+# user has passwordless sudo: whoever reaches a VM's ssh port with a password
+# would be root. Vagrant logs in with its key, which this keeps working.
+SSHD_DROPIN=/etc/ssh/sshd_config.d/00-movie-platform.conf
+
+# sshd_dropin: the sshd settings. sshd keeps the first value it reads for a
+# keyword, and Debian's sshd_config includes sshd_config.d/*.conf first, in
+# name order: "00-" comes before a box's or cloud-init's own drop-ins.
+sshd_dropin() {
+	printf '%s\n' "# Written by movie-platform provisioning: ssh with a key only, never as root." \
+		"# First in sshd_config.d/, so these values win (sshd keeps the first one)." \
+		"PasswordAuthentication no" "KbdInteractiveAuthentication no" "PermitRootLogin no"
+}
+
+# harden_ssh: locks the passwords of vagrant and root (an account whose
+# password is locked still logs in with a key: Debian's sshd uses PAM), and
+# makes sshd refuse passwords and root. Idempotent: touches /etc/shadow and
+# reloads sshd only when something changes.
+harden_ssh() {
+	local user status
+	mp::log::info "ssh: key logins only, no root login, passwords of vagrant and root locked"
+	for user in vagrant root; do
+		id "$user" >/dev/null 2>&1 || continue
+		status="$(passwd -S "$user" | awk '{ print $2 }')"
+		if [[ $status == L ]]; then
+			mp::log::detail "password of $user already locked"
+		else
+			passwd -q -l "$user" >/dev/null || mp::die "cannot lock the password of $user"
+			mp::log::detail "locked the password of $user (was $status)"
+		fi
+	done
+	if [[ ! -x /usr/sbin/sshd ]]; then
+		mp::log::detail "no sshd on this machine: nothing to configure"
+		return 0
+	fi
+	FILE_CHANGED=0
+	write_if_changed "$SSHD_DROPIN" 0644 root:root < <(sshd_dropin)
+	[[ "$FILE_CHANGED" -eq 1 ]] || return 0
+	# A broken configuration would keep sshd from starting again: check first.
+	/usr/sbin/sshd -t || mp::die "sshd refuses its configuration with $SSHD_DROPIN (sshd -t above)"
+	if systemctl is-active --quiet ssh.service; then
+		systemctl reload ssh.service
+		mp::log::detail "sshd reloaded: keys only, no root"
+	fi
+}
+
 # refuse_default_passwords: dies if a *_PASSWORD setting still holds one of
 # the committed *-change-me placeholders, unless MP_ALLOW_DEFAULT_PASSWORDS=1
 # says the user wants them anyway (a throw-away lab). `vagrant up` never
@@ -585,7 +634,7 @@ or set MP_ALLOW_DEFAULT_PASSWORDS=1 to deploy the defaults anyway."
 # (ROLE: gateway, inventory or billing): root, paths, settings, then the VM's
 # firewall (apply_firewall ROLE) first of all, so that nothing listens
 # unprotected, even during the first provisioning; every service unit
-# Requires= it.
+# Requires= it. Then ssh: keys only (harden_ssh).
 provision_init() {
 	require_root
 	mp::log::info "$2-vm ($(hostname)): $3"
@@ -608,4 +657,5 @@ provision_init() {
 	fi
 	refuse_default_passwords
 	apply_firewall "$2"
+	harden_ssh
 }

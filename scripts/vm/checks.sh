@@ -244,6 +244,34 @@ check_hardening() {
 	mp::check "inventory-vm: inventory-app IPAddressDeny=any, IPAddressAllow localhost + $VM_GATEWAY_IP" ip_policy "$out" "$VM_GATEWAY_IP"
 }
 
+# check_ssh: on every VM, a password login is refused and the passwords that
+# would allow one are locked. sshd is asked from the VM itself (whatever path
+# the mode's own ssh takes): a client that offers no key and will type no
+# password (BatchMode) is told which methods remain, which must be publickey
+# alone, for vagrant and for root; sshd -T shows the settings in force; passwd -S
+# shows both accounts locked. The key login itself works: vm() uses it.
+check_ssh() {
+	local vm out user
+	for vm in "${VMS[@]}"; do
+		# shellcheck disable=SC2016 # expanded in the VM
+		out=$(vm "$vm" 'for u in vagrant root; do
+			printf "refused %s %s\n" "$u" "$(ssh -n -o BatchMode=yes -o PubkeyAuthentication=no -o StrictHostKeyChecking=no \
+				-o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 "$u@127.0.0.1" true 2>&1 | grep -o "Permission denied ([a-z,-]*)")"
+			printf "status %s\n" "$(sudo passwd -S "$u" | cut -d " " -f 1,2)"
+		done
+		sudo sshd -T | grep -E "^(passwordauthentication|kbdinteractiveauthentication|permitrootlogin) " | sed "s/^/sshd /"' 2>&1) || true
+		printf '%s\n' "$out" >"$RUN_DIR/$vm.ssh-check"
+		for user in vagrant root; do
+			mp::check "$vm-vm: ssh password login as $user refused, sshd offers only publickey ($(grep "^refused $user " <<<"$out" | cut -d ' ' -f 3-))" \
+				grep -qx "refused $user Permission denied (publickey)" <<<"$out"
+			mp::check "$vm-vm: password of $user locked (passwd -S: $(grep "^status $user " <<<"$out" | cut -d ' ' -f 3))" \
+				grep -qx "status $user L" <<<"$out"
+		done
+		mp::check "$vm-vm: sshd -T: PasswordAuthentication, KbdInteractiveAuthentication and PermitRootLogin no ($(grep '^sshd ' <<<"$out" | cut -d ' ' -f 2- | paste -sd, -))" \
+			test "$(grep '^sshd ' <<<"$out" | sort | paste -sd, -)" = "sshd kbdinteractiveauthentication no,sshd passwordauthentication no,sshd permitrootlogin no"
+	done
+}
+
 # check_walk RUN: the audit walk, then what only the VMs show: psql as the
 # user runs it, and the worker's journal.
 check_walk() {
@@ -346,6 +374,7 @@ run_demo_checks() {
 	phase "least privilege: who reaches what, accounts, secrets"
 	check_reachability
 	check_hardening
+	check_ssh
 
 	phase "re-provisioning changes nothing"
 	check_reprovision
