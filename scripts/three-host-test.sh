@@ -22,6 +22,9 @@
 #   - the RabbitMQ accounts: the gateway's cannot consume, get or purge, the
 #     worker's cannot publish, neither can declare outside the topology nor
 #     use the management API, guest is gone;
+#   - the per-source limits on the gateway's port: one client (client) holding
+#     its share of connections, or opening them too fast, is refused more, and
+#     its neighbour (a fifth namespace, another address) is served meanwhile;
 #   - no password on any process's command line while provisioning runs
 #     (every /proc/*/cmdline sampled), the committed passwords refused.
 #
@@ -39,14 +42,16 @@ set -euo pipefail
 DEPLOY_DIR="$ROOT/deploy"
 NET="${THREE_HOST_SUBNET:-10.203.0}"
 TAG="mp3h$$"
-declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100")
+# neighbour: a second client, on another address, for the per-source limits.
+declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100"
+	[neighbour]="$NET.101")
 declare -A NS=([gateway]="$TAG-gateway" [inventory]="$TAG-inventory" [billing]="$TAG-billing"
-	[client]="$TAG-client" [vagrant]="$TAG-vagrant")
+	[client]="$TAG-client" [neighbour]="$TAG-neighbour" [vagrant]="$TAG-vagrant")
 # Vagrant's side of each VM (its NAT / management interface), another subnet.
 MNET="${NET%.*}.$((${NET##*.} + 1))"
 declare -A MIP=([gateway]="$MNET.10" [inventory]="$MNET.11" [billing]="$MNET.12" [vagrant]="$MNET.2")
 NS_BRIDGE="$TAG-bridge"
-HOSTS=(gateway inventory billing client)
+HOSTS=(gateway inventory billing client neighbour)
 
 # --- prerequisites ---------------------------------------------------------
 mp::netns::preflight three-host-test postgresql-15 rabbitmq-server nftables curl python3 python3-pika iproute2 util-linux
@@ -392,6 +397,58 @@ done
 for h in gateway inventory billing; do
 	mp::check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
 done
+
+# --- per-source limits on the gateway's port (FIREWALL_SOURCE_* of .env) ----------------
+# One client takes its share and no more; its neighbour on another address is
+# served all along. scripts/lib/conn-limits.py is the client.
+mp::log::info "per-source limits on the gateway's port"
+LIMITS_PY=("$PY" "$ROOT/scripts/lib/conn-limits.py")
+gateway_status() {
+	in_ns "$1" curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 -m 5 "$GW/api/movies" || true
+}
+served() { [[ "$(gateway_status "$1")" == 200 ]]; }
+not_served() { [[ "$(gateway_status "$1")" == 000 ]]; }
+# drops SET: how many packets the gateway-vm rule that uses SET has dropped
+# (its counter), e.g. gateway_conns_ip: the connections-per-source rule.
+drops() {
+	in_ns gateway nft list chain inet movie_platform input |
+		awk -v set="@$1" '$0 ~ set " " { for (i = 1; i < NF; i++) if ($i == "counter") { print $(i + 2); exit } }'
+}
+conns_dropped_before="$(drops gateway_conns_ip)"
+in_ns client "${LIMITS_PY[@]}" hold "${IP[gateway]}" "$GATEWAY_PORT" "$FIREWALL_SOURCE_CONNECTIONS" 3 \
+	"$WORK/hold.stop" >"$WORK/hold.out" 2>&1 &
+HOLD_PID=$!
+holding() { grep -q '^held ' "$WORK/hold.out"; }
+mp::wait_until 120 "the client to open its connections" holding || true
+mp::check "a client holding $FIREWALL_SOURCE_CONNECTIONS connections to the gateway: 3 more refused (FIREWALL_SOURCE_CONNECTIONS) ($(grep '^held ' "$WORK/hold.out"))" \
+	grep -qx "held $FIREWALL_SOURCE_CONNECTIONS extra_connected 0 extra_refused 3" "$WORK/hold.out"
+mp::check "...a request of its own is not served either (no connection)" not_served client
+mp::check "...dropped by the connections-per-source rule (its counter: ${conns_dropped_before:-?} -> $(drops gateway_conns_ip))" \
+	test "$(drops gateway_conns_ip)" -gt "${conns_dropped_before:-0}"
+mp::check "...while its neighbour on another address is served (200)" served neighbour
+touch "$WORK/hold.stop"
+wait "$HOLD_PID" || true
+mp::check "...and the connections it holds are never cut ($(grep '^lost ' "$WORK/hold.out"))" grep -qx "lost 0" "$WORK/hold.out"
+mp::check "...once it lets them go, it is served again" mp::wait_until 15 "the client to be served again" served client
+# Fast enough to outrun the token bucket whatever the machine's load: BURST at
+# once, then twice a second's worth.
+# First a pause that fills the client's token bucket again (its connections
+# above took some).
+burst_count=$((FIREWALL_SOURCE_NEW_BURST + 2 * FIREWALL_SOURCE_NEW_PER_SECOND))
+sleep $((FIREWALL_SOURCE_NEW_BURST / FIREWALL_SOURCE_NEW_PER_SECOND + 2))
+rate_dropped_before="$(drops gateway_new_ip)"
+burst_out="$(in_ns client "${LIMITS_PY[@]}" burst "${IP[gateway]}" "$GATEWAY_PORT" "$burst_count" 2>&1)" || true
+# Refused, by the rate rule (its counter rose). The connections-per-source
+# rule may strike too: a connection the client closed counts until the
+# gateway has closed its side.
+tripped() {
+	[[ $burst_out =~ ^opened\ ([0-9]+)\ refused\ ([0-9]+)\ first_refused\ ([0-9]+)$ ]] &&
+		((BASH_REMATCH[2] > 0)) &&
+		(($(drops gateway_new_ip) > ${rate_dropped_before:-0}))
+}
+mp::check "a client opening $burst_count connections at once: refused by the new-connections rule (burst $FIREWALL_SOURCE_NEW_BURST) (FIREWALL_SOURCE_NEW_PER_SECOND, _BURST) ($burst_out; its counter ${rate_dropped_before:-?} -> $(drops gateway_new_ip))" tripped
+mp::check "...while its neighbour on another address is served (200)" served neighbour
+mp::check "...and it is served again a moment later" mp::wait_until 15 "the client to be served again" served client
 
 # --- RabbitMQ accounts: least privilege ------------------------------------------------------
 mp::log::info "RabbitMQ accounts"
