@@ -22,6 +22,8 @@
 #   - the RabbitMQ accounts: the gateway's cannot consume, get or purge, the
 #     worker's cannot publish, neither can declare outside the topology nor
 #     use the management API, guest is gone;
+#   - each VM's output policy: a listener of the test's own refused from every
+#     VM, https only to root (apt), the other VMs kept from the gateway's port;
 #   - the per-source limits on the gateway's port: one client (client) holding
 #     its share of connections, or opening them too fast, is refused more, and
 #     its neighbour (a fifth namespace, another address) is served meanwhile;
@@ -397,6 +399,49 @@ done
 for h in gateway inventory billing; do
 	mp::check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
 done
+
+# --- egress: each VM's output policy ---------------------------------------------------
+# A listener of the test's own in the client namespace (which has no rules), on
+# a port nothing needs, on https and on DNS. From each VM: the port nothing
+# needs is refused to every user; https to a service's user (nobody, as the
+# services run here) but not to root (apt); DNS to anyone. Then the other VMs
+# may not even reach the gateway's public port: they have no business there.
+# The allowed paths (gateway -> inventory-app and AMQP) are checked above and
+# walked by the audit walk.
+mp::log::info "egress: what each VM may connect to"
+in_ns client "$PY" -c 'import socket, threading, time
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        s.accept()[0].close()
+for port in (9999, 443, 53):
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+time.sleep(3600)' >/dev/null 2>&1 &
+for port in 9999 443 53; do
+	mp::wait_until 10 "the test's listener on client:$port" listening client "$port" ||
+		mp::check::fail "the test's listener on client:$port did not start"
+done
+# reach_as USER HOST IP PORT: reach, as USER (a name or a uid).
+reach_as() {
+	local uid
+	uid="$(id -u "$1")"
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	in_ns "$2" setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
+		timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$3" "$4" 2>/dev/null
+}
+unreachable_as() { ! reach_as "$@"; }
+for h in gateway inventory billing; do
+	mp::check "$h-vm -> client:9999 refused to root (output policy)" \
+		unreachable "$h" "${IP[client]}" 9999
+	mp::check "...and as a service's user (nobody)" unreachable_as nobody "$h" "${IP[client]}" 9999
+	mp::check "$h-vm -> client:443 refused to a service's user (nobody)" unreachable_as nobody "$h" "${IP[client]}" 443
+	mp::check "$h-vm -> client:443 allowed to root (apt, at provisioning)" reach "$h" "${IP[client]}" 443
+	mp::check "$h-vm -> client:53 allowed (DNS)" reach_as nobody "$h" "${IP[client]}" 53
+done
+blocked inventory gateway "$GATEWAY_PORT" "egress: inventory-vm has no business with the gateway"
+blocked billing gateway "$GATEWAY_PORT" "egress: billing-vm has no business with the gateway"
 
 # --- per-source limits on the gateway's port (FIREWALL_SOURCE_* of .env) ----------------
 # One client takes its share and no more; its neighbour on another address is

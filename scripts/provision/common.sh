@@ -560,14 +560,37 @@ vm_firewall_rules() {
 	esac
 }
 
+# vm_egress_rules ROLE: where each VM may connect to beyond the basics of
+# firewall_ruleset's output chain: gateway-vm to inventory-app and to the
+# broker's AMQP port, which is all the gateway talks to; inventory-vm and
+# billing-vm to nothing (their services talk to their own VM only).
+vm_egress_rules() {
+	case "$1" in
+	gateway)
+		printf 'ip daddr %s tcp dport %s accept comment "api-gateway -> inventory-app"\n' \
+			"$VM_INVENTORY_IP" "$INVENTORY_PORT"
+		printf 'ip daddr %s tcp dport %s accept comment "api-gateway -> RabbitMQ (AMQP)"\n' \
+			"$VM_BILLING_IP" "$RABBITMQ_PORT"
+		;;
+	inventory | billing) ;;
+	*) mp::die "vm_egress_rules: unknown role $1" ;;
+	esac
+}
+
 # firewall_ruleset ROLE: the whole nftables file of one VM. One table of our
 # own, "inet movie_platform", replaced atomically on each load; other tables
 # (Debian's nftables.service, libvirt, ...) are never touched. Input policy
 # drop: PostgreSQL, epmd/Erlang distribution and anything else that listens
 # is unreachable from other machines even if it binds a public address.
+# Output policy drop as well: a service that is taken over cannot reach
+# anything its VM has no business with (another VM's database, the internet).
+# Left open: loopback, replies, ICMP, DHCP, DNS and NTP (the clock), and
+# http/https for root and apt's download user only (provisioning installs
+# packages; a service's own user may not).
 firewall_ruleset() {
-	local rules sets
+	local rules sets egress
 	rules="$(vm_firewall_rules "$1")" || mp::die "no firewall rules for $1"
+	egress="$(vm_egress_rules "$1")" || mp::die "no egress rules for $1"
 	sets="$(vm_firewall_sets "$1")" || mp::die "no firewall sets for $1"
 	cat <<EOF
 #!/usr/sbin/nft -f
@@ -590,6 +613,20 @@ EOF
         tcp dport 22 accept comment "ssh from Vagrant (NAT/management interface)"
 EOF
 	printf '%s\n' "$rules" | sed 's/^/        /'
+	cat <<'EOF'
+    }
+    chain output {
+        type filter hook output priority filter; policy drop;
+        oif "lo" accept
+        ct state established,related accept
+        ct state invalid drop
+        meta l4proto { icmp, ipv6-icmp } accept
+        udp dport { 67, 547 } accept comment "DHCP requests"
+        meta l4proto { tcp, udp } th dport 53 accept comment "DNS"
+        udp dport 123 accept comment "NTP (the clock)"
+        tcp dport { 80, 443 } meta skuid { "root", "_apt" } accept comment "apt (provisioning), as root or apt's download user"
+EOF
+	[[ -z $egress ]] || printf '%s\n' "$egress" | sed 's/^/        /'
 	cat <<'EOF'
     }
 }

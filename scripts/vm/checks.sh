@@ -130,14 +130,17 @@ probe_from() {
 }
 
 # check_reachability: each forbidden port is closed from each VM that must not
-# reach it, each allowed one open (the port table of docs/vagrant.md; nftables plus the
+# reach it, each allowed one open (the port table of docs/vagrant.md; nftables, the
+# input rules of the VM reached and the output rules of the VM reaching, plus the
 # services' own bind addresses).
 check_reachability() {
 	local from to ip port want got out key
 	declare -A IPOF=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
 	# "to:port:who may" — who may: a list of VMs, or "all".
+	# The gateway's port is open to every address, but the other VMs' output
+	# policy keeps them from it: they have no business there.
 	local rules=(
-		"gateway:$GATEWAY_PORT:all"
+		"gateway:$GATEWAY_PORT:"
 		"inventory:$INVENTORY_PORT:gateway"
 		"billing:$RABBITMQ_PORT:gateway"
 		"inventory:$POSTGRES_PORT:"
