@@ -123,9 +123,14 @@ CANARY="canary-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
 printf '%s\n' "$CANARY" >>"$WORK/secrets"
 
 mp::log::info "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
-render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
-render_service_env INVENTORY_ "$WORK/inventory-app.env" 0600 >/dev/null
-render_service_env BILLING_ "$WORK/billing-worker.env" 0600 >/dev/null
+# As on the VMs: env files without the passwords, which are credentials (one
+# file each, in a directory only the service's user reads, as systemd's
+# LoadCredential= makes it; the services run as nobody here).
+declare -A PREFIX=(["api-gateway"]=GATEWAY_ ["inventory-app"]=INVENTORY_ ["billing-worker"]=BILLING_)
+for name in "${!PREFIX[@]}"; do
+	render_service_env "${PREFIX[$name]}" "$WORK/$name.env" 0600 "" no-passwords >/dev/null
+	render_service_credentials "${PREFIX[$name]}" "$WORK/credentials/$name" nobody:nogroup >/dev/null
+done
 mp::check "gateway env file points at the inventory and RabbitMQ hosts" \
 	grep -qx "GATEWAY_INVENTORY_URL=http://${IP[inventory]}:$INVENTORY_PORT" "$WORK/api-gateway.env"
 own_variables_only() {
@@ -139,6 +144,32 @@ own_variables_only() {
 	done
 }
 mp::check "each env file: mode 0600, only its service's variables (and RUST_LOG)" own_variables_only
+no_password_in_env_files() {
+	local name
+	for name in "${!PREFIX[@]}"; do
+		! grep -q '_PASSWORD=' "$WORK/$name.env" && ! grep -qF -f "$WORK/secrets" "$WORK/$name.env" || return 1
+	done
+}
+mp::check "no env file holds a password (they are credentials)" no_password_in_env_files
+# unit_credentials NAME: the credentials deploy/systemd/NAME.service loads, and
+# the *_FILE setting that points at each, as "KEY KEY_FILE=%d/KEY" lines.
+unit_credentials() {
+	local unit="$DEPLOY_DIR/systemd/$1.service" key
+	sed -n 's/^LoadCredential=\([A-Z_]*\):.*/\1/p' "$unit" | sort | while read -r key; do
+		grep -qx "LoadCredential=$key:$CREDENTIALS_ROOT/$1/$key" "$unit" &&
+			grep -qx "Environment=${key}_FILE=%d/$key" "$unit" && printf '%s\n' "$key"
+	done
+}
+credentials_match() {
+	local name
+	for name in "${!PREFIX[@]}"; do
+		[[ "$(unit_credentials "$name")" == "$(service_credential_keys "${PREFIX[$name]}" | sort)" ]] || {
+			echo "$name.service loads [$(unit_credentials "$name" | xargs)], .env has [$(service_credential_keys "${PREFIX[$name]}" | xargs)]"
+			return 1
+		}
+	done
+}
+mp::check "each unit loads exactly its service's passwords as credentials (LoadCredential=, *_PASSWORD_FILE=%d/...)" credentials_match
 
 # --- network -----------------------------------------------------------------------
 mp::log::info "network namespaces: bridge + ${HOSTS[*]}"
@@ -285,8 +316,13 @@ mp::check "no password on any command line (/proc/*/cmdline sampled while accoun
 # start_service HOST NAME: the binary from dist/, its env file and nothing else
 # in its environment, as nobody, log in the work dir.
 start_service() {
-	local host="$1" name="$2" envargs
+	local host="$1" name="$2" envargs creds
+	creds="$WORK/credentials/$name"
 	mapfile -t envargs < <(env_file_args "$WORK/$name.env")
+	# The unit's own Environment= lines, %d being the credentials directory.
+	mapfile -t -O "${#envargs[@]}" envargs < <(sed -n "s|^Environment=||; T; s|%d|$creds|g; p" \
+		"$DEPLOY_DIR/systemd/$name.service")
+	envargs+=("CREDENTIALS_DIRECTORY=$creds")
 	# A plain command (not a function) in the background: $! is then the
 	# service itself (ip netns exec, setpriv and env all exec), the pid the
 	# worker test stops.
@@ -315,6 +351,18 @@ start_service gateway api-gateway
 service_up inventory inventory-app "$INVENTORY_PORT"
 service_up billing billing-worker "$BILLING_HEALTH_PORT"
 service_up gateway api-gateway "$GATEWAY_PORT"
+# The passwords reached each service (it connected: the audit walk below) as
+# files; none is in its environment, which its children would inherit and
+# /proc/PID/environ shows to root and to the process's own user.
+environ_clean() {
+	local name
+	for name in api-gateway inventory-app billing-worker; do
+		tr '\0' '\n' <"/proc/${SERVICE_PID[$name]}/environ" >"$WORK/$name.environ" || return 1
+		grep -q '_PASSWORD_FILE=' "$WORK/$name.environ" || return 1
+		! grep -qF -f "$WORK/secrets" "$WORK/$name.environ" || return 1
+	done
+}
+mp::check "no password in any service's /proc/PID/environ (each reads its *_PASSWORD_FILE)" environ_clean
 
 # --- the audit walk through the gateway, from the client ----------------------------------
 # scripts/lib/walk.sh over this test's transport: curl in the client namespace,

@@ -238,6 +238,14 @@ check_hardening() {
 		mp::check "$vm-vm: only ${unit%.service}.env in /etc/movie-platform, mode 600 root" \
 			test "$(sed -n '2,$p' <<<"$out" | paste -sd' ')" = "/etc/movie-platform/${unit%.service}.env 600 root"
 		pid=$(vm "$vm" "systemctl show -p MainPID --value $unit" 2>/dev/null | tr -d '[:space:]') || true
+		# Passwords are credentials (LoadCredential=): the process's environment
+		# names their files, never holds one.
+		out=$(vm "$vm" "sudo cat /proc/$pid/environ | tr '\\0' '\\n' | sed -n 's/^\\([A-Z_]*PASSWORD[A-Z_]*\\)=.*/\\1/p' | sort | xargs" 2>&1) || true
+		mp::check "$vm-vm: $unit has no password in its environment, only *_PASSWORD_FILE settings ($out)" \
+			grep -qE '^[A-Z_]+_PASSWORD_FILE( [A-Z_]+_PASSWORD_FILE)*$' <<<"$out"
+		out=$(vm "$vm" "sudo find /etc/movie-platform/credentials/${unit%.service} -printf '%m %u\\n' | sort -u | xargs" 2>&1) || true
+		mp::check "$vm-vm: its credentials in /etc/movie-platform/credentials/${unit%.service}, root only ($out)" \
+			test "$out" = "600 root 700 root"
 		out=$(vm "$vm" "sudo nsenter -t $pid -m -- sh -c 'test -e /vagrant/scripts && echo readable || echo hidden'" 2>&1) || true
 		mp::check "$vm-vm: $unit cannot see /vagrant (InaccessiblePaths) ($out)" grep -qx hidden <<<"$out"
 		out=$(vm "$vm" "systemctl show -p Requires -p After -p MemoryMax -p TasksMax $unit" 2>&1) || true
