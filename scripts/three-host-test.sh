@@ -190,11 +190,11 @@ done
 mp::check::pass "namespaces up, each VM's nftables rules loaded"
 
 # --- PostgreSQL, as on inventory-vm and billing-vm ------------------------------------
-# pg_up HOST: initdb (Debian's defaults: peer on the socket, scram on TCP),
-# our config snippet, start inside the namespace, role + database by the
-# provisioning code.
+# pg_up HOST DB ROLE PASSWORD OWNER OWNER_PASSWORD: initdb (Debian's defaults:
+# peer on the socket, scram on TCP), our config snippet, start inside the
+# namespace, roles + database by the provisioning code.
 pg_up() {
-	local host="$1" db="$2" role="$3" password="$4" dir="$WORK/pg-$1"
+	local host="$1" db="$2" role="$3" password="$4" owner="$5" owner_password="$6" dir="$WORK/pg-$1"
 	install -d -o postgres -g postgres -m 0700 "$dir" "$dir/data" "$dir/sock"
 	runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres \
 		--auth-local=peer --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 ||
@@ -213,9 +213,9 @@ pg_up() {
 		abort "start PostgreSQL on $host-vm"
 	}
 	pg_target "$host"
-	pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" >/dev/null ||
-		abort "role and database on $host-vm"
-	mp::check::pass "$host-vm: PostgreSQL up, database $db owned by $role (scram login over 127.0.0.1)"
+	pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" "$owner" "$owner_password" >/dev/null ||
+		abort "roles and database on $host-vm"
+	mp::check::pass "$host-vm: PostgreSQL up, database $db owned by $owner, served as $role (scram logins over 127.0.0.1)"
 }
 
 # pg_target HOST: points pg_ensure_db (provisioning code) at HOST's instance.
@@ -243,8 +243,10 @@ sleep 0.5
 CANARY_PID=$!
 
 mp::log::info "PostgreSQL on inventory-vm and billing-vm"
-pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
-pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD"
+pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" \
+	"$INVENTORY_DB_MIGRATION_USER" "$INVENTORY_DB_MIGRATION_PASSWORD"
+pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" \
+	"$BILLING_DB_MIGRATION_USER" "$BILLING_DB_MIGRATION_PASSWORD"
 
 # --- RabbitMQ, as on billing-vm ---------------------------------------------------------
 mp::log::info "RabbitMQ on billing-vm"
@@ -278,9 +280,11 @@ mp::check::pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), accounts $RAB
 accounts_again() {
 	rabbitmq_accounts
 	pg_target inventory
-	pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT" \
+		"$INVENTORY_DB_MIGRATION_USER" "$INVENTORY_DB_MIGRATION_PASSWORD"
 	pg_target billing
-	pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT" \
+		"$BILLING_DB_MIGRATION_USER" "$BILLING_DB_MIGRATION_PASSWORD"
 }
 # Provisioning is idempotent: a second run creates nothing, resets nothing.
 setup_again() {
@@ -344,6 +348,18 @@ service_up() {
 	fi
 }
 
+mp::log::info "migrations, as provisioning runs them: <service> migrate as the owner role"
+for pair in inventory:inventory-app:INVENTORY_ billing:billing-worker:BILLING_; do
+	IFS=: read -r host name prefix <<<"$pair"
+	pg_target "$host"
+	MIGRATE_RUNNER=(ip netns exec "${NS[$host]}")
+	run_migrations "$BIN_DIR/$name" "$WORK/$name.env" "$prefix" >"$WORK/$name.migrate.log" 2>&1 || {
+		cat "$WORK/$name.migrate.log" >&2
+		abort "$name migrate on $host-vm"
+	}
+	mp::check::pass "$host-vm: $name migrate as the owner role ($(grep -o '[0-9]* migration(s) applied as [a-z_]*' "$WORK/$name.migrate.log"))"
+done
+
 mp::log::info "services from $BIN_DIR"
 start_service inventory inventory-app
 start_service billing billing-worker
@@ -363,6 +379,31 @@ environ_clean() {
 	done
 }
 mp::check "no password in any service's /proc/PID/environ (each reads its *_PASSWORD_FILE)" environ_clean
+
+# The role each service serves with reads and writes rows, and can change
+# nothing else: no DROP, ALTER, TRUNCATE or CREATE (every statement in a
+# transaction that is rolled back, should it pass).
+# as_role HOST DB ROLE PASSWORD SQL: SQL as ROLE over TCP, the service's way.
+as_role() {
+	PGPASSWORD="$4" in_ns "$1" psql -X -q -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$3" -d "$2" \
+		-v ON_ERROR_STOP=1 -c BEGIN -c "$5" -c ROLLBACK >/dev/null 2>&1
+}
+refused_as() { ! as_role "$@"; }
+for pair in inventory:INVENTORY_:movies billing:BILLING_:orders; do
+	IFS=: read -r host prefix table <<<"$pair"
+	db_key=${prefix}DB_NAME user_key=${prefix}DB_USER pw_key=${prefix}DB_PASSWORD owner_key=${prefix}DB_MIGRATION_USER
+	who=("$host" "${!db_key}" "${!user_key}" "${!pw_key}")
+	mp::check "$host-vm: table $table owned by the owner role ${!owner_key}" \
+		test "$(sql "$host" "${!db_key}" "SELECT tableowner FROM pg_tables WHERE tablename = '$table'")" = "${!owner_key}"
+	mp::check "$host-vm: ${!user_key} may read and write rows of $table" \
+		as_role "${who[@]}" "UPDATE $table SET id = id WHERE false; SELECT count(*) FROM $table"
+	mp::check "$host-vm: ${!user_key} may not DROP TABLE $table" refused_as "${who[@]}" "DROP TABLE $table"
+	mp::check "$host-vm: ${!user_key} may not ALTER TABLE $table" refused_as "${who[@]}" "ALTER TABLE $table ADD COLUMN x int"
+	mp::check "$host-vm: ${!user_key} may not TRUNCATE $table" refused_as "${who[@]}" "TRUNCATE $table"
+	mp::check "$host-vm: ${!user_key} may not CREATE TABLE" refused_as "${who[@]}" "CREATE TABLE mp_probe (x int)"
+	mp::check "$host-vm: ${!user_key} may not touch the migrations' bookkeeping" \
+		refused_as "${who[@]}" "SELECT 1 FROM __diesel_schema_migrations"
+done
 
 # --- the audit walk through the gateway, from the client ----------------------------------
 # scripts/lib/walk.sh over this test's transport: curl in the client namespace,

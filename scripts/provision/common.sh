@@ -62,6 +62,8 @@ service_env_content() {
 	for key in "${DOTENV_KEYS[@]}" RUST_LOG; do
 		[[ $key == "$prefix"* || $key == RUST_LOG ]] || continue
 		[[ $passwords != no-passwords || $key != *_PASSWORD ]] || continue
+		# The migration role's password never goes to the service.
+		[[ $key != *_MIGRATION_PASSWORD ]] || continue
 		[[ -n "${!key+x}" ]] || mp::die "$key is not defined"
 		value="${!key}"
 		case "$value" in
@@ -96,7 +98,8 @@ CREDENTIALS_ROOT=/etc/movie-platform/credentials
 service_credential_keys() {
 	local key
 	for key in "${DOTENV_KEYS[@]}"; do
-		[[ $key == "$1"*_PASSWORD ]] && printf '%s\n' "$key"
+		# The migration role's password is provisioning's alone (run_migrations).
+		[[ $key == "$1"*_PASSWORD && $key != *_MIGRATION_PASSWORD ]] && printf '%s\n' "$key"
 	done | awk '!seen[$0]++'
 }
 
@@ -272,6 +275,8 @@ install_service() {
 	if [[ "$unit_changed" -eq 1 ]]; then
 		systemctl daemon-reload
 	fi
+	# Before the service (re)starts: it serves with a role that cannot.
+	run_migrations "/usr/local/bin/$name" "/etc/movie-platform/$name.env" "$prefix"
 	if ! systemctl is-enabled --quiet "$name.service"; then
 		systemctl enable --quiet "$name.service"
 		mp::log::detail "enabled $name.service at boot"
@@ -360,15 +365,22 @@ pg_wait() {
 PG_SUPER=()
 PG_CLIENT=()
 
-# pg_ensure_db DB ROLE PASSWORD HOST PORT
-# Creates ROLE (LOGIN, scram password) and DB owned by it, if missing; resets
-# the password only if logging in with it fails (so re-runs change nothing).
+# pg_ensure_db DB ROLE PASSWORD HOST PORT [OWNER OWNER_PASSWORD]
+# Creates the roles (LOGIN, scram password) and DB, if missing; resets a
+# password only if logging in with it fails (so re-runs change nothing).
+# OWNER owns DB and runs the migrations (run_migrations); ROLE, the one the
+# service serves with, may only read and write rows (pg_runtime_grants): it
+# cannot create, alter or drop anything. Without OWNER, ROLE owns DB.
 pg_ensure_db() {
-	local db="$1" role="$2" password="$3" host="$4" port="$5"
-	local super=("${PG_SUPER[@]}")
+	local db="$1" role="$2" password="$3" host="$4" port="$5" owner="${6:-$2}" owner_password="${7:-$3}"
+	local super=("${PG_SUPER[@]}") r pw
 	[[ "${#super[@]}" -gt 0 ]] || super=(runuser -u postgres -- psql -p "$port" -d postgres)
-	mp::log::info "PostgreSQL: role $role, database $db"
-	"${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v db="$db" <<'SQL'
+	if [[ $owner == "$role" ]]; then
+		mp::log::info "PostgreSQL: role $role, database $db"
+	else
+		mp::log::info "PostgreSQL: database $db owned by $owner (migrations), served as $role (rows only)"
+	fi
+	"${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$owner" -v db="$db" <<'SQL'
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
 \if :need_role
 CREATE ROLE :"role" LOGIN;
@@ -385,20 +397,92 @@ ALTER DATABASE :"db" OWNER TO :"role";
 \echo '    database' :db 'now owned by' :role
 \endif
 SQL
-	if pg_can_login "$db" "$role" "$password" "$host" "$port"; then
-		mp::log::detail "role $role logs in to $db with the password from .env"
-	else
+	if [[ $owner != "$role" ]]; then
+		"${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v owner="$owner" -v db="$db" <<'SQL'
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
+\if :need_role
+CREATE ROLE :"role" LOGIN;
+\echo '    created role' :role
+\endif
+\c :"db"
+-- A deployment from before the migration role: the service's role owned the
+-- tables. They go to the owner.
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE n.nspname = 'public' AND pg_catalog.pg_get_userbyid(c.relowner) = :'role') AS role_owns \gset
+\if :role_owns
+REASSIGN OWNED BY :"role" TO :"owner";
+\echo '    tables of' :role 'now owned by' :owner
+\endif
+SQL
+		pg_runtime_grants "$db" "$role" "$owner"
+	fi
+	for r in "$owner" "$role"; do
+		[[ $r == "$owner" ]] && pw="$owner_password" || pw="$password"
+		if pg_can_login "$db" "$r" "$pw" "$host" "$port"; then
+			mp::log::detail "role $r logs in to $db with the password from .env"
+			[[ $owner != "$role" ]] || break
+			continue
+		fi
 		# The password travels in psql's standard input (the script below),
 		# never in an argument: ps shows every process's arguments to all.
-		pg_password_sql "$role" "$password" | "${super[@]}" -X -q -v ON_ERROR_STOP=1 >/dev/null ||
-			mp::die "cannot set the password of role $role"
-		mp::log::detail "password of role $role set from .env"
+		pg_password_sql "$r" "$pw" | "${super[@]}" -X -q -v ON_ERROR_STOP=1 >/dev/null ||
+			mp::die "cannot set the password of role $r"
+		mp::log::detail "password of role $r set from .env"
 		# A server that has just restarted on a slow (emulated, loaded) VM may
 		# take longer than one connect timeout to answer: retry for a while.
-		MP_WAIT_INTERVAL=2 mp::wait_until 120 "role $role to log in to $db" \
-			pg_can_login "$db" "$role" "$password" "$host" "$port" ||
-			mp::die "role $role still cannot log in to $db on $host:$port"
-	fi
+		MP_WAIT_INTERVAL=2 mp::wait_until 120 "role $r to log in to $db" \
+			pg_can_login "$db" "$r" "$pw" "$host" "$port" ||
+			mp::die "role $r still cannot log in to $db on $host:$port"
+		[[ $owner != "$role" ]] || break
+	done
+}
+
+# pg_runtime_grants DB ROLE OWNER: what the service's role may do in DB,
+# owned by OWNER: connect, and read and write the rows of every table OWNER
+# has made or will make (default privileges), nothing else: no CREATE on the
+# schema (PostgreSQL 15 gives it to nobody but the owner), so no table of its
+# own, no ALTER or DROP (only an owner may), no TRUNCATE, and not even a look
+# at the migrations' bookkeeping. Idempotent; run again after migrations.
+pg_runtime_grants() {
+	local db="$1" role="$2" owner="$3" super=("${PG_SUPER[@]}")
+	[[ "${#super[@]}" -gt 0 ]] || super=(runuser -u postgres -- psql -p "$POSTGRES_PORT" -d postgres)
+	"${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v owner="$owner" -v db="$db" <<'SQL' >/dev/null
+REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
+GRANT CONNECT ON DATABASE :"db" TO :"role";
+\c :"db"
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO :"role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO :"role";
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO :"role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO :"role";
+SELECT to_regclass('public.__diesel_schema_migrations') IS NOT NULL AS has_bookkeeping \gset
+\if :has_bookkeeping
+REVOKE ALL ON public.__diesel_schema_migrations FROM :"role";
+\endif
+SQL
+}
+
+# How run_migrations runs a service's binary: directly on a VM; the netns test
+# sets it to run inside its namespace.
+MIGRATE_RUNNER=()
+
+# run_migrations BINARY ENV_FILE PREFIX: `BINARY migrate` with the service's
+# settings (ENV_FILE, which holds no password) as the migration role
+# (<PREFIX>DB_MIGRATION_USER, its password on the binary's standard input,
+# read as <PREFIX>DB_PASSWORD_FILE=/dev/stdin: never in an argument, the
+# environment or a file), then pg_runtime_grants again (the migrations may
+# have made tables). Nothing to do when .env names no migration role.
+run_migrations() {
+	local bin="$1" env_file="$2" prefix="$3" owner_key="${3}DB_MIGRATION_USER" envargs
+	local pw_key="${3}DB_MIGRATION_PASSWORD" db_key="${3}DB_NAME" user_key="${3}DB_USER"
+	[[ -n "${!owner_key-}" ]] || return 0
+	mp::log::info "migrations: $bin migrate, as ${!owner_key}"
+	mapfile -t envargs < <(env_file_args "$env_file")
+	printf '%s' "${!pw_key}" | "${MIGRATE_RUNNER[@]}" env -i PATH=/usr/bin:/bin "${envargs[@]}" \
+		"${prefix}DB_USER=${!owner_key}" "${prefix}DB_PASSWORD_FILE=/dev/stdin" "$bin" migrate ||
+		mp::die "$bin migrate failed (above)"
+	pg_runtime_grants "${!db_key}" "${!user_key}" "${!owner_key}"
 }
 
 # pg_password_sql ROLE PASSWORD: the SQL that sets ROLE's scram password, with

@@ -25,6 +25,12 @@ pub struct Config {
     pub metrics_host: String,
     #[serde(default = "default_metrics_port")]
     pub metrics_port: u16,
+    /// Whether the service runs its migrations at start
+    /// (`INVENTORY_MIGRATE_AT_START`, default true). False where a migration
+    /// role owns the database and `inventory-app migrate` ran before (the VMs):
+    /// the role the service serves with may not change the schema.
+    #[serde(default = "common::db::default_migrate_at_start")]
+    pub migrate_at_start: bool,
 }
 
 fn default_metrics_port() -> u16 {
