@@ -118,6 +118,24 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
+    /// The VMs' unit turns migrations at start off (provisioning ran
+    /// `inventory-app migrate` as the owner role); the migration role's
+    /// settings, which .env also holds, do not disturb the service's.
+    #[test]
+    fn migrations_run_at_start_unless_the_unit_says_otherwise() {
+        assert!(Config::from_vars(vars(REQUIRED)).unwrap().migrate_at_start);
+        let mut off = REQUIRED.to_vec();
+        off.extend([
+            ("INVENTORY_MIGRATE_AT_START", "false"),
+            ("INVENTORY_DB_MIGRATION_USER", "inventory_owner"),
+            ("INVENTORY_DB_MIGRATION_PASSWORD", "owner-secret"),
+        ]);
+        let c = Config::from_vars(vars(&off)).unwrap();
+        assert!(!c.migrate_at_start);
+        assert_eq!(c.db.user, "inventory");
+        assert!(!format!("{c:?}").contains("owner-secret"));
+    }
+
     #[test]
     fn missing_password_is_named() {
         let without: Vec<_> = REQUIRED
