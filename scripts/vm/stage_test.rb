@@ -7,9 +7,10 @@ require_relative "stage"
 
 ROOT = File.expand_path("../..", __dir__)
 ARCHES = %w[amd64 arm64].freeze
-# Deployments the VMs have nothing to do with (the alert rules in
-# deploy/prometheus/ are not deployed on the VMs yet: promtool tests them).
-OTHER_DEPLOYMENTS = %r{\Adeploy/(docker|swarm|k8s|prometheus)/}.freeze
+# Deployments the VMs have nothing to do with (the alert rules and console in
+# deploy/prometheus/ are not deployed on the VMs yet: promtool and the
+# containers test use them; deploy/grafana/ is for users who run Grafana).
+OTHER_DEPLOYMENTS = %r{\Adeploy/(docker|swarm|k8s|prometheus|grafana)/}.freeze
 # Files of the high-availability topology, which only scripts/ha-test.sh runs so
 # far (no VM layout uses them yet: docs/ha.md); the default VMs must not get them.
 HA_ONLY = %w[deploy/rabbitmq/ha.conf.in].freeze
