@@ -30,6 +30,20 @@ def post(url, body, key, timeout):
     return mp_http.request("POST", url.rstrip("/") + "/api/billing", body, headers, timeout).status
 
 
+def first_answer(urls, first, send):
+    """send(url) to each URL in turn, starting at urls[first], until one gives
+    an answer (a status other than 0), as a virtual IP moving to a live host
+    would. Returns the status (0 when none answered) and the index to start
+    at next time: the URL that answered, else first."""
+    status = 0
+    for k in range(len(urls)):
+        i = (first + k) % len(urls)
+        status = send(urls[i])
+        if status:
+            return status, i
+    return status, first
+
+
 def worker(tag, urls, stopfile, out, lock):
     n = 0
     first = 0
@@ -39,14 +53,8 @@ def worker(tag, urls, stopfile, out, lock):
         order_id = str(uuid.uuid4())
         body = json.dumps({"user_id": user_id, "number_of_items": 1, "total_amount": "9.99"})
         sent = time.monotonic()
-        status = 0
-        order = [urls[(first + k) % len(urls)] for k in range(len(urls))]
-        for k, url in enumerate(order):
-            status = post(url, body, order_id, timeout=20)
-            if status:
-                # The next order starts on the gateway that answered.
-                first = (first + k) % len(urls)
-                break
+        # The next order starts on the gateway that answered.
+        status, first = first_answer(urls, first, lambda url: post(url, body, order_id, timeout=20))
         answered = time.monotonic()
         with lock:
             out.write(f"{user_id} {order_id} {status} {sent:.3f} {answered:.3f}\n")

@@ -21,6 +21,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 import mp_http  # noqa: E402  (the one HTTP client of the test programs)
+from load import first_answer  # noqa: E402  (the client-side failover, shared with the orders load)
 
 
 def writer(tag, urls, stopfile, out, lock):
@@ -45,13 +46,9 @@ def reader(urls, stopfile, out, lock):
     first = 0
     while not os.path.exists(stopfile):
         sent = time.monotonic()
-        status = 0
-        for k in range(len(urls)):
-            url = urls[(first + k) % len(urls)]
-            status = mp_http.request("GET", url + "/api/movies?limit=5", None, {}, 20).status
-            if status:
-                first = (first + k) % len(urls)
-                break
+        status, first = first_answer(
+            urls, first, lambda url: mp_http.request("GET", url + "/api/movies?limit=5", None, {}, 20).status
+        )
         answered = time.monotonic()
         with lock:
             out.write(f"get - {status} {sent:.3f} {answered:.3f}\n")
