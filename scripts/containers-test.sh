@@ -807,21 +807,18 @@ check_alert_resolves() {
 	echo "resolved $((SECONDS - t0)) s after the worker started; the 3 orders stored once each"
 }
 
-# shellcheck disable=SC2016 # a Go template, for docker
+# Published: the gateway and the two UIs, each on loopback only, and nothing
+# else of the eight (the same inspection as the six's).
 check_monitoring_published() {
-	local c bad=0
-	for c in prometheus alertmanager; do
-		echo "$c: $(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "$c")"
-	done
-	expect "prometheus bindings" "$(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' prometheus)" \
-		"127.0.0.1:$CONTAINERS_PROMETHEUS_PORT->9090/tcp " || bad=1
-	expect "alertmanager bindings" "$(docker inspect -f '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' alertmanager)" \
-		"127.0.0.1:$CONTAINERS_ALERTMANAGER_PORT->9093/tcp " || bad=1
+	# shellcheck disable=SC2016 # a Go template, for docker
+	expect_inspect bindings '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "" \
+		api-gateway-app="127.0.0.1:$CONTAINERS_GATEWAY_PORT->8080/tcp " \
+		prometheus="127.0.0.1:$CONTAINERS_PROMETHEUS_PORT->9090/tcp " \
+		alertmanager="127.0.0.1:$CONTAINERS_ALERTMANAGER_PORT->9093/tcp " || return 1
 	# The metrics listeners are on no published port: the gateway's public
 	# port answers /metrics with its JSON 404.
 	http GET /metrics
-	expect "GET /metrics on the gateway's published port" "$STATUS" 404 || bad=1
-	return "$bad"
+	expect "GET /metrics on the gateway's published port" "$STATUS" 404
 }
 
 # The overview console (deploy/prometheus/consoles/movie-platform.html):
