@@ -103,7 +103,6 @@ pub async fn middleware(
     };
     let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()));
     let rid = RequestId { id, trace };
-    let id = rid.id.clone();
     req.extensions_mut().insert(rid.clone());
     let target = req.app_data::<AccessLog>().map_or("access", |t| t.0);
     let method = req.method().clone();
@@ -116,14 +115,14 @@ pub async fn middleware(
         Err(err) => {
             log::error!("{method} {path}: {} {rid}", one_line(&err));
             let mut resp = err.error_response();
-            if let Ok(value) = HeaderValue::from_str(&id) {
+            if let Ok(value) = HeaderValue::from_str(&rid.id) {
                 resp.headers_mut().insert(header_name(), value);
             }
             log_access(target, &method, &path, resp.status(), started, &rid);
             return Err(InternalError::from_response(err, resp).into());
         }
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = HeaderValue::from_str(&rid.id) {
         res.headers_mut().insert(header_name(), value);
     }
     let status = res.status();
