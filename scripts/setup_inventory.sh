@@ -27,9 +27,12 @@ fi
 mp::pkg::install postgresql
 pg_configure
 pg_ensure_db \
-	"$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	"$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT" \
+	"$INVENTORY_DB_MIGRATION_USER" "$INVENTORY_DB_MIGRATION_PASSWORD"
 
-# The table itself is created by inventory-app's embedded migrations at start.
+# The table itself is created by inventory-app's embedded migrations, which
+# install_service runs (`inventory-app migrate`, as the migration role) before
+# it starts the service.
 install_service inventory-app INVENTORY_ "$INVENTORY_PORT"
 
 mp::log::info "inventory-vm ready: inventory-app on ${VM_INVENTORY_IP}:${INVENTORY_PORT} (gateway only), PostgreSQL on 127.0.0.1:${POSTGRES_PORT}"

@@ -22,6 +22,11 @@
 #   - the RabbitMQ accounts: the gateway's cannot consume, get or purge, the
 #     worker's cannot publish, neither can declare outside the topology nor
 #     use the management API, guest is gone;
+#   - each VM's output policy: a listener of the test's own refused from every
+#     VM, https only to root (apt), the other VMs kept from the gateway's port;
+#   - the per-source limits on the gateway's port: one client (client) holding
+#     its share of connections, or opening them too fast, is refused more, and
+#     its neighbour (a fifth namespace, another address) is served meanwhile;
 #   - no password on any process's command line while provisioning runs
 #     (every /proc/*/cmdline sampled), the committed passwords refused.
 #
@@ -39,14 +44,16 @@ set -euo pipefail
 DEPLOY_DIR="$ROOT/deploy"
 NET="${THREE_HOST_SUBNET:-10.203.0}"
 TAG="mp3h$$"
-declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100")
+# neighbour: a second client, on another address, for the per-source limits.
+declare -A IP=([gateway]="$NET.10" [inventory]="$NET.11" [billing]="$NET.12" [client]="$NET.100"
+	[neighbour]="$NET.101")
 declare -A NS=([gateway]="$TAG-gateway" [inventory]="$TAG-inventory" [billing]="$TAG-billing"
-	[client]="$TAG-client" [vagrant]="$TAG-vagrant")
+	[client]="$TAG-client" [neighbour]="$TAG-neighbour" [vagrant]="$TAG-vagrant")
 # Vagrant's side of each VM (its NAT / management interface), another subnet.
 MNET="${NET%.*}.$((${NET##*.} + 1))"
 declare -A MIP=([gateway]="$MNET.10" [inventory]="$MNET.11" [billing]="$MNET.12" [vagrant]="$MNET.2")
 NS_BRIDGE="$TAG-bridge"
-HOSTS=(gateway inventory billing client)
+HOSTS=(gateway inventory billing client neighbour)
 
 # --- prerequisites ---------------------------------------------------------
 mp::netns::preflight three-host-test postgresql-15 rabbitmq-server nftables curl python3 python3-pika iproute2 util-linux
@@ -116,9 +123,14 @@ CANARY="canary-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
 printf '%s\n' "$CANARY" >>"$WORK/secrets"
 
 mp::log::info "settings from .env (hosts on $NET.0/24), rendered by scripts/provision/common.sh"
-render_service_env GATEWAY_ "$WORK/api-gateway.env" 0600 >/dev/null
-render_service_env INVENTORY_ "$WORK/inventory-app.env" 0600 >/dev/null
-render_service_env BILLING_ "$WORK/billing-worker.env" 0600 >/dev/null
+# As on the VMs: env files without the passwords, which are credentials (one
+# file each, in a directory only the service's user reads, as systemd's
+# LoadCredential= makes it; the services run as nobody here).
+declare -A PREFIX=(["api-gateway"]=GATEWAY_ ["inventory-app"]=INVENTORY_ ["billing-worker"]=BILLING_)
+for name in "${!PREFIX[@]}"; do
+	render_service_env "${PREFIX[$name]}" "$WORK/$name.env" 0600 "" no-passwords >/dev/null
+	render_service_credentials "${PREFIX[$name]}" "$WORK/credentials/$name" nobody:nogroup >/dev/null
+done
 mp::check "gateway env file points at the inventory and RabbitMQ hosts" \
 	grep -qx "GATEWAY_INVENTORY_URL=http://${IP[inventory]}:$INVENTORY_PORT" "$WORK/api-gateway.env"
 own_variables_only() {
@@ -132,6 +144,32 @@ own_variables_only() {
 	done
 }
 mp::check "each env file: mode 0600, only its service's variables (and RUST_LOG)" own_variables_only
+no_password_in_env_files() {
+	local name
+	for name in "${!PREFIX[@]}"; do
+		! grep -q '_PASSWORD=' "$WORK/$name.env" && ! grep -qF -f "$WORK/secrets" "$WORK/$name.env" || return 1
+	done
+}
+mp::check "no env file holds a password (they are credentials)" no_password_in_env_files
+# unit_credentials NAME: the credentials deploy/systemd/NAME.service loads, and
+# the *_FILE setting that points at each, as "KEY KEY_FILE=%d/KEY" lines.
+unit_credentials() {
+	local unit="$DEPLOY_DIR/systemd/$1.service" key
+	sed -n 's/^LoadCredential=\([A-Z_]*\):.*/\1/p' "$unit" | sort | while read -r key; do
+		grep -qx "LoadCredential=$key:$CREDENTIALS_ROOT/$1/$key" "$unit" &&
+			grep -qx "Environment=${key}_FILE=%d/$key" "$unit" && printf '%s\n' "$key"
+	done
+}
+credentials_match() {
+	local name
+	for name in "${!PREFIX[@]}"; do
+		[[ "$(unit_credentials "$name")" == "$(service_credential_keys "${PREFIX[$name]}" | sort)" ]] || {
+			echo "$name.service loads [$(unit_credentials "$name" | xargs)], .env has [$(service_credential_keys "${PREFIX[$name]}" | xargs)]"
+			return 1
+		}
+	done
+}
+mp::check "each unit loads exactly its service's passwords as credentials (LoadCredential=, *_PASSWORD_FILE=%d/...)" credentials_match
 
 # --- network -----------------------------------------------------------------------
 mp::log::info "network namespaces: bridge + ${HOSTS[*]}"
@@ -152,11 +190,11 @@ done
 mp::check::pass "namespaces up, each VM's nftables rules loaded"
 
 # --- PostgreSQL, as on inventory-vm and billing-vm ------------------------------------
-# pg_up HOST: initdb (Debian's defaults: peer on the socket, scram on TCP),
-# our config snippet, start inside the namespace, role + database by the
-# provisioning code.
+# pg_up HOST DB ROLE PASSWORD OWNER OWNER_PASSWORD: initdb (Debian's defaults:
+# peer on the socket, scram on TCP), our config snippet, start inside the
+# namespace, roles + database by the provisioning code.
 pg_up() {
-	local host="$1" db="$2" role="$3" password="$4" dir="$WORK/pg-$1"
+	local host="$1" db="$2" role="$3" password="$4" owner="$5" owner_password="$6" dir="$WORK/pg-$1"
 	install -d -o postgres -g postgres -m 0700 "$dir" "$dir/data" "$dir/sock"
 	runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres \
 		--auth-local=peer --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 ||
@@ -175,9 +213,9 @@ pg_up() {
 		abort "start PostgreSQL on $host-vm"
 	}
 	pg_target "$host"
-	pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" >/dev/null ||
-		abort "role and database on $host-vm"
-	mp::check::pass "$host-vm: PostgreSQL up, database $db owned by $role (scram login over 127.0.0.1)"
+	pg_ensure_db "$db" "$role" "$password" 127.0.0.1 "$POSTGRES_PORT" "$owner" "$owner_password" >/dev/null ||
+		abort "roles and database on $host-vm"
+	mp::check::pass "$host-vm: PostgreSQL up, database $db owned by $owner, served as $role (scram logins over 127.0.0.1)"
 }
 
 # pg_target HOST: points pg_ensure_db (provisioning code) at HOST's instance.
@@ -205,8 +243,10 @@ sleep 0.5
 CANARY_PID=$!
 
 mp::log::info "PostgreSQL on inventory-vm and billing-vm"
-pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD"
-pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD"
+pg_up inventory "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" \
+	"$INVENTORY_DB_MIGRATION_USER" "$INVENTORY_DB_MIGRATION_PASSWORD"
+pg_up billing "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" \
+	"$BILLING_DB_MIGRATION_USER" "$BILLING_DB_MIGRATION_PASSWORD"
 
 # --- RabbitMQ, as on billing-vm ---------------------------------------------------------
 mp::log::info "RabbitMQ on billing-vm"
@@ -240,9 +280,11 @@ mp::check::pass "billing-vm: RabbitMQ up (deploy/rabbitmq config), accounts $RAB
 accounts_again() {
 	rabbitmq_accounts
 	pg_target inventory
-	pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	pg_ensure_db "$INVENTORY_DB_NAME" "$INVENTORY_DB_USER" "$INVENTORY_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT" \
+		"$INVENTORY_DB_MIGRATION_USER" "$INVENTORY_DB_MIGRATION_PASSWORD"
 	pg_target billing
-	pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT"
+	pg_ensure_db "$BILLING_DB_NAME" "$BILLING_DB_USER" "$BILLING_DB_PASSWORD" 127.0.0.1 "$POSTGRES_PORT" \
+		"$BILLING_DB_MIGRATION_USER" "$BILLING_DB_MIGRATION_PASSWORD"
 }
 # Provisioning is idempotent: a second run creates nothing, resets nothing.
 setup_again() {
@@ -278,8 +320,13 @@ mp::check "no password on any command line (/proc/*/cmdline sampled while accoun
 # start_service HOST NAME: the binary from dist/, its env file and nothing else
 # in its environment, as nobody, log in the work dir.
 start_service() {
-	local host="$1" name="$2" envargs
+	local host="$1" name="$2" envargs creds
+	creds="$WORK/credentials/$name"
 	mapfile -t envargs < <(env_file_args "$WORK/$name.env")
+	# The unit's own Environment= lines, %d being the credentials directory.
+	mapfile -t -O "${#envargs[@]}" envargs < <(sed -n "s|^Environment=||; T; s|%d|$creds|g; p" \
+		"$DEPLOY_DIR/systemd/$name.service")
+	envargs+=("CREDENTIALS_DIRECTORY=$creds")
 	# A plain command (not a function) in the background: $! is then the
 	# service itself (ip netns exec, setpriv and env all exec), the pid the
 	# worker test stops.
@@ -301,6 +348,18 @@ service_up() {
 	fi
 }
 
+mp::log::info "migrations, as provisioning runs them: <service> migrate as the owner role"
+for pair in inventory:inventory-app:INVENTORY_ billing:billing-worker:BILLING_; do
+	IFS=: read -r host name prefix <<<"$pair"
+	pg_target "$host"
+	MIGRATE_RUNNER=(ip netns exec "${NS[$host]}")
+	run_migrations "$BIN_DIR/$name" "$WORK/$name.env" "$prefix" >"$WORK/$name.migrate.log" 2>&1 || {
+		cat "$WORK/$name.migrate.log" >&2
+		abort "$name migrate on $host-vm"
+	}
+	mp::check::pass "$host-vm: $name migrate as the owner role ($(grep -o '[0-9]* migration(s) applied as [a-z_]*' "$WORK/$name.migrate.log"))"
+done
+
 mp::log::info "services from $BIN_DIR"
 start_service inventory inventory-app
 start_service billing billing-worker
@@ -308,6 +367,43 @@ start_service gateway api-gateway
 service_up inventory inventory-app "$INVENTORY_PORT"
 service_up billing billing-worker "$BILLING_HEALTH_PORT"
 service_up gateway api-gateway "$GATEWAY_PORT"
+# The passwords reached each service (it connected: the audit walk below) as
+# files; none is in its environment, which its children would inherit and
+# /proc/PID/environ shows to root and to the process's own user.
+environ_clean() {
+	local name
+	for name in api-gateway inventory-app billing-worker; do
+		tr '\0' '\n' <"/proc/${SERVICE_PID[$name]}/environ" >"$WORK/$name.environ" || return 1
+		grep -q '_PASSWORD_FILE=' "$WORK/$name.environ" || return 1
+		! grep -qF -f "$WORK/secrets" "$WORK/$name.environ" || return 1
+	done
+}
+mp::check "no password in any service's /proc/PID/environ (each reads its *_PASSWORD_FILE)" environ_clean
+
+# The role each service serves with reads and writes rows, and can change
+# nothing else: no DROP, ALTER, TRUNCATE or CREATE (every statement in a
+# transaction that is rolled back, should it pass).
+# as_role HOST DB ROLE PASSWORD SQL: SQL as ROLE over TCP, the service's way.
+as_role() {
+	PGPASSWORD="$4" in_ns "$1" psql -X -q -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$3" -d "$2" \
+		-v ON_ERROR_STOP=1 -c BEGIN -c "$5" -c ROLLBACK >/dev/null 2>&1
+}
+refused_as() { ! as_role "$@"; }
+for pair in inventory:INVENTORY_:movies billing:BILLING_:orders; do
+	IFS=: read -r host prefix table <<<"$pair"
+	db_key=${prefix}DB_NAME user_key=${prefix}DB_USER pw_key=${prefix}DB_PASSWORD owner_key=${prefix}DB_MIGRATION_USER
+	who=("$host" "${!db_key}" "${!user_key}" "${!pw_key}")
+	mp::check "$host-vm: table $table owned by the owner role ${!owner_key}" \
+		test "$(sql "$host" "${!db_key}" "SELECT tableowner FROM pg_tables WHERE tablename = '$table'")" = "${!owner_key}"
+	mp::check "$host-vm: ${!user_key} may read and write rows of $table" \
+		as_role "${who[@]}" "UPDATE $table SET id = id WHERE false; SELECT count(*) FROM $table"
+	mp::check "$host-vm: ${!user_key} may not DROP TABLE $table" refused_as "${who[@]}" "DROP TABLE $table"
+	mp::check "$host-vm: ${!user_key} may not ALTER TABLE $table" refused_as "${who[@]}" "ALTER TABLE $table ADD COLUMN x int"
+	mp::check "$host-vm: ${!user_key} may not TRUNCATE $table" refused_as "${who[@]}" "TRUNCATE $table"
+	mp::check "$host-vm: ${!user_key} may not CREATE TABLE" refused_as "${who[@]}" "CREATE TABLE mp_probe (x int)"
+	mp::check "$host-vm: ${!user_key} may not touch the migrations' bookkeeping" \
+		refused_as "${who[@]}" "SELECT 1 FROM __diesel_schema_migrations"
+done
 
 # --- the audit walk through the gateway, from the client ----------------------------------
 # scripts/lib/walk.sh over this test's transport: curl in the client namespace,
@@ -392,6 +488,101 @@ done
 for h in gateway inventory billing; do
 	mp::check "vagrant -> $h-vm:22 reachable (ssh from Vagrant's interface)" reach vagrant "${MIP[$h]}" 22
 done
+
+# --- egress: each VM's output policy ---------------------------------------------------
+# A listener of the test's own in the client namespace (which has no rules), on
+# a port nothing needs, on https and on DNS. From each VM: the port nothing
+# needs is refused to every user; https to a service's user (nobody, as the
+# services run here) but not to root (apt); DNS to anyone. Then the other VMs
+# may not even reach the gateway's public port: they have no business there.
+# The allowed paths (gateway -> inventory-app and AMQP) are checked above and
+# walked by the audit walk.
+mp::log::info "egress: what each VM may connect to"
+in_ns client "$PY" -c 'import socket, threading, time
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        s.accept()[0].close()
+for port in (9999, 443, 53):
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+time.sleep(3600)' >/dev/null 2>&1 &
+for port in 9999 443 53; do
+	mp::wait_until 10 "the test's listener on client:$port" listening client "$port" ||
+		mp::check::fail "the test's listener on client:$port did not start"
+done
+# reach_as USER HOST IP PORT: reach, as USER (a name or a uid).
+reach_as() {
+	local uid
+	uid="$(id -u "$1")"
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	in_ns "$2" setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
+		timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$3" "$4" 2>/dev/null
+}
+unreachable_as() { ! reach_as "$@"; }
+for h in gateway inventory billing; do
+	mp::check "$h-vm -> client:9999 refused to root (output policy)" \
+		unreachable "$h" "${IP[client]}" 9999
+	mp::check "...and as a service's user (nobody)" unreachable_as nobody "$h" "${IP[client]}" 9999
+	mp::check "$h-vm -> client:443 refused to a service's user (nobody)" unreachable_as nobody "$h" "${IP[client]}" 443
+	mp::check "$h-vm -> client:443 allowed to root (apt, at provisioning)" reach "$h" "${IP[client]}" 443
+	mp::check "$h-vm -> client:53 allowed (DNS)" reach_as nobody "$h" "${IP[client]}" 53
+done
+blocked inventory gateway "$GATEWAY_PORT" "egress: inventory-vm has no business with the gateway"
+blocked billing gateway "$GATEWAY_PORT" "egress: billing-vm has no business with the gateway"
+
+# --- per-source limits on the gateway's port (FIREWALL_SOURCE_* of .env) ----------------
+# One client takes its share and no more; its neighbour on another address is
+# served all along. scripts/lib/conn-limits.py is the client.
+mp::log::info "per-source limits on the gateway's port"
+LIMITS_PY=("$PY" "$ROOT/scripts/lib/conn-limits.py")
+gateway_status() {
+	in_ns "$1" curl -s -o /dev/null -w '%{http_code}' --connect-timeout 2 -m 5 "$GW/api/movies" || true
+}
+served() { [[ "$(gateway_status "$1")" == 200 ]]; }
+not_served() { [[ "$(gateway_status "$1")" == 000 ]]; }
+# drops SET: how many packets the gateway-vm rule that uses SET has dropped
+# (its counter), e.g. gateway_conns_ip: the connections-per-source rule.
+drops() {
+	in_ns gateway nft list chain inet movie_platform input |
+		awk -v set="@$1" '$0 ~ set " " { for (i = 1; i < NF; i++) if ($i == "counter") { print $(i + 2); exit } }'
+}
+conns_dropped_before="$(drops gateway_conns_ip)"
+in_ns client "${LIMITS_PY[@]}" hold "${IP[gateway]}" "$GATEWAY_PORT" "$FIREWALL_SOURCE_CONNECTIONS" 3 \
+	"$WORK/hold.stop" >"$WORK/hold.out" 2>&1 &
+HOLD_PID=$!
+holding() { grep -q '^held ' "$WORK/hold.out"; }
+mp::wait_until 120 "the client to open its connections" holding || true
+mp::check "a client holding $FIREWALL_SOURCE_CONNECTIONS connections to the gateway: 3 more refused (FIREWALL_SOURCE_CONNECTIONS) ($(grep '^held ' "$WORK/hold.out"))" \
+	grep -qx "held $FIREWALL_SOURCE_CONNECTIONS extra_connected 0 extra_refused 3" "$WORK/hold.out"
+mp::check "...a request of its own is not served either (no connection)" not_served client
+mp::check "...dropped by the connections-per-source rule (its counter: ${conns_dropped_before:-?} -> $(drops gateway_conns_ip))" \
+	test "$(drops gateway_conns_ip)" -gt "${conns_dropped_before:-0}"
+mp::check "...while its neighbour on another address is served (200)" served neighbour
+touch "$WORK/hold.stop"
+wait "$HOLD_PID" || true
+mp::check "...and the connections it holds are never cut ($(grep '^lost ' "$WORK/hold.out"))" grep -qx "lost 0" "$WORK/hold.out"
+mp::check "...once it lets them go, it is served again" mp::wait_until 15 "the client to be served again" served client
+# Fast enough to outrun the token bucket whatever the machine's load: BURST at
+# once, then twice a second's worth.
+# First a pause that fills the client's token bucket again (its connections
+# above took some).
+burst_count=$((FIREWALL_SOURCE_NEW_BURST + 2 * FIREWALL_SOURCE_NEW_PER_SECOND))
+sleep $((FIREWALL_SOURCE_NEW_BURST / FIREWALL_SOURCE_NEW_PER_SECOND + 2))
+rate_dropped_before="$(drops gateway_new_ip)"
+burst_out="$(in_ns client "${LIMITS_PY[@]}" burst "${IP[gateway]}" "$GATEWAY_PORT" "$burst_count" 2>&1)" || true
+# Refused, by the rate rule (its counter rose). The connections-per-source
+# rule may strike too: a connection the client closed counts until the
+# gateway has closed its side.
+tripped() {
+	[[ $burst_out =~ ^opened\ ([0-9]+)\ refused\ ([0-9]+)\ first_refused\ ([0-9]+)$ ]] &&
+		((BASH_REMATCH[2] > 0)) &&
+		(($(drops gateway_new_ip) > ${rate_dropped_before:-0}))
+}
+mp::check "a client opening $burst_count connections at once: refused by the new-connections rule (burst $FIREWALL_SOURCE_NEW_BURST) (FIREWALL_SOURCE_NEW_PER_SECOND, _BURST) ($burst_out; its counter ${rate_dropped_before:-?} -> $(drops gateway_new_ip))" tripped
+mp::check "...while its neighbour on another address is served (200)" served neighbour
+mp::check "...and it is served again a moment later" mp::wait_until 15 "the client to be served again" served client
 
 # --- RabbitMQ accounts: least privilege ------------------------------------------------------
 mp::log::info "RabbitMQ accounts"

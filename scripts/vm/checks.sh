@@ -130,14 +130,17 @@ probe_from() {
 }
 
 # check_reachability: each forbidden port is closed from each VM that must not
-# reach it, each allowed one open (the port table of docs/vagrant.md; nftables plus the
+# reach it, each allowed one open (the port table of docs/vagrant.md; nftables, the
+# input rules of the VM reached and the output rules of the VM reaching, plus the
 # services' own bind addresses).
 check_reachability() {
 	local from to ip port want got out key
 	declare -A IPOF=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
 	# "to:port:who may" — who may: a list of VMs, or "all".
+	# The gateway's port is open to every address, but the other VMs' output
+	# policy keeps them from it: they have no business there.
 	local rules=(
-		"gateway:$GATEWAY_PORT:all"
+		"gateway:$GATEWAY_PORT:"
 		"inventory:$INVENTORY_PORT:gateway"
 		"billing:$RABBITMQ_PORT:gateway"
 		"inventory:$POSTGRES_PORT:"
@@ -235,6 +238,14 @@ check_hardening() {
 		mp::check "$vm-vm: only ${unit%.service}.env in /etc/movie-platform, mode 600 root" \
 			test "$(sed -n '2,$p' <<<"$out" | paste -sd' ')" = "/etc/movie-platform/${unit%.service}.env 600 root"
 		pid=$(vm "$vm" "systemctl show -p MainPID --value $unit" 2>/dev/null | tr -d '[:space:]') || true
+		# Passwords are credentials (LoadCredential=): the process's environment
+		# names their files, never holds one.
+		out=$(vm "$vm" "sudo cat /proc/$pid/environ | tr '\\0' '\\n' | sed -n 's/^\\([A-Z_]*PASSWORD[A-Z_]*\\)=.*/\\1/p' | sort | xargs" 2>&1) || true
+		mp::check "$vm-vm: $unit has no password in its environment, only *_PASSWORD_FILE settings ($out)" \
+			grep -qE '^[A-Z_]+_PASSWORD_FILE( [A-Z_]+_PASSWORD_FILE)*$' <<<"$out"
+		out=$(vm "$vm" "sudo find /etc/movie-platform/credentials/${unit%.service} -printf '%m %u\\n' | sort -u | xargs" 2>&1) || true
+		mp::check "$vm-vm: its credentials in /etc/movie-platform/credentials/${unit%.service}, root only ($out)" \
+			test "$out" = "600 root 700 root"
 		out=$(vm "$vm" "sudo nsenter -t $pid -m -- sh -c 'test -e /vagrant/scripts && echo readable || echo hidden'" 2>&1) || true
 		mp::check "$vm-vm: $unit cannot see /vagrant (InaccessiblePaths) ($out)" grep -qx hidden <<<"$out"
 		out=$(vm "$vm" "systemctl show -p Requires -p After -p MemoryMax -p TasksMax $unit" 2>&1) || true
@@ -242,6 +253,34 @@ check_hardening() {
 	done
 	out=$(vm inventory "systemctl show -p IPAddressDeny -p IPAddressAllow inventory-app.service" 2>&1) || true
 	mp::check "inventory-vm: inventory-app IPAddressDeny=any, IPAddressAllow localhost + $VM_GATEWAY_IP" ip_policy "$out" "$VM_GATEWAY_IP"
+}
+
+# check_ssh: on every VM, a password login is refused and the passwords that
+# would allow one are locked. sshd is asked from the VM itself (whatever path
+# the mode's own ssh takes): a client that offers no key and will type no
+# password (BatchMode) is told which methods remain, which must be publickey
+# alone, for vagrant and for root; sshd -T shows the settings in force; passwd -S
+# shows both accounts locked. The key login itself works: vm() uses it.
+check_ssh() {
+	local vm out user
+	for vm in "${VMS[@]}"; do
+		# shellcheck disable=SC2016 # expanded in the VM
+		out=$(vm "$vm" 'for u in vagrant root; do
+			printf "refused %s %s\n" "$u" "$(ssh -n -o BatchMode=yes -o PubkeyAuthentication=no -o StrictHostKeyChecking=no \
+				-o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 "$u@127.0.0.1" true 2>&1 | grep -o "Permission denied ([a-z,-]*)")"
+			printf "status %s\n" "$(sudo passwd -S "$u" | cut -d " " -f 1,2)"
+		done
+		sudo sshd -T | grep -E "^(passwordauthentication|kbdinteractiveauthentication|permitrootlogin) " | sed "s/^/sshd /"' 2>&1) || true
+		printf '%s\n' "$out" >"$RUN_DIR/$vm.ssh-check"
+		for user in vagrant root; do
+			mp::check "$vm-vm: ssh password login as $user refused, sshd offers only publickey ($(grep "^refused $user " <<<"$out" | cut -d ' ' -f 3-))" \
+				grep -qx "refused $user Permission denied (publickey)" <<<"$out"
+			mp::check "$vm-vm: password of $user locked (passwd -S: $(grep "^status $user " <<<"$out" | cut -d ' ' -f 3))" \
+				grep -qx "status $user L" <<<"$out"
+		done
+		mp::check "$vm-vm: sshd -T: PasswordAuthentication, KbdInteractiveAuthentication and PermitRootLogin no ($(grep '^sshd ' <<<"$out" | cut -d ' ' -f 2- | paste -sd, -))" \
+			test "$(grep '^sshd ' <<<"$out" | sort | paste -sd, -)" = "sshd kbdinteractiveauthentication no,sshd passwordauthentication no,sshd permitrootlogin no"
+	done
 }
 
 # check_walk RUN: the audit walk, then what only the VMs show: psql as the
@@ -346,6 +385,7 @@ run_demo_checks() {
 	phase "least privilege: who reaches what, accounts, secrets"
 	check_reachability
 	check_hardening
+	check_ssh
 
 	phase "re-provisioning changes nothing"
 	check_reprovision

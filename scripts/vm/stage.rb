@@ -68,9 +68,9 @@ module MovieStage
   # the broker, so it creates all three RabbitMQ accounts.
   SECRETS = {
     "gateway-vm" => %w[GATEWAY_RABBITMQ_PASSWORD],
-    "inventory-vm" => %w[INVENTORY_DB_PASSWORD],
+    "inventory-vm" => %w[INVENTORY_DB_PASSWORD INVENTORY_DB_MIGRATION_PASSWORD],
     "billing-vm" => %w[
-      BILLING_DB_PASSWORD BILLING_RABBITMQ_PASSWORD
+      BILLING_DB_PASSWORD BILLING_DB_MIGRATION_PASSWORD BILLING_RABBITMQ_PASSWORD
       RABBITMQ_GATEWAY_PASSWORD RABBITMQ_WORKER_PASSWORD RABBITMQ_ADMIN_PASSWORD
     ],
   }.freeze

@@ -23,6 +23,12 @@ pub struct Config {
     pub prefetch: u16,
     /// Deliveries stored per transaction (at most; fewer when traffic is light).
     pub batch_size: usize,
+    /// Whether the worker runs its migrations before it consumes
+    /// (`BILLING_MIGRATE_AT_START`, default true). False where a migration
+    /// role owns the database and `billing-worker migrate` ran before (the
+    /// VMs): the role the worker stores with may not change the schema.
+    #[serde(default = "common::db::default_migrate_at_start")]
+    pub migrate_at_start: bool,
 }
 
 impl ServiceConfig for Config {

@@ -107,8 +107,10 @@ impl Application {
         };
         let pool = self.pool.clone();
         let status = Arc::clone(&self.status);
+        // Without migrations at start, `billing-worker migrate` ran before.
+        let migrate_first = self.config.migrate_at_start;
         let worker = tokio::spawn(async move {
-            if migrate(&pool, &status, &shutdown).await {
+            if !migrate_first || migrate(&pool, &status, &shutdown).await {
                 consumer.run().await;
             }
         });

@@ -197,6 +197,56 @@ pub fn migrate_with_retry(pool: &PgPool, migrations: impl Fn() -> EmbeddedMigrat
     }
 }
 
+/// `*_MIGRATE_AT_START`'s default: a service migrates its own database.
+pub fn default_migrate_at_start() -> bool {
+    true
+}
+
+/// `<service> migrate`: runs the pending migrations and returns, for a
+/// deployment where a migration role owns the database and the service serves
+/// with a role that may only read and write rows (the VMs: provisioning runs
+/// it with the migration role's credentials before it starts the service,
+/// whose `*_MIGRATE_AT_START=false` then skips them). Waits for the database
+/// with the usual backoff, but gives up after `patience`: a caller that is a
+/// script must not hang.
+pub fn migrate_now(
+    settings: &PgSettings,
+    migrations: impl Fn() -> EmbeddedMigrations,
+    what: &str,
+    patience: Duration,
+) -> Result<usize, MigrateError> {
+    let pool = pool(
+        &PgSettings {
+            pool_size: 1,
+            ..settings.clone()
+        },
+        Duration::from_secs(5),
+    );
+    let deadline = std::time::Instant::now() + patience;
+    let mut backoff = Backoff::new(MIGRATE_RETRY_INITIAL, MIGRATE_RETRY_MAX);
+    loop {
+        match try_migrate(&pool, migrations()) {
+            Ok(applied) => {
+                log::info!(
+                    "{what}: {applied} migration(s) applied as {}",
+                    settings.user
+                );
+                return Ok(applied);
+            }
+            Err(e) if std::time::Instant::now() + backoff.peek() < deadline => {
+                log::warn!(
+                    "{what}: cannot migrate yet (try {}): {}; retrying in {:?}",
+                    backoff.attempt(),
+                    crate::logging::one_line(&e),
+                    backoff.peek()
+                );
+            }
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(backoff.next_delay());
+    }
+}
+
 /// Why migrations could not run: no connection, or the migration failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

@@ -25,6 +25,12 @@ pub struct Config {
     pub metrics_host: String,
     #[serde(default = "default_metrics_port")]
     pub metrics_port: u16,
+    /// Whether the service runs its migrations at start
+    /// (`INVENTORY_MIGRATE_AT_START`, default true). False where a migration
+    /// role owns the database and `inventory-app migrate` ran before (the VMs):
+    /// the role the service serves with may not change the schema.
+    #[serde(default = "common::db::default_migrate_at_start")]
+    pub migrate_at_start: bool,
 }
 
 fn default_metrics_port() -> u16 {
@@ -110,6 +116,24 @@ mod tests {
             "postgres://inventory@127.0.0.1:5432/movies"
         );
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// The VMs' unit turns migrations at start off (provisioning ran
+    /// `inventory-app migrate` as the owner role); the migration role's
+    /// settings, which .env also holds, do not disturb the service's.
+    #[test]
+    fn migrations_run_at_start_unless_the_unit_says_otherwise() {
+        assert!(Config::from_vars(vars(REQUIRED)).unwrap().migrate_at_start);
+        let mut off = REQUIRED.to_vec();
+        off.extend([
+            ("INVENTORY_MIGRATE_AT_START", "false"),
+            ("INVENTORY_DB_MIGRATION_USER", "inventory_owner"),
+            ("INVENTORY_DB_MIGRATION_PASSWORD", "owner-secret"),
+        ]);
+        let c = Config::from_vars(vars(&off)).unwrap();
+        assert!(!c.migrate_at_start);
+        assert_eq!(c.db.user, "inventory");
+        assert!(!format!("{c:?}").contains("owner-secret"));
     }
 
     #[test]

@@ -48,10 +48,15 @@ impl Application {
         let metrics_server = common::metrics::serve(metrics_listener, Arc::new(registry))
             .map_err(StartupError::Server)?;
         let state = AppState::new(pool, config.limits.listing_stall());
-        spawn_migrations(&state).map_err(|source| StartupError::Thread {
-            what: "migrations",
-            source,
-        })?;
+        if config.migrate_at_start {
+            spawn_migrations(&state).map_err(|source| StartupError::Thread {
+                what: "migrations",
+                source,
+            })?;
+        } else {
+            // `inventory-app migrate` ran before, as the migration role.
+            state.migrated.store(true, Ordering::Release);
+        }
 
         let state = web::Data::new(state);
         let server = BoundedServer::new(move || {

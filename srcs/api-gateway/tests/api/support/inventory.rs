@@ -38,6 +38,7 @@ pub async fn spawn_inventory() -> Inventory {
         metrics_host: "127.0.0.1".to_owned(),
         metrics_port: 0,
         limits: Default::default(),
+        migrate_at_start: true,
     };
     let app = inventory_app::startup::Application::build(config).expect("build inventory-app");
     let url = format!("http://127.0.0.1:{}", app.port());

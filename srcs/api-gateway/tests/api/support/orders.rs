@@ -45,6 +45,7 @@ impl Worker {
             rabbitmq: rabbit::settings(vhost),
             prefetch: 100,
             batch_size: 50,
+            migrate_at_start: true,
         };
         let app = Application::build(config).unwrap();
         let health_port = app.port();

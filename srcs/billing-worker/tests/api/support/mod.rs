@@ -250,6 +250,7 @@ pub fn config(db: &TestDb, vhost: &TestVhost, prefetch: u16, batch_size: usize) 
         },
         prefetch,
         batch_size,
+        migrate_at_start: true,
     }
 }
 

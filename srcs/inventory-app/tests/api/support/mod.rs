@@ -59,6 +59,7 @@ pub fn config(db_port: u16, db_name: &str) -> Config {
         metrics_host: "127.0.0.1".to_owned(),
         metrics_port: 0,
         limits: Limits::default(),
+        migrate_at_start: true,
     }
 }
 
