@@ -183,11 +183,50 @@ mp::netns::bridge br1
 for h in gateway inventory billing vagrant; do
 	mp::netns::attach br1 "m-$h" eth1 "$h" "${MIP[$h]}"
 done
+# listening HOST PORT: something in HOST's namespace listens on TCP PORT.
+listening() { in_ns "$1" ss -Hltn "sport = :$2" | grep -q .; }
+
+# Vagrant's ssh session is open when provisioning first loads the table, and
+# Vagrant sends nothing while it waits for the script's output. conntrack then
+# first sees that session in the VM's own packets, as "new" (not a reply): the
+# output policy must still let sshd's side out, or provisioning hangs. So each
+# VM's stand-in sshd streams a line every 0.1 s to a silent client in Vagrant's
+# namespace, and the table is loaded mid-stream.
 for h in gateway inventory billing; do
 	firewall_ruleset "$h" >"$WORK/firewall-$h.nft"
+done
+for h in gateway inventory billing; do
+	in_ns "$h" "$PY" -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 22)); s.listen(1)
+c = s.accept()[0]; s.close()
+for i in range(150):
+    c.sendall(b"tick\n"); time.sleep(0.1)
+c.recv(1)  # the client closes first: no TIME_WAIT left on port 22 here' "${MIP[$h]}" >/dev/null 2>&1 &
+	mp::wait_until 10 "the $h-vm session's sshd" listening "$h" 22 ||
+		mp::check::fail "$h-vm: the session's sshd on port 22 did not start"
+	in_ns vagrant "$PY" -c 'import socket, sys
+c = socket.create_connection((sys.argv[1], 22), timeout=15)
+with open(sys.argv[2], "wb", buffering=0) as out:
+    for _, line in zip(range(150), c.makefile("rb")):
+        out.write(line)' "${MIP[$h]}" "$WORK/session-$h.out" >/dev/null 2>&1 &
+done
+session_lines() { [[ -s $WORK/session-$1.out ]] && wc -l <"$WORK/session-$1.out" || echo 0; }
+session_started() { (($(session_lines "$1") >= 3)); }
+declare -A SESSION_BEFORE=()
+for h in gateway inventory billing; do
+	mp::wait_until 10 "the $h-vm session to stream" session_started "$h" ||
+		mp::check::fail "$h-vm: the session's client received nothing"
 	in_ns "$h" nft -f "$WORK/firewall-$h.nft" || abort "load the $h-vm nftables rules"
+	SESSION_BEFORE[$h]="$(session_lines "$h")"
 done
 mp::check::pass "namespaces up, each VM's nftables rules loaded"
+sleep 2
+session_flows() { (($(session_lines "$1") >= SESSION_BEFORE[$1] + 10)); }
+for h in gateway inventory billing; do
+	mp::check "$h-vm: an ssh session open while the table was loaded still flows (${SESSION_BEFORE[$h]} lines before, $(session_lines "$h") 2 s after)" \
+		session_flows "$h"
+done
 
 # --- PostgreSQL, as on inventory-vm and billing-vm ------------------------------------
 # pg_up HOST DB ROLE PASSWORD OWNER OWNER_PASSWORD: initdb (Debian's defaults:
@@ -336,7 +375,6 @@ start_service() {
 }
 
 # listening HOST PORT: something listens on PORT in HOST's namespace.
-listening() { in_ns "$1" ss -Hltn "sport = :$2" | grep -q .; }
 
 service_up() {
 	local host="$1" name="$2" port="$3"
@@ -476,6 +514,7 @@ for h in gateway inventory billing; do
 	in_ns "$h" "$PY" -c 'import socket, time
 s = socket.socket(socket.AF_INET6)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("::", 22)); s.listen(64); time.sleep(3600)' >/dev/null 2>&1 &
 done
 for h in gateway inventory billing; do

@@ -713,7 +713,7 @@ vm_egress_rules() {
 # is unreachable from other machines even if it binds a public address.
 # Output policy drop as well: a service that is taken over cannot reach
 # anything its VM has no business with (another VM's database, the internet).
-# Left open: loopback, replies, ICMP, DHCP, DNS and NTP (the clock), and
+# Left open: loopback, replies, sshd's side of ssh, ICMP, DHCP, DNS and NTP (the clock), and
 # http/https for root and apt's download user only (provisioning installs
 # packages; a service's own user may not).
 firewall_ruleset() {
@@ -749,6 +749,7 @@ EOF
         oif "lo" accept
         ct state established,related accept
         ct state invalid drop
+        tcp sport 22 accept comment "sshd: also a session open before this table was loaded, which conntrack first sees here as new"
         meta l4proto { icmp, ipv6-icmp } accept
         udp dport { 67, 547 } accept comment "DHCP requests"
         meta l4proto { tcp, udp } th dport 53 accept comment "DNS"

@@ -8,7 +8,12 @@
 //! request can be re-sent. The response body is streamed as inventory sends
 //! it, whatever its size: the gateway holds at most a few chunks of it, and a
 //! slow client slows inventory down (TCP backpressure) rather than fill memory.
+//! Only the start of an idempotent request's answer is held back
+//! ([`HELD_START`]: all of a small answer): a replica that dies in the middle
+//! of it, before the client has seen anything, is then one more failure to
+//! retry on another replica, not a cut answer.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,7 +30,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
 use crate::body;
@@ -43,6 +48,10 @@ pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for one connection to one inventory endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much of an idempotent request's answer is read before its head goes
+/// to the client. A movie or a page of a listing fits whole; a longer listing
+/// streams on after its first 16 KiB. Per request in flight, so small.
+const HELD_START: usize = 16 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
 /// plus the non-standard ones proxies also drop.
@@ -73,11 +82,49 @@ pub struct Inventory {
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
 
-/// What inventory answered: the head, and the body still to be read.
+/// What inventory answered: the head, the start of the body already read
+/// (idempotent requests only), and the body still to be read.
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
+    start: Start,
     body: BodyStream,
+}
+
+/// The start of a body, read before the answer is relayed.
+#[derive(Default)]
+struct Start {
+    chunks: Vec<Bytes>,
+    /// Inventory sent nothing for the idle timeout while it was read: the
+    /// relay cuts the answer once this much is sent, as it would have.
+    stalled: bool,
+}
+
+/// Reads a body until it ends, [`HELD_START`] bytes have arrived, or
+/// inventory has sent nothing for `idle`. An error means the answer broke
+/// before the client saw any of it.
+async fn read_start(body: &mut BodyStream, idle: Duration) -> Result<Start, PayloadError> {
+    let mut start = Start::default();
+    let mut held = 0;
+    while held < HELD_START {
+        match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => {
+                start.stalled = true;
+                break;
+            }
+            Ok(None) => {
+                // Ended: the relay must not poll a finished stream again.
+                *body = Box::pin(futures_util::stream::empty());
+                break;
+            }
+            Ok(Some(chunk)) => {
+                let chunk = chunk?;
+                held += chunk.len();
+                start.chunks.push(chunk);
+            }
+        }
+    }
+    Ok(start)
 }
 
 /// How one attempt failed, for the choice of the next.
@@ -85,8 +132,9 @@ enum Failure {
     /// No connection was made: nothing was sent, any request may go
     /// elsewhere.
     Connect { timed_out: bool },
-    /// The connection ended (or broke) before the response head: the
-    /// request may have been processed, only an idempotent one goes again.
+    /// The connection ended (or broke) before the response head, or before
+    /// the start of an idempotent request's answer was read: the request may
+    /// have been processed, only an idempotent one goes again.
     BeforeHead,
 }
 
@@ -168,29 +216,46 @@ impl Inventory {
                     None => request.send().await,
                 };
                 let (failure, e) = match sent {
-                    // The head has arrived: from here on nothing is retried,
-                    // as the answer is on its way to the client.
                     Ok(resp) => {
-                        return Ok(Answer {
-                            status: resp.status(),
-                            headers: resp.headers().clone(),
-                            body: Box::pin(resp),
-                        });
+                        let status = resp.status();
+                        let headers = resp.headers().clone();
+                        let mut body: BodyStream = Box::pin(resp);
+                        // Once anything is relayed, nothing is retried: the
+                        // answer is on its way to the client.
+                        let start = if idempotent && *method != Method::HEAD {
+                            read_start(&mut body, self.idle_timeout).await
+                        } else {
+                            Ok(Start::default())
+                        };
+                        match start {
+                            Ok(start) => {
+                                return Ok(Answer {
+                                    status,
+                                    headers,
+                                    start,
+                                    body,
+                                })
+                            }
+                            Err(e) => (
+                                Failure::BeforeHead,
+                                format!("the answer broke before it was relayed: {e}"),
+                            ),
+                        }
                     }
                     Err(SendRequestError::Timeout) => return Err(self.timed_out()),
                     // awc reports a pooled connection that ended without an
                     // answer as `Disconnected`; the request may have been
                     // sent, so it counts as a failed exchange, not a connect.
                     Err(e @ SendRequestError::Connect(ConnectError::Disconnected)) => {
-                        (Failure::BeforeHead, e)
+                        (Failure::BeforeHead, e.to_string())
                     }
                     Err(e @ SendRequestError::Connect(ConnectError::Timeout)) => {
-                        (Failure::Connect { timed_out: true }, e)
+                        (Failure::Connect { timed_out: true }, e.to_string())
                     }
                     Err(e @ SendRequestError::Connect(_)) => {
-                        (Failure::Connect { timed_out: false }, e)
+                        (Failure::Connect { timed_out: false }, e.to_string())
                     }
-                    Err(e) => (Failure::BeforeHead, e),
+                    Err(e) => (Failure::BeforeHead, e.to_string()),
                 };
                 // Every log line about a request carries its id.
                 self.upstreams
@@ -265,11 +330,18 @@ pub async fn forward(
     }
     let answer = answer?;
     let relay = Relay {
+        start: answer.start.chunks.into(),
         body: answer.body,
         size: BodySize::Stream,
         idle_timeout: inventory.idle_timeout,
-        idle: Box::pin(tokio::time::sleep(inventory.idle_timeout)),
-        waiting: false,
+        // A stall while the start was read has used up the idle time: the
+        // relay cuts the answer as soon as that start is sent.
+        idle: Box::pin(tokio::time::sleep(if answer.start.stalled {
+            Duration::ZERO
+        } else {
+            inventory.idle_timeout
+        })),
+        waiting: answer.start.stalled,
         sent: 0,
         what: format!("{} {}", req.method(), req.path()),
         request_id: request_id.clone(),
@@ -444,6 +516,8 @@ impl MessageBody for HeadBody {
 /// error, the stream fails, and actix aborts the response (the connection
 /// is closed with the body incomplete, so no client takes it as whole).
 struct Relay {
+    /// The start of the body, already read ([`read_start`]): sent first.
+    start: VecDeque<Bytes>,
     body: BodyStream,
     size: BodySize,
     idle_timeout: Duration,
@@ -470,6 +544,10 @@ impl MessageBody for Relay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.get_mut();
+        if let Some(chunk) = this.start.pop_front() {
+            this.sent += chunk.len() as u64;
+            return Poll::Ready(Some(Ok(chunk)));
+        }
         match this.body.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.waiting = false;

@@ -9,7 +9,7 @@ use actix_web::http::{Method, StatusCode};
 use api_gateway::Application;
 use test_support::metrics::must;
 
-use crate::support::upstream::{spawn_upstream, spawn_upstream_on, Upstream};
+use crate::support::upstream::{spawn_raw_upstream, spawn_upstream, spawn_upstream_on, Upstream};
 use crate::support::{closed_port, config, send, spawn_app, wait_for, TestApp};
 
 async fn gateway_over(urls: &[String]) -> TestApp {
@@ -166,6 +166,42 @@ async fn a_stopped_endpoint_costs_no_request_and_serves_again_when_back() {
         (5, 5),
         "after {} requests to find it back",
         sent.get()
+    );
+}
+
+/// A replica that dies in the middle of an answer (its head and part of a
+/// chunked body sent, then the connection closed), as a `kill -9` does.
+const DIES_MID_ANSWER: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+    Transfer-Encoding: chunked\r\n\r\n9\r\n[{\"id\":1,\r\n";
+
+#[actix_web::test]
+async fn an_answer_cut_by_a_dying_replica_is_retried_on_another() {
+    let dying = spawn_raw_upstream(DIES_MID_ANSWER).await;
+    let b = spawn_upstream();
+    let gateway = gateway_over(&[format!("http://127.0.0.1:{dying}"), b.url.clone()]).await;
+    // Half of them go to the dying replica first: none of its cut answers
+    // reaches the client, each is served whole by the other replica.
+    for i in 0..10 {
+        let reply = gateway.get(&format!("/api/movies/{i}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert!(!b.seen().is_empty(), "{reply:?}");
+        assert_eq!(b.last().path_and_query, format!("/api/movies/{i}"));
+    }
+    assert_eq!(b.seen().len(), 10);
+
+    // With no other replica, a clear 502 rather than a 200 cut short.
+    let alone = spawn_app(config(
+        &format!("http://127.0.0.1:{dying}"),
+        closed_port(),
+        "/",
+    ))
+    .await;
+    let reply = alone.get("/api/movies?limit=5").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
+    assert_eq!(
+        reply.json()["error"]["code"],
+        "upstream_unavailable",
+        "{reply:?}"
     );
 }
 

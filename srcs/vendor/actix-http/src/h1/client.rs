@@ -186,6 +186,25 @@ impl Decoder for ClientPayloadCodec {
             None => None,
         })
     }
+
+    /// movie-platform patch: the connection ended. Upstream falls back to
+    /// `decode`, which has no more bytes and answers "nothing yet", and awc
+    /// then ends the body as if it were complete: a response whose server
+    /// died in the middle of a chunked or `Content-Length` body reached the
+    /// caller cut short, as a whole answer. Here that is
+    /// `PayloadError::Incomplete`, as a length or a last chunk is missing.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let Some(payload) = self.inner.payload.as_ref() else {
+            return Ok(None);
+        };
+        if payload.ends_at_eof() {
+            return self.decode(src);
+        }
+        match self.decode(src)? {
+            Some(item) => Ok(Some(item)),
+            None => Err(PayloadError::Incomplete(None)),
+        }
+    }
 }
 
 impl Encoder<Message<(RequestHeadType, BodySize)>> for ClientCodec {

@@ -523,6 +523,13 @@ impl PayloadDecoder {
     pub fn eof() -> PayloadDecoder {
         PayloadDecoder { kind: Kind::Eof }
     }
+
+    /// movie-platform patch: whether the end of the connection is the end of
+    /// this payload (a body with neither `Content-Length` nor chunked
+    /// encoding), so that a connection closing early can be told from it.
+    pub(crate) fn ends_at_eof(&self) -> bool {
+        self.kind == Kind::Eof
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
