@@ -142,3 +142,29 @@ def put_block(text, block, marker):
         pattern = r"<!-- " + re.escape(marker) + r":begin.*?<!-- " + re.escape(marker) + r":end -->\n?"
         return re.sub(pattern, lambda _: block, text, count=1, flags=re.S)
     return text + "\n" + block
+
+
+def callgrind_total(text):
+    """The Ir (instructions) total of a callgrind dump: its `totals:` line,
+    else its `summary:` line (the first event is Ir); None when it has neither."""
+    found = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("totals", "summary") and rest.split():
+            found.setdefault(key, int(rest.split()[0]))
+    return found.get("totals", found.get("summary"))
+
+
+def ci_check(measured, baseline, tolerance):
+    """The --ci verdict on instructions per request: (ok, message). Fails
+    when MEASURED is more than TOLERANCE (a fraction) above BASELINE (a
+    regression), and also when it is that much below: a gain the committed
+    baseline does not hold yet would let the next regression pass unseen."""
+    change = measured / baseline - 1
+    where = f"{measured:.0f} instructions per request against the baseline's {baseline:.0f} ({change:+.1%})"
+    if measured > baseline * (1 + tolerance):
+        return False, f"REGRESSION: {where}, more than {tolerance:.0%} above it"
+    if measured < baseline * (1 - tolerance):
+        return False, (f"FASTER: {where}, more than {tolerance:.0%} below it: update "
+                       "scripts/bench/ci-baseline.json (scripts/bench.sh --ci --update-baseline)")
+    return True, f"ok: {where}, within {tolerance:.0%}"
