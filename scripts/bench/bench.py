@@ -32,7 +32,7 @@ What it measures (details in BENCHMARKS.md, "How it is measured"):
                  builds nothing if dist/ holds the binaries; writes no report.
 
 It runs its OWN instance of the system (state in .state/bench, ports 38080-38082,
-PostgreSQL 57432/57433, RabbitMQ 57672-57675, nginx 38090; override with
+metrics 39101/39102, PostgreSQL 57432/57433, RabbitMQ 57672-57675, nginx 38090; override with
 BENCH_*_PORT) through scripts/local.sh, and stops it at the end, also on failure.
 Exits non-zero if any run had errors: a non-2xx answer, a socket error, a
 failed publish, an incomplete drain.
@@ -95,7 +95,7 @@ class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, L
         say(f"results written to {self.out} (and {results}/)")
 
     def main(self):
-        if not shutil.which("wrk"):
+        if not shutil.which("wrk") and not self.s.ci:
             shell_lib("mp::pkg::install", "wrk")
         if not shutil.which("nginx"):
             shell_lib("mp::pkg::install", "nginx-light")

@@ -50,6 +50,9 @@ class Instance:
             "LOCAL_RABBITMQ_MGMT_PORT": ("BENCH_RABBITMQ_MGMT_PORT", 57673),
             "LOCAL_RABBITMQ_DIST_PORT": ("BENCH_RABBITMQ_DIST_PORT", 57674),
             "LOCAL_EPMD_PORT": ("BENCH_EPMD_PORT", 57675),
+            # Not local.sh's defaults: a local run (or a test run) may hold those.
+            "LOCAL_GATEWAY_METRICS_PORT": ("BENCH_GATEWAY_METRICS_PORT", 39101),
+            "LOCAL_INVENTORY_METRICS_PORT": ("BENCH_INVENTORY_METRICS_PORT", 39102),
         }
         for local_name, (bench_name, default) in ports.items():
             env[local_name] = env.get(bench_name) or str(default)
