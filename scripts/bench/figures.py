@@ -168,3 +168,25 @@ def ci_check(measured, baseline, tolerance):
         return False, (f"FASTER: {where}, more than {tolerance:.0%} below it: update "
                        "scripts/bench/ci-baseline.json (scripts/bench.sh --ci --update-baseline)")
     return True, f"ok: {where}, within {tolerance:.0%}"
+
+
+def top_functions(annotated, requests, n):
+    """The N first function lines of callgrind_annotate's output as
+    (instructions per request, percent, short name). The frames that were
+    open across the whole dump (thread start, the runtime's block_on) show
+    their inclusive cost there, near 100 %: they are left out."""
+    rows = []
+    seen = False
+    for line in annotated.splitlines():
+        if "file:function" in line:
+            seen = True
+            continue
+        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
+        if not seen or not m or float(m.group(2)) > 50:
+            continue
+        name = re.sub(r"\s*\[/.*\]$", "", m.group(3))
+        name = re.sub(r"^\?\?\?:", "", name)
+        name = re.sub(r"^/\S*/src_musl/src/(\S*):", r"musl \1:", name)
+        name = re.sub(r"^/rustc/\w+/library/(\S*):", r"std \1:", name)
+        rows.append((int(m.group(1).replace(",", "")) / requests, float(m.group(2)), name))
+    return rows[:n]

@@ -14,7 +14,7 @@ import time
 
 import mp_http
 
-from figures import NA, BenchError, callgrind_total, ci_check, fmt, ratio
+from figures import NA, BenchError, callgrind_total, ci_check, fmt, ratio, top_functions
 from processes import HERE, ROOT, read_text, say, stop_child, tail
 
 # The request every count is made of: one seeded movie by id (the read path's
@@ -204,19 +204,20 @@ class CountSection:
         return plan
 
     def annotate(self):
-        """callgrind_annotate of each dump (inclusive, the top entries) into
-        callgrind/KEY.txt, for BENCHMARKS.md."""
+        """callgrind_annotate of each profiled dump: callgrind/KEY.txt (its
+        whole output) and callgrind/KEY.top.txt, the top entries by their own
+        (exclusive) instructions per request, for BENCHMARKS.md."""
         d = self.callgrind_dir()
         for key in ("count.gateway", "count.gateway_billing"):
-            dumps = [v for k, v in self.R.items() if k.startswith(f"{key}.dump.")]
-            for dump in dumps:
-                out = os.path.join(d, f"{key}.txt")
-                for flag, suffix in (("--inclusive=no", ""), ("--inclusive=yes", "-inclusive")):
-                    r = subprocess.run(["callgrind_annotate", flag, "--threshold=99", dump], capture_output=True,
-                                       text=True, check=False)
-                    with open(out.replace(".txt", f"{suffix}.txt"), "w") as f:
-                        f.write(r.stdout)
-                say(f"    profile of {key}: {out}")
+            for dump in [v for k, v in self.R.items() if k.startswith(f"{key}.dump.")]:
+                r = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True, text=True,
+                                   check=False)
+                with open(os.path.join(d, f"{key}.txt"), "w") as f:
+                    f.write(r.stdout)
+                with open(os.path.join(d, f"{key}.top.txt"), "w") as f:
+                    f.writelines(f"{ir:>9.0f} {pct:>6.2f}%  {fn}\n"
+                                 for ir, pct, fn in top_functions(r.stdout, self.s.count_requests, 30))
+                say(f"    profile of {key}: {d}/{key}.top.txt")
 
     def count_cpu(self):
         """The same request, natively, 1 connection, CPU time per request

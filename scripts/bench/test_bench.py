@@ -114,6 +114,20 @@ class InstructionCounts(unittest.TestCase):
         self.assertTrue(figures.ci_check(110000, 100000, 0.10)[0])
         self.assertTrue(figures.ci_check(90000, 100000, 0.10)[0])
 
+    def test_top_functions_per_request_without_the_open_frames(self):
+        annotated = (
+            "Ir  file:function\n"
+            "300,000 (100.0%)  ???:std::sys::backtrace::__rust_begin_short_backtrace [/x/api-gateway]\n"
+            " 30,000 (10.00%)  /b/obj_musl/../src_musl/src/string/x86_64/memcpy.s:0x00000000004cae08 [/x/api-gateway]\n"
+            " 15,000 ( 5.00%)  ???:regex_lite::pikevm::PikeVM::epsilon_closure [/x/api-gateway]\n"
+            "  9,000 ( 3.00%)  /rustc/5980761/library/core/src/fmt/mod.rs:core::fmt::write [/x/api-gateway]\n"
+        )
+        self.assertEqual(figures.top_functions(annotated, 1000, 2), [
+            (30.0, 10.0, "musl string/x86_64/memcpy.s:0x00000000004cae08"),
+            (15.0, 5.0, "regex_lite::pikevm::PikeVM::epsilon_closure"),
+        ])
+        self.assertEqual(figures.top_functions(annotated, 1000, 9)[2], (9.0, 3.0, "std core/src/fmt/mod.rs:core::fmt::write"))
+
     def test_count_block_has_the_ratios_and_the_verdict(self):
         R = {"count.requests": "10", "count.gateway.ir": "90000", "count.nginx_log.ir": "30000",
              "count.nginx_nolog.ir": "20000", "count.ratio_log": "3.00", "count.cpu.gateway.cpu_us": "50",
