@@ -143,7 +143,7 @@ impl Inventory {
         &self,
         method: &Method,
         path: &str,
-        headers: &HeaderMap,
+        headers: &dyn Fn() -> HeaderMap,
         body: Option<Bytes>,
         request_id: &RequestId,
     ) -> Result<Answer, Error> {
@@ -161,7 +161,9 @@ impl Inventory {
                 };
                 let url = format!("{}{path}", current.prefix);
                 let mut request = self.client.request(method.clone(), &url);
-                *request.headers_mut() = headers.clone();
+                // Made for each attempt rather than cloned: the first (and
+                // nearly always only) one then copies no header map.
+                *request.headers_mut() = headers();
                 current.set_host(request.headers_mut());
                 let sent = match &body {
                     Some(body) => request.send_body(body.clone()).await,
@@ -171,9 +173,16 @@ impl Inventory {
                     // The head has arrived: from here on nothing is retried,
                     // as the answer is on its way to the client.
                     Ok(resp) => {
+                        // The head's headers are taken, not copied: the body
+                        // stream does not need them.
+                        let mut headers = HeaderMap::new();
+                        let resp = resp.map_body(|head, payload| {
+                            headers = std::mem::take(&mut head.headers);
+                            payload
+                        });
                         return Ok(Answer {
                             status: resp.status(),
-                            headers: resp.headers().clone(),
+                            headers,
                             body: Box::pin(resp),
                         });
                     }
@@ -252,7 +261,7 @@ pub async fn forward(
     let body = (framed || !body.is_empty()).then_some(body);
 
     let request_id = RequestId::of(&req);
-    let headers = upstream_headers(req.headers(), req.peer_addr(), &request_id);
+    let headers = || upstream_headers(req.headers(), req.peer_addr(), &request_id);
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
 
     let started = std::time::Instant::now();
@@ -271,7 +280,7 @@ pub async fn forward(
         idle: Box::pin(tokio::time::sleep(inventory.idle_timeout)),
         waiting: false,
         sent: 0,
-        what: format!("{} {}", req.method(), req.path()),
+        request: req.clone(),
         request_id: request_id.clone(),
     };
     Ok(client_response(
@@ -289,13 +298,17 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// The hop-by-hop headers of a message: the fixed list and those its
-/// `Connection` header names.
+/// Whether NAME is a hop-by-hop header of a message whose `Connection`
+/// header names CONNECTION_NAMED: one of the fixed list, or one so named.
+fn is_hop_by_hop(name: &HeaderName, connection_named: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection_named.contains(name)
+}
+
+/// The headers a message's `Connection` header names, hop-by-hop beside the
+/// fixed list. Most messages name none (or only standard ones), so this
+/// usually allocates nothing, where a list of all of them did per message.
 fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = HOP_BY_HOP
-        .iter()
-        .map(|n| HeaderName::from_static(n))
-        .collect();
+    let mut names = Vec::new();
     for value in headers.get_all(CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         names.extend(
@@ -331,7 +344,7 @@ fn upstream_headers(
             &rid,
             &traceparent,
         ];
-        if drop.contains(name) || ours.contains(&name) {
+        if is_hop_by_hop(name, &drop) || ours.contains(&name) {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -377,7 +390,7 @@ fn client_response(
     let drop = hop_by_hop(headers);
     let mut resp = HttpResponse::build(status);
     for (name, value) in headers.iter() {
-        if drop.contains(name) || name == CONTENT_LENGTH {
+        if is_hop_by_hop(name, &drop) || name == CONTENT_LENGTH {
             continue;
         }
         resp.append_header((name.clone(), value.clone()));
@@ -452,8 +465,9 @@ struct Relay {
     /// inventory, not while the client takes its time reading.
     waiting: bool,
     sent: u64,
-    /// Method and path, for the log line of a cut.
-    what: String,
+    /// The request, for the method and path in the log line of a cut:
+    /// formatted only then, not for every response.
+    request: HttpRequest,
     /// Ends the log line of a cut, as in every log line about a request.
     request_id: RequestId,
 }
@@ -478,8 +492,9 @@ impl MessageBody for Relay {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!(
-                    "{}: response cut after {} bytes: inventory's body failed: {e} event=response_cut {}",
-                    this.what,
+                    "{} {}: response cut after {} bytes: inventory's body failed: {e} event=response_cut {}",
+                    this.request.method(),
+                    this.request.path(),
                     this.sent,
                     this.request_id
                 );
@@ -497,8 +512,9 @@ impl MessageBody for Relay {
                         let timeout_ms =
                             u64::try_from(this.idle_timeout.as_millis()).unwrap_or(u64::MAX);
                         log::warn!(
-                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut {}",
-                            this.what,
+                            "{} {}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut {}",
+                            this.request.method(),
+                            this.request.path(),
                             this.sent,
                             this.request_id
                         );
