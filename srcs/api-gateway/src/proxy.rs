@@ -277,7 +277,7 @@ pub async fn forward(
         body: answer.body,
         size: BodySize::Stream,
         idle_timeout: inventory.idle_timeout,
-        idle: Box::pin(tokio::time::sleep(inventory.idle_timeout)),
+        idle: None,
         waiting: false,
         sent: 0,
         request: req.clone(),
@@ -460,7 +460,9 @@ struct Relay {
     body: BodyStream,
     size: BodySize,
     idle_timeout: Duration,
-    idle: Pin<Box<Sleep>>,
+    /// Made the first time the gateway waits for inventory: a body that
+    /// is there when asked for (most) needs no timer at all.
+    idle: Option<Pin<Box<Sleep>>>,
     /// Whether the idle timer runs: only while the gateway waits for
     /// inventory, not while the client takes its time reading.
     waiting: bool,
@@ -504,9 +506,16 @@ impl MessageBody for Relay {
             Poll::Pending => {
                 if !this.waiting {
                     this.waiting = true;
-                    this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                    let deadline = Instant::now() + this.idle_timeout;
+                    match &mut this.idle {
+                        Some(idle) => idle.as_mut().reset(deadline),
+                        None => this.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                 }
-                match this.idle.as_mut().poll(cx) {
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.idle_timeout)));
+                match idle.as_mut().poll(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(()) => {
                         let timeout_ms =
