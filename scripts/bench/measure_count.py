@@ -257,7 +257,7 @@ class CountSection:
                 "tolerance": 0.10,
                 "commit": commit,
                 "measured": time.strftime("%Y-%m-%d", time.gmtime()),
-                "how": (f"scripts/bench.sh --ci --update-baseline: the static musl api-gateway of {self.bin_dir} "
+                "how": (f"scripts/bench.sh --ci --update-baseline: the static musl api-gateway of {os.path.relpath(self.bin_dir, ROOT)} "
                         "(scripts/test.sh's build step: scripts/build.sh --portable, linked by zig; a musl-gcc "
                         "build counts ~3 % fewer) under valgrind "
                         f"--tool=callgrind, {self.s.count_requests} x GET {GET_PATH} on one keep-alive "
