@@ -11,7 +11,7 @@
 #   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig;
 #            and --arch arm64: dist/arm64/, checked with `file` and run under qemu-aarch64
 #   benchci  scripts/bench.sh --ci: the gateway's instructions per proxied GET under
-#            callgrind against scripts/bench/ci-baseline.json (fails beyond +-10 %); ~1 min
+#            callgrind against scripts/bench/ci-baseline.json (fails beyond +-10 %); ~25 s
 #   e2e      scripts/e2e.py: the running system through every route and error; then the
 #            audit walk (scripts/lib/walk.sh) over the local processes
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
