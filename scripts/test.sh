@@ -10,6 +10,8 @@
 #   unit     the bench program's tests, then cargo test --workspace (integration tests against the real servers)
 #   build    scripts/build.sh --portable: static musl binaries in dist/<arch>/, linked by zig;
 #            and --arch arm64: dist/arm64/, checked with `file` and run under qemu-aarch64
+#   benchci  scripts/bench.sh --ci: the gateway's instructions per proxied GET under
+#            callgrind against scripts/bench/ci-baseline.json (fails beyond +-10 %); ~25 s
 #   e2e      scripts/e2e.py: the running system through every route and error; then the
 #            audit walk (scripts/lib/walk.sh) over the local processes
 #   contract schemathesis (openapi.yaml) and newman (Postman collection) against the gateway
@@ -65,7 +67,7 @@ export GATEWAY_URL=http://127.0.0.1:$LOCAL_GATEWAY_PORT
 export MP_SKIP_BUILD=1
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-ALL_STEPS=(lint observability k8s unit build e2e contract chaos containers swarm hosts hostside)
+ALL_STEPS=(lint observability k8s unit build benchci e2e contract chaos containers swarm hosts hostside)
 ALL_STEPS+=(shlib)
 [[ ${MP_TEST_HA:-0} == 1 ]] && ALL_STEPS+=(ha)
 ALL_STEPS+=(vagrant)
@@ -224,6 +226,18 @@ local_isolation() {
 		seen[$uid]=$name
 	done
 	((MP_CHECKS_FAILED == 0)) || mp::die "the local run's isolation: $MP_CHECKS_FAILED check(s) failed"
+}
+
+# The bench's own instance, on ports of its own moved by the same offset (the
+# test instance's may be running): instruction counts do not depend on them.
+step_benchci() {
+	[[ -x $(dist_dir)/api-gateway ]] || run_step build
+	BENCH_GATEWAY_PORT=$((28080 + o)) BENCH_INVENTORY_PORT=$((28081 + o)) BENCH_BILLING_HEALTH_PORT=$((28082 + o)) \
+		BENCH_NGINX_PORT=$((28090 + o)) BENCH_GATEWAY_METRICS_PORT=$((29101 + o)) BENCH_INVENTORY_METRICS_PORT=$((29102 + o)) \
+		BENCH_PG_INVENTORY_PORT=$((27432 + o)) BENCH_PG_BILLING_PORT=$((27433 + o)) \
+		BENCH_RABBITMQ_PORT=$((27672 + o)) BENCH_RABBITMQ_MGMT_PORT=$((27673 + o)) \
+		BENCH_RABBITMQ_DIST_PORT=$((27674 + o)) BENCH_EPMD_PORT=$((27675 + o)) \
+		scripts/bench.sh --ci --no-build
 }
 
 step_e2e() {

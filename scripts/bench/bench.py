@@ -20,9 +20,19 @@ What it measures (details in BENCHMARKS.md, "How it is measured"):
                  RSS of inventory and gateway; direct, nginx, gateway); the last page
                  at 1M with offset vs after_id; GET /api/movies/{id} while 4 full
                  listings run. Its own block in OUT; `--only listing` runs just it.
+  7. counts      instructions per GET /api/movies/{id} under valgrind's callgrind
+                 (exact and repeatable on a busy machine): the gateway, nginx with
+                 an access log of the gateway's shape and without one, inventory
+                 direct; and the CPU-time ratio natively. `--only count` runs just
+                 it (with --profile: per-function profiles of GET and POST /api/billing
+                 from the symbol-keeping `profiling` build).
+  --ci           the gateway's count only, against scripts/bench/ci-baseline.json:
+                 fails when it is more than 10 % above it (a regression) or below
+                 it (update the baseline: --ci --update-baseline). ~1-2 min;
+                 builds nothing if dist/ holds the binaries; writes no report.
 
 It runs its OWN instance of the system (state in .state/bench, ports 38080-38082,
-PostgreSQL 57432/57433, RabbitMQ 57672-57675, nginx 38090; override with
+metrics 39101/39102, PostgreSQL 57432/57433, RabbitMQ 57672-57675, nginx 38090; override with
 BENCH_*_PORT) through scripts/local.sh, and stops it at the end, also on failure.
 Exits non-zero if any run had errors: a non-2xx answer, a socket error, a
 failed publish, an incomplete drain.
@@ -49,16 +59,17 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[0:0] = [HERE, os.path.join(HERE, "..", "lib"), os.path.join(HERE, "..")]
 
-from figures import BenchError, put_block  # noqa: E402
+from figures import SERVICES, BenchError, put_block  # noqa: E402
 from instance import Instance  # noqa: E402
 from load import WrkRuns  # noqa: E402
+from measure_count import CountSection  # noqa: E402
 from measure_rw import DrainSection, ReadWriteSections  # noqa: E402
 from measure_scale import ListingSection, ScaleSections  # noqa: E402
 from processes import ROOT, read_text, say, shell_lib, warn  # noqa: E402
-from report import Settings, report, report_listing  # noqa: E402
+from report import Settings, report, report_count, report_listing  # noqa: E402
 
 
-class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, ListingSection):
+class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, ListingSection, CountSection):
     """One run: every section in order, then the report."""
 
     def write_report(self):
@@ -69,9 +80,12 @@ class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, L
         with open(os.path.join(self.work, "figures.json"), "w") as f:
             json.dump({"figures": self.R, "errors": self.errors}, f, indent=1, sort_keys=True)
         blocks = []
-        if self.s.only != "listing":
+        if self.s.only == "":
             blocks.append(("bench", report(self.R, self.s, self.errors)))
-        blocks.append(("bench-listing", report_listing(self.R, self.s, self.errors)))
+        if self.s.only in ("", "listing"):
+            blocks.append(("bench-listing", report_listing(self.R, self.s, self.errors)))
+        if self.s.only in ("", "count"):
+            blocks.append(("bench-count", report_count(self.R, self.s, self.errors)))
         for marker, block in blocks:
             with open(os.path.join(results, f"{marker}-{stamp}.md"), "w") as f:
                 f.write(block)
@@ -81,15 +95,22 @@ class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, L
         say(f"results written to {self.out} (and {results}/)")
 
     def main(self):
-        if not shutil.which("wrk"):
+        if not shutil.which("wrk") and not self.s.ci:
             shell_lib("mp::pkg::install", "wrk")
         if not shutil.which("nginx"):
             shell_lib("mp::pkg::install", "nginx-light")
+        if not shutil.which("valgrind"):
+            shell_lib("mp::pkg::install", "valgrind")
+        if self.s.ci:
+            return self.main_ci()
         self.build_all()
         self.bench_amqp_env()
         self.instance_up()
         self.section_machine()
-        if self.s.only == "listing":
+        if self.s.only == "count":
+            self.seed_movies(self.s.read_dataset)
+            self.section_count()
+        elif self.s.only == "listing":
             self.nginx_start()
             self.section_listing()
             self.nginx_stop()
@@ -106,6 +127,7 @@ class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, L
             self.section_listing()
             self.nginx_stop()
             self.section_startup()
+            self.section_count()
         self.R["load_end"] = " ".join(read_text("/proc/loadavg").split()[:3])
         self.write_report()
         if self.errors:
@@ -113,6 +135,19 @@ class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, L
             return 1
         say("benchmarks done, no errors")
         return 0
+
+    def main_ci(self):
+        """--ci: the gateway's instructions per request against the committed
+        baseline (and nginx's, for the ratio); no report is written."""
+        if self.build and not all(os.access(os.path.join(self.bin_dir, b), os.X_OK) for b in SERVICES):
+            self.build_all()
+        self.instance_up()
+        self.seed_movies(self.s.read_dataset)
+        self.section_count()
+        if self.errors:
+            warn(f"{len(self.errors)} run(s) had errors")
+            return 1
+        return self.ci_verdict(self.update_baseline)
 
 
 def parse_args(argv):
@@ -123,7 +158,13 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="short points, smaller data (~4 min): for trying it out")
     p.add_argument("--keep-state", action="store_true", help="reuse .state/bench instead of starting from empty servers")
     p.add_argument("--no-build", action="store_true", help="use dist/ as it is")
-    p.add_argument("--only", choices=["listing"], default="", help="section 6 alone; the other results in OUT are kept")
+    p.add_argument("--only", choices=["listing", "count"], default="",
+                   help="section 6 or 7 alone; the other results in OUT are kept")
+    p.add_argument("--ci", action="store_true",
+                   help="the instruction-count guard: fails on a change of more than 10%% against scripts/bench/ci-baseline.json")
+    p.add_argument("--update-baseline", action="store_true", help="with --ci: rewrite the baseline from this run")
+    p.add_argument("--profile", action="store_true",
+                   help="with --only count: per-function profiles (needs the `profiling` build of the gateway)")
     p.add_argument("--out", metavar="FILE", default=os.path.join(ROOT, "BENCHMARKS.md"), help="default BENCHMARKS.md")
     return p.parse_args(argv)
 
@@ -138,8 +179,9 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_term)
     bench = None
     try:
-        bench = Bench(Settings(quick=args.quick, only=args.only), os.path.abspath(args.out), args.keep_state,
-                      not args.no_build)
+        bench = Bench(Settings(quick=args.quick, only=args.only, ci=args.ci, profile=args.profile),
+                      os.path.abspath(args.out), args.keep_state, not args.no_build)
+        bench.update_baseline = args.update_baseline
         return bench.main()
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)

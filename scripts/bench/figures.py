@@ -142,3 +142,51 @@ def put_block(text, block, marker):
         pattern = r"<!-- " + re.escape(marker) + r":begin.*?<!-- " + re.escape(marker) + r":end -->\n?"
         return re.sub(pattern, lambda _: block, text, count=1, flags=re.S)
     return text + "\n" + block
+
+
+def callgrind_total(text):
+    """The Ir (instructions) total of a callgrind dump: its `totals:` line,
+    else its `summary:` line (the first event is Ir); None when it has neither."""
+    found = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("totals", "summary") and rest.split():
+            found.setdefault(key, int(rest.split()[0]))
+    return found.get("totals", found.get("summary"))
+
+
+def ci_check(measured, baseline, tolerance):
+    """The --ci verdict on instructions per request: (ok, message). Fails
+    when MEASURED is more than TOLERANCE (a fraction) above BASELINE (a
+    regression), and also when it is that much below: a gain the committed
+    baseline does not hold yet would let the next regression pass unseen."""
+    change = measured / baseline - 1
+    where = f"{measured:.0f} instructions per request against the baseline's {baseline:.0f} ({change:+.1%})"
+    if measured > baseline * (1 + tolerance):
+        return False, f"REGRESSION: {where}, more than {tolerance:.0%} above it"
+    if measured < baseline * (1 - tolerance):
+        return False, (f"FASTER: {where}, more than {tolerance:.0%} below it: update "
+                       "scripts/bench/ci-baseline.json (scripts/bench.sh --ci --update-baseline)")
+    return True, f"ok: {where}, within {tolerance:.0%}"
+
+
+def top_functions(annotated, requests, n):
+    """The N first function lines of callgrind_annotate's output as
+    (instructions per request, percent, short name). The frames that were
+    open across the whole dump (thread start, the runtime's block_on) show
+    their inclusive cost there, near 100 %: they are left out."""
+    rows = []
+    seen = False
+    for line in annotated.splitlines():
+        if "file:function" in line:
+            seen = True
+            continue
+        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)", line)
+        if not seen or not m or float(m.group(2)) > 50:
+            continue
+        name = re.sub(r"\s*\[/.*\]$", "", m.group(3))
+        name = re.sub(r"^\?\?\?:", "", name)
+        name = re.sub(r"^/\S*/src_musl/src/(\S*):", r"musl \1:", name)
+        name = re.sub(r"^/rustc/\w+/library/(\S*):", r"std \1:", name)
+        rows.append((int(m.group(1).replace(",", "")) / requests, float(m.group(2)), name))
+    return rows[:n]

@@ -50,6 +50,9 @@ class Instance:
             "LOCAL_RABBITMQ_MGMT_PORT": ("BENCH_RABBITMQ_MGMT_PORT", 57673),
             "LOCAL_RABBITMQ_DIST_PORT": ("BENCH_RABBITMQ_DIST_PORT", 57674),
             "LOCAL_EPMD_PORT": ("BENCH_EPMD_PORT", 57675),
+            # Not local.sh's defaults: a local run (or a test run) may hold those.
+            "LOCAL_GATEWAY_METRICS_PORT": ("BENCH_GATEWAY_METRICS_PORT", 39101),
+            "LOCAL_INVENTORY_METRICS_PORT": ("BENCH_INVENTORY_METRICS_PORT", 39102),
         }
         for local_name, (bench_name, default) in ports.items():
             env[local_name] = env.get(bench_name) or str(default)
@@ -124,6 +127,14 @@ class Instance:
         r = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.nginx.pid)], capture_output=True, text=True, check=False)
         return [str(self.nginx.pid)] + r.stdout.split()
 
+    def service_environ(self, name):
+        """The environment local.sh gave NAME (its /proc/PID/environ): to run
+        the same binary again exactly as configured."""
+        with open(f"/proc/{self.service_pid(name)}/environ", "rb") as f:
+            return dict(
+                item.decode("utf-8", "surrogateescape").split("=", 1) for item in f.read().split(b"\0") if b"=" in item
+            )
+
     def epmd_stop(self):
         """local.sh records the pid of the shell that launched epmd, not epmd's,
         so its `down` leaves our epmd running: stop the epmd on OUR port, by its pid."""
@@ -183,28 +194,39 @@ class Instance:
             if not self.service_pid(name):
                 raise BenchError(f"{name} did not start (see {log})")
 
-    def nginx_start(self):
+    def nginx_start(self, workers="auto", access_log="off", wrapper=()):
+        """nginx in front of inventory: one worker per core and no access log
+        (the throughput baseline), or WORKERS and ACCESS_LOG ("log": one line
+        per request of the gateway's access-log shape, to a file) as the
+        instruction counts need them, started through WRAPPER (valgrind)."""
         d = os.path.join(self.work, "nginx")
         os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
         user_line = ""
         # As root, nginx's workers drop to nobody; let them use the temp dirs.
-        if os.geteuid() == 0:
+        # Under valgrind they stay root: vgdb, which asks callgrind for a dump,
+        # reaches only the processes of the user it runs as.
+        if os.geteuid() == 0 and wrapper:
+            user_line = "user root root;"
+        elif os.geteuid() == 0:
             user_line = "user nobody nogroup;"
             shutil.chown(os.path.join(d, "tmp"), "nobody", "nogroup")
         conf = os.path.join(d, "nginx.conf")
         text = read_text(os.path.join(HERE, "nginx.conf.template"))
         for k, v in (("@DIR@", d), ("@PORT@", self.nginx_port),
-                     ("@UPSTREAM_PORT@", os.environ["LOCAL_INVENTORY_PORT"]), ("@USER_LINE@", user_line)):
+                     ("@UPSTREAM_PORT@", os.environ["LOCAL_INVENTORY_PORT"]), ("@USER_LINE@", user_line),
+                     ("@WORKERS@", workers),
+                     ("@ACCESS_LOG@", f"{d}/access.log gateway_shape" if access_log == "log" else "off")):
             text = text.replace(k, v)
         with open(conf, "w") as f:
             f.write(text)
         with open(os.path.join(d, "stdout.log"), "a") as logf:
             self.nginx = subprocess.Popen(
-                ["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log"), "-g", f"daemon off; pid {d}/nginx.pid;"],
+                [*wrapper, "nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log"), "-g", f"daemon off; pid {d}/nginx.pid;"],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
             )
-        if not mp_http.wait_until(lambda: port_open(self.nginx_port), 10, 0.2):
+        # Under valgrind nginx takes seconds to start, not milliseconds.
+        if not mp_http.wait_until(lambda: port_open(self.nginx_port), 60 if wrapper else 10, 0.2):
             raise BenchError(f"nginx did not start; see {d}/error.log")
 
     def nginx_stop(self):

@@ -61,11 +61,7 @@ class ScaleSections:
                  "billing-worker": env["LOCAL_BILLING_HEALTH_PORT"]}
         log = os.path.join(self.work, "local.log")
         for x in ("inventory-app", "billing-worker", "api-gateway"):
-            pid = self.service_pid(x)
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = dict(
-                    item.decode("utf-8", "surrogateescape").split("=", 1) for item in f.read().split(b"\0") if b"=" in item
-                )
+            environ = self.service_environ(x)
             self.local("stop", x, log=log)
             cmd = [os.path.join(self.tools, "startup"), "--port", ports[x], "--runs", str(s.startup_runs), "--settle", "2"]
             cmd += ["--log", os.path.join(self.work, f"startup-{x}.log"), "--", os.path.join(self.bin_dir, x)]

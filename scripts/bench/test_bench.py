@@ -92,6 +92,53 @@ class Parsing(unittest.TestCase):
         self.assertEqual(figures.status_field(status, "VmSwap"), "")
 
 
+class InstructionCounts(unittest.TestCase):
+    DUMP = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nfn=(1) main\n0 5\nsummary: 4242\ntotals: 4240\n"
+
+    def test_callgrind_total_prefers_totals_then_summary(self):
+        self.assertEqual(figures.callgrind_total(self.DUMP), 4240)
+        self.assertEqual(figures.callgrind_total("events: Ir\nsummary: 77 3\n"), 77)
+        self.assertIsNone(figures.callgrind_total("events: Ir\nfn=(1) main\n"))
+        self.assertIsNone(figures.callgrind_total(""))
+
+    def test_ci_check_fails_above_and_below_the_tolerance(self):
+        ok, msg = figures.ci_check(105000, 100000, 0.10)
+        self.assertTrue(ok)
+        self.assertIn("+5.0%", msg)
+        ok, msg = figures.ci_check(111000, 100000, 0.10)
+        self.assertFalse(ok)
+        self.assertIn("REGRESSION", msg)
+        ok, msg = figures.ci_check(89000, 100000, 0.10)
+        self.assertFalse(ok)
+        self.assertIn("update", msg)
+        self.assertTrue(figures.ci_check(110000, 100000, 0.10)[0])
+        self.assertTrue(figures.ci_check(90000, 100000, 0.10)[0])
+
+    def test_top_functions_per_request_without_the_open_frames(self):
+        annotated = (
+            "Ir  file:function\n"
+            "300,000 (100.0%)  ???:std::sys::backtrace::__rust_begin_short_backtrace [/x/api-gateway]\n"
+            " 30,000 (10.00%)  /b/obj_musl/../src_musl/src/string/x86_64/memcpy.s:0x00000000004cae08 [/x/api-gateway]\n"
+            " 15,000 ( 5.00%)  ???:regex_lite::pikevm::PikeVM::epsilon_closure [/x/api-gateway]\n"
+            "  9,000 ( 3.00%)  /rustc/5980761/library/core/src/fmt/mod.rs:core::fmt::write [/x/api-gateway]\n"
+        )
+        self.assertEqual(figures.top_functions(annotated, 1000, 2), [
+            (30.0, 10.0, "musl string/x86_64/memcpy.s:0x00000000004cae08"),
+            (15.0, 5.0, "regex_lite::pikevm::PikeVM::epsilon_closure"),
+        ])
+        self.assertEqual(figures.top_functions(annotated, 1000, 9)[2], (9.0, 3.0, "std core/src/fmt/mod.rs:core::fmt::write"))
+
+    def test_count_block_has_the_ratios_and_the_verdict(self):
+        R = {"count.requests": "10", "count.gateway.ir": "90000", "count.nginx_log.ir": "30000",
+             "count.nginx_nolog.ir": "20000", "count.ratio_log": "3.00", "count.cpu.gateway.cpu_us": "50",
+             "count.cpu.nginx_log.cpu_us": "25"}
+        block = bench_report.report_count(R, bench_report.Settings(quick=True), [])
+        self.assertIn("| nginx, access log of the gateway's shape | 30000 | 3.00 | 25 | 2.00 |", block)
+        self.assertIn("| nginx, no access log | 20000 | 4.50 | n/a | n/a |", block)
+        self.assertIn("| 3.00× | **NOT met** |", block)
+        self.assertTrue(block.endswith("<!-- bench-count:end -->\n"))
+
+
 class Blocks(unittest.TestCase):
     def test_put_block_replaces_only_its_own_block(self):
         text = (

@@ -191,7 +191,7 @@ impl Inventory {
         &self,
         method: &Method,
         path: &str,
-        headers: &HeaderMap,
+        headers: &dyn Fn() -> HeaderMap,
         body: Option<Bytes>,
         request_id: &RequestId,
     ) -> Result<Answer, Error> {
@@ -209,7 +209,9 @@ impl Inventory {
                 };
                 let url = format!("{}{path}", current.prefix);
                 let mut request = self.client.request(method.clone(), &url);
-                *request.headers_mut() = headers.clone();
+                // Made for each attempt rather than cloned: the first (and
+                // nearly always only) one then copies no header map.
+                *request.headers_mut() = headers();
                 current.set_host(request.headers_mut());
                 let sent = match &body {
                     Some(body) => request.send_body(body.clone()).await,
@@ -217,8 +219,14 @@ impl Inventory {
                 };
                 let (failure, e) = match sent {
                     Ok(resp) => {
+                        // The head's headers are taken, not copied: the body
+                        // stream does not need them.
+                        let mut headers = HeaderMap::new();
+                        let resp = resp.map_body(|head, payload| {
+                            headers = std::mem::take(&mut head.headers);
+                            payload
+                        });
                         let status = resp.status();
-                        let headers = resp.headers().clone();
                         let mut body: BodyStream = Box::pin(resp);
                         // Once anything is relayed, nothing is retried: the
                         // answer is on its way to the client.
@@ -317,7 +325,7 @@ pub async fn forward(
     let body = (framed || !body.is_empty()).then_some(body);
 
     let request_id = RequestId::of(&req);
-    let headers = upstream_headers(req.headers(), req.peer_addr(), &request_id);
+    let headers = || upstream_headers(req.headers(), req.peer_addr(), &request_id);
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
 
     let started = std::time::Instant::now();
@@ -336,14 +344,13 @@ pub async fn forward(
         idle_timeout: inventory.idle_timeout,
         // A stall while the start was read has used up the idle time: the
         // relay cuts the answer as soon as that start is sent.
-        idle: Box::pin(tokio::time::sleep(if answer.start.stalled {
-            Duration::ZERO
-        } else {
-            inventory.idle_timeout
-        })),
+        idle: answer
+            .start
+            .stalled
+            .then(|| Box::pin(tokio::time::sleep(Duration::ZERO))),
         waiting: answer.start.stalled,
         sent: 0,
-        what: format!("{} {}", req.method(), req.path()),
+        request: req.clone(),
         request_id: request_id.clone(),
     };
     Ok(client_response(
@@ -361,13 +368,17 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// The hop-by-hop headers of a message: the fixed list and those its
-/// `Connection` header names.
+/// Whether NAME is a hop-by-hop header of a message whose `Connection`
+/// header names CONNECTION_NAMED: one of the fixed list, or one so named.
+fn is_hop_by_hop(name: &HeaderName, connection_named: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection_named.contains(name)
+}
+
+/// The headers a message's `Connection` header names, hop-by-hop beside the
+/// fixed list. Most messages name none (or only standard ones), so this
+/// usually allocates nothing, where a list of all of them did per message.
 fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = HOP_BY_HOP
-        .iter()
-        .map(|n| HeaderName::from_static(n))
-        .collect();
+    let mut names = Vec::new();
     for value in headers.get_all(CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         names.extend(
@@ -403,7 +414,7 @@ fn upstream_headers(
             &rid,
             &traceparent,
         ];
-        if drop.contains(name) || ours.contains(&name) {
+        if is_hop_by_hop(name, &drop) || ours.contains(&name) {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -449,7 +460,7 @@ fn client_response(
     let drop = hop_by_hop(headers);
     let mut resp = HttpResponse::build(status);
     for (name, value) in headers.iter() {
-        if drop.contains(name) || name == CONTENT_LENGTH {
+        if is_hop_by_hop(name, &drop) || name == CONTENT_LENGTH {
             continue;
         }
         resp.append_header((name.clone(), value.clone()));
@@ -521,13 +532,16 @@ struct Relay {
     body: BodyStream,
     size: BodySize,
     idle_timeout: Duration,
-    idle: Pin<Box<Sleep>>,
+    /// Made the first time the gateway waits for inventory: a body that
+    /// is there when asked for (most) needs no timer at all.
+    idle: Option<Pin<Box<Sleep>>>,
     /// Whether the idle timer runs: only while the gateway waits for
     /// inventory, not while the client takes its time reading.
     waiting: bool,
     sent: u64,
-    /// Method and path, for the log line of a cut.
-    what: String,
+    /// The request, for the method and path in the log line of a cut:
+    /// formatted only then, not for every response.
+    request: HttpRequest,
     /// Ends the log line of a cut, as in every log line about a request.
     request_id: RequestId,
 }
@@ -556,8 +570,9 @@ impl MessageBody for Relay {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!(
-                    "{}: response cut after {} bytes: inventory's body failed: {e} event=response_cut {}",
-                    this.what,
+                    "{} {}: response cut after {} bytes: inventory's body failed: {e} event=response_cut {}",
+                    this.request.method(),
+                    this.request.path(),
                     this.sent,
                     this.request_id
                 );
@@ -567,16 +582,24 @@ impl MessageBody for Relay {
             Poll::Pending => {
                 if !this.waiting {
                     this.waiting = true;
-                    this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                    let deadline = Instant::now() + this.idle_timeout;
+                    match &mut this.idle {
+                        Some(idle) => idle.as_mut().reset(deadline),
+                        None => this.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                 }
-                match this.idle.as_mut().poll(cx) {
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.idle_timeout)));
+                match idle.as_mut().poll(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(()) => {
                         let timeout_ms =
                             u64::try_from(this.idle_timeout.as_millis()).unwrap_or(u64::MAX);
                         log::warn!(
-                            "{}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut {}",
-                            this.what,
+                            "{} {}: response cut after {} bytes: inventory sent nothing for {timeout_ms} ms event=response_cut {}",
+                            this.request.method(),
+                            this.request.path(),
                             this.sent,
                             this.request_id
                         );

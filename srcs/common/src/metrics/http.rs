@@ -75,14 +75,20 @@ pub async fn middleware(
         return next.call(req).await;
     };
     let started = Instant::now();
-    // The resource map knows every pattern before routing runs.
-    let route = req.match_pattern().unwrap_or_else(|| UNMATCHED.to_owned());
     let method = req.method().clone();
     let result = next.call(req).await;
-    let status = match &result {
-        Ok(res) => res.status(),
-        Err(err) => err.as_response_error().status_code(),
+    // The label is read after routing: actix then looks the matched
+    // resource up by its place in the resource map, where before routing it
+    // had to run every pattern against the path (regexes, for `{tail:.*}` and
+    // multi-path resources) a second time. A request no route took (a
+    // refusal, the default service) is matched by its path as before.
+    let (route, status) = match &result {
+        Ok(res) => (res.request().match_pattern(), res.status()),
+        // No middleware or handler of ours returns an error (they answer
+        // with responses), and an error carries no request to label.
+        Err(err) => (None, err.as_response_error().status_code()),
     };
+    let route = route.unwrap_or_else(|| UNMATCHED.to_owned());
     metrics.observe(route, &method, status, started);
     result
 }
