@@ -835,13 +835,29 @@ pg_down_alerts() {
 }
 pg_alert_firing() { (($(pg_down_alerts "$1") > 0)); }
 pg_alert_gone() { [[ $(pg_down_alerts "$1") == 0 ]]; }
-pg_value_is() { [[ $(pg_value "$1") == "$2" ]]; }
+# pg_value_is INSTANCE WANT: pg_up is WANT; says what Prometheus has (up
+# too), kept in the check's output for a failure.
+pg_value_is() {
+	local got
+	got=$(pg_value "$1")
+	echo "$(date +%T) pg_up=${got:-none} up=$(prom_query "up{instance=\"$1:9187\"}" instance | awk '{print $2}')" >>"$TMP/pg-watch.log"
+	[[ $got == "$2" ]]
+}
 
 # inventory-database stopped: its exporter's pg_up drops to 0 and
 # PostgreSQLDown (for: 1m) reaches Alertmanager; started again: pg_up is 1
 # and the alert resolves. The billing side is left running (the worker's
-# orders are not part of this).
+# orders are not part of this). The database is started again whatever
+# happens, and all containers healthy again.
 check_postgres_down_alert() {
+	local rc=0
+	postgres_down_cycle || rc=1
+	tail -n 8 "$TMP/pg-watch.log" 2>/dev/null || true
+	docker start inventory-database >/dev/null || rc=1
+	wait_healthy 180 || rc=1
+	return "$rc"
+}
+postgres_down_cycle() {
 	local e=inventory-database-exporter t0
 	pg_alert_gone "$e" || {
 		echo "PostgreSQLDown is active before the database stopped"
@@ -862,7 +878,6 @@ check_postgres_down_alert() {
 	MP_WAIT_INTERVAL=5 mp::wait_until 180 "PostgreSQLDown resolved" pg_alert_gone "$e" || return 1
 	FIGURE["PostgreSQLDown resolved after"]=$((SECONDS - t0))s
 	echo "pg_up 1 again ${FIGURE["pg_up 1 after"]}, alert resolved $((SECONDS - t0)) s after the start"
-	wait_healthy 180
 }
 
 # monitor_psql DB_CONTAINER DATABASE USER PASSWORD SQL: SQL as the monitoring
