@@ -1019,6 +1019,13 @@ record_sizes() {
 	done
 }
 
+# The timings and sizes, one `figure:` line each (the memory of the monitoring
+# run's containers among them).
+print_figures() {
+	local k
+	for k in "${!FIGURE[@]}"; do printf 'figure: %-32s %s\n' "$k" "${FIGURE[$k]}"; done | sort
+}
+
 main() {
 	local t0=$SECONDS
 	make_test_env
@@ -1033,6 +1040,7 @@ main() {
 	mp::check "no password on any command line during the first start (/proc/*/cmdline sampled; the canary caught)" check_argv_clean
 	if [[ ${CONTAINERS_TEST_ONLY_MONITORING:-0} == 1 ]]; then
 		monitoring_checks
+		print_figures
 		echo "containers (monitoring only): $MP_CHECKS_PASSED passed, $MP_CHECKS_FAILED failed"
 		((MP_CHECKS_FAILED == 0))
 		return
@@ -1059,8 +1067,7 @@ main() {
 	monitoring_checks
 	record_sizes
 	FIGURE[total]=$((SECONDS - t0))s
-	local k
-	for k in "${!FIGURE[@]}"; do printf 'figure: %-32s %s\n' "$k" "${FIGURE[$k]}"; done | sort
+	print_figures
 	echo "containers: $MP_CHECKS_PASSED passed, $MP_CHECKS_FAILED failed"
 	((MP_CHECKS_FAILED == 0))
 }
