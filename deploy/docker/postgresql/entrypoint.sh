@@ -6,8 +6,9 @@
 # changes nothing and just runs the server. With POSTGRES_MONITOR_USER and
 # POSTGRES_MONITOR_PASSWORD it also creates, once, the login role of
 # prometheus-postgres-exporter: pg_monitor and CONNECT on this database,
-# nothing else (no table, no other database). Once means also on a volume made
-# before that role existed: it has its own marker.
+# no table right, and pg_hba.conf admits it from the network to this database
+# only. Once means also on a volume made before that role existed: it has
+# its own marker.
 set -euo pipefail
 
 : "${PGDATA:?PGDATA is not set}"
