@@ -347,10 +347,12 @@ check_hardened() {
 	expect_inspect "memory limit" '{{.HostConfig.Memory}}' "" \
 		api-gateway-app=$((192 << 20)) inventory-app=$((384 << 20)) billing-app=$((192 << 20)) \
 		inventory-database=$((384 << 20)) billing-database=$((384 << 20)) RabbitMQ=$((512 << 20)) \
-		prometheus=$((512 << 20)) alertmanager=$((128 << 20)) || bad=1
+		prometheus=$((512 << 20)) alertmanager=$((128 << 20)) inventory-database-exporter=$((64 << 20)) \
+		billing-database-exporter=$((64 << 20)) node-exporter=$((64 << 20)) || bad=1
 	expect_inspect "pids limit" '{{.HostConfig.PidsLimit}}' "" \
 		api-gateway-app=256 inventory-app=1024 billing-app=256 \
-		inventory-database=128 billing-database=128 RabbitMQ=256 prometheus=256 alertmanager=128 || bad=1
+		inventory-database=128 billing-database=128 RabbitMQ=256 prometheus=256 alertmanager=128 \
+		inventory-database-exporter=64 billing-database-exporter=64 node-exporter=64 || bad=1
 	for c in "${CONTAINERS[@]}"; do
 		# What the kernel says of the container's main process (pid 1).
 		out=$(docker exec "$c" bash -c 'grep -E "^(CapEff|CapBnd|NoNewPrivs):" /proc/1/status | tr -s "\t\n" "  "; touch /write-probe 2>/dev/null && echo "root writable"')
@@ -739,7 +741,7 @@ monitoring_up() {
 		cat "$TMP/up-monitoring.log"
 		return 1
 	}
-	CONTAINERS+=(prometheus alertmanager)
+	CONTAINERS+=(prometheus alertmanager inventory-database-exporter billing-database-exporter node-exporter)
 	wait_healthy 240 || return 1
 	FIGURE["monitoring up"]=$((SECONDS - t0))s
 	# Some catalogue traffic: the services were recreated (new settings), and
@@ -748,15 +750,17 @@ monitoring_up() {
 	for path in /api/movies /api/movies/1 /api/movies/nope; do http GET "$path"; done
 }
 
-# prom_query PROMQL: the query's result vector as `JOB VALUE` lines.
+# prom_query PROMQL [LABEL]: the query's result vector as `LABEL VALUE`
+# lines (LABEL: job unless given).
 prom_query() {
 	curl -fsS -m 5 --get "$PROM/api/v1/query" --data-urlencode "query=$1" |
 		python3 -c 'import json,sys
 for x in json.load(sys.stdin)["data"]["result"]:
-    print(x["metric"].get("job", "-"), x["value"][1])'
+    print(x["metric"].get(sys.argv[1], "-"), x["value"][1])' "${2:-job}"
 }
 
-MONITORED_JOBS="alertmanager api-gateway billing-worker inventory-app prometheus rabbitmq rabbitmq-node"
+# postgres twice: one exporter per database.
+MONITORED_JOBS="alertmanager api-gateway billing-worker inventory-app node postgres postgres prometheus rabbitmq rabbitmq-node"
 targets_up() {
 	local got
 	got=$(prom_query up | sort)
@@ -807,8 +811,125 @@ check_alert_resolves() {
 	echo "resolved $((SECONDS - t0)) s after the worker started; the 3 orders stored once each"
 }
 
+# ------------------------------------------------------ the exporters --
+PG_EXPORTERS=(inventory-database-exporter billing-database-exporter)
+# pg_value INSTANCE: pg_up of that exporter as Prometheus last scraped it.
+pg_value() { prom_query "pg_up{instance=\"$1:9187\"}" instance | awk '{print $2}'; }
+pg_up_each() {
+	local e
+	for e in "${PG_EXPORTERS[@]}"; do [[ $(pg_value "$e") == 1 ]] || return 1; done
+}
+check_pg_up() {
+	MP_WAIT_INTERVAL=2 mp::wait_until 60 "pg_up == 1 for both databases" pg_up_each
+	local rc=$?
+	prom_query pg_up instance
+	return "$rc"
+}
+
+# The PostgreSQLDown alerts of one exporter that Alertmanager holds as active.
+pg_down_alerts() {
+	curl -fsS -m 5 --get "$AM/api/v2/alerts" --data-urlencode 'filter=alertname="PostgreSQLDown"' \
+		--data-urlencode "filter=instance=\"$1:9187\"" --data-urlencode active=true \
+		--data-urlencode silenced=false --data-urlencode inhibited=false |
+		python3 -c 'import json,sys; print(sum(a["status"]["state"] == "active" for a in json.load(sys.stdin)))'
+}
+pg_alert_firing() { (($(pg_down_alerts "$1") > 0)); }
+pg_alert_gone() { [[ $(pg_down_alerts "$1") == 0 ]]; }
+# pg_value_is INSTANCE WANT: pg_up is WANT; says what Prometheus has (up
+# too), kept in the check's output for a failure.
+pg_value_is() {
+	local got
+	got=$(pg_value "$1")
+	echo "$(date +%T) pg_up=${got:-none} up=$(prom_query "up{instance=\"$1:9187\"}" instance | awk '{print $2}')" >>"$TMP/pg-watch.log"
+	[[ $got == "$2" ]]
+}
+
+# inventory-database stopped: its exporter's pg_up drops to 0 and
+# PostgreSQLDown (for: 1m) reaches Alertmanager; started again: pg_up is 1
+# and the alert resolves. The billing side is left running (the worker's
+# orders are not part of this). The database is started again whatever
+# happens, and all containers healthy again.
+check_postgres_down_alert() {
+	local rc=0
+	postgres_down_cycle || rc=1
+	tail -n 8 "$TMP/pg-watch.log" 2>/dev/null || true
+	docker start inventory-database >/dev/null || rc=1
+	wait_healthy 180 || rc=1
+	return "$rc"
+}
+postgres_down_cycle() {
+	local e=inventory-database-exporter t0
+	pg_alert_gone "$e" || {
+		echo "PostgreSQLDown is active before the database stopped"
+		return 1
+	}
+	t0=$SECONDS
+	docker stop inventory-database >/dev/null
+	MP_WAIT_INTERVAL=2 mp::wait_until 60 "pg_up == 0 for inventory-database" pg_value_is "$e" 0 || return 1
+	FIGURE["pg_up 0 after"]=$((SECONDS - t0))s
+	echo "pg_up of inventory-database 0 in Prometheus $((SECONDS - t0)) s after the stop"
+	MP_WAIT_INTERVAL=5 mp::wait_until 240 "PostgreSQLDown in Alertmanager" pg_alert_firing "$e" || return 1
+	FIGURE["PostgreSQLDown fired after"]=$((SECONDS - t0))s
+	echo "PostgreSQLDown active in Alertmanager $((SECONDS - t0)) s after the stop"
+	t0=$SECONDS
+	docker start inventory-database >/dev/null
+	MP_WAIT_INTERVAL=2 mp::wait_until 120 "pg_up == 1 for inventory-database" pg_value_is "$e" 1 || return 1
+	FIGURE["pg_up 1 after"]=$((SECONDS - t0))s
+	MP_WAIT_INTERVAL=5 mp::wait_until 180 "PostgreSQLDown resolved" pg_alert_gone "$e" || return 1
+	FIGURE["PostgreSQLDown resolved after"]=$((SECONDS - t0))s
+	echo "pg_up 1 again ${FIGURE["pg_up 1 after"]}, alert resolved $((SECONDS - t0)) s after the start"
+}
+
+# monitor_psql DB_CONTAINER DATABASE USER PASSWORD SQL: SQL as the monitoring
+# role over TCP in the database's container; the password reaches psql in its
+# environment (docker exec -e NAME copies it from ours), not on a command line.
+monitor_psql() {
+	PGPASSWORD=$4 docker exec -e PGPASSWORD "$1" psql -X -qAt -h 127.0.0.1 -U "$3" -d "$2" -c "$5" 2>&1
+}
+
+# The exporters' role in each database: member of pg_monitor, no superuser,
+# and its reads of the service's table refused, while that table exists and
+# the owner reads it. The exporter's password is on no command line of its
+# container.
+check_monitor_role() {
+	local db dbname user pw table out bad=0 e
+	for db in inventory billing; do
+		if [[ $db == inventory ]]; then
+			dbname=$INVENTORY_DB_NAME user=$INVENTORY_DB_MONITOR_USER pw=$INVENTORY_DB_MONITOR_PASSWORD table=movies
+		else
+			dbname=$BILLING_DB_NAME user=$BILLING_DB_MONITOR_USER pw=$BILLING_DB_MONITOR_PASSWORD table=orders
+		fi
+		out=$(docker exec "$db-database" psql -X -qAt -d "$dbname" -c "SELECT count(*) >= 0 FROM $table" 2>&1)
+		expect "$db: the owner reads $table" "$out" t || bad=1
+		out=$(monitor_psql "$db-database" "$dbname" "$user" "$pw" \
+			"SELECT rolsuper, pg_has_role(current_user, 'pg_monitor', 'member') FROM pg_roles WHERE rolname = current_user")
+		expect "$db: $user superuser|pg_monitor" "$out" "f|t" || bad=1
+		out=$(monitor_psql "$db-database" "$dbname" "$user" "$pw" "SELECT count(*) FROM $table")
+		echo "$db: $user: SELECT count(*) FROM $table: $out"
+		[[ $out == *"permission denied for table $table"* ]] || bad=1
+		e=$db-database-exporter
+		if docker exec "$e" cat /proc/1/cmdline | tr '\0' ' ' | grep -qF "$pw"; then
+			echo "$e: the password is on its command line"
+			bad=1
+		fi
+	done
+	return "$bad"
+}
+
+# node_exporter in its container: the host's root file system as / (through
+# /host), with its size; every file system it reports, listed.
+check_node_filesystems() {
+	local got
+	got=$(prom_query 'node_filesystem_size_bytes{job="node"}' mountpoint | sort)
+	printf '%s\n' "$got"
+	awk '$1 == "/" && $2 > 0' <<<"$got" | grep -q . || return 1
+	# DiskNearlyFull's expression evaluates on these series (empty unless a
+	# disk is under 10 % free).
+	prom_query 'node_filesystem_avail_bytes{job="node",mountpoint="/"} / node_filesystem_size_bytes{job="node",mountpoint="/"}' mountpoint
+}
+
 # Published: the gateway and the two UIs, each on loopback only, and nothing
-# else of the eight (the same inspection as the six's).
+# else of the eleven (the same inspection as the six's).
 check_monitoring_published() {
 	# shellcheck disable=SC2016 # a Go template, for docker
 	expect_inspect bindings '{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}' "" \
@@ -868,17 +989,21 @@ check_dashboards_live() { python3 "$MP_ROOT/scripts/dashboards-check.py" --prome
 
 monitoring_checks() {
 	local failed=$MP_CHECKS_FAILED
-	mp::check "monitoring.yaml: Prometheus and Alertmanager built from Debian's packages and healthy beside the six" monitoring_up
+	mp::check "monitoring.yaml: Prometheus, Alertmanager and the exporters built from Debian's packages and healthy beside the six" monitoring_up
 	# Nothing else can pass without them.
 	((MP_CHECKS_FAILED == failed)) || return 0
 	mp::check "Prometheus: every scrape target up == 1 ($MONITORED_JOBS)" check_targets_up
 	mp::check "the worker stopped with orders queued: BillingQueueNoConsumer fires in Alertmanager within 3 min" check_alert_fires
 	mp::check "the worker started again: the orders are stored and the alert resolves" check_alert_resolves
+	mp::check "postgres exporters: pg_up == 1 for inventory-database and billing-database" check_pg_up
+	mp::check "the exporters' role: pg_monitor only, its reads of movies/orders refused, no password on argv" check_monitor_role
+	mp::check "node exporter: the host's root file system as /, with its size" check_node_filesystems
+	mp::check "inventory-database stopped: pg_up drops to 0 and PostgreSQLDown fires in Alertmanager; started: both return" check_postgres_down_alert
 	mp::check "the Grafana dashboard and the console query only metrics Prometheus scrapes" check_dashboards_live
 	mp::check "the overview console: live values from Prometheus, its graphs drawn in headless Chromium, a screenshot" check_console
 	mp::check "Prometheus and Alertmanager published on loopback only; no metrics on the gateway's port" check_monitoring_published
-	mp::check "all eight containers: no capability, no-new-privileges, read-only root, memory and pids limits" check_hardened
-	mp::check "no container of the eight runs as root" check_non_root
+	mp::check "all eleven containers: no capability, no-new-privileges, read-only root, memory and pids limits" check_hardened
+	mp::check "no container of the eleven runs as root" check_non_root
 	# What observing costs, in memory (docs/observability.md): each container's
 	# use as its cgroup counts it (RSS and page cache), after the alert cycle.
 	local name use
@@ -892,6 +1017,13 @@ record_sizes() {
 	for img in "${IMAGES[@]}"; do
 		FIGURE["image $img"]=$(docker image inspect -f '{{.Size}}' "$img" | awk '{printf "%.1f MB", $1 / 1e6}')
 	done
+}
+
+# The timings and sizes, one `figure:` line each (the memory of the monitoring
+# run's containers among them).
+print_figures() {
+	local k
+	for k in "${!FIGURE[@]}"; do printf 'figure: %-32s %s\n' "$k" "${FIGURE[$k]}"; done | sort
 }
 
 main() {
@@ -908,6 +1040,7 @@ main() {
 	mp::check "no password on any command line during the first start (/proc/*/cmdline sampled; the canary caught)" check_argv_clean
 	if [[ ${CONTAINERS_TEST_ONLY_MONITORING:-0} == 1 ]]; then
 		monitoring_checks
+		print_figures
 		echo "containers (monitoring only): $MP_CHECKS_PASSED passed, $MP_CHECKS_FAILED failed"
 		((MP_CHECKS_FAILED == 0))
 		return
@@ -934,8 +1067,7 @@ main() {
 	monitoring_checks
 	record_sizes
 	FIGURE[total]=$((SECONDS - t0))s
-	local k
-	for k in "${!FIGURE[@]}"; do printf 'figure: %-32s %s\n' "$k" "${FIGURE[$k]}"; done | sort
+	print_figures
 	echo "containers: $MP_CHECKS_PASSED passed, $MP_CHECKS_FAILED failed"
 	((MP_CHECKS_FAILED == 0))
 }

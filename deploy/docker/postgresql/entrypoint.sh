@@ -3,11 +3,17 @@
 # first start (empty data volume) it creates the cluster, the role and the
 # database from POSTGRES_DB, POSTGRES_USER and POSTGRES_PASSWORD (given at run
 # time from .env, never baked into the image); on every later start it
-# changes nothing and just runs the server.
+# changes nothing and just runs the server. With POSTGRES_MONITOR_USER and
+# POSTGRES_MONITOR_PASSWORD it also creates, once, the login role of
+# prometheus-postgres-exporter: pg_monitor and CONNECT on this database,
+# no table right, and pg_hba.conf admits it from the network to this database
+# only. Once means also on a volume made before that role existed: it has
+# its own marker.
 set -euo pipefail
 
 : "${PGDATA:?PGDATA is not set}"
 done_marker=$PGDATA/movie-platform-initialized
+monitor_marker=$PGDATA/movie-platform-monitor-initialized
 
 say() { printf 'entrypoint: %s\n' "$*" >&2; }
 
@@ -30,6 +36,12 @@ first_start() {
 		# only, with a scram password.
 		printf 'host %s %s all scram-sha-256\n' "$POSTGRES_DB" "$POSTGRES_USER" >>"$PGDATA/pg_hba.conf"
 	fi
+	# The monitoring role: TCP logins to this database only.
+	local mon_line
+	if [[ -n ${POSTGRES_MONITOR_USER:-} ]]; then
+		mon_line=$(printf 'host %s %s all scram-sha-256' "$POSTGRES_DB" "$POSTGRES_MONITOR_USER")
+		grep -qxF "$mon_line" "$PGDATA/pg_hba.conf" || printf '%s\n' "$mon_line" >>"$PGDATA/pg_hba.conf"
+	fi
 	# A private socket and no TCP listener: nobody (not the health check)
 	# sees this server until the role and database exist.
 	local sock
@@ -50,15 +62,42 @@ first_start() {
 			CREATE DATABASE :"db" OWNER :"role";
 			\endif
 		SQL
+	if [[ -n ${POSTGRES_MONITOR_USER:-} && ! -e $monitor_marker ]]; then
+		# pg_monitor reads the statistics views and settings only; PUBLIC
+		# loses CONNECT and TEMPORARY on the database (its owner keeps
+		# them), so the role's one other right is the CONNECT granted here.
+		# Its tables grant nothing to PUBLIC: reading one is refused.
+		psql -X -q -h "$sock" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+			-v mon="$POSTGRES_MONITOR_USER" -v db="$POSTGRES_DB" <<-'SQL'
+				\getenv pw POSTGRES_MONITOR_PASSWORD
+				SET password_encryption = 'scram-sha-256';
+				SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'mon') AS need_mon \gset
+				\if :need_mon
+				CREATE ROLE :"mon" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD :'pw';
+				\endif
+				GRANT pg_monitor TO :"mon";
+				REVOKE CONNECT, TEMPORARY ON DATABASE :"db" FROM PUBLIC;
+				GRANT CONNECT ON DATABASE :"db" TO :"mon";
+			SQL
+		touch "$monitor_marker"
+		say "created the monitoring role $POSTGRES_MONITOR_USER (pg_monitor, CONNECT on $POSTGRES_DB)"
+	fi
 	pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 	rmdir "$sock"
+	[[ -e $done_marker ]] || say "created role $POSTGRES_USER and database $POSTGRES_DB"
 	touch "$done_marker"
-	say "created role $POSTGRES_USER and database $POSTGRES_DB"
 }
 
 # A password from a Docker secret is checked like one from the environment.
 file_env POSTGRES_PASSWORD
-refuse_default_passwords POSTGRES_PASSWORD
-[[ -e $done_marker ]] || first_start
-unset POSTGRES_PASSWORD
+file_env POSTGRES_MONITOR_PASSWORD
+if [[ -n ${POSTGRES_MONITOR_USER:-} && -z ${POSTGRES_MONITOR_PASSWORD:-} ]]; then
+	say "POSTGRES_MONITOR_USER is set but POSTGRES_MONITOR_PASSWORD is empty: set both in .env, or neither"
+	exit 1
+fi
+refuse_default_passwords POSTGRES_PASSWORD POSTGRES_MONITOR_PASSWORD
+if [[ ! -e $done_marker ]] || [[ -n ${POSTGRES_MONITOR_USER:-} && ! -e $monitor_marker ]]; then
+	first_start
+fi
+unset POSTGRES_PASSWORD POSTGRES_MONITOR_PASSWORD
 exec postgres -D "$PGDATA" -c listen_addresses='*' -c password_encryption=scram-sha-256 "$@"
