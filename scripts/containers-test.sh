@@ -895,9 +895,9 @@ check_monitor_role() {
 	local db dbname user pw table out bad=0 e
 	for db in inventory billing; do
 		if [[ $db == inventory ]]; then
-			dbname=$INVENTORY_DB_NAME user=$INVENTORY_DB_MONITOR_USER pw=$INVENTORY_DB_MONITOR_PASSWORD table=movies
+			dbname=$INVENTORY_DB_NAME user=$MONITOR_INVENTORY_DB_USER pw=$MONITOR_INVENTORY_DB_PASSWORD table=movies
 		else
-			dbname=$BILLING_DB_NAME user=$BILLING_DB_MONITOR_USER pw=$BILLING_DB_MONITOR_PASSWORD table=orders
+			dbname=$BILLING_DB_NAME user=$MONITOR_BILLING_DB_USER pw=$MONITOR_BILLING_DB_PASSWORD table=orders
 		fi
 		out=$(docker exec "$db-database" psql -X -qAt -d "$dbname" -c "SELECT count(*) >= 0 FROM $table" 2>&1)
 		expect "$db: the owner reads $table" "$out" t || bad=1

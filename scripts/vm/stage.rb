@@ -65,15 +65,15 @@ module MovieStage
   }.freeze
 
   # The secrets each VM's provisioning needs, and no other. billing-vm holds
-  # the broker, so it creates all three RabbitMQ accounts. The *_DB_MONITOR_
+  # the broker, so it creates all three RabbitMQ accounts. The MONITOR_*_DB_
   # passwords (the PostgreSQL exporter's pg_monitor role, used by the
   # containers today) go to the VM of their database, the one place a VM's
   # exporter would log in with them.
   SECRETS = {
     "gateway-vm" => %w[GATEWAY_RABBITMQ_PASSWORD],
-    "inventory-vm" => %w[INVENTORY_DB_PASSWORD INVENTORY_DB_MIGRATION_PASSWORD INVENTORY_DB_MONITOR_PASSWORD],
+    "inventory-vm" => %w[INVENTORY_DB_PASSWORD INVENTORY_DB_MIGRATION_PASSWORD MONITOR_INVENTORY_DB_PASSWORD],
     "billing-vm" => %w[
-      BILLING_DB_PASSWORD BILLING_DB_MIGRATION_PASSWORD BILLING_DB_MONITOR_PASSWORD BILLING_RABBITMQ_PASSWORD
+      BILLING_DB_PASSWORD BILLING_DB_MIGRATION_PASSWORD MONITOR_BILLING_DB_PASSWORD BILLING_RABBITMQ_PASSWORD
       RABBITMQ_GATEWAY_PASSWORD RABBITMQ_WORKER_PASSWORD RABBITMQ_ADMIN_PASSWORD
     ],
   }.freeze
