@@ -31,8 +31,7 @@
 #            audit walk through the forwarded port, `vagrant destroy`: scripts/vm-test.sh vagrant-up
 #   ha       scripts/ha-test.sh: the high-availability topology in network namespaces (a
 #            3-node RabbitMQ cluster, quorum queue, pg_auto_failover, inventory replicas,
-#            keepalived), faults under load (only with MP_TEST_HA=1 or named; about 7 minutes:
-#            opt-in until its inventory-replica fault holds under a fresh-clone run, docs/ha.md)
+#            keepalived), faults and a rolling upgrade under load (about 7 minutes)
 #   vm       scripts/vm-test.sh qemu (only with MP_TEST_VM=1: it takes minutes)
 #   shlib    (after hostside, before vm) scripts/lib-test.sh: the one shell library,
 #            scripts/lib/mp.sh, on real processes
@@ -69,13 +68,15 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 ALL_STEPS=(lint observability k8s unit build benchci e2e contract chaos containers swarm hosts hostside)
 ALL_STEPS+=(shlib)
-[[ ${MP_TEST_HA:-0} == 1 ]] && ALL_STEPS+=(ha)
-ALL_STEPS+=(vagrant)
+ALL_STEPS+=(ha vagrant)
 [[ ${MP_TEST_VM:-0} == 1 ]] && ALL_STEPS+=(vm)
 STEPS=("$@")
 ((${#STEPS[@]})) || STEPS=("${ALL_STEPS[@]}")
 
-declare -A RESULT TIME
+# Assigned empty: under set -u, bash 5.2 takes ${#RESULT[@]} of a declared but
+# never assigned array for an unbound variable (an interrupt before the first
+# step ended in that error instead of the summary).
+declare -A RESULT=() TIME=()
 
 cleanup() {
 	local rc=$?

@@ -11,7 +11,11 @@ before the client saw its answer is stored once. A request that fails before
 any answer (connection refused or reset: its gateway died) goes to the next
 URL, as a virtual IP moving to another gateway would; the final answer is
 what counts. OUT gets one line per order: user_id, the key, status (0 = no
-HTTP answer), the monotonic times it was sent and answered.
+HTTP answer; a request waits HA_LOAD_TIMEOUT seconds for it, default 20),
+the monotonic times it was sent and answered, and for status 0
+why there was none (the client's error, e.g. `OSError:_[Errno_99]...`: a
+verdict that counts failures can then tell a gateway's fault from the
+client's own).
 """
 import json
 import os
@@ -23,25 +27,41 @@ import uuid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 import mp_http  # noqa: E402  (the one HTTP client of the test programs)
 
+# How long a request waits for its answer before the client gives up (and,
+# with the URL given twice, sends an idempotent one again).
+TIMEOUT = float(os.environ.get("HA_LOAD_TIMEOUT", "20"))
+
 
 def post(url, body, key, timeout):
-    """The answer's status; 0 when none came (refused, reset: its gateway died)."""
+    """The answer (status 0 when none came: refused, reset, its gateway died)."""
     headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-    return mp_http.request("POST", url.rstrip("/") + "/api/billing", body, headers, timeout).status
+    return mp_http.request("POST", url.rstrip("/") + "/api/billing", body, headers, timeout)
+
+
+def why(resp):
+    """The load line's last field: the client's error (one word) when there
+    was no answer, or when the answer came only on a later URL (the first
+    attempt's error: the request was retried), else nothing."""
+    error = resp.error or getattr(resp, "retried_after", "")
+    return " " + ("_".join(error.split()) or "no_answer") if error or not resp.status else ""
 
 
 def first_answer(urls, first, send):
     """send(url) to each URL in turn, starting at urls[first], until one gives
     an answer (a status other than 0), as a virtual IP moving to a live host
-    would. Returns the status (0 when none answered) and the index to start
-    at next time: the URL that answered, else first."""
-    status = 0
+    would (the same URL twice: one retry of a request that got no answer).
+    Returns the last response (status 0 when none answered; an answer after
+    a failed attempt carries that attempt's error as `retried_after`) and
+    the index to start at next time: the URL that answered, else first."""
+    resp, failed = None, ""
     for k in range(len(urls)):
         i = (first + k) % len(urls)
-        status = send(urls[i])
-        if status:
-            return status, i
-    return status, first
+        resp = send(urls[i])
+        if resp.status:
+            resp.retried_after = failed
+            return resp, i
+        failed = failed or resp.error
+    return resp, first
 
 
 def worker(tag, urls, stopfile, out, lock):
@@ -54,10 +74,11 @@ def worker(tag, urls, stopfile, out, lock):
         body = json.dumps({"user_id": user_id, "number_of_items": 1, "total_amount": "9.99"})
         sent = time.monotonic()
         # The next order starts on the gateway that answered.
-        status, first = first_answer(urls, first, lambda url: post(url, body, order_id, timeout=20))
+        resp, first = first_answer(urls, first, lambda url: post(url, body, order_id, timeout=TIMEOUT))
+        status = resp.status
         answered = time.monotonic()
         with lock:
-            out.write(f"{user_id} {order_id} {status} {sent:.3f} {answered:.3f}\n")
+            out.write(f"{user_id} {order_id} {status} {sent:.3f} {answered:.3f}{why(resp)}\n")
             out.flush()
         if status != 200:
             time.sleep(0.2)

@@ -10,7 +10,8 @@ STOPFILE exists. A GET that gets no answer at all (its gateway died) goes to
 the next URL, as it would through a virtual IP; a POST does not (it may have
 been stored: sending it again could store it twice), its status stays 0.
 OUT gets one line per request: kind (post/get), title (- for a get), status
-(0 = no HTTP answer), the monotonic times it was sent and answered.
+(0 = no HTTP answer), the monotonic times it was sent and answered, and for
+status 0 the client's error (load.py's `why`). Requests wait load.py's TIMEOUT.
 """
 import json
 import os
@@ -21,7 +22,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 import mp_http  # noqa: E402  (the one HTTP client of the test programs)
-from load import first_answer  # noqa: E402  (the client-side failover, shared with the orders load)
+from load import TIMEOUT, first_answer, why  # noqa: E402  (the client-side failover, shared with the orders load)
 
 
 def writer(tag, urls, stopfile, out, lock):
@@ -31,12 +32,11 @@ def writer(tag, urls, stopfile, out, lock):
         title = f"{tag}-{n}"
         body = json.dumps({"title": title, "description": "ha test"})
         sent = time.monotonic()
-        status = mp_http.request(
-            "POST", urls[n % len(urls)] + "/api/movies", body, {"Content-Type": "application/json"}, 20
-        ).status
+        resp = mp_http.request("POST", urls[n % len(urls)] + "/api/movies", body, {"Content-Type": "application/json"}, TIMEOUT)
+        status = resp.status
         answered = time.monotonic()
         with lock:
-            out.write(f"post {title} {status} {sent:.3f} {answered:.3f}\n")
+            out.write(f"post {title} {status} {sent:.3f} {answered:.3f}{why(resp)}\n")
             out.flush()
         if status != 201:
             time.sleep(0.2)
@@ -46,12 +46,13 @@ def reader(urls, stopfile, out, lock):
     first = 0
     while not os.path.exists(stopfile):
         sent = time.monotonic()
-        status, first = first_answer(
-            urls, first, lambda url: mp_http.request("GET", url + "/api/movies?limit=5", None, {}, 20).status
+        resp, first = first_answer(
+            urls, first, lambda url: mp_http.request("GET", url + "/api/movies?limit=5", None, {}, TIMEOUT)
         )
+        status = resp.status
         answered = time.monotonic()
         with lock:
-            out.write(f"get - {status} {sent:.3f} {answered:.3f}\n")
+            out.write(f"get - {status} {sent:.3f} {answered:.3f}{why(resp)}\n")
             out.flush()
         if status != 200:
             time.sleep(0.2)

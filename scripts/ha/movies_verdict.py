@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The verdict of one catalogue fault of the high-availability test.
 
-    movies_verdict.py NAME LOADFILE STORED FAULT_AT MAX_GAP MAX_FAILED_GETS [NOTE]
+    movies_verdict.py NAME LOADFILE STORED FAULT_AT MAX_GAP MAX_FAILED [NOTE]
 
 LOADFILE: movies_load.py's lines; STORED: `title count` lines from the movies
 database; FAULT_AT: the monotonic time the fault was injected. Prints one
@@ -10,7 +10,8 @@ non-201 but stored, the longest time without an added movie after the fault
 (writes gone), reads and failed reads, the longest time without a read
 answered 200 after the fault, then NOTE. Exits 1 if a movie answered 201 is
 lost, any is stored twice, either longest time exceeds MAX_GAP seconds (the
-promise), or more than MAX_FAILED_GETS reads failed (-1: any number).
+promise), or more than MAX_FAILED requests failed, reads (not 200) and
+writes (not 201) together (-1: any number).
 """
 import sys
 
@@ -24,7 +25,7 @@ def longest_gap(fault_at, times):
 
 def main():
     name, load_path, stored_path = sys.argv[1], sys.argv[2], sys.argv[3]
-    fault_at, max_gap, max_failed_gets = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+    fault_at, max_gap, max_failed = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
     note = f"; {sys.argv[7]}" if len(sys.argv) > 7 and sys.argv[7] else ""
     stored = {}
     with open(stored_path, encoding="utf-8") as f:
@@ -33,10 +34,16 @@ def main():
                 title, count = line.split()
                 stored[title] = int(count)
     posts, gets = [], []
+    errors = {}  # the client's errors behind status 0, and how many
     with open(load_path, encoding="utf-8") as f:
         for line in f:
-            kind, title, status, sent, answered = line.split()
+            kind, title, status, sent, answered, *error = line.split()
             (posts if kind == "post" else gets).append((title, int(status), float(sent), float(answered)))
+            if error:
+                # No answer at all, or an answer on the client's retry.
+                kind = "no answer" if int(status) == 0 else "answered on a retry after"
+                count, first_at = errors.get((kind, error[0]), (0, float(sent)))
+                errors[(kind, error[0])] = (count + 1, min(first_at, float(sent)))
     added = [p for p in posts if p[1] == 201]
     lost = [p[0] for p in added if stored.get(p[0], 0) == 0]
     twice = sorted({p[0] for p in posts if stored.get(p[0], 0) > 1})
@@ -62,10 +69,17 @@ def main():
     )
     if read_gap > max_gap:
         problems.append(f"reads gone longer than {max_gap:.0f} s")
-    if max_failed_gets >= 0 and len(failed_gets) > max_failed_gets:
-        statuses = sorted({g[1] for g in failed_gets})
-        problems.append(f"{len(failed_gets)} failed reads (statuses {statuses}), at most {max_failed_gets} allowed")
+    failed = failed_gets + [p for p in posts if p[1] != 201]
+    if max_failed >= 0 and len(failed) > max_failed:
+        statuses = sorted({r[1] for r in failed})
+        problems.append(
+            f"{len(failed)} failed requests (statuses {statuses}: {len(failed_gets)} reads, "
+            f"{len(failed) - len(failed_gets)} writes), at most {max_failed} allowed"
+        )
     print(" ".join(parts))
+    for (kind, error), (count, first_at) in sorted(errors.items(), key=lambda e: -e[1][0])[:6]:
+        when = f" (the first sent {first_at - fault_at:+.1f} s after the fault)" if fault_at > 0 else ""
+        print(f"  {kind} {count}x{when}: {error}")
     if lost:
         print(f"  lost (first 5): {lost[:5]}")
     if twice:

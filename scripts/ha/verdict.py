@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The verdict of one fault of the high-availability test.
 
-    verdict.py NAME LOADFILE STORED FAULT_AT [NOTE [MAX_OUTAGE]]
+    verdict.py NAME LOADFILE STORED FAULT_AT [NOTE [MAX_OUTAGE [MAX_FAILED]]]
 
 LOADFILE: load.py's lines; STORED: `user_id count` lines from the orders
 database; FAULT_AT: the monotonic time the fault was injected. Prints one
@@ -10,7 +10,8 @@ non-200 answered but stored, and the longest time without an accepted order
 after the fault (how long the service was gone), then NOTE (what else the
 fault measured, e.g. a database's failover time). Exits 1 if any order
 answered 200 is lost or any order is stored twice, or if MAX_OUTAGE (seconds)
-is given and the longest time without an accepted order exceeds it.
+is given and the longest time without an accepted order exceeds it, or if
+MAX_FAILED is given and more orders than that got no 200.
 """
 import sys
 
@@ -24,10 +25,16 @@ def main():
                 user, count = line.split()
                 stored[user] = int(count)
     orders = []
+    errors = {}  # the client's errors behind status 0, and how many
     with open(load_path, encoding="utf-8") as f:
         for line in f:
-            user, _order, status, sent, answered = line.split()
+            user, _order, status, sent, answered, *error = line.split()
             orders.append((user, int(status), float(sent), float(answered)))
+            if error:
+                # No answer at all, or an answer on the client's retry.
+                kind = "no answer" if int(status) == 0 else "answered on a retry after"
+                count, first_at = errors.get((kind, error[0]), (0, float(sent)))
+                errors[(kind, error[0])] = (count + 1, min(first_at, float(sent)))
     ok = [o for o in orders if o[1] == 200]
     lost = [o[0] for o in ok if stored.get(o[0], 0) == 0]
     # Only this run's orders (the set-up's probes are not part of it).
@@ -36,6 +43,8 @@ def main():
     failed = len(orders) - len(ok)
     note = f"; {sys.argv[5]}" if len(sys.argv) > 5 and sys.argv[5] else ""
     max_outage = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] else None
+    max_failed = int(sys.argv[7]) if len(sys.argv) > 7 and sys.argv[7] else None
+    too_many = max_failed is not None and failed > max_failed
     too_long = False
     # Longest stretch after the fault with no order answered 200 (FAULT_AT 0:
     # a total over several faults, which has no one fault time).
@@ -51,13 +60,18 @@ def main():
         f"lost {len(lost)}, stored twice {len(twice)}, non-200 but stored {len(non200_stored)}"
         f"{outage}{note}"
     )
+    for (kind, error), (count, first_at) in sorted(errors.items(), key=lambda e: -e[1][0])[:6]:
+        when = f" (the first sent {first_at - fault_at:+.1f} s after the fault)" if fault_at > 0 else ""
+        print(f"  {kind} {count}x{when}: {error}")
     if lost:
         print(f"  lost (first 5): {lost[:5]}")
     if twice:
         print(f"  stored twice (first 5): {twice[:5]}")
     if too_long:
         print(f"  FAILED: longer than {max_outage:.0f} s without an accepted order")
-    sys.exit(1 if lost or twice or not ok or too_long else 0)
+    if too_many:
+        print(f"  FAILED: {failed} orders without a 200, at most {max_failed} allowed")
+    sys.exit(1 if lost or twice or not ok or too_long or too_many else 0)
 
 
 if __name__ == "__main__":

@@ -47,38 +47,38 @@ first_start() {
 	local sock
 	sock=$(mktemp -d)
 	pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k $sock" -w start >/dev/null
-	# The password reaches psql through its environment (\getenv), never
-	# its arguments, which every process on the host can read (ps).
-	psql -X -q -h "$sock" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-		-v role="$POSTGRES_USER" -v db="$POSTGRES_DB" <<-'SQL'
-			\getenv pw POSTGRES_PASSWORD
-			SET password_encryption = 'scram-sha-256';
-			SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
-			\if :need_role
-			CREATE ROLE :"role" LOGIN PASSWORD :'pw';
-			\endif
-			SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') AS need_db \gset
-			\if :need_db
-			CREATE DATABASE :"db" OWNER :"role";
-			\endif
-		SQL
+	# The superuser's session on that socket, for both roles. Passwords reach
+	# psql through its environment (\getenv), never its arguments, which
+	# every process on the host can read (ps).
+	admin_psql() { psql -X -q -h "$sock" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+	admin_psql -v role="$POSTGRES_USER" -v db="$POSTGRES_DB" <<-'SQL'
+		\getenv pw POSTGRES_PASSWORD
+		SET password_encryption = 'scram-sha-256';
+		SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
+		\if :need_role
+		CREATE ROLE :"role" LOGIN PASSWORD :'pw';
+		\endif
+		SELECT NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') AS need_db \gset
+		\if :need_db
+		CREATE DATABASE :"db" OWNER :"role";
+		\endif
+	SQL
 	if [[ -n ${POSTGRES_MONITOR_USER:-} && ! -e $monitor_marker ]]; then
 		# pg_monitor reads the statistics views and settings only; PUBLIC
 		# loses CONNECT and TEMPORARY on the database (its owner keeps
 		# them), so the role's one other right is the CONNECT granted here.
 		# Its tables grant nothing to PUBLIC: reading one is refused.
-		psql -X -q -h "$sock" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-			-v mon="$POSTGRES_MONITOR_USER" -v db="$POSTGRES_DB" <<-'SQL'
-				\getenv pw POSTGRES_MONITOR_PASSWORD
-				SET password_encryption = 'scram-sha-256';
-				SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'mon') AS need_mon \gset
-				\if :need_mon
-				CREATE ROLE :"mon" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD :'pw';
-				\endif
-				GRANT pg_monitor TO :"mon";
-				REVOKE CONNECT, TEMPORARY ON DATABASE :"db" FROM PUBLIC;
-				GRANT CONNECT ON DATABASE :"db" TO :"mon";
-			SQL
+		admin_psql -v mon="$POSTGRES_MONITOR_USER" -v db="$POSTGRES_DB" <<-'SQL'
+			\getenv pw POSTGRES_MONITOR_PASSWORD
+			SET password_encryption = 'scram-sha-256';
+			SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'mon') AS need_mon \gset
+			\if :need_mon
+			CREATE ROLE :"mon" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD :'pw';
+			\endif
+			GRANT pg_monitor TO :"mon";
+			REVOKE CONNECT, TEMPORARY ON DATABASE :"db" FROM PUBLIC;
+			GRANT CONNECT ON DATABASE :"db" TO :"mon";
+		SQL
 		touch "$monitor_marker"
 		say "created the monitoring role $POSTGRES_MONITOR_USER (pg_monitor, CONNECT on $POSTGRES_DB)"
 	fi

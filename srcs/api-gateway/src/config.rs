@@ -73,6 +73,12 @@ pub struct Config {
     /// (host.rs).
     #[serde(default)]
     pub allowed_hosts: String,
+    /// Drain period on SIGTERM/SIGINT (`GATEWAY_DRAIN_MS`, default 0: stop at
+    /// once): `/health` and `/ready` answer 503 while requests are still
+    /// served, so balancers move away before the listener closes. Set it
+    /// where there is another replica to move to (docs/ha.md).
+    #[serde(default)]
+    pub drain_ms: u64,
 }
 
 fn default_metrics_port() -> u16 {

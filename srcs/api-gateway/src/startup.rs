@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{web, App};
+use common::health::Draining;
 use common::http::{bound_requests, BodyDeadline};
 use common::metrics::{self, http::HttpMetrics};
 use common::request_id::{self, AccessLog};
@@ -56,6 +57,8 @@ impl Application {
         let refresh_task = upstreams::spawn_refresh(&upstreams);
         let inventory_metrics = gateway_metrics.clone();
         let allowed_hosts = config.allowed_hosts()?;
+        let draining = Draining::default();
+        let app_draining = draining.clone();
         let server = BoundedServer::new(move || {
             // Per worker: awc clients are not Send, and a pool per worker
             // keeps connections to inventory on the thread that uses them.
@@ -73,6 +76,7 @@ impl Application {
                 .app_data(http_metrics.clone())
                 .app_data(upstream_metrics.clone())
                 .app_data(allowed_hosts.clone())
+                .app_data(app_draining.clone())
                 // Inside bound_requests, so a refused request's body is not
                 // read and its connection closes.
                 .wrap(from_fn(host::check))
@@ -92,6 +96,7 @@ impl Application {
         .limits(limits)
         .workers(config.workers)
         .shutdown_timeout(10)
+        .drain(draining, Duration::from_millis(config.drain_ms))
         .serve(listener)
         .map_err(StartupError::Server)?;
         log::info!(

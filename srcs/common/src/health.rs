@@ -5,12 +5,21 @@
 //!   {...},"error":{"code":"not_ready","message":"not ready: postgres down"}}`
 //!   with `Retry-After`. A service may add fields of its own (the worker's
 //!   `orders` counters).
+//! - While a service drains before it stops ([`Draining`]), both answer 503
+//!   `{"status":"not_ready","checks":{"shutdown":"draining"},...}`: a
+//!   balancer's health check then sends new requests elsewhere while the
+//!   service still serves what reaches it.
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::ErrorCode;
 use crate::http::{get_or_head, method_not_allowed, ErrorDetail};
@@ -23,6 +32,8 @@ pub enum Check {
     Down,
     /// Connected, but RabbitMQ blocks publishers (a memory or disk alarm).
     Blocked,
+    /// The service was asked to stop and drains first ([`Draining`]).
+    Draining,
 }
 
 impl Check {
@@ -41,8 +52,43 @@ impl Check {
             Self::Blocked => Some(format!(
                 "{name} blocked (a memory or disk alarm stops publishing)"
             )),
+            Self::Draining => Some(format!(
+                "{name} in progress (requests are still served until the drain period ends: send new ones elsewhere)"
+            )),
         }
     }
+}
+
+/// Whether the service is draining: asked to stop, it first answers its
+/// health checks with 503 for a drain period while it goes on serving
+/// (`common::server::BoundedServer::drain` sets it). One per service,
+/// shared by its server and its app (`app_data`).
+#[derive(Clone, Debug, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// `/health` and `/ready` while draining: 503, whatever the checks say.
+async fn unless_draining(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req
+        .app_data::<Draining>()
+        .is_some_and(Draining::is_draining)
+    {
+        let resp = ready_response(&[("shutdown", Check::Draining)], ());
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 #[derive(Serialize)]
@@ -97,12 +143,14 @@ where
     cfg.service(
         web::resource("/health")
             .route(get_or_head().to(health))
-            .default_service(web::to(method_not_allowed("GET, HEAD"))),
+            .default_service(web::to(method_not_allowed("GET, HEAD")))
+            .wrap(from_fn(unless_draining)),
     )
     .service(
         web::resource("/ready")
             .route(get_or_head().to(ready))
-            .default_service(web::to(method_not_allowed("GET, HEAD"))),
+            .default_service(web::to(method_not_allowed("GET, HEAD")))
+            .wrap(from_fn(unless_draining)),
     );
 }
 

@@ -31,6 +31,7 @@ use actix_web::rt::net::TcpStream;
 use actix_web::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::health::Draining;
 use crate::http::ServerLimits;
 
 /// After an answer to a request whose body was not read (408, 413): how long
@@ -49,6 +50,7 @@ pub struct BoundedServer<F> {
     shutdown_timeout: u64,
     signals: bool,
     on_connect: Option<OnConnect>,
+    drain: Option<(Draining, Duration)>,
 }
 
 impl<F> BoundedServer<F> {
@@ -63,6 +65,7 @@ impl<F> BoundedServer<F> {
             shutdown_timeout: 30,
             signals: true,
             on_connect: None,
+            drain: None,
         }
     }
 
@@ -83,6 +86,18 @@ impl<F> BoundedServer<F> {
     /// Seconds requests in flight get to finish once a stop is asked for.
     pub fn shutdown_timeout(mut self, seconds: u64) -> Self {
         self.shutdown_timeout = seconds;
+        self
+    }
+
+    /// On SIGINT/SIGTERM, drain for `period` before stopping: `draining` is
+    /// set (the app's `/health` and `/ready` answer 503) and the server goes
+    /// on serving, so a balancer polling them (the gateway's probes of its
+    /// inventory replicas, keepalived's of the gateways, Kubernetes') stops
+    /// sending new requests before the listener closes; then requests in
+    /// flight finish as without a drain. A second signal cuts the period
+    /// short. A zero period stops at once, as actix does.
+    pub fn drain(mut self, draining: Draining, period: Duration) -> Self {
+        self.drain = (!period.is_zero()).then_some((draining, period));
         self
     }
 
@@ -123,6 +138,7 @@ impl<F> BoundedServer<F> {
             shutdown_timeout,
             signals,
             on_connect,
+            drain,
         } = self;
         let mut builder = actix_web::dev::Server::build()
             .max_concurrent_connections(limits.max_connections)
@@ -130,7 +146,8 @@ impl<F> BoundedServer<F> {
         if let Some(n) = workers {
             builder = builder.workers(n);
         }
-        if !signals {
+        // With a drain period the signals are ours (below), not actix's.
+        if !signals || drain.is_some() {
             builder = builder.disable_signals();
         }
         // Lets idle keep-alive connections close as soon as a stop begins,
@@ -164,7 +181,50 @@ impl<F> BoundedServer<F> {
             })
             .and_then(h1)
         })?;
-        Ok(builder.run())
+        let server = builder.run();
+        if let (Some((draining, period)), true) = (drain, signals) {
+            let handle = server.handle();
+            actix_web::rt::spawn(async move {
+                if let Err(e) = stop_signal().await {
+                    log::error!(
+                        "cannot catch SIGTERM/SIGINT ({e}): this server stops only when killed"
+                    );
+                    return;
+                }
+                draining.start();
+                log::info!(
+                    "stop asked: draining for {} ms (/health and /ready answer 503, requests are still served), then stopping event=draining",
+                    period.as_millis()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    _ = stop_signal() => log::info!("second stop signal: stopping now"),
+                }
+                handle.stop(true).await;
+            });
+        }
+        Ok(server)
+    }
+}
+
+/// The next SIGTERM or SIGINT (Ctrl-C where there is no SIGTERM). An error
+/// means the handler could not be installed: the server then runs until
+/// killed, as it would have without a drain.
+async fn stop_signal() -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }
 

@@ -31,6 +31,12 @@ pub struct Config {
     /// the role the service serves with may not change the schema.
     #[serde(default = "common::db::default_migrate_at_start")]
     pub migrate_at_start: bool,
+    /// Drain period on SIGTERM/SIGINT (`INVENTORY_DRAIN_MS`, default 0: stop at
+    /// once): `/health` and `/ready` answer 503 while requests are still
+    /// served, so balancers move away before the listener closes. Set it
+    /// where there is another replica to move to (docs/ha.md).
+    #[serde(default)]
+    pub drain_ms: u64,
 }
 
 fn default_metrics_port() -> u16 {

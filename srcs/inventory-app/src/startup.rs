@@ -4,6 +4,7 @@ use crate::{routes, MIGRATIONS};
 use actix_web::middleware::{from_fn, NormalizePath};
 use actix_web::{web, App};
 use common::config::ServiceConfig;
+use common::health::Draining;
 use common::http::{
     bound_requests, json_config, json_error_pages, not_found, path_config, query_config,
     ServerLimits,
@@ -59,9 +60,12 @@ impl Application {
         }
 
         let state = web::Data::new(state);
+        let draining = Draining::default();
+        let app_draining = draining.clone();
         let server = BoundedServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(app_draining.clone())
                 .app_data(json_config(MAX_BODY_BYTES))
                 .app_data(path_config())
                 .app_data(query_config())
@@ -82,6 +86,7 @@ impl Application {
         })
         .limits(server_limits)
         .workers(config.workers)
+        .drain(draining, Duration::from_millis(config.drain_ms))
         .serve(listener)
         .map_err(StartupError::Server)?;
         log::info!(

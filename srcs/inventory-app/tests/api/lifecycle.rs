@@ -322,3 +322,93 @@ fn keyset_pages_read_only_their_rows_at_any_depth() {
     drop(conn);
     drop_database(&name);
 }
+
+/// Asked to stop with a drain period (a replica behind a balancer), the
+/// service answers its health checks 503 "draining" and goes on serving
+/// requests until the period ends, then exits 0. The balancer (the gateway's
+/// probes) moves away meanwhile, so no request meets a closed port.
+#[actix_web::test]
+async fn a_stop_signal_drains_then_exits() {
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inventory-app"))
+        .env_clear()
+        .env("INVENTORY_HOST", "127.0.0.1")
+        .env("INVENTORY_PORT", port.to_string())
+        .env("INVENTORY_METRICS_PORT", "0")
+        .env("INVENTORY_DB_HOST", "127.0.0.1")
+        .env("INVENTORY_DB_PORT", closed_port().to_string())
+        .env("INVENTORY_DB_NAME", "movies")
+        .env("INVENTORY_DB_USER", "inventory")
+        .env("INVENTORY_DB_PASSWORD", "hunter2")
+        .env("INVENTORY_DRAIN_MS", "3000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = test_support::http_client(Duration::from_secs(5));
+    let url = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| client.get(format!("{url}{path}")).send();
+    test_support::wait_until(
+        "inventory-app answers /health",
+        Duration::from_secs(10),
+        || async {
+            get("/health")
+                .await
+                .ok()
+                .filter(|r| r.status() == StatusCode::OK)
+        },
+    )
+    .await;
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut health =
+        test_support::wait_until("/health answers 503", Duration::from_secs(2), || async {
+            get("/health")
+                .await
+                .ok()
+                .filter(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+        })
+        .await;
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready", "{body}");
+    assert_eq!(body["checks"], json!({"shutdown": "draining"}), "{body}");
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    let ready = get("/ready").await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Still serving: a request gets its usual answer (here the 400 of a bad
+    // id), not a refused connection.
+    let served = get("/api/movies/abc").await.unwrap();
+    assert_eq!(served.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the drain period ended"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after the drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = {
+        use std::io::Read;
+        let mut s = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("event=draining"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -39,6 +39,7 @@ pub async fn spawn_inventory() -> Inventory {
         metrics_port: 0,
         limits: Default::default(),
         migrate_at_start: true,
+        drain_ms: 0,
     };
     let app = inventory_app::startup::Application::build(config).expect("build inventory-app");
     let url = format!("http://127.0.0.1:{}", app.port());

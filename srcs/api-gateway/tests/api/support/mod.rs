@@ -52,6 +52,7 @@ pub fn config(inventory_url: &str, amqp_port: u16, vhost: &str) -> Config {
         // The names the tests' raw requests send in `Host` (any other is
         // refused: tests/api/hosts.rs).
         allowed_hosts: "g,gateway".to_owned(),
+        drain_ms: 0,
     }
 }
 

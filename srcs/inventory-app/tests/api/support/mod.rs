@@ -60,6 +60,7 @@ pub fn config(db_port: u16, db_name: &str) -> Config {
         metrics_port: 0,
         limits: Limits::default(),
         migrate_at_start: true,
+        drain_ms: 0,
     }
 }
 
