@@ -188,6 +188,57 @@ check_vagrant_secrets() {
 	done
 }
 
+# The user's rolling upgrade, scripts/upgrade.sh, under a trickle of orders
+# through the forwarded port (before the demo checks: their reboot of
+# gateway-vm ends vagrant-libvirt's port forward). --restart: dist/ is the
+# build `vagrant up` installed, so every service is restarted as a new
+# binary would restart it. The verdict counts what was lost, duplicated,
+# refused and how long the upgrade took.
+upgrade_orders() { # OUT STOPFILE: one order per 0.1 s, "user status" per line
+	local n=0 code
+	while [[ ! -e $2 ]]; do
+		n=$((n + 1))
+		code=$(curl -s -o /dev/null -w '%{http_code}' -m 10 -H 'Content-Type: application/json' \
+			-H "Idempotency-Key: $UPGRADE_TAG-$n" \
+			-d "{\"user_id\":\"$UPGRADE_TAG-$n\",\"number_of_items\":1,\"total_amount\":\"9.99\"}" \
+			"$(gateway_base)/api/billing") || true
+		printf '%s %s\n' "$UPGRADE_TAG-$n" "${code:-000}" >>"$1"
+		sleep 0.1
+	done
+}
+upgrade_stored() { # the test's orders, "user count" per line
+	vm::sql billing "SELECT user_id, count(*) FROM orders WHERE user_id LIKE '$UPGRADE_TAG-%' GROUP BY user_id" | tr '|' ' '
+}
+# shellcheck disable=SC2317 # invoked through mp::wait_until
+all_accepted_stored() { [[ $(awk '$2 == 200' "$RUN_DIR/upgrade-orders.txt" | wc -l) -le $(upgrade_stored | wc -l) ]]; }
+check_upgrade() {
+	local load_pid started seconds ok refused lost twice
+	UPGRADE_TAG="upg$$"
+	rm -f "$RUN_DIR/upgrade.stop" "$RUN_DIR/upgrade-orders.txt"
+	upgrade_orders "$RUN_DIR/upgrade-orders.txt" "$RUN_DIR/upgrade.stop" &
+	load_pid=$!
+	sleep 2
+	started=$SECONDS
+	check_logged "scripts/upgrade.sh --no-build --restart exits 0" "$RUN_DIR/upgrade.log" \
+		bash -c "cd $(printf '%q' "$PROJECT_ROOT") && scripts/upgrade.sh --no-build --restart" || true
+	seconds=$((SECONDS - started))
+	sleep 2
+	touch "$RUN_DIR/upgrade.stop"
+	wait "$load_pid" || true
+	MP_WAIT_INTERVAL=1 mp::wait_until 120 "the accepted orders stored" all_accepted_stored || true
+	upgrade_stored >"$RUN_DIR/upgrade-stored.txt"
+	ok=$(awk '$2 == 200' "$RUN_DIR/upgrade-orders.txt" | wc -l)
+	refused=$(awk '$2 != 200' "$RUN_DIR/upgrade-orders.txt" | wc -l)
+	lost=$(awk 'NR == FNR { s[$1] = $2; next } $2 == 200 && !($1 in s)' "$RUN_DIR/upgrade-stored.txt" "$RUN_DIR/upgrade-orders.txt" | wc -l)
+	twice=$(awk '$2 > 1' "$RUN_DIR/upgrade-stored.txt" | wc -l)
+	log "rolling upgrade: $seconds s; orders: $ok answered 200, $refused not (the gateway's restart), lost $lost, stored twice $twice"
+	mp::check "rolling upgrade: orders answered 200 during it ($ok)" test "$ok" -gt 0
+	mp::check "rolling upgrade: no order answered 200 lost ($lost), none stored twice ($twice)" test "$((lost + twice))" = 0
+	for vm in billing inventory gateway; do
+		mp::check "rolling upgrade: $vm-vm's service restarted and ready" grep -q "$vm-vm done in" "$RUN_DIR/upgrade.log"
+	done
+}
+
 # -----------------------------------------------------------------------------------
 phase "vagrant: libvirtd in the namespace"
 start_libvirt
@@ -216,6 +267,9 @@ check_vagrant_secrets
 
 phase "network across the bridge"
 check_network
+
+phase "scripts/upgrade.sh under orders"
+check_upgrade
 
 run_demo_checks "${VM_TEST_SCOPE:-all}"
 phase_end
