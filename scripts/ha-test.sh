@@ -630,6 +630,25 @@ MP_WAIT_INTERVAL=1 mp::wait_until 30 "orders through $VIP" accepts_orders "${GW_
 	abort "orders accepted through the virtual IP $VIP"
 mp::check::pass "keepalived: the virtual IP $VIP on $(vip_holder)'s gateway; the client uses it from here on"
 
+# Memory: the proportional set size (PSS: shared pages split among their
+# users, so PostgreSQL's shared buffers count once) of every process of each
+# host, after the faults above (caches warm, the queue drained). A VM of the HA topology is one
+# broker host with its database nodes: vm1 = n1 + m1 + o1, vm2 = n2 + m2 +
+# o2, vm3 = n3 + mon (docs/ha.md).
+host_rss_mib() {
+	local pid kib=0 rss
+	for pid in $(ip netns pids "${NS[$1]}"); do
+		rss=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null) || rss=0
+		kib=$((kib + ${rss:-0}))
+	done
+	echo $((kib / 1024))
+}
+declare -A RSS
+for h in n1 n2 n3 m1 m2 o1 o2 mon; do RSS[$h]=$(host_rss_mib "$h"); done
+mp::log::info "memory (PSS, MiB): vm1 $((RSS[n1] + RSS[m1] + RSS[o1])) (n1 ${RSS[n1]}, m1 ${RSS[m1]}, o1 ${RSS[o1]})," \
+	"vm2 $((RSS[n2] + RSS[m2] + RSS[o2])) (n2 ${RSS[n2]}, m2 ${RSS[m2]}, o2 ${RSS[o2]})," \
+	"vm3 $((RSS[n3] + RSS[mon])) (n3 ${RSS[n3]}, mon ${RSS[mon]})"
+
 # --- fault: kill -9 of the orders database's primary during the drain -------------
 # service_pids HOST NAME: the process NAME running in HOST's namespace.
 service_pids() {
