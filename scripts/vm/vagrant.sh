@@ -220,7 +220,8 @@ check_upgrade() {
 	sleep 2
 	started=$SECONDS
 	check_logged "scripts/upgrade.sh --no-build --restart exits 0" "$RUN_DIR/upgrade.log" \
-		bash -c "cd $(printf '%q' "$PROJECT_ROOT") && scripts/upgrade.sh --no-build --restart" || true
+		bash -c "cd $(printf '%q' "$PROJECT_ROOT") && scripts/upgrade.sh --no-build --restart >$(printf '%q' "$RUN_DIR/upgrade.log") 2>&1" ||
+		true
 	seconds=$((SECONDS - started))
 	sleep 2
 	touch "$RUN_DIR/upgrade.stop"
