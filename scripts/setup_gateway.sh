@@ -17,6 +17,14 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$SCRIPT_DIR/provision/common.sh"
 provision_init "$SCRIPT_DIR" gateway "api-gateway"
 
+# The metrics listener and the node exporter bind the private address; let
+# them bind even if they start before that interface is up.
+FILE_CHANGED=0
+copy_if_changed "$DEPLOY_DIR/sysctl/60-movie-platform.conf" /etc/sysctl.d/60-movie-platform.conf 0644
+if [[ "$FILE_CHANGED" -eq 1 ]]; then
+	sysctl -q -p /etc/sysctl.d/60-movie-platform.conf
+fi
+
 # The gateway is reached through Vagrant's port forward (NAT interface) and
 # from the private network (its firewall, which provision_init applied, says
 # so); it holds no data and talks to the other VMs.

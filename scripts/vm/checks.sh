@@ -407,7 +407,7 @@ sys.exit(0 if any(a["labels"].get("alertname") == sys.argv[1] for a in json.load
 alert_gone() { ! alert_active "$1" && AM=1 prom_get /api/v2/alerts >/dev/null 2>&1; }
 
 check_monitoring() {
-	local run=$1 out line i t0 took
+	local run=$1 out line i t0 took vm
 	check_metrics_reachability
 	mp::wait_until 300 "every scrape target up" all_targets_up || true
 	out=$(prom_up 2>&1) || true
@@ -443,6 +443,12 @@ check_monitoring() {
 	else
 		mp::check::fail "monitoring: BillingQueueNoConsumer still active 180 s after the worker started"
 	fi
+	# What each unit costs, as its cgroup counts it (docs/observability.md).
+	for vm in "${VMS[@]}"; do
+		vm "$vm" "for u in ${VM_UNITS[$vm]}; do echo $vm-vm \$u \$((\$(systemctl show -p MemoryCurrent --value \$u) / 1048576)) MiB; done; free -m | sed -n 2p" \
+			>>"$RUN_DIR/monitoring-memory.txt" 2>&1 || true
+	done
+	log "memory after the monitoring checks: $(paste -sd';' "$RUN_DIR/monitoring-memory.txt")"
 }
 
 # run_demo_checks [walk]: everything, or only the audit walk (services up, the
