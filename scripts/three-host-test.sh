@@ -443,6 +443,18 @@ for pair in inventory:INVENTORY_:movies billing:BILLING_:orders; do
 	mp::check "$host-vm: ${!user_key} may not CREATE TABLE" refused_as "${who[@]}" "CREATE TABLE mp_probe (x int)"
 	mp::check "$host-vm: ${!user_key} may not touch the migrations' bookkeeping" \
 		refused_as "${who[@]}" "SELECT 1 FROM __diesel_schema_migrations"
+	# The PostgreSQL exporter's role, by the provisioning code (after the
+	# migrations, as on the VMs): statistics yes, rows no.
+	mon_key=MONITOR_${prefix}DB_USER mon_pw_key=MONITOR_${prefix}DB_PASSWORD
+	pg_target "$host"
+	pg_ensure_monitor "${!db_key}" "${!mon_key}" "${!mon_pw_key}" 127.0.0.1 "$POSTGRES_PORT" >/dev/null ||
+		abort "the monitoring role on $host-vm"
+	mon=("$host" "${!db_key}" "${!mon_key}" "${!mon_pw_key}")
+	mp::check "$host-vm: the exporter's role ${!mon_key} logs in and reads pg_stat_database" \
+		as_role "${mon[@]}" "SELECT count(*) FROM pg_stat_database"
+	mp::check "$host-vm: ${!mon_key} may not read $table" refused_as "${mon[@]}" "SELECT count(*) FROM $table"
+	mp::check "$host-vm: ${!mon_key} is a pg_monitor member and no superuser" \
+		test "$(sql "$host" postgres "SELECT pg_has_role(rolname, 'pg_monitor', 'MEMBER') AND NOT rolsuper FROM pg_roles WHERE rolname = '${!mon_key}'")" = t
 done
 
 # --- the audit walk through the gateway, from the client ----------------------------------
