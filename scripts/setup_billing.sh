@@ -86,4 +86,9 @@ pg_ensure_db \
 
 install_service billing-worker BILLING_ "$BILLING_HEALTH_PORT"
 
+# Monitoring, scraped by gateway-vm's Prometheus (RabbitMQ's own metrics come
+# from its rabbitmq_prometheus plugin, deploy/rabbitmq/enabled_plugins).
+install_node_exporter "$VM_BILLING_IP"
+install_postgres_exporter "$VM_BILLING_IP" "$BILLING_DB_NAME" MONITOR_BILLING_DB_USER
+
 mp::log::info "billing-vm ready: AMQP ${VM_BILLING_IP}:${RABBITMQ_PORT} (gateway only), management http://127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}/ (vagrant ssh billing-vm -- -L ${RABBITMQ_MANAGEMENT_PORT}:127.0.0.1:${RABBITMQ_MANAGEMENT_PORT}), PostgreSQL 127.0.0.1:${POSTGRES_PORT}"

@@ -35,4 +35,9 @@ pg_ensure_db \
 # it starts the service.
 install_service inventory-app INVENTORY_ "$INVENTORY_PORT"
 
+# Monitoring, scraped by gateway-vm's Prometheus: the node exporter and the
+# PostgreSQL exporter (after the migrations: they take CONNECT from PUBLIC).
+install_node_exporter "$VM_INVENTORY_IP"
+install_postgres_exporter "$VM_INVENTORY_IP" "$INVENTORY_DB_NAME" MONITOR_INVENTORY_DB_USER
+
 mp::log::info "inventory-vm ready: inventory-app on ${VM_INVENTORY_IP}:${INVENTORY_PORT} (gateway only), PostgreSQL on 127.0.0.1:${POSTGRES_PORT}"

@@ -115,6 +115,8 @@ while IFS= read -r key; do
 	export "${key?}"
 done < <(sed -n 's/^\([A-Z_]*_PASSWORD\)=[^$]*$/\1/p' .env)
 mp::env::load "$ROOT/.env"
+# The metrics listeners on the private addresses, as provision_init does.
+vm_metrics_hosts
 mp::check "generated passwords pass the check" refuse_default_passwords
 install -m 0600 /dev/null "$WORK/secrets"
 for key in "${SECRET_KEYS[@]}"; do printf '%s\n' "${!key}"; done >"$WORK/secrets"
@@ -441,6 +443,18 @@ for pair in inventory:INVENTORY_:movies billing:BILLING_:orders; do
 	mp::check "$host-vm: ${!user_key} may not CREATE TABLE" refused_as "${who[@]}" "CREATE TABLE mp_probe (x int)"
 	mp::check "$host-vm: ${!user_key} may not touch the migrations' bookkeeping" \
 		refused_as "${who[@]}" "SELECT 1 FROM __diesel_schema_migrations"
+	# The PostgreSQL exporter's role, by the provisioning code (after the
+	# migrations, as on the VMs): statistics yes, rows no.
+	mon_key=MONITOR_${prefix}DB_USER mon_pw_key=MONITOR_${prefix}DB_PASSWORD
+	pg_target "$host"
+	pg_ensure_monitor "${!db_key}" "${!mon_key}" "${!mon_pw_key}" 127.0.0.1 "$POSTGRES_PORT" >/dev/null ||
+		abort "the monitoring role on $host-vm"
+	mon=("$host" "${!db_key}" "${!mon_key}" "${!mon_pw_key}")
+	mp::check "$host-vm: the exporter's role ${!mon_key} logs in and reads pg_stat_database" \
+		as_role "${mon[@]}" "SELECT count(*) FROM pg_stat_database"
+	mp::check "$host-vm: ${!mon_key} may not read $table" refused_as "${mon[@]}" "SELECT count(*) FROM $table"
+	mp::check "$host-vm: ${!mon_key} is a pg_monitor member and no superuser" \
+		test "$(sql "$host" postgres "SELECT pg_has_role(rolname, 'pg_monitor', 'MEMBER') AND NOT rolsuper FROM pg_roles WHERE rolname = '${!mon_key}'")" = t
 done
 
 # --- the audit walk through the gateway, from the client ----------------------------------
@@ -503,7 +517,26 @@ blocked client billing 4369 "epmd"
 blocked gateway billing 4369 "epmd"
 blocked client billing 25672 "Erlang distribution"
 blocked gateway billing 25672 "Erlang distribution"
-blocked client billing "$BILLING_HEALTH_PORT" "worker health is local"
+# The metrics listeners (the worker's is its health port) and RabbitMQ's
+# Prometheus plugin: gateway-vm (Prometheus) only.
+reachable gateway billing "$BILLING_HEALTH_PORT" "worker metrics, for Prometheus"
+blocked client billing "$BILLING_HEALTH_PORT" "worker metrics are for gateway-vm only"
+blocked inventory billing "$BILLING_HEALTH_PORT" "worker metrics are for gateway-vm only"
+reachable gateway inventory "$INVENTORY_METRICS_PORT" "inventory metrics, for Prometheus"
+blocked client inventory "$INVENTORY_METRICS_PORT" "inventory metrics are for gateway-vm only"
+blocked billing inventory "$INVENTORY_METRICS_PORT" "inventory metrics are for gateway-vm only"
+reachable gateway billing "$RABBITMQ_PROMETHEUS_PORT" "RabbitMQ metrics, for Prometheus"
+blocked client billing "$RABBITMQ_PROMETHEUS_PORT" "RabbitMQ metrics are for gateway-vm only"
+blocked inventory billing "$RABBITMQ_PROMETHEUS_PORT" "RabbitMQ metrics are for gateway-vm only"
+blocked client gateway "$GATEWAY_METRICS_PORT" "gateway metrics are not public"
+# What Prometheus scrapes, scraped from gateway-vm as it does.
+scrape_has() { in_ns gateway curl -fsS -m 10 "http://${IP[$1]}:$2$3" | grep -q "^$4"; }
+mp::check "gateway-vm scrapes billing-worker's /metrics (billing_orders_stored_total)" \
+	scrape_has billing "$BILLING_HEALTH_PORT" /metrics billing_orders_stored_total
+mp::check "gateway-vm scrapes inventory-app's /metrics (http_requests_total)" \
+	scrape_has inventory "$INVENTORY_METRICS_PORT" /metrics http_requests_total
+mp::check "gateway-vm scrapes RabbitMQ's per-queue metrics (rabbitmq_queue_messages of billing_queue)" \
+	scrape_has billing "$RABBITMQ_PROMETHEUS_PORT" /metrics/per-object 'rabbitmq_queue_messages{.*queue="billing_queue"'
 reachable client gateway "$GATEWAY_PORT" "api-gateway"
 blocked client billing "$RABBITMQ_MANAGEMENT_PORT" "management UI is on loopback"
 blocked gateway billing "$RABBITMQ_MANAGEMENT_PORT" "management UI is on loopback"
@@ -722,7 +755,14 @@ mp::check "billing-vm: epmd listens on loopback only" only_on billing 4369 127.0
 mp::check "billing-vm: Erlang distribution listens on 127.0.0.1 only" only_on billing 25672 127.0.0.1
 mp::check "inventory-vm: inventory-app listens on ${IP[inventory]} only (INVENTORY_HOST)" \
 	only_on inventory "$INVENTORY_PORT" "${IP[inventory]}"
-mp::check "billing-vm: worker health listens on 127.0.0.1 only" only_on billing "$BILLING_HEALTH_PORT" 127.0.0.1
+mp::check "billing-vm: worker health and metrics listen on ${IP[billing]} only (provisioning's BILLING_HEALTH_HOST)" \
+	only_on billing "$BILLING_HEALTH_PORT" "${IP[billing]}"
+mp::check "inventory-vm: inventory metrics listen on ${IP[inventory]} only" \
+	only_on inventory "$INVENTORY_METRICS_PORT" "${IP[inventory]}"
+mp::check "gateway-vm: gateway metrics listen on ${IP[gateway]} only" \
+	only_on gateway "$GATEWAY_METRICS_PORT" "${IP[gateway]}"
+mp::check "billing-vm: RabbitMQ's Prometheus plugin listens on ${IP[billing]} only" \
+	only_on billing "$RABBITMQ_PROMETHEUS_PORT" "${IP[billing]}"
 
 echo
 if ((MP_CHECKS_FAILED > 0)); then

@@ -305,7 +305,14 @@ unit_ip_policy() {
 			"# requests from gateway-vm only (as the nftables rules)." \
 			"[Service]" "IPAddressDeny=any" "IPAddressAllow=localhost $VM_GATEWAY_IP"
 		;;
-	api-gateway | billing-worker) ;;
+	billing-worker)
+		# Its unit allows localhost only; its health listener also serves
+		# /metrics, which gateway-vm's Prometheus scrapes.
+		printf '%s\n' "# Written by movie-platform provisioning from .env: the unit's localhost," \
+			"# and gateway-vm's Prometheus, which scrapes /metrics (as the nftables rules)." \
+			"[Service]" "IPAddressAllow=$VM_GATEWAY_IP"
+		;;
+	api-gateway) ;;
 	*) mp::die "unit_ip_policy: unknown service $1" ;;
 	esac
 }
@@ -674,24 +681,51 @@ vm_firewall_rules() {
 		source_limits gateway "$GATEWAY_PORT" ip6 "${public[@]}"
 		printf 'tcp dport %s accept comment "api-gateway, from anywhere (host port forward)"\n' \
 			"$GATEWAY_PORT"
+		printf 'ip saddr %s tcp dport %s drop comment "Prometheus UI: not from the private network"\n' \
+			"$(private_subnet)" "$PROMETHEUS_PORT"
+		printf 'tcp dport %s accept comment "Prometheus UI, through Vagrant'"'"'s forward (NAT/management interface)"\n' \
+			"$PROMETHEUS_PORT"
 		;;
 	inventory)
 		source_limits inventory "$INVENTORY_PORT" ip "${peer[@]}" | sed "s/^/ip saddr $VM_GATEWAY_IP /"
 		printf 'ip saddr %s tcp dport %s accept comment "inventory-app, from gateway-vm only"\n' \
 			"$VM_GATEWAY_IP" "$INVENTORY_PORT"
+		printf 'ip saddr %s tcp dport { %s } accept comment "metrics and exporters, from gateway-vm (Prometheus) only"\n' \
+			"$VM_GATEWAY_IP" "$(metrics_ports inventory)"
 		;;
 	billing)
 		source_limits amqp "$RABBITMQ_PORT" ip "${peer[@]}" | sed "s/^/ip saddr $VM_GATEWAY_IP /"
 		printf 'ip saddr %s tcp dport %s accept comment "AMQP, from gateway-vm only"\n' \
 			"$VM_GATEWAY_IP" "$RABBITMQ_PORT"
+		printf 'ip saddr %s tcp dport { %s } accept comment "metrics and exporters, from gateway-vm (Prometheus) only"\n' \
+			"$VM_GATEWAY_IP" "$(metrics_ports billing)"
 		;;
 	*) mp::die "vm_firewall_rules: unknown role $1" ;;
 	esac
 }
 
+# metrics_ports ROLE: the ports gateway-vm's Prometheus scrapes on ROLE's VM
+# (comma list, for an nftables set): the service's metrics listener, the node
+# exporter, and the PostgreSQL exporter and RabbitMQ's plugin where they run.
+# Checked to be numbers: they are pasted into the ruleset.
+metrics_ports() {
+	local key ports=()
+	case "$1" in
+	gateway) ports=(GATEWAY_METRICS_PORT NODE_EXPORTER_PORT) ;;
+	inventory) ports=(INVENTORY_METRICS_PORT NODE_EXPORTER_PORT POSTGRES_EXPORTER_PORT) ;;
+	billing) ports=(BILLING_HEALTH_PORT RABBITMQ_PROMETHEUS_PORT NODE_EXPORTER_PORT POSTGRES_EXPORTER_PORT) ;;
+	*) mp::die "metrics_ports: unknown role $1" ;;
+	esac
+	for key in PROMETHEUS_PORT ALERTMANAGER_PORT "${ports[@]}"; do
+		[[ ${!key-} =~ ^[1-9][0-9]{0,4}$ ]] || mp::die "$key must be a port number (got '${!key-}')"
+	done
+	for key in "${ports[@]}"; do printf '%s\n' "${!key}"; done | sort -un | paste -sd, - | sed 's/,/, /g'
+}
+
 # vm_egress_rules ROLE: where each VM may connect to beyond the basics of
-# firewall_ruleset's output chain: gateway-vm to inventory-app and to the
-# broker's AMQP port, which is all the gateway talks to; inventory-vm and
+# firewall_ruleset's output chain: gateway-vm to inventory-app, to the
+# broker's AMQP port, which is all the gateway talks to, and (Prometheus) to
+# the other VMs' metrics and exporter ports; inventory-vm and
 # billing-vm to nothing (their services talk to their own VM only).
 vm_egress_rules() {
 	case "$1" in
@@ -700,6 +734,10 @@ vm_egress_rules() {
 			"$VM_INVENTORY_IP" "$INVENTORY_PORT"
 		printf 'ip daddr %s tcp dport %s accept comment "api-gateway -> RabbitMQ (AMQP)"\n' \
 			"$VM_BILLING_IP" "$RABBITMQ_PORT"
+		printf 'ip daddr %s tcp dport { %s } accept comment "Prometheus -> inventory-vm metrics and exporters"\n' \
+			"$VM_INVENTORY_IP" "$(metrics_ports inventory)"
+		printf 'ip daddr %s tcp dport { %s } accept comment "Prometheus -> billing-vm metrics and exporters"\n' \
+			"$VM_BILLING_IP" "$(metrics_ports billing)"
 		;;
 	inventory | billing) ;;
 	*) mp::die "vm_egress_rules: unknown role $1" ;;
@@ -790,6 +828,194 @@ apply_firewall() {
 		mp::log::detail "firewall rules already loaded:"
 	fi
 	vm_firewall_rules "$role" | sed 's/^/      /'
+}
+
+# ---------------------------------------------------------------------------
+# Monitoring: every VM's metrics on its private address, scraped by
+# Prometheus on gateway-vm (docs/observability.md).
+# ---------------------------------------------------------------------------
+# vm_metrics_hosts: the services' metrics listeners on their VM's private
+# address. .env keeps them on loopback, which is right for the local run and
+# the containers; on the VMs Prometheus scrapes them from gateway-vm, and the
+# firewall (metrics_ports) lets only gateway-vm in. The billing worker's
+# health listener is its metrics listener.
+vm_metrics_hosts() {
+	local pair key
+	for pair in GATEWAY_METRICS_HOST=VM_GATEWAY_IP INVENTORY_METRICS_HOST=VM_INVENTORY_IP \
+		BILLING_HEALTH_HOST=VM_BILLING_IP; do
+		key=${pair#*=}
+		[[ -n ${!key-} ]] || mp::die "$key is not defined"
+		printf -v "${pair%%=*}" '%s' "${!key}"
+		export "${pair%%=*}"
+	done
+}
+
+# monitoring_ip_policy: the systemd lines that let an exporter talk to
+# loopback and to gateway-vm (Prometheus) only, as the nftables rules.
+monitoring_ip_policy() {
+	printf '%s\n' "IPAddressDeny=any" "IPAddressAllow=localhost $VM_GATEWAY_IP"
+}
+
+# monitoring_unit UNIT CHANGED < DROPIN: Debian's UNIT with our drop-in
+# (/etc/systemd/system/UNIT.d/movie-platform.conf, which replaces the
+# package's ExecStart= and /etc/default file, so the package's conffiles
+# stay as shipped), enabled at boot, restarted when the drop-in or (CHANGED
+# 1) another of its inputs changed, else started if it is not running.
+monitoring_unit() {
+	local unit="$1" changed="$2"
+	FILE_CHANGED=0
+	write_if_changed "/etc/systemd/system/$unit.d/movie-platform.conf" 0644
+	if [[ $FILE_CHANGED -eq 1 ]]; then
+		systemctl daemon-reload
+		changed=1
+	fi
+	systemctl is-enabled --quiet "$unit" || systemctl enable --quiet "$unit"
+	if [[ $changed -eq 1 ]]; then
+		mp::log::detail "restarting $unit (its settings changed)"
+		systemctl restart "$unit"
+	elif ! systemctl is-active --quiet "$unit"; then
+		mp::log::detail "starting $unit"
+		systemctl start "$unit"
+	else
+		mp::log::detail "$unit already running with current settings"
+	fi
+}
+
+# install_node_exporter IP: Debian's prometheus-node-exporter on IP (the VM's
+# private address) only.
+install_node_exporter() {
+	mp::log::info "prometheus-node-exporter on $1:$NODE_EXPORTER_PORT (gateway-vm only)"
+	mp::pkg::install prometheus-node-exporter
+	monitoring_unit prometheus-node-exporter.service 0 < <(
+		printf '%s\n' "# Written by movie-platform provisioning: the private address only." \
+			"[Service]" "EnvironmentFile=" "ExecStart=" \
+			"ExecStart=/usr/bin/prometheus-node-exporter --web.listen-address=$1:$NODE_EXPORTER_PORT"
+		monitoring_ip_policy
+	)
+	check_service prometheus-node-exporter "$NODE_EXPORTER_PORT"
+}
+
+# pg_ensure_monitor DB ROLE PASSWORD HOST PORT: the exporter's login role:
+# a member of pg_monitor (the statistics views and settings) with CONNECT on
+# DB and no right on any table (pg_runtime_grants takes CONNECT and the
+# schema from PUBLIC). The password as in pg_ensure_db: set only when a login
+# with it fails, on psql's standard input.
+pg_ensure_monitor() {
+	local db="$1" role="$2" password="$3" host="$4" port="$5" super=("${PG_SUPER[@]}")
+	[[ "${#super[@]}" -gt 0 ]] || super=(runuser -u postgres -- psql -p "$port" -d postgres)
+	mp::log::info "PostgreSQL: monitoring role $role (pg_monitor, CONNECT on $db)"
+	"${super[@]}" -X -q -v ON_ERROR_STOP=1 -v role="$role" -v db="$db" <<'SQL'
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS need_role \gset
+\if :need_role
+CREATE ROLE :"role" LOGIN;
+\echo '    created role' :role
+\endif
+SELECT NOT pg_has_role(:'role', 'pg_monitor', 'MEMBER') AS need_monitor \gset
+\if :need_monitor
+GRANT pg_monitor TO :"role";
+\echo '    granted pg_monitor to' :role
+\endif
+GRANT CONNECT ON DATABASE :"db" TO :"role";
+SQL
+	if pg_can_login "$db" "$role" "$password" "$host" "$port"; then
+		mp::log::detail "role $role logs in to $db with the password from .env"
+		return 0
+	fi
+	pg_password_sql "$role" "$password" | "${super[@]}" -X -q -v ON_ERROR_STOP=1 >/dev/null ||
+		mp::die "cannot set the password of role $role"
+	mp::log::detail "password of role $role set from .env"
+	MP_WAIT_INTERVAL=2 mp::wait_until 120 "role $role to log in to $db" \
+		pg_can_login "$db" "$role" "$password" "$host" "$port" ||
+		mp::die "role $role still cannot log in to $db on $host:$port"
+}
+
+# install_postgres_exporter IP DB USER_KEY: Debian's
+# prometheus-postgres-exporter on IP, logging in to DB on 127.0.0.1 as the
+# role .env names in USER_KEY (MONITOR_*_DB_USER), created by
+# pg_ensure_monitor; its password (USER_KEY's _PASSWORD) a credential as the
+# services' (LoadCredential=, DATA_SOURCE_PASS_FILE): never in argv, the
+# environment or a log.
+install_postgres_exporter() {
+	local ip="$1" db="$2" user_key="$3" pw_key="${3%_USER}_PASSWORD" dir changed
+	local unit=prometheus-postgres-exporter
+	dir="$CREDENTIALS_ROOT/$unit"
+	[[ -n ${!pw_key-} ]] || mp::die "$pw_key is not defined"
+	pg_ensure_monitor "$db" "${!user_key}" "${!pw_key}" 127.0.0.1 "$POSTGRES_PORT"
+	mp::log::info "$unit on $ip:$POSTGRES_EXPORTER_PORT as ${!user_key} (gateway-vm only)"
+	mp::pkg::install "$unit"
+	FILE_CHANGED=0
+	install -d -m 0700 "$CREDENTIALS_ROOT" "$dir"
+	write_if_changed "$dir/$pw_key" 0600 root:root < <(printf '%s' "${!pw_key}")
+	changed=$FILE_CHANGED
+	# connect_timeout: a stopped server answers at once, a hung one must not
+	# outlast Prometheus' scrape timeout (pg_up 0 instead of a failed scrape).
+	monitoring_unit "$unit.service" "$changed" < <(
+		printf '%s\n' "# Written by movie-platform provisioning: the pg_monitor-only role, its" \
+			"# password a credential (never in the environment), the private address only." \
+			"[Service]" "EnvironmentFile=" \
+			"Environment=\"DATA_SOURCE_URI=127.0.0.1:$POSTGRES_PORT/$db?sslmode=disable&connect_timeout=3\"" \
+			"Environment=\"DATA_SOURCE_USER=${!user_key}\"" \
+			"LoadCredential=$pw_key:$dir/$pw_key" \
+			"Environment=DATA_SOURCE_PASS_FILE=%d/$pw_key" \
+			"ExecStart=" \
+			"ExecStart=/usr/bin/prometheus-postgres-exporter --web.listen-address=$ip:$POSTGRES_EXPORTER_PORT"
+		monitoring_ip_policy
+	)
+	check_service "$unit" "$POSTGRES_EXPORTER_PORT"
+}
+
+PROMETHEUS_CONF_DIR=/etc/movie-platform/prometheus
+ALERTMANAGER_CONF_DIR=/etc/movie-platform/alertmanager
+# Debian's package ships the console libraries among its examples.
+PROMETHEUS_CONSOLE_LIBRARIES=/usr/share/doc/prometheus/examples/console_libraries
+
+# install_prometheus: on gateway-vm, Debian's prometheus and
+# prometheus-alertmanager: the scrape configuration of the VMs
+# (deploy/prometheus/vm/prometheus.yml.in), the alert rules and console of
+# deploy/prometheus/, bounded retention (PROMETHEUS_RETENTION_TIME and _SIZE).
+# Prometheus listens where Vagrant's forward reaches it (the firewall keeps
+# the private network out); Alertmanager on loopback only, without its
+# cluster port (one instance: no gossip to listen for).
+install_prometheus() {
+	local changed
+	[[ $PROMETHEUS_RETENTION_TIME =~ ^[0-9]+(ms|s|m|h|d|w|y)$ ]] ||
+		mp::die "PROMETHEUS_RETENTION_TIME must be a duration such as 15d (got '$PROMETHEUS_RETENTION_TIME')"
+	[[ $PROMETHEUS_RETENTION_SIZE =~ ^[0-9]+(B|KB|MB|GB|TB)$ ]] ||
+		mp::die "PROMETHEUS_RETENTION_SIZE must be a size such as 1GB (got '$PROMETHEUS_RETENTION_SIZE')"
+	mp::log::info "Prometheus on port $PROMETHEUS_PORT, Alertmanager on 127.0.0.1:$ALERTMANAGER_PORT"
+	mp::pkg::install prometheus prometheus-alertmanager
+
+	FILE_CHANGED=0
+	install -d -m 0755 "$ALERTMANAGER_CONF_DIR"
+	copy_if_changed "$DEPLOY_DIR/prometheus/vm/alertmanager.yml" "$ALERTMANAGER_CONF_DIR/alertmanager.yml" 0644
+	changed=$FILE_CHANGED
+	monitoring_unit prometheus-alertmanager.service "$changed" < <(
+		printf '%s\n' "# Written by movie-platform provisioning: loopback only, no cluster port." \
+			"[Service]" "EnvironmentFile=" "ExecStart=" \
+			"ExecStart=/usr/bin/prometheus-alertmanager --config.file=$ALERTMANAGER_CONF_DIR/alertmanager.yml --storage.path=/var/lib/prometheus/alertmanager --web.listen-address=127.0.0.1:$ALERTMANAGER_PORT --cluster.listen-address=" \
+			"IPAddressDeny=any" "IPAddressAllow=localhost"
+	)
+	check_service prometheus-alertmanager "$ALERTMANAGER_PORT"
+
+	FILE_CHANGED=0
+	install -d -m 0755 "$PROMETHEUS_CONF_DIR" "$PROMETHEUS_CONF_DIR/consoles"
+	render_template "$DEPLOY_DIR/prometheus/vm/prometheus.yml.in" "$PROMETHEUS_CONF_DIR/prometheus.yml" 0644
+	copy_if_changed "$DEPLOY_DIR/prometheus/alerts.yml" "$PROMETHEUS_CONF_DIR/alerts.yml" 0644
+	copy_if_changed "$DEPLOY_DIR/prometheus/consoles/movie-platform.html" \
+		"$PROMETHEUS_CONF_DIR/consoles/movie-platform.html" 0644
+	changed=$FILE_CHANGED
+	promtool check config "$PROMETHEUS_CONF_DIR/prometheus.yml" >/dev/null ||
+		mp::die "promtool check config $PROMETHEUS_CONF_DIR/prometheus.yml failed"
+	[[ -r $PROMETHEUS_CONSOLE_LIBRARIES/prom.lib ]] ||
+		mp::log::warn "$PROMETHEUS_CONSOLE_LIBRARIES/prom.lib is missing: the console pages will not render"
+	monitoring_unit prometheus.service "$changed" < <(
+		printf '%s\n' "# Written by movie-platform provisioning: the VMs' scrape configuration," \
+			"# bounded retention, reachable through Vagrant's forward (the firewall keeps" \
+			"# the private network out)." \
+			"[Service]" "EnvironmentFile=" "ExecStart=" \
+			"ExecStart=/usr/bin/prometheus --config.file=$PROMETHEUS_CONF_DIR/prometheus.yml --storage.tsdb.path=/var/lib/prometheus/metrics2 --storage.tsdb.retention.time=$PROMETHEUS_RETENTION_TIME --storage.tsdb.retention.size=$PROMETHEUS_RETENTION_SIZE --web.listen-address=0.0.0.0:$PROMETHEUS_PORT --web.console.templates=$PROMETHEUS_CONF_DIR/consoles --web.console.libraries=$PROMETHEUS_CONSOLE_LIBRARIES"
+	)
+	check_service prometheus "$PROMETHEUS_PORT"
 }
 
 # ---------------------------------------------------------------------------
@@ -887,6 +1113,7 @@ provision_init() {
 		rmdir "$(dirname "$ENV_FILE")" 2>/dev/null || true
 	fi
 	refuse_default_passwords
+	vm_metrics_hosts
 	apply_firewall "$2"
 	harden_ssh
 }

@@ -178,6 +178,11 @@ build_rootfs() {
 		# Timers that only cost CPU under TCG during a test.
 		emulated chroot "$rootfs" systemctl disable apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
 			e2scrub_all.timer fstrim.timer man-db.timer >>"$BUILD_LOG" 2>&1 || true
+		# One image for the three VMs: the monitoring packages' units start only
+		# where provisioning enables them (Prometheus and Alertmanager on
+		# gateway-vm alone, the PostgreSQL exporter beside a database).
+		emulated chroot "$rootfs" systemctl disable prometheus.service prometheus-alertmanager.service \
+			prometheus-node-exporter.service prometheus-postgres-exporter.service >>"$BUILD_LOG" 2>&1 || true
 	fi
 	# shellcheck disable=SC2016 # a dpkg-query format
 	emulated chroot "$rootfs" dpkg-query -W -f '${Package} ${Version}\n' >"$rootfs/../packages.lst"

@@ -14,13 +14,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Units each VM must run: ours first, then the infrastructure ones they need.
 declare -A VM_UNITS=(
-	[gateway]="api-gateway.service"
-	[inventory]="inventory-app.service postgresql.service"
-	[billing]="billing-worker.service postgresql.service rabbitmq-server.service"
+	[gateway]="api-gateway.service prometheus.service prometheus-alertmanager.service prometheus-node-exporter.service"
+	[inventory]="inventory-app.service postgresql.service prometheus-node-exporter.service prometheus-postgres-exporter.service"
+	[billing]="billing-worker.service postgresql.service rabbitmq-server.service prometheus-node-exporter.service prometheus-postgres-exporter.service"
 )
 declare -A VM_MAIN_UNIT=([gateway]=api-gateway.service [inventory]=inventory-app.service [billing]=billing-worker.service)
 # What the state snapshot (re-provisioning must not change it) watches per VM.
-SNAPSHOT_UNITS="api-gateway.service inventory-app.service billing-worker.service movie-platform-firewall.service postgresql@15-main.service rabbitmq-server.service"
+SNAPSHOT_UNITS="api-gateway.service inventory-app.service billing-worker.service movie-platform-firewall.service postgresql@15-main.service rabbitmq-server.service prometheus.service prometheus-alertmanager.service prometheus-node-exporter.service prometheus-postgres-exporter.service"
 
 # The audit walk (scripts/lib/walk.sh) over this test's transport: curl to the
 # forwarded port, psql and rabbitmqctl and systemctl in the VMs over ssh.
@@ -132,25 +132,41 @@ probe_from() {
 # check_reachability: each forbidden port is closed from each VM that must not
 # reach it, each allowed one open (the port table of docs/vagrant.md; nftables, the
 # input rules of the VM reached and the output rules of the VM reaching, plus the
-# services' own bind addresses).
+# services' own bind addresses). The metrics ports: check_metrics_reachability.
 check_reachability() {
-	local from to ip port want got out key
-	declare -A IPOF=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
 	# "to:port:who may" — who may: a list of VMs, or "all".
 	# The gateway's port is open to every address, but the other VMs' output
 	# policy keeps them from it: they have no business there.
-	local rules=(
-		"gateway:$GATEWAY_PORT:"
-		"inventory:$INVENTORY_PORT:gateway"
-		"billing:$RABBITMQ_PORT:gateway"
-		"inventory:$POSTGRES_PORT:"
-		"billing:$POSTGRES_PORT:"
-		"billing:$RABBITMQ_MANAGEMENT_PORT:"
-		"billing:4369:"
-		"billing:25672:"
-		"billing:$BILLING_HEALTH_PORT:"
+	check_ports \
+		"gateway:$GATEWAY_PORT:" \
+		"inventory:$INVENTORY_PORT:gateway" \
+		"billing:$RABBITMQ_PORT:gateway" \
+		"inventory:$POSTGRES_PORT:" \
+		"billing:$POSTGRES_PORT:" \
+		"billing:$RABBITMQ_MANAGEMENT_PORT:" \
+		"billing:4369:" \
+		"billing:25672:" \
 		"gateway:22:" "inventory:22:" "billing:22:"
-	)
+}
+
+# check_metrics_reachability: every metrics listener and exporter is reached
+# from gateway-vm (where Prometheus runs) and refused from the other VMs;
+# Prometheus' and Alertmanager's own ports from no other VM.
+check_metrics_reachability() {
+	check_ports \
+		"gateway:$GATEWAY_METRICS_PORT:" "gateway:$NODE_EXPORTER_PORT:" \
+		"gateway:$PROMETHEUS_PORT:" "gateway:$ALERTMANAGER_PORT:" \
+		"inventory:$INVENTORY_METRICS_PORT:gateway" "inventory:$NODE_EXPORTER_PORT:gateway" \
+		"inventory:$POSTGRES_EXPORTER_PORT:gateway" \
+		"billing:$BILLING_HEALTH_PORT:gateway" "billing:$RABBITMQ_PROMETHEUS_PORT:gateway" \
+		"billing:$NODE_EXPORTER_PORT:gateway" "billing:$POSTGRES_EXPORTER_PORT:gateway"
+}
+
+# check_ports RULE...: each RULE "to:port:who may" probed from every other VM.
+check_ports() {
+	local from to ip port want got out key
+	declare -A IPOF=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
+	local rules=("$@")
 	for from in "${VMS[@]}"; do
 		local targets=()
 		for key in "${rules[@]}"; do
@@ -357,6 +373,86 @@ check_reboot() {
 		mp::walk::stored_id "${WALK_ORDERS[-1]:-none}" 1
 }
 
+# --- monitoring: Prometheus and Alertmanager on gateway-vm --------------------------
+# prom_get PATH [CURL ARGS...]: Prometheus' (or with AM=1, Alertmanager's) API,
+# asked inside gateway-vm: neither listens where this test's namespace reaches.
+prom_get() {
+	local port=$PROMETHEUS_PORT path=$1 quoted=() a
+	shift
+	[[ ${AM:-0} == 1 ]] && port=$ALERTMANAGER_PORT
+	for a in "$@"; do quoted+=("$(printf '%q' "$a")"); done
+	vm gateway "curl -fsS -m 20 -G http://127.0.0.1:$port$path ${quoted[*]}"
+}
+# prom_up: "job instance value" per scrape target, from the query `up`.
+prom_up() {
+	prom_get /api/v1/query --data-urlencode query=up 2>/dev/null | python3 -c 'import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    print(r["metric"].get("job", "-"), r["metric"].get("instance", "-"), r["value"][1])' | sort
+}
+# The scrape targets of deploy/prometheus/vm/prometheus.yml.in: the three
+# services, RabbitMQ twice (per-object and node-wide), two PostgreSQL
+# exporters, three node exporters, Prometheus and Alertmanager.
+PROM_TARGETS=12
+all_targets_up() {
+	local out
+	out=$(prom_up) || return 1
+	[[ $(grep -c . <<<"$out") -eq $PROM_TARGETS ]] && ! awk '$3 != "1"' <<<"$out" | grep -q .
+}
+# alert_active NAME: NAME among Alertmanager's active alerts.
+alert_active() {
+	AM=1 prom_get /api/v2/alerts --data-urlencode active=true 2>/dev/null |
+		python3 -c 'import json, sys
+sys.exit(0 if any(a["labels"].get("alertname") == sys.argv[1] for a in json.load(sys.stdin)) else 1)' "$1"
+}
+alert_gone() { ! alert_active "$1" && AM=1 prom_get /api/v2/alerts >/dev/null 2>&1; }
+
+check_monitoring() {
+	local run=$1 out line i t0 took vm
+	check_metrics_reachability
+	mp::wait_until 300 "every scrape target up" all_targets_up || true
+	out=$(prom_up 2>&1) || true
+	printf '%s\n' "$out" >"$RUN_DIR/prometheus-up.txt"
+	mp::check "Prometheus on gateway-vm has $PROM_TARGETS scrape targets ($(grep -c . <<<"$out"))" \
+		test "$(grep -c . <<<"$out")" = "$PROM_TARGETS"
+	while read -r line; do
+		[[ -n $line ]] || continue
+		mp::check "Prometheus: target ${line% *} up == 1 (${line##* })" test "${line##* }" = 1
+	done <<<"$out"
+	out=$(vm gateway "curl -fsS -m 20 -o /dev/null -w '%{http_code}' http://127.0.0.1:$PROMETHEUS_PORT/consoles/movie-platform.html" 2>&1) || true
+	mp::check "Prometheus serves the overview console (/consoles/movie-platform.html: $out)" test "$out" = 200
+
+	# The demo: orders wait with the worker stopped, the alert fires; the
+	# worker started, the orders are stored and the alert resolves.
+	mp::check "monitoring: systemctl stop billing-worker" vm::worker stop
+	for i in 1 2 3; do
+		mp::check "monitoring: order $i accepted with the worker stopped" mp::walk::order "vmobs-$run"
+	done
+	t0=$(date +%s)
+	if mp::wait_until 180 "BillingQueueNoConsumer in Alertmanager" alert_active BillingQueueNoConsumer; then
+		took=$(($(date +%s) - t0))
+		mp::check::pass "monitoring: BillingQueueNoConsumer active in Alertmanager ${took}s after the orders waited (limit 180 s)"
+	else
+		mp::check::fail "monitoring: BillingQueueNoConsumer not active in Alertmanager within 180 s"
+	fi
+	mp::check "monitoring: systemctl start billing-worker" vm::worker start
+	mp::check "monitoring: the 3 orders stored once each" \
+		mp::wait_until "$MP_WALK_WAIT" "the 3 orders to be stored" mp::walk::stored "vmobs-$run" 3
+	t0=$(date +%s)
+	if mp::wait_until 180 "BillingQueueNoConsumer to resolve" alert_gone BillingQueueNoConsumer; then
+		mp::check::pass "monitoring: BillingQueueNoConsumer resolved $(($(date +%s) - t0))s after the worker started"
+	else
+		mp::check::fail "monitoring: BillingQueueNoConsumer still active 180 s after the worker started"
+	fi
+	# What each unit costs, as its cgroup counts it (docs/observability.md).
+	for vm in "${VMS[@]}"; do
+		# A unit with no cgroup of its own (Debian's postgresql.service) has no
+		# number: "n/a", and the loop goes on.
+		vm "$vm" "for u in ${VM_UNITS[$vm]}; do m=\$(systemctl show -p MemoryCurrent --value \$u); case \$m in ''|*[!0-9]*) m=n/a ;; *) m=\$((m / 1048576)) ;; esac; echo $vm-vm \$u \$m MiB; done; echo $vm-vm \$(free -m | sed -n 2p)" \
+			>>"$RUN_DIR/monitoring-memory.txt" 2>&1 || true
+	done
+	log "memory after the monitoring checks: $(paste -sd';' "$RUN_DIR/monitoring-memory.txt")"
+}
+
 # run_demo_checks [walk]: everything, or only the audit walk (services up, the
 # movies API, the orders demo with the worker stopped and started): what
 # scripts/test.sh vagrant runs after the real `vagrant up`.
@@ -376,6 +472,9 @@ run_demo_checks() {
 
 	phase "the audit walk: movies and orders through the gateway, worker stopped and started"
 	check_walk "$run"
+
+	phase "monitoring: scrape targets up, metrics ports, the no-consumer alert"
+	check_monitoring "$run"
 
 	[[ $scope == walk ]] && return 0
 

@@ -25,7 +25,7 @@ mp::env::load "$RUN_DIR/dotenv"
 VMS=(gateway inventory billing)
 declare -A VM_IP=([gateway]=$VM_GATEWAY_IP [inventory]=$VM_INVENTORY_IP [billing]=$VM_BILLING_IP)
 # Memory and vCPUs as the Vagrantfile gives them.
-declare -A VM_MEM=([gateway]=512 [inventory]=1024 [billing]=1536)
+declare -A VM_MEM=([gateway]=768 [inventory]=1024 [billing]=1536)
 declare -A VM_CPUS=([gateway]=1 [inventory]=1 [billing]=${VM_TEST_BILLING_CPUS:-2})
 declare -A SSH_PORT=([gateway]=2210 [inventory]=2211 [billing]=2212)
 declare -A QEMU_PID=()

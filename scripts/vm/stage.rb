@@ -39,6 +39,11 @@ module MovieStage
     "gateway-vm" => %w[
       scripts/setup_gateway.sh
       deploy/systemd/api-gateway.service
+      deploy/sysctl/60-movie-platform.conf
+      deploy/prometheus/vm/prometheus.yml.in
+      deploy/prometheus/vm/alertmanager.yml
+      deploy/prometheus/alerts.yml
+      deploy/prometheus/consoles/movie-platform.html
     ],
     "inventory-vm" => %w[
       scripts/setup_inventory.sh

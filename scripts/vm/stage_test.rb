@@ -10,7 +10,10 @@ ARCHES = %w[amd64 arm64].freeze
 # Deployments the VMs have nothing to do with (the alert rules and console in
 # deploy/prometheus/ are not deployed on the VMs yet: promtool and the
 # containers test use them; deploy/grafana/ is for users who run Grafana).
-OTHER_DEPLOYMENTS = %r{\Adeploy/(docker|swarm|k8s|prometheus|grafana)/}.freeze
+OTHER_DEPLOYMENTS = %r{\Adeploy/(docker|swarm|k8s|grafana)/}.freeze
+# The alert rules' tests and runbooks: read by people and `scripts/test.sh
+# observability`, never by a VM (gateway-vm gets the rules and the console).
+NOT_ON_VMS = %w[deploy/prometheus/alerts_test.yml deploy/prometheus/runbooks.md].freeze
 # Files of the high-availability topology, which only scripts/ha-test.sh runs so
 # far (no VM layout uses them yet: docs/ha.md); the default VMs must not get them.
 HA_ONLY = %w[deploy/rabbitmq/ha.conf.in].freeze
@@ -123,7 +126,7 @@ class StageTest < Minitest::Test
     File.read(File.join(ROOT, "scripts/provision/common.sh")).scan(DEPLOY_REF).flatten.each do |ref|
       assert all.any? { |f| f == "deploy/#{ref}" || f.start_with?("deploy/#{ref}/") }, "scripts/provision/common.sh reads deploy/#{ref}"
     end
-    vm_deploy = tracked_files.grep(%r{\Adeploy/}).grep_v(OTHER_DEPLOYMENTS) - HA_ONLY
+    vm_deploy = tracked_files.grep(%r{\Adeploy/}).grep_v(OTHER_DEPLOYMENTS) - HA_ONLY - NOT_ON_VMS
     assert_empty vm_deploy - all, "deployment files no VM receives"
     assert_empty all & HA_ONLY, "the HA topology's files reach a default VM"
   end
