@@ -44,12 +44,13 @@ declare -A COST=(
 	[gateway]="connections to port $HOST_GATEWAY_PORT are refused for the second api-gateway takes to restart; requests in flight finish first"
 )
 
-# ready VM: the VM's service answers /ready (the worker on its loopback
-# health port; inventory and the gateway through the gateway's /ready,
-# which needs both, on the host's forwarded port).
+# ready VM: the VM's service answers /ready (the worker's health listener
+# is on billing-vm's private address, which only gateway-vm may reach, for
+# Prometheus: asked from there; inventory and the gateway through the
+# gateway's /ready, which needs both, on the host's forwarded port).
 ready() {
 	case $1 in
-	billing) vagrant ssh billing-vm -c "curl -fsS -o /dev/null -m 3 http://127.0.0.1:$BILLING_HEALTH_PORT/ready" >/dev/null 2>&1 ;;
+	billing) vagrant ssh gateway-vm -c "curl -fsS -o /dev/null -m 3 http://$VM_BILLING_IP:$BILLING_HEALTH_PORT/ready" >/dev/null 2>&1 ;;
 	*) curl -fsS -o /dev/null -m 3 "http://127.0.0.1:$HOST_GATEWAY_PORT/ready" ;;
 	esac
 }
