@@ -530,7 +530,12 @@ blocked client billing "$RABBITMQ_PROMETHEUS_PORT" "RabbitMQ metrics are for gat
 blocked inventory billing "$RABBITMQ_PROMETHEUS_PORT" "RabbitMQ metrics are for gateway-vm only"
 blocked client gateway "$GATEWAY_METRICS_PORT" "gateway metrics are not public"
 # What Prometheus scrapes, scraped from gateway-vm as it does.
-scrape_has() { in_ns gateway curl -fsS -m 10 "http://${IP[$1]}:$2$3" | grep -q "^$4"; }
+# The page is read whole first: `curl | grep -q` fails under pipefail when
+# grep's early exit cuts curl off mid-page (curl: (23) Failed writing body).
+scrape_has() {
+	local page
+	page=$(in_ns gateway curl -fsS -m 10 "http://${IP[$1]}:$2$3") && grep -q "^$4" <<<"$page"
+}
 mp::check "gateway-vm scrapes billing-worker's /metrics (billing_orders_stored_total)" \
 	scrape_has billing "$BILLING_HEALTH_PORT" /metrics billing_orders_stored_total
 mp::check "gateway-vm scrapes inventory-app's /metrics (http_requests_total)" \

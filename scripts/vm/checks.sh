@@ -396,7 +396,7 @@ PROM_TARGETS=12
 all_targets_up() {
 	local out
 	out=$(prom_up) || return 1
-	[[ $(grep -c . <<<"$out") -eq $PROM_TARGETS ]] && ! awk '$3 != "1"' <<<"$out" | grep -q .
+	[[ $(grep -c . <<<"$out") -eq $PROM_TARGETS ]] && [[ -z $(awk '$3 != "1"' <<<"$out") ]]
 }
 # alert_active NAME: NAME among Alertmanager's active alerts.
 alert_active() {
