@@ -57,6 +57,25 @@ mp::pkg::install rabbitmq-server postgresql
 
 mp::log::info "RabbitMQ: service"
 systemctl enable --quiet rabbitmq-server.service
+# A broker still starting (on a fresh VM the boot's start is its very first,
+# which creates its database) is let finish before it is stopped or
+# restarted: stopped half-way, its next start can fail (a qemu run of
+# vm-test saw `systemctl start` fail right after such a stop).
+rabbit_starting() { [[ "$(systemctl is-active rabbitmq-server.service)" == activating ]]; }
+rabbit_settled() { ! rabbit_starting; }
+if rabbit_starting; then
+	mp::log::detail "RabbitMQ is still starting (the boot's start): waiting for it"
+	MP_WAIT_INTERVAL=2 mp::wait_until 600 "RabbitMQ's boot start to end" rabbit_settled || true
+fi
+# rabbit_systemctl ACTION: systemctl ACTION rabbitmq-server, and on failure
+# the broker's own last words before the provisioning stops.
+rabbit_systemctl() {
+	systemctl "$1" rabbitmq-server.service && return 0
+	mp::log::warn "systemctl $1 rabbitmq-server failed; its journal and log:"
+	journalctl -u rabbitmq-server.service -n 30 --no-pager >&2 || true
+	tail -n 30 /var/log/rabbitmq/rabbit@*.log >&2 2>/dev/null || true
+	mp::die "RabbitMQ did not $1 (above: why); after fixing it run: vagrant provision billing-vm"
+}
 if [[ "$epmd_changed" -eq 1 ]] && systemctl is-active --quiet epmd.socket; then
 	# epmd keeps its listening sockets until it restarts, and a node does not
 	# register again with a new epmd: restart the broker around it.
@@ -68,9 +87,9 @@ if [[ "$epmd_changed" -eq 1 ]] && systemctl is-active --quiet epmd.socket; then
 fi
 if [[ "$rabbit_changed" -eq 1 ]] && systemctl is-active --quiet rabbitmq-server.service; then
 	mp::log::detail "restarting RabbitMQ (configuration changed; takes a while)"
-	systemctl restart rabbitmq-server.service
+	rabbit_systemctl restart
 else
-	systemctl start rabbitmq-server.service
+	rabbit_systemctl start
 fi
 rabbitmqctl --timeout "${RABBITMQ_WAIT_SECONDS:-300}" await_startup >/dev/null
 mp::log::detail "RabbitMQ is running"

@@ -277,20 +277,29 @@ install_service() {
 	fi
 	# Before the service (re)starts: it serves with a role that cannot.
 	run_migrations "/usr/local/bin/$name" "/etc/movie-platform/$name.env" "$prefix"
-	if ! systemctl is-enabled --quiet "$name.service"; then
-		systemctl enable --quiet "$name.service"
-		mp::log::detail "enabled $name.service at boot"
-	fi
-	if [[ "$changed" -eq 1 ]]; then
-		mp::log::detail "restarting $name.service (its binary, settings or unit changed)"
-		systemctl restart "$name.service"
-	elif ! systemctl is-active --quiet "$name.service"; then
-		mp::log::detail "starting $name.service"
-		systemctl start "$name.service"
-	else
-		mp::log::detail "$name.service already running with current binary and settings"
-	fi
+	unit_converge "$name.service" "$changed" "binary, settings or unit"
 	check_service "$name" "$port"
+}
+
+# unit_converge UNIT CHANGED INPUTS: UNIT enabled at boot, and restarted when
+# CHANGED is 1 (its INPUTS, e.g. "settings", changed), else started if it is
+# not running: what every unit we install or configure needs after its files
+# are written.
+unit_converge() {
+	local unit="$1" changed="$2" inputs="$3"
+	if ! systemctl is-enabled --quiet "$unit"; then
+		systemctl enable --quiet "$unit"
+		mp::log::detail "enabled $unit at boot"
+	fi
+	if [[ $changed -eq 1 ]]; then
+		mp::log::detail "restarting $unit (its $inputs changed)"
+		systemctl restart "$unit"
+	elif ! systemctl is-active --quiet "$unit"; then
+		mp::log::detail "starting $unit"
+		systemctl start "$unit"
+	else
+		mp::log::detail "$unit already running with current $inputs"
+	fi
 }
 
 # unit_ip_policy NAME: the drop-in that makes the kernel refuse, for this
@@ -350,13 +359,7 @@ pg_configure() {
 		mp::die "cluster $PG_VERSION/$PG_CLUSTER not found (postgresql-$PG_VERSION creates it)"
 	FILE_CHANGED=0
 	render_template "$DEPLOY_DIR/postgresql/movie-platform.conf.in" "$conf" 0644 postgres:postgres
-	systemctl enable --quiet postgresql.service
-	if [[ "$FILE_CHANGED" -eq 1 ]]; then
-		mp::log::detail "restarting PostgreSQL (listen address/port changed)"
-		systemctl restart postgresql.service
-	else
-		systemctl start postgresql.service
-	fi
+	unit_converge postgresql.service "$FILE_CHANGED" "listen address or port"
 	pg_wait 127.0.0.1 "$POSTGRES_PORT"
 }
 
@@ -869,16 +872,7 @@ monitoring_unit() {
 		systemctl daemon-reload
 		changed=1
 	fi
-	systemctl is-enabled --quiet "$unit" || systemctl enable --quiet "$unit"
-	if [[ $changed -eq 1 ]]; then
-		mp::log::detail "restarting $unit (its settings changed)"
-		systemctl restart "$unit"
-	elif ! systemctl is-active --quiet "$unit"; then
-		mp::log::detail "starting $unit"
-		systemctl start "$unit"
-	else
-		mp::log::detail "$unit already running with current settings"
-	fi
+	unit_converge "$unit" "$changed" "settings"
 }
 
 # install_node_exporter IP: Debian's prometheus-node-exporter on IP (the VM's
