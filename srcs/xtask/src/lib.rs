@@ -8,6 +8,7 @@ pub mod elf;
 pub mod preflight;
 pub mod target;
 pub mod toolchain;
+pub mod upgrade;
 
 use std::path::PathBuf;
 

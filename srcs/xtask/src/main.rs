@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use xtask::target::{choose_linker, Arch, HostFacts};
-use xtask::{dist, dotenv, preflight, project_root, toolchain};
+use xtask::{dist, dotenv, preflight, project_root, toolchain, upgrade};
 
 const USAGE: &str = "usage:
   cargo xtask dist [--arch amd64|arm64] [--portable] [--force] [--no-install]
@@ -17,7 +17,12 @@ const USAGE: &str = "usage:
       what `vagrant up` checks first: the build toolchain (unless dist/ is up to date),
       host port N free, and a Vagrant new enough for the VirtualBox version.
   cargo xtask dotenv FILE
-      FILE resolved by the .env rules (environment ignored), as KEY<TAB>VALUE lines.";
+      FILE resolved by the .env rules (environment ignored), as KEY<TAB>VALUE lines.
+  cargo xtask upgrade [--no-build] [--restart]
+      the rolling upgrade of the VMs of `vagrant up`: `vagrant provision` one VM at a
+      time (billing-vm, inventory-vm, gateway-vm), each service ready before the next.
+      --no-build uses dist/ as it is; --restart restarts each service even if nothing
+      changed (a rolling restart, e.g. after a change of .env).";
 
 struct Args {
     arch: Arch,
@@ -28,6 +33,8 @@ struct Args {
     toolchain: bool,
     vagrant: Option<String>,
     virtualbox: Option<String>,
+    build: bool,
+    restart: bool,
     rest: Vec<String>,
 }
 
@@ -45,6 +52,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         toolchain: true,
         vagrant: None,
         virtualbox: None,
+        build: true,
+        restart: false,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -66,6 +75,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 );
             }
             "--no-toolchain" => a.toolchain = false,
+            "--no-build" => a.build = false,
+            "--restart" => a.restart = true,
             "--vagrant" => a.vagrant = Some(it.next().ok_or("--vagrant needs a version")?.clone()),
             "--virtualbox" => {
                 a.virtualbox = Some(it.next().ok_or("--virtualbox needs a version")?.clone())
@@ -164,6 +175,13 @@ fn main() -> ExitCode {
         ),
         "preflight" => preflight_cmd(&parsed),
         "dotenv" => dotenv_cmd(&parsed),
+        "upgrade" => upgrade::run(
+            &project_root(),
+            &upgrade::Options {
+                build: parsed.build,
+                restart: parsed.restart,
+            },
+        ),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
