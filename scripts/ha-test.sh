@@ -43,7 +43,9 @@
 # Usage: scripts/ha-test.sh    (root; needs dist/ from scripts/build.sh)
 # Env:   HA_TEST_SUBNET (default 10.204.0, exists only inside the namespaces),
 #        HA_TEST_KILLS (leader kills, default 10), HA_TEST_CUT=0 skips the
-#        node cut, HA_TEST_KEEP=1 keeps the work dir (logs), DIST_DIR
+#        node cut, HA_TEST_HEAL_WAIT (seconds the cut node has to rejoin
+#        by itself before the test restarts its broker, default 120; 0
+#        exercises that path), HA_TEST_KEEP=1 keeps the work dir (logs), DIST_DIR
 #        (default dist/).
 set -euo pipefail
 
@@ -526,8 +528,8 @@ cut_node() {
 heal_node() {
 	local pid
 	heal "$CUT"
-	MP_WAIT_INTERVAL=1 mp::wait_until 120 "3 members online" all_members_online && return 0
-	mp::log::warn "billing_queue's member on $CUT is not back 120 s after the heal (RabbitMQ did not resume the paused node); what the nodes say:"
+	MP_WAIT_INTERVAL=1 mp::wait_until "${HA_TEST_HEAL_WAIT:-120}" "3 members online" all_members_online && return 0
+	mp::log::warn "billing_queue's member on $CUT is not back ${HA_TEST_HEAL_WAIT:-120} s after the heal (RabbitMQ did not resume the paused node); what the nodes say:"
 	rmq_evidence "$CUT" >&2
 	mp::log::warn "restarting RabbitMQ on $CUT, as an operator would (docs/ha.md, \"A paused node that does not resume\")"
 	for pid in $(service_pids "$CUT" beam.smp); do kill -9 "$pid" 2>/dev/null || true; done

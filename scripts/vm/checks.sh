@@ -445,9 +445,10 @@ check_monitoring() {
 	fi
 	# What each unit costs, as its cgroup counts it (docs/observability.md).
 	for vm in "${VMS[@]}"; do
-		# A unit with no cgroup of its own (Debian's postgresql.service) has no
-		# number: "n/a", and the loop goes on.
-		vm "$vm" "for u in ${VM_UNITS[$vm]}; do m=\$(systemctl show -p MemoryCurrent --value \$u); case \$m in ''|*[!0-9]*) m=n/a ;; *) m=\$((m / 1048576)) ;; esac; echo $vm-vm \$u \$m MiB; done; echo $vm-vm \$(free -m | sed -n 2p)" \
+		# Debian's postgresql.service is a wrapper with no process: the
+		# cluster's own unit, postgresql@15-main, holds the server. A unit
+		# with no number says "n/a", and the loop goes on.
+		vm "$vm" "for u in ${VM_UNITS[$vm]//postgresql.service/postgresql@15-main.service}; do m=\$(systemctl show -p MemoryCurrent --value \$u); case \$m in ''|*[!0-9]*) m=n/a ;; *) m=\$((m / 1048576)) ;; esac; echo $vm-vm \$u \$m MiB; done; echo $vm-vm \$(free -m | sed -n 2p)" \
 			>>"$RUN_DIR/monitoring-memory.txt" 2>&1 || true
 	done
 	log "memory after the monitoring checks: $(paste -sd';' "$RUN_DIR/monitoring-memory.txt")"
