@@ -489,6 +489,77 @@ run_fault() {
 	fi
 }
 
+# --- benchmark: confirmed orders/s, 3-node quorum queue vs one classic queue ----------
+# BENCHMARKS.md's row, in the same run on the same machine: two more gateways
+# on n1, the same binary and settings but for their vhost and queue type,
+# each publishing to its own billing_queue on n1's node (its leader there),
+# with no consumer: the publishing side alone, which is where the two types
+# differ (a quorum queue confirms once 2 of 3 nodes have the order on disk,
+# a classic one once its only node has). Alternated, HA_TEST_BENCH_ROUNDS
+# (2) rounds of HA_TEST_BENCH_SECONDS (8) each, 4 clients (load.py);
+# HA_TEST_BENCH_ROUNDS=0 skips it.
+BENCH_ROUNDS="${HA_TEST_BENCH_ROUNDS:-2}" BENCH_SECONDS="${HA_TEST_BENCH_SECONDS:-8}"
+declare -A BENCH_PORT=([quorum]=$((GATEWAY_PORT + 10)) [classic]=$((GATEWAY_PORT + 11)))
+# bench_gateway_pid TYPE: the pid of the bench gateway listening on its port.
+bench_gateway_pid() {
+	in_ns n1 ss -Hltnp "sport = :${BENCH_PORT[$1]}" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2
+}
+# bench_rate LOADFILE: orders answered 200 per second, first sent to last answered.
+bench_rate() {
+	"$PY" -c 'import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+ok = [r for r in rows if r[2] == "200"]
+span = max(float(r[4]) for r in ok) - min(float(r[3]) for r in rows) if ok else 0
+print(round(len(ok) / span) if span > 0 else 0)' "$1"
+}
+if ((BENCH_ROUNDS > 0)); then
+	declare -A BENCH_RATES=([quorum]="" [classic]="")
+	for type in quorum classic; do
+		if ! { rmqctl n1 -q add_vhost "mp-bench-$type" >/dev/null 2>&1 &&
+			rmqctl n1 -q set_permissions -p "mp-bench-$type" mp '.*' '.*' '.*' >/dev/null 2>&1; }; then
+			abort "the benchmark's vhost mp-bench-$type"
+		fi
+		f="$WORK/n1-GATEWAY_bench_$type.env"
+		grep -vE '^GATEWAY_(PORT|METRICS_PORT|RABBITMQ_HOST|RABBITMQ_VHOST|RABBITMQ_QUEUE_TYPE|DRAIN_MS)=' \
+			"$WORK/n1-GATEWAY_.env" >"$f"
+		printf "%s='%s'\n" GATEWAY_PORT "${BENCH_PORT[$type]}" GATEWAY_METRICS_PORT "$((BENCH_PORT[$type] + 100))" \
+			GATEWAY_RABBITMQ_HOST "${IP[n1]}" GATEWAY_RABBITMQ_VHOST "mp-bench-$type" \
+			GATEWAY_RABBITMQ_QUEUE_TYPE "$type" GATEWAY_DRAIN_MS 0 >>"$f"
+		mapfile -t env_args < <(env_file_args "$f")
+		in_ns n1 runuser -u nobody -- env -i PATH=/usr/bin:/bin "${env_args[@]}" "$BIN_DIR/api-gateway" \
+			>>"$WORK/n1-api-gateway-bench-$type.log" 2>&1 &
+		MP_WAIT_INTERVAL=0.5 mp::wait_until 60 "the $type benchmark gateway" accepts_orders \
+			"http://${IP[n1]}:${BENCH_PORT[$type]}" || abort "the $type benchmark gateway accepts orders"
+	done
+	for round in $(seq 1 "$BENCH_ROUNDS"); do
+		for type in quorum classic; do
+			out="$WORK/bench-$type-$round.txt"
+			rm -f "$WORK/bench.stop"
+			in_ns client "$PY" "$ROOT/scripts/ha/load.py" "$out" "$WORK/bench.stop" 4 \
+				"http://${IP[n1]}:${BENCH_PORT[$type]}" &
+			bench_pid=$!
+			sleep "$BENCH_SECONDS"
+			touch "$WORK/bench.stop"
+			wait "$bench_pid" || true
+			BENCH_RATES[$type]+="$(bench_rate "$out") "
+		done
+	done
+	for type in quorum classic; do
+		pid="$(bench_gateway_pid "$type")"
+		[[ -n $pid ]] && mp::stop_pid "$pid" "the $type benchmark gateway" 10
+		rmqctl n1 -q delete_vhost "mp-bench-$type" >/dev/null 2>&1 || true
+	done
+	read -r -a q <<<"${BENCH_RATES[quorum]}"
+	read -r -a c <<<"${BENCH_RATES[classic]}"
+	qsum=0 csum=0
+	for r in "${q[@]}"; do qsum=$((qsum + r)); done
+	for r in "${c[@]}"; do csum=$((csum + r)); done
+	mp::log::info "benchmark, confirmed orders/s through one gateway, 4 clients, ${BENCH_SECONDS} s rounds:" \
+		"quorum queue (3 nodes) ${BENCH_RATES[quorum]% }, classic queue (1 node) ${BENCH_RATES[classic]% };" \
+		"quorum / classic $("$PY" -c "print(round($qsum / max($csum, 1), 2))")"
+	((qsum > 0 && csum > 0)) || mp::check::fail "benchmark: both queue types confirmed orders"
+fi
+
 # --- fault: kill -9 of the leader's node, repeated -------------------------------------
 KILLED=""
 kill_leader_node() {
