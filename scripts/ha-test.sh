@@ -45,7 +45,9 @@
 #        HA_TEST_KILLS (leader kills, default 10), HA_TEST_CUT=0 skips the
 #        node cut, HA_TEST_HEAL_WAIT (seconds the cut node has to rejoin
 #        by itself before the test restarts its broker, default 120; 0
-#        exercises that path), HA_TEST_KEEP=1 keeps the work dir (logs), DIST_DIR
+#        exercises that path), HA_TEST_BENCH_ROUNDS (quorum-vs-classic
+#        rounds, default 2; 0 skips) and HA_TEST_BENCH_SECONDS (8),
+#        HA_TEST_KEEP=1 keeps the work dir (logs), DIST_DIR
 #        (default dist/).
 set -euo pipefail
 
@@ -502,7 +504,8 @@ BENCH_ROUNDS="${HA_TEST_BENCH_ROUNDS:-2}" BENCH_SECONDS="${HA_TEST_BENCH_SECONDS
 declare -A BENCH_PORT=([quorum]=$((GATEWAY_PORT + 10)) [classic]=$((GATEWAY_PORT + 11)))
 # bench_gateway_pid TYPE: the pid of the bench gateway listening on its port.
 bench_gateway_pid() {
-	in_ns n1 ss -Hltnp "sport = :${BENCH_PORT[$1]}" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2
+	# (Not `cut`: this script's cut() takes a host off the network.)
+	in_ns n1 ss -Hltnp "sport = :${BENCH_PORT[$1]}" | sed -n '1s/.*pid=\([0-9]*\).*/\1/p'
 }
 # bench_rate LOADFILE: orders answered 200 per second, first sent to last answered.
 bench_rate() {
