@@ -117,6 +117,18 @@ fn http_ok(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     ask().ok().and_then(|r| status_code(&r)) == Some(200)
 }
 
+/// `vagrant ARGS` in the project folder, its output discarded: whether it
+/// succeeded.
+fn vagrant_ok(root: &Path, args: &[&str]) -> bool {
+    Command::new("vagrant")
+        .args(args)
+        .current_dir(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn env_value<'a>(vars: &'a [dotenv::Var], key: &str) -> Result<&'a str, String> {
     dotenv::get(vars, key).ok_or_else(|| format!(".env has no {key}"))
 }
@@ -156,8 +168,8 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
         ));
     }
 
-    let state = root.join(".state");
-    std::fs::create_dir_all(&state).map_err(|e| format!("cannot create .state/: {e}"))?;
+    std::fs::create_dir_all(root.join(".state"))
+        .map_err(|e| format!("cannot create .state/: {e}"))?;
     for (i, step) in STEPS.iter().enumerate() {
         let started = Instant::now();
         println!(
@@ -172,7 +184,8 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
         if !skip_build {
             println!("    building dist/ first (Vagrant's trigger: cargo xtask dist)");
         }
-        let log_path = state.join(format!("upgrade-{}.log", step.vm.trim_end_matches("-vm")));
+        let rel_log = format!(".state/upgrade-{}.log", step.vm.trim_end_matches("-vm"));
+        let log_path = root.join(&rel_log);
         let log = File::create(&log_path)
             .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
         let log_err = log
@@ -187,24 +200,15 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
         if skip_build {
             provision.env("MP_SKIP_BUILD", "1");
         }
-        let ok = provision.status().is_ok_and(|s| s.success());
-        let rel_log = format!(".state/upgrade-{}.log", step.vm.trim_end_matches("-vm"));
-        if !ok {
+        if !provision.status().is_ok_and(|s| s.success()) {
             return Err(format!(
                 "vagrant provision {} failed (log: {rel_log})",
                 step.vm
             ));
         }
         if opts.restart {
-            let ok = Command::new("vagrant")
-                .args(["ssh", step.vm, "-c"])
-                .arg(format!("sudo systemctl restart {}", step.unit))
-                .current_dir(root)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
+            let restart = format!("sudo systemctl restart {}", step.unit);
+            if !vagrant_ok(root, &["ssh", step.vm, "-c", &restart]) {
                 return Err(format!(
                     "restarting {} on {} failed: vagrant ssh {}, then journalctl -u {}",
                     step.unit, step.vm, step.vm, step.unit
@@ -216,13 +220,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<(), String> {
         // through the gateway's /ready, which needs both, on the host forward.
         let ready = || {
             if step.vm == "billing-vm" {
-                Command::new("vagrant")
-                    .args(["ssh", "gateway-vm", "-c", &worker_ready])
-                    .current_dir(root)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
+                vagrant_ok(root, &["ssh", "gateway-vm", "-c", &worker_ready])
             } else {
                 http_ok(gateway, "/ready", Duration::from_secs(3))
             }
