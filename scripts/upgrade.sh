@@ -11,9 +11,6 @@
 # what each step costs the clients is printed before it runs (docs/vagrant.md,
 # "A rolling upgrade").
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if ! command -v cargo >/dev/null 2>&1; then
-	printf 'upgrade: ERROR: cargo not found. Install Rust with rustup (https://rustup.rs), open a new shell, then run scripts/upgrade.sh again.\n' >&2
-	exit 1
-fi
-exec cargo xtask upgrade "$@"
+# shellcheck source=scripts/lib/xtask.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/xtask.sh"
+xtask_exec upgrade upgrade "$@"
