@@ -12,10 +12,11 @@ any answer (connection refused or reset: its gateway died) goes to the next
 URL, as a virtual IP moving to another gateway would; the final answer is
 what counts. OUT gets one line per order: user_id, the key, status (0 = no
 HTTP answer; a request waits HA_LOAD_TIMEOUT seconds for it, default 20),
-the monotonic times it was sent and answered, and for status 0
-why there was none (the client's error, e.g. `OSError:_[Errno_99]...`: a
-verdict that counts failures can then tell a gateway's fault from the
-client's own).
+the monotonic times it was sent and answered, and `why`'s field: for
+status 0 why there was none (the client's error, e.g.
+`OSError:_[Errno_99]...`: a verdict that counts failures can then tell a
+gateway's fault from the client's own), for an error answer its JSON error
+code (`code=broker_unavailable`).
 """
 import json
 import os
@@ -39,11 +40,37 @@ def post(url, body, key, timeout):
 
 
 def why(resp):
-    """The load line's last field: the client's error (one word) when there
-    was no answer, or when the answer came only on a later URL (the first
-    attempt's error: the request was retried), else nothing."""
+    """The load line's last field: for an error answer (4xx/5xx), its JSON
+    error code (`code=database_unavailable`: which service said no, and
+    why); the client's error (one word) when there was no answer, or when
+    the answer came only on a later URL (the first attempt's error: the
+    request was retried); else nothing."""
+    if resp.status >= 400:
+        return " code=" + error_code(resp.body)
     error = resp.error or getattr(resp, "retried_after", "")
     return " " + ("_".join(error.split()) or "no_answer") if error or not resp.status else ""
+
+
+def error_code(body):
+    """`error.code` of a JSON error body (one word), or `not_json`."""
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = ""
+    return "_".join(str(code).split()) or "not_json"
+
+
+def tally(errors, status, sent, field):
+    """Counts a load line's last field (why's) in ERRORS, {(kind, field):
+    (count, first sent)}, for the verdicts' lines of what went wrong."""
+    if status == 0:
+        kind = "no answer"
+    elif field.startswith("code="):
+        kind = f"answered {status}"
+    else:
+        kind = "answered on a retry after"
+    count, first_at = errors.get((kind, field), (0, sent))
+    errors[(kind, field)] = (count + 1, min(first_at, sent))
 
 
 def first_answer(urls, first, send):

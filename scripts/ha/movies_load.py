@@ -10,8 +10,9 @@ STOPFILE exists. A GET that gets no answer at all (its gateway died) goes to
 the next URL, as it would through a virtual IP; a POST does not (it may have
 been stored: sending it again could store it twice), its status stays 0.
 OUT gets one line per request: kind (post/get), title (- for a get), status
-(0 = no HTTP answer), the monotonic times it was sent and answered, and for
-status 0 the client's error (load.py's `why`). Requests wait load.py's TIMEOUT.
+(0 = no HTTP answer), the monotonic times it was sent and answered, and
+load.py's `why` (the client's error behind a status 0, the JSON error code of
+an error answer). Requests wait load.py's TIMEOUT.
 """
 import json
 import os

@@ -15,6 +15,8 @@ writes (not 201) together (-1: any number).
 """
 import sys
 
+from load import tally  # the one reading of a load line's last field
+
 
 def longest_gap(fault_at, times):
     """Longest stretch after fault_at without one of times (sorted)."""
@@ -34,16 +36,13 @@ def main():
                 title, count = line.split()
                 stored[title] = int(count)
     posts, gets = [], []
-    errors = {}  # the client's errors behind status 0, and how many
+    errors = {}  # load.py's tally: what went wrong, and how often
     with open(load_path, encoding="utf-8") as f:
         for line in f:
             kind, title, status, sent, answered, *error = line.split()
             (posts if kind == "post" else gets).append((title, int(status), float(sent), float(answered)))
             if error:
-                # No answer at all, or an answer on the client's retry.
-                kind = "no answer" if int(status) == 0 else "answered on a retry after"
-                count, first_at = errors.get((kind, error[0]), (0, float(sent)))
-                errors[(kind, error[0])] = (count + 1, min(first_at, float(sent)))
+                tally(errors, int(status), float(sent), error[0])
     added = [p for p in posts if p[1] == 201]
     lost = [p[0] for p in added if stored.get(p[0], 0) == 0]
     twice = sorted({p[0] for p in posts if stored.get(p[0], 0) > 1})

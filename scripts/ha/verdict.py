@@ -15,6 +15,8 @@ MAX_FAILED is given and more orders than that got no 200.
 """
 import sys
 
+from load import tally  # the one reading of a load line's last field
+
 
 def main():
     name, load_path, stored_path, fault_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
@@ -25,16 +27,13 @@ def main():
                 user, count = line.split()
                 stored[user] = int(count)
     orders = []
-    errors = {}  # the client's errors behind status 0, and how many
+    errors = {}  # load.py's tally: what went wrong, and how often
     with open(load_path, encoding="utf-8") as f:
         for line in f:
             user, _order, status, sent, answered, *error = line.split()
             orders.append((user, int(status), float(sent), float(answered)))
             if error:
-                # No answer at all, or an answer on the client's retry.
-                kind = "no answer" if int(status) == 0 else "answered on a retry after"
-                count, first_at = errors.get((kind, error[0]), (0, float(sent)))
-                errors[(kind, error[0])] = (count + 1, min(first_at, float(sent)))
+                tally(errors, int(status), float(sent), error[0])
     ok = [o for o in orders if o[1] == 200]
     lost = [o[0] for o in ok if stored.get(o[0], 0) == 0]
     # Only this run's orders (the set-up's probes are not part of it).
