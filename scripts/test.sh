@@ -120,6 +120,8 @@ ensure_system() {
 step_lint() {
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	# The gateway without its `telemetry` feature, as the benchmark builds it.
+	cargo clippy -p api-gateway --lib --bins --locked --no-default-features -- -D warnings
 	scripts/lint-deploy.sh
 	# The dependencies' licenses, bans and sources (and advisories with
 	# MP_ADVISORY_DB); installs cargo-deny the first time.

@@ -64,6 +64,19 @@ def min_of(values):
     return min(items, key=float) if items else ""
 
 
+def percent_more(a, b):
+    """How much more A is than B, in percent with one decimal and its sign
+    (`+4.3`), or NA when either is missing: a cost too small for a ratio's
+    two decimals."""
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return NA
+    if b <= 0:
+        return NA
+    return f"{(a / b - 1) * 100:+.1f}"
+
+
 def verdict(ok):
     return "met" if ok else "**NOT met**"
 

@@ -9,12 +9,13 @@ import glob
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import time
 
 import mp_http
 
-from figures import NA, BenchError, callgrind_total, ci_check, fmt, ratio, top_functions
+from figures import NA, BenchError, callgrind_total, ci_check, fmt, percent_more, ratio, top_functions
 from processes import HERE, ROOT, read_text, say, stop_child, tail
 
 # The request every count is made of: one seeded movie by id (the read path's
@@ -138,16 +139,18 @@ class CountSection:
         R[f"{key}.ir"] = fmt((totals[1] - totals[0]) / s.count_requests, 0)
         say(f"    {key:<34} {R[f'{key}.ir']:>9} instructions per request ({s.count_requests} requests)")
 
-    def service_under_callgrind(self, name, label):
-        """Stops NAME's local.sh instance and starts it again under callgrind,
-        on its port with exactly the environment local.sh gave it (the way the
-        start-up section runs it): (process, port)."""
+    def service_under_callgrind(self, name, label, binary=None):
+        """Stops NAME's local.sh instance and starts it again under callgrind
+        (BINARY, else dist's), on its port with exactly the environment
+        local.sh gave it (the way the start-up section runs it): (process,
+        port, environment)."""
         env = os.environ
         port = {"inventory-app": env["LOCAL_INVENTORY_PORT"], "api-gateway": env["LOCAL_GATEWAY_PORT"]}[name]
         environ = self.service_environ(name)
         self.local("stop", name, log=os.path.join(self.work, "local.log"))
-        binary = os.path.join(self.bin_dir, name)
-        if self.s.profile:
+        if binary is None:
+            binary = os.path.join(self.bin_dir, name)
+        if self.s.profile and binary == os.path.join(self.bin_dir, name):
             # The same code with its symbols, for per-function counts.
             binary = os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "profiling", name)
             if not os.access(binary, os.X_OK):
@@ -162,7 +165,7 @@ class CountSection:
             stop_child(proc, 30)
             self.local("start", name, log=os.path.join(self.work, "local.log"))
             raise BenchError(f"{name} under callgrind was not ready in 120 s (see {self.work}/{label}.log)")
-        return proc, port
+        return proc, port, environ
 
     def section_count(self):
         """Instructions per GET /api/movies/{id}: the gateway, nginx in front
@@ -172,13 +175,13 @@ class CountSection:
         s, R = self.s, self.R
         say(f"7. instruction counts per request (callgrind; {s.count_requests} requests after {s.count_warmup})")
         R["count.requests"] = str(s.count_requests)
-        for name, label, paths in self.count_plan():
-            if name == "nginx":
-                continue
-            proc, port = self.service_under_callgrind(name, label)
+        for name, label, paths, binary in self.count_plan():
+            proc, port, environ = self.service_under_callgrind(name, label, binary)
             try:
                 for key, method, path, body in paths:
                     self.count(key, label, port, [proc.pid], method, path, body)
+                if label.startswith("telemetry-"):
+                    self.check_telemetry(label, environ)
             finally:
                 stop_child(proc, 60)
                 self.local("start", name, log=os.path.join(self.work, "local.log"))
@@ -187,21 +190,63 @@ class CountSection:
         R["count.ratio_log"] = ratio(R.get("count.gateway.ir"), R.get("count.nginx_log.ir"))
         R["count.ratio_nolog"] = ratio(R.get("count.gateway.ir"), R.get("count.nginx_nolog.ir"))
         say(f"    gateway / nginx: {R['count.ratio_log']} with equal logging, {R['count.ratio_nolog']} against no log")
+        if not s.ci:
+            for what in ("", "_billing"):
+                R[f"count.telemetry_cost{what}"] = percent_more(R.get(f"count.telemetry_on{what}.ir"),
+                                                                R.get(f"count.telemetry_off{what}.ir"))
+            say(f"    telemetry on against off: {R['count.telemetry_cost']} % per GET, "
+                f"{R['count.telemetry_cost_billing']} % per POST /api/billing")
         if s.profile:
             self.annotate()
         if not s.ci:
             self.count_cpu()
 
     def count_plan(self):
-        """(service, dump label, [(figure key, method, path, body)]) in order."""
+        """(service, dump label, [(figure key, method, path, body)], binary
+        or None for dist's) in order."""
         s = self.s
         gateway = [("count.gateway", "GET", GET_PATH, None)]
         if s.profile:
             gateway.append(("count.gateway_billing", "POST", "/api/billing", ORDER))
-        plan = [("api-gateway", "gateway", gateway)]
+        plan = [("api-gateway", "gateway", gateway, None)]
         if not s.ci:
-            plan.append(("inventory-app", "inventory", [("count.direct", "GET", GET_PATH, None)]))
+            plan.append(("inventory-app", "inventory", [("count.direct", "GET", GET_PATH, None)], None))
+            for state, binary in self.telemetry_builds():
+                plan.append(("api-gateway", f"telemetry-{state}",
+                             [(f"count.telemetry_{state}", "GET", GET_PATH, None),
+                              (f"count.telemetry_{state}_billing", "POST", "/api/billing", ORDER)], binary))
         return plan
+
+    def telemetry_builds(self):
+        """The gateway built twice the same way, with its cargo feature
+        `telemetry` (the default: request metrics, trace propagation) and
+        without it: [("on", path), ("off", path)]. Both from one cargo
+        command line but for the feature, so their counts differ by that
+        work alone (dist's binary is linked by zig, which counts ~3 % apart).
+        The default build is made last, so that the `profiling` binary left
+        behind is the one `--profile` wants."""
+        built = []
+        for state, flags in (("off", ["--no-default-features"]), ("on", [])):
+            cmd = ["cargo", "build", "--quiet", "--profile", "profiling", "--target", "x86_64-unknown-linux-musl",
+                   "-p", "api-gateway", *flags]
+            say(f"    building the gateway with telemetry {state}: {' '.join(cmd)}")
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise BenchError(f"{' '.join(cmd)} failed: {tail(r.stdout + r.stderr, 10)}")
+            path = os.path.join(self.work, f"api-gateway.telemetry-{state}")
+            shutil.copy2(os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "profiling", "api-gateway"), path)
+            built.append((state, path))
+        return built[::-1]
+
+    def check_telemetry(self, label, environ):
+        """That a build is what its label says: the request metrics are in
+        its /metrics with telemetry on, and absent with it off (a build
+        that ignored the feature would make the comparison void)."""
+        url = f"http://{environ['GATEWAY_METRICS_HOST']}:{environ['GATEWAY_METRICS_PORT']}/metrics"
+        status, body = mp_http.http_get(url, 10)
+        has = status == 200 and "http_requests_total{" in body
+        if has != label.endswith("-on"):
+            self.record_error(f"{label}: request metrics {'present' if has else 'absent'} in {url} (status {status})")
 
     def annotate(self):
         """callgrind_annotate of each profiled dump: callgrind/KEY.txt (its

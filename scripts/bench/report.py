@@ -281,10 +281,23 @@ def report_count(R, s, errors):
     if R.get("count.gateway_billing.ir"):
         o.append(row("the gateway, `POST /api/billing`", v("count.gateway_billing.ir"), NA, NA, NA))
     target = num(v("count.ratio_log"))
+    telemetry = [num(v(f"count.telemetry_cost{what}")) for what in ("", "_billing")]
+    if R.get("count.telemetry_on.ir"):
+        o.append("\nWhat the gateway's telemetry costs: the same code built twice by one cargo command line, with "
+                 "its feature `telemetry` (the default: request metrics, trace propagation to inventory and into "
+                 "the order's message) and without it (`--no-default-features`), counted one after the other.\n\n")
+        o.append(table("request", ">telemetry on", ">telemetry off", ">on against off"))
+        for label, what in (("`GET /api/movies/42`", ""), ("`POST /api/billing`", "_billing")):
+            o.append(row(label, v(f"count.telemetry_on{what}.ir"), v(f"count.telemetry_off{what}.ir"),
+                         f"{v(f'count.telemetry_cost{what}')} %"))
     o.append("\n")
     o.append(table("target", "measured", "verdict"))
     o.append(row("gateway instructions per proxied request ≤ nginx's, with equal logging",
                  f"{v('count.ratio_log')}×", verdict(target is not None and target <= 1.0)))
+    if R.get("count.telemetry_on.ir"):
+        o.append(row("metrics and trace propagation on vs off: ≤ +5 % per request",
+                     f"{v('count.telemetry_cost')} % (GET), {v('count.telemetry_cost_billing')} % (POST)",
+                     verdict(None not in telemetry and max(telemetry) <= 5.0)))
     if errors:
         o.append("\nErrors in this run:\n\n")
         o.extend(f"- {e}\n" for e in errors)

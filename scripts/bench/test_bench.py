@@ -137,6 +137,21 @@ class InstructionCounts(unittest.TestCase):
         self.assertIn("| nginx, no access log | 20000 | 4.50 | n/a | n/a |", block)
         self.assertIn("| 3.00× | **NOT met** |", block)
         self.assertTrue(block.endswith("<!-- bench-count:end -->\n"))
+        self.assertNotIn("telemetry", block)
+
+    def test_count_block_has_the_telemetry_cost_and_its_verdict(self):
+        R = {"count.telemetry_on.ir": "73500", "count.telemetry_off.ir": "70000",
+             "count.telemetry_on_billing.ir": "107000", "count.telemetry_off_billing.ir": "100000"}
+        R["count.telemetry_cost"] = figures.percent_more(R["count.telemetry_on.ir"], R["count.telemetry_off.ir"])
+        R["count.telemetry_cost_billing"] = figures.percent_more("107000", "100000")
+        self.assertEqual(R["count.telemetry_cost"], "+5.0")
+        block = bench_report.report_count(R, bench_report.Settings(quick=True), [])
+        self.assertIn("| `GET /api/movies/42` | 73500 | 70000 | +5.0 % |", block)
+        self.assertIn("| +5.0 % (GET), +7.0 % (POST) | **NOT met** |", block)
+        R["count.telemetry_cost_billing"] = figures.percent_more("104000", "100000")
+        block = bench_report.report_count(R, bench_report.Settings(quick=True), [])
+        self.assertIn("| +5.0 % (GET), +4.0 % (POST) | met |", block)
+        self.assertEqual(figures.percent_more(None, "1"), figures.NA)
 
 
 class Blocks(unittest.TestCase):

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::metrics::{GatewayMetrics, Publish};
+use crate::metrics::{GatewayMetrics, Publish, TELEMETRY};
 
 /// Name shown in RabbitMQ's connection list and stamped as `app_id`.
 pub const APP_ID: &str = "api-gateway";
@@ -144,7 +144,9 @@ impl Broker {
     /// it once (`ON CONFLICT (order_id)`), which is why that is safe.
     pub async fn publish(&self, order: &OrderMessage, request_id: &RequestId) -> Result<(), Error> {
         let (outcome, result) = self.try_publish(order, request_id).await;
-        self.shared.metrics.published(outcome);
+        if TELEMETRY {
+            self.shared.metrics.published(outcome);
+        }
         result
     }
 
@@ -234,11 +236,11 @@ impl Broker {
                 )),
             );
         }
-        let properties =
-            topology::order_properties(order.order_id, &request_id.id, &request_id.trace, APP_ID);
+        let trace = TELEMETRY.then_some(&request_id.trace);
+        let properties = topology::order_properties(order.order_id, &request_id.id, trace, APP_ID);
         let started = Instant::now();
         let confirmed = topology::publish_order(&link.channel, payload, properties).await;
-        if matches!(confirmed, Ok(Confirmation::Ack(_) | Confirmation::Nack(_))) {
+        if TELEMETRY && matches!(confirmed, Ok(Confirmation::Ack(_) | Confirmation::Nack(_))) {
             self.shared.metrics.confirm_took(started);
         }
         match confirmed {

@@ -4,6 +4,12 @@
 
 use std::time::Instant;
 
+/// Whether this build counts requests and propagates traces (the cargo
+/// feature `telemetry`, on by default). A constant, so that a build without
+/// it has no trace of that work (not even a branch), and the code of both
+/// builds is checked by every compile.
+pub const TELEMETRY: bool = cfg!(feature = "telemetry");
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -13,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use common::metrics::{latency_histogram, register_all};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::broker::Broker;
 use crate::error::Error;
@@ -43,25 +49,58 @@ pub enum Publish {
     Failed,
 }
 
-impl Publish {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Confirmed => "confirmed",
-            Self::Nacked => "nacked",
-            Self::Returned => "returned",
-            Self::Timeout => "timeout",
-            Self::RefusedBlocked => "refused_blocked",
-            Self::RefusedDown => "refused_down",
-            Self::Failed => "failed",
+/// The `outcome` labels of the publishes, in [`Publish`]'s order.
+const PUBLISHED: [&str; 7] = [
+    "confirmed",
+    "nacked",
+    "returned",
+    "timeout",
+    "refused_blocked",
+    "refused_down",
+    "failed",
+];
+
+/// The `outcome` labels of the exchanges with inventory.
+const UPSTREAM: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "unavailable"];
+
+/// A family whose one label takes a few fixed values (`labels[i]`): each
+/// series is looked up in the family once, then reached by its index. A
+/// family lookup hashes the label with SipHash on every request, ~300
+/// instructions (BENCHMARKS.md, "What metrics and trace ids cost").
+#[derive(Debug, Clone)]
+struct ByOutcome<M, const N: usize> {
+    family: Family<OutcomeLabel, M>,
+    series: Arc<[OnceLock<M>; N]>,
+    labels: &'static [&'static str; N],
+}
+
+impl<M: Clone, const N: usize> ByOutcome<M, N> {
+    fn new(family: Family<OutcomeLabel, M>, labels: &'static [&'static str; N]) -> Self {
+        Self {
+            family,
+            series: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+            labels,
         }
+    }
+
+    /// The series of `labels[i]`; made (and so exported) at its first use,
+    /// as the family alone would.
+    fn get(&self, i: usize) -> &M {
+        self.series[i].get_or_init(|| {
+            self.family
+                .get_or_create(&OutcomeLabel {
+                    outcome: self.labels[i],
+                })
+                .clone()
+        })
     }
 }
 
 /// Cheap to clone: every family shares its storage.
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
-    upstream: Family<OutcomeLabel, Histogram>,
-    published: Family<OutcomeLabel, Counter>,
+    upstream: ByOutcome<Histogram, 7>,
+    published: ByOutcome<Counter, 7>,
     confirm: Histogram,
     open_connections: Gauge,
     upstream_retries: Counter,
@@ -73,8 +112,8 @@ impl GatewayMetrics {
     /// (it counts its publishes here).
     pub fn register(registry: &mut Registry) -> Self {
         let me = Self {
-            upstream: Family::new_with_constructor(latency_histogram),
-            published: Family::default(),
+            upstream: ByOutcome::new(Family::new_with_constructor(latency_histogram), &UPSTREAM),
+            published: ByOutcome::new(Family::default(), &PUBLISHED),
             confirm: latency_histogram(),
             open_connections: Gauge::default(),
             upstream_retries: Counter::default(),
@@ -82,8 +121,8 @@ impl GatewayMetrics {
         // One line a family: the table is the list of what this registers.
         #[rustfmt::skip]
         register_all(registry, [
-            ("gateway_upstream_duration_seconds", "Exchanges with inventory up to its response head, by outcome: its status class, timeout or unavailable", Box::new(me.upstream.clone())),
-            ("gateway_orders_published", "Orders handed to RabbitMQ, by outcome (confirmed, nacked, returned, timeout, refused_blocked, refused_down, failed)", Box::new(me.published.clone())),
+            ("gateway_upstream_duration_seconds", "Exchanges with inventory up to its response head, by outcome: its status class, timeout or unavailable", Box::new(me.upstream.family.clone())),
+            ("gateway_orders_published", "Orders handed to RabbitMQ, by outcome (confirmed, nacked, returned, timeout, refused_blocked, refused_down, failed)", Box::new(me.published.family.clone())),
             ("gateway_publish_confirm_duration_seconds", "Time from publishing an order to RabbitMQ's confirm (or nack)", Box::new(me.confirm.clone())),
             ("gateway_open_connections", "Client connections open on the public port", Box::new(me.open_connections.clone())),
             ("gateway_upstream_retries", "Requests to inventory sent again (to another endpoint when there is one) after an attempt failed before any response byte", Box::new(me.upstream_retries.clone())),
@@ -107,26 +146,23 @@ impl GatewayMetrics {
     }
 
     pub fn upstream<T>(&self, result: &Result<T, Error>, status: Option<u16>, started: Instant) {
+        // An index into UPSTREAM.
         let outcome = match (result, status) {
-            (Ok(_), Some(100..=199)) => "1xx",
-            (Ok(_), Some(200..=299)) => "2xx",
-            (Ok(_), Some(300..=399)) => "3xx",
-            (Ok(_), Some(400..=499)) => "4xx",
-            (Ok(_), _) => "5xx",
-            (Err(Error::UpstreamTimeout { .. }), _) => "timeout",
-            (Err(_), _) => "unavailable",
+            (Ok(_), Some(100..=199)) => 0,
+            (Ok(_), Some(200..=299)) => 1,
+            (Ok(_), Some(300..=399)) => 2,
+            (Ok(_), Some(400..=499)) => 3,
+            (Ok(_), _) => 4,
+            (Err(Error::UpstreamTimeout { .. }), _) => 5,
+            (Err(_), _) => 6,
         };
         self.upstream
-            .get_or_create(&OutcomeLabel { outcome })
+            .get(outcome)
             .observe(started.elapsed().as_secs_f64());
     }
 
     pub fn published(&self, outcome: Publish) {
-        self.published
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.label(),
-            })
-            .inc();
+        self.published.get(outcome as usize).inc();
     }
 
     pub fn confirm_took(&self, started: Instant) {
@@ -211,5 +247,52 @@ impl Collector for EndpointStates {
             [("up", up), ("down", known - up)]
                 .map(|(state, n)| (state, i64::try_from(n).unwrap_or(i64::MAX))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn each_outcome_counts_under_its_own_label() {
+        let mut registry = Registry::default();
+        let metrics = GatewayMetrics::register(&mut registry);
+        let all = [
+            (Publish::Confirmed, "confirmed"),
+            (Publish::Nacked, "nacked"),
+            (Publish::Returned, "returned"),
+            (Publish::Timeout, "timeout"),
+            (Publish::RefusedBlocked, "refused_blocked"),
+            (Publish::RefusedDown, "refused_down"),
+            (Publish::Failed, "failed"),
+        ];
+        for (n, (outcome, _)) in all.iter().enumerate() {
+            for _ in 0..=n {
+                metrics.published(*outcome);
+            }
+        }
+        let started = Instant::now();
+        metrics.upstream(&Ok(()), Some(404), started);
+        metrics.upstream(&Ok(()), Some(404), started);
+        metrics.upstream::<()>(&Err(Error::UpstreamUnavailable("x".into())), None, started);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for (n, (_, label)) in all.iter().enumerate() {
+            let line = format!(
+                "gateway_orders_published_total{{outcome=\"{label}\"}} {}\n",
+                n + 1
+            );
+            assert!(text.contains(&line), "{line}: {text}");
+        }
+        for line in [
+            "gateway_upstream_duration_seconds_count{outcome=\"4xx\"} 2\n",
+            "gateway_upstream_duration_seconds_count{outcome=\"unavailable\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        // A series appears at its first use, not before.
+        assert!(!text.contains("outcome=\"2xx\""), "{text}");
     }
 }

@@ -35,7 +35,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body;
 use crate::error::Error;
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{GatewayMetrics, TELEMETRY};
 use crate::upstreams::Upstreams;
 use common::request_id::{self, RequestId};
 use common::trace::TRACEPARENT;
@@ -441,8 +441,10 @@ fn upstream_headers(
     if let Ok(value) = HeaderValue::from_str(&request_id.id) {
         out.insert(rid, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id.trace.header_value()) {
-        out.insert(traceparent, value);
+    if TELEMETRY {
+        if let Ok(value) = HeaderValue::from_bytes(&request_id.trace.header_bytes()) {
+            out.insert(traceparent, value);
+        }
     }
     out
 }

@@ -2,7 +2,7 @@ use common::config::ServiceConfig;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App};
 use common::health::Draining;
 use common::http::{bound_requests, BodyDeadline};
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::broker::Broker;
 use crate::config::{Config, ACCESS_LOG_TARGET};
 use crate::host;
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{GatewayMetrics, TELEMETRY};
 use crate::proxy::Inventory;
 use crate::routes;
 use crate::upstreams::{self, Upstreams};
@@ -68,13 +68,19 @@ impl Application {
                 inventory_idle_timeout,
                 inventory_metrics.clone(),
             ));
-            App::new()
-                .app_data(inventory)
+            // Without telemetry, no upstream metrics: proxy.rs observes the
+            // exchange only when they are there.
+            let app = App::new();
+            let app = if TELEMETRY {
+                app.app_data(upstream_metrics.clone())
+            } else {
+                app
+            };
+            app.app_data(inventory)
                 .app_data(shared_broker.clone())
                 .app_data(BodyDeadline(limits.body_timeout))
                 .app_data(AccessLog(ACCESS_LOG_TARGET))
                 .app_data(http_metrics.clone())
-                .app_data(upstream_metrics.clone())
                 .app_data(allowed_hosts.clone())
                 .app_data(app_draining.clone())
                 // Inside bound_requests, so a refused request's body is not
@@ -84,14 +90,19 @@ impl Application {
                 // and an access-log line.
                 .wrap(from_fn(bound_requests))
                 // Outside the refusals, so they are counted too.
-                .wrap(from_fn(metrics::http::middleware))
+                .wrap(Condition::new(
+                    TELEMETRY,
+                    from_fn(metrics::http::middleware),
+                ))
                 .wrap(from_fn(request_id::middleware))
                 .configure(routes::configure)
         })
         // What actix keeps per connection is dropped when it closes: the
         // guard counts the connections open.
         .on_connect(move |_, extensions| {
-            extensions.insert(gateway_metrics.connection_opened());
+            if TELEMETRY {
+                extensions.insert(gateway_metrics.connection_opened());
+            }
         })
         .limits(limits)
         .workers(config.workers)

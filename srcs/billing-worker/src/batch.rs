@@ -278,7 +278,7 @@ mod tests {
     fn the_gateways_trace_is_continued_in_the_log_ids() {
         let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let trace = TraceContext::continue_from(Some(client.as_bytes()));
-        let props = common::topology::order_properties(Uuid::new_v4(), "req-9", &trace, "t");
+        let props = common::topology::order_properties(Uuid::new_v4(), "req-9", Some(&trace), "t");
         let r = decode(delivery(
             r#"{"user_id":"u","number_of_items":1,"total_amount":1}"#,
             props,

@@ -174,7 +174,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
 pub fn order_properties(
     order_id: Uuid,
     request_id: &str,
-    trace: &TraceContext,
+    trace: Option<&TraceContext>,
     app_id: &str,
 ) -> BasicProperties {
     let mut headers = FieldTable::default();
@@ -183,11 +183,14 @@ pub fn order_properties(
         AMQPValue::LongString(LongString::from(request_id)),
     );
     // The worker continues the request's trace from here (W3C Trace Context
-    // in a message header, as its AMQP binding draft does it).
-    headers.insert(
-        ShortString::from(TRACEPARENT),
-        AMQPValue::LongString(LongString::from(trace.header_value())),
-    );
+    // in a message header, as its AMQP binding draft does it); without one
+    // it starts a trace of its own.
+    if let Some(trace) = trace {
+        headers.insert(
+            ShortString::from(TRACEPARENT),
+            AMQPValue::LongString(LongString::from(trace.header_value())),
+        );
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

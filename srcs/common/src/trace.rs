@@ -61,13 +61,20 @@ impl TraceContext {
 
     /// The `traceparent` value that makes this hop the parent of the next.
     pub fn header_value(&self) -> String {
-        // One buffer of the value's 55 bytes, not four strings and a format.
+        std::str::from_utf8(&self.header_bytes())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// [`header_value`](Self::header_value)'s 55 ASCII bytes, on the stack:
+    /// what an HTTP header is made from, with no string between.
+    pub fn header_bytes(&self) -> [u8; 55] {
         let mut out = [b'-'; 55];
         out[..2].copy_from_slice(b"00");
         hex_into(&self.trace_id, &mut out[3..35]);
         hex_into(&self.span_id, &mut out[36..52]);
         hex_into(&[self.flags], &mut out[53..55]);
-        String::from_utf8_lossy(&out).into_owned()
+        out
     }
 }
 

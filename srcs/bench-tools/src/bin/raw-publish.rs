@@ -178,7 +178,7 @@ async fn publish_one(channel: &Channel, seq: u64) -> Result<(), String> {
     let properties = topology::order_properties(
         order_id,
         &Uuid::new_v4().to_string(),
-        &common::trace::TraceContext::start(),
+        Some(&common::trace::TraceContext::start()),
         "bench-raw-publish",
     );
     let confirm = topology::publish_order(channel, &body, properties)

@@ -4,6 +4,8 @@
 //! ids nor a scanner's random paths make new series: every path no route
 //! matches shares the label `unmatched`, and an unusual method shares `OTHER`.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -32,13 +34,40 @@ struct RequestLabels {
 /// for [`middleware`].
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
+    /// Tells this service's families from another's in [`SEEN`] (a test
+    /// process runs many).
+    id: u64,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RequestLabels, Histogram>,
+}
+
+/// One label set's series in both families: a clone of a `Counter` or a
+/// `Histogram` shares its storage with the family's.
+#[derive(Debug)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// How many label sets a thread keeps the series of; more (a scanner's odd
+/// methods times every status class) are looked up in the families.
+const SEEN_MAX: usize = 32;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The series each worker thread has counted, by families and labels.
+    /// A family lookup hashes the labels with SipHash, twice a request
+    /// (~1,500 instructions, BENCHMARKS.md "What metrics and trace ids
+    /// cost"); a scan of the few label sets a service answers with costs a
+    /// fraction of that.
+    static SEEN: RefCell<Vec<(u64, RequestLabels, Series)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> web::Data<Self> {
         let me = Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             requests: Family::default(),
             duration: Family::new_with_constructor(super::latency_histogram),
         };
@@ -57,10 +86,26 @@ impl HttpMetrics {
             method: method_label(method),
             status: status_class(status),
         };
-        self.requests.get_or_create(&labels).inc();
-        self.duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        SEEN.with_borrow_mut(|seen| {
+            if let Some((.., series)) = seen
+                .iter()
+                .find(|(id, seen, _)| *id == self.id && *seen == labels)
+            {
+                series.requests.inc();
+                series.duration.observe(elapsed);
+                return;
+            }
+            let series = Series {
+                requests: self.requests.get_or_create(&labels).clone(),
+                duration: self.duration.get_or_create(&labels).clone(),
+            };
+            series.requests.inc();
+            series.duration.observe(elapsed);
+            if seen.len() < SEEN_MAX {
+                seen.push((self.id, labels, series));
+            }
+        });
     }
 }
 
@@ -88,7 +133,12 @@ pub async fn middleware(
         // with responses), and an error carries no request to label.
         Err(err) => (None, err.as_response_error().status_code()),
     };
-    let route = route.unwrap_or_else(|| UNMATCHED.to_owned());
+    let mut route = route.unwrap_or_else(|| UNMATCHED.to_owned());
+    // `/api/billing/` is `/api/billing` (the gateway routes both, inventory
+    // trims the slash before routing): one series per route.
+    if route.len() > 1 && route.ends_with('/') {
+        route.pop();
+    }
     metrics.observe(route, &method, status, started);
     result
 }
@@ -119,6 +169,57 @@ fn status_class(status: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    fn page(registry: &Registry) -> String {
+        let mut text = String::new();
+        encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn every_request_counts_in_its_own_families_whether_its_series_is_kept_or_not() {
+        let (mut reg_a, mut reg_b) = (Registry::default(), Registry::default());
+        let (a, b) = (
+            HttpMetrics::register(&mut reg_a),
+            HttpMetrics::register(&mut reg_b),
+        );
+        let t = Instant::now();
+        for _ in 0..3 {
+            a.observe("/x".into(), &Method::GET, StatusCode::OK, t);
+        }
+        b.observe("/x".into(), &Method::GET, StatusCode::OK, t);
+        // More label sets than a thread keeps: the rest count all the same.
+        for i in 0..SEEN_MAX + 5 {
+            for _ in 0..2 {
+                a.observe(format!("/r{i}"), &Method::POST, StatusCode::NOT_FOUND, t);
+            }
+        }
+        let (a, b) = (page(&reg_a), page(&reg_b));
+        for (text, route, n) in [
+            (&a, "/x", 3),
+            (&b, "/x", 1),
+            (&a, "/r0", 0),
+            (&a, &format!("/r{}", SEEN_MAX + 4), 0),
+        ] {
+            let (method, status, n) = if n == 0 {
+                ("POST", "4xx", 2)
+            } else {
+                ("GET", "2xx", n)
+            };
+            let labels = format!(r#"{{route="{route}",method="{method}",status="{status}"}}"#);
+            assert!(
+                text.contains(&format!("http_requests_total{labels} {n}\n")),
+                "{route}: {text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "http_request_duration_seconds_count{labels} {n}\n"
+                )),
+                "{route}: {text}"
+            );
+        }
+    }
 
     #[test]
     fn odd_methods_and_statuses_share_labels() {

@@ -158,7 +158,7 @@ impl Publisher {
         let properties = topology::order_properties(
             order.order_id,
             request_id,
-            &TraceContext::start(),
+            Some(&TraceContext::start()),
             "billing-worker-tests",
         );
         self.publish_raw(&serde_json::to_vec(order).unwrap(), properties)
