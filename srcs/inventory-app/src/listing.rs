@@ -17,7 +17,6 @@ use crate::queries;
 use crate::state::AppState;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
-use common::db::PgPool;
 use common::logging::one_line;
 use common::request_id::RequestId;
 use diesel::pg::PgConnection;
@@ -62,11 +61,11 @@ pub fn start(state: &AppState, filter: MovieFilter, rid: RequestId) -> mpsc::Rec
         stall: state.listing_stall,
         rid,
     };
-    let pool = state.pool.clone();
+    let state = state.clone();
     // Not awaited: the thread ends by itself when the listing is done, the
     // client has gone (the receiver is dropped) or the client stalls.
     drop(actix_web::rt::task::spawn_blocking(move || {
-        produce(&pool, &filter, &out)
+        produce(&state, &filter, &out)
     }));
     rx
 }
@@ -85,10 +84,10 @@ impl From<diesel::result::Error> for Stop {
     }
 }
 
-fn produce(pool: &PgPool, filter: &MovieFilter, out: &Out) {
-    let mut conn = match pool.get() {
+fn produce(state: &AppState, filter: &MovieFilter, out: &Out) {
+    let mut conn = match state.connection() {
         Ok(conn) => conn,
-        Err(e) => return out.fail(e.into()),
+        Err(e) => return out.fail(e),
     };
     // One snapshot for the page's "is it full" query and the cursor; read
     // only. On any early stop the transaction rolls back, which closes the

@@ -18,7 +18,6 @@ pub async fn list(
     query: web::Query<RawMovieQuery>,
 ) -> Result<HttpResponse, Error> {
     let filter = validation::movie_filter(query.into_inner())?;
-    state.check_migrated()?;
     let rid = RequestId::of(&req);
     let mut rx = listing::start(&state, filter.clone(), rid.clone());
     let next_after = match rx.recv().await {

@@ -6,8 +6,11 @@ use diesel::pg::PgConnection;
 use diesel::sql_types::{Bool, Text};
 use diesel::{QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
+use inventory_app::error::Error;
+use inventory_app::state::AppState;
 use inventory_app::MIGRATIONS;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(QueryableByName)]
@@ -143,6 +146,38 @@ async fn a_database_outage_is_logged_once_per_request_with_its_id() {
         .filter(|l| !l.contains(inventory_app::startup::ACCESS_LOG_TARGET))
         .collect();
     assert_eq!(about_it, [line], "one line besides the access line");
+}
+
+/// A request that comes while the migrations still run (just after a start,
+/// when a balancer probing `/health` may already send one) waits for them
+/// within the pool's checkout timeout, as for a connection, instead of a 503
+/// at once; one that they do not finish in time for gets the 503.
+#[test]
+fn a_request_during_the_migrations_waits_for_them_within_the_checkout_timeout() {
+    let name = unique_db_name();
+    create_database(&name);
+    let db = config(pg_port(), &name).db;
+    let checkout = Duration::from_millis(800);
+    let state = AppState::new(common::db::pool(&db, checkout), Duration::from_secs(1));
+    let migrated = state.migrated.clone();
+    let finisher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        migrated.store(true, Ordering::Release);
+    });
+    assert!(state.connection().is_ok());
+    finisher.join().unwrap();
+
+    let late = AppState::new(common::db::pool(&db, checkout), Duration::from_secs(1));
+    match late.connection() {
+        Err(Error::DatabaseUnavailable(why)) => {
+            assert_eq!(why.to_string(), "migrations have not run yet")
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a connection before the migrations"),
+    }
+    drop(state);
+    drop(late);
+    drop_database(&name);
 }
 
 #[actix_web::test]
