@@ -148,14 +148,14 @@ class CountSection:
         port = {"inventory-app": env["LOCAL_INVENTORY_PORT"], "api-gateway": env["LOCAL_GATEWAY_PORT"]}[name]
         environ = self.service_environ(name)
         self.local("stop", name, log=os.path.join(self.work, "local.log"))
-        if binary is None:
-            binary = os.path.join(self.bin_dir, name)
-        if self.s.profile and binary == os.path.join(self.bin_dir, name):
+        if binary is None and self.s.profile:
             # The same code with its symbols, for per-function counts.
             binary = os.path.join(ROOT, "target", "x86_64-unknown-linux-musl", "profiling", name)
             if not os.access(binary, os.X_OK):
                 raise BenchError(f"{binary} is missing: cargo build --profile profiling "
                                  f"--target x86_64-unknown-linux-musl -p {name}")
+        elif binary is None:
+            binary = os.path.join(self.bin_dir, name)
         # Its log lines go to a file, as local.sh's do: the same sink.
         with open(os.path.join(self.work, f"{label}.log"), "w") as logf:
             proc = subprocess.Popen(self.callgrind_cmd(label) + [binary], env=environ, stdout=logf,
