@@ -35,6 +35,11 @@ deny_bin() {
 	fi
 }
 DENY=$(deny_bin)
+# --offline reads the metadata of every crate in Cargo.lock, those of other
+# targets too (wasm-bindgen, windows-*), which a build or clippy for this
+# host never downloads: on a fresh machine it failed ("failed to download
+# `wasm-bindgen`"). cargo fetch gets them all, once.
+cargo fetch --locked --quiet
 
 # deny CONFIG CHECKS...: cargo-deny on the locked, offline workspace; errors
 # only (the multiple-versions notes are warnings by policy).
