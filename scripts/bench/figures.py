@@ -136,6 +136,41 @@ def stat_cpu_ticks(stat):
     return int(fields[11]) + int(fields[12])
 
 
+# Which process does which part of a drain, by its command name (/proc's
+# comm, at most 15 characters): RabbitMQ's Erlang VM and its helpers, every
+# PostgreSQL process, the worker, the consumer that stores nothing.
+CPU_GROUPS = {
+    "beam.smp": "broker", "erl_child_setup": "broker", "inet_gethost": "broker", "epmd": "broker",
+    "postgres": "postgres", "billing-worker": "worker", "raw-consume": "consumer",
+}
+
+
+def stat_comm(stat):
+    """The command name of a /proc/PID/stat text (it may hold spaces and parentheses)."""
+    return stat.split(" (", 1)[1].rsplit(") ", 1)[0]
+
+
+def cpu_by_group(before, after):
+    """CPU clock ticks spent between two snapshots ({pid: (comm, ticks)}),
+    summed by CPU_GROUPS (others under "other"). A process that appeared
+    counts whole; one that ended in between is not seen (its parent's
+    getrusage of its children counts it, if needed)."""
+    spent = {}
+    for pid, (comm, ticks) in after.items():
+        old = before.get(pid)
+        base = old[1] if old and old[0] == comm else 0
+        group = CPU_GROUPS.get(comm, "other")
+        spent[group] = spent.get(group, 0) + max(0, ticks - base)
+    return spent
+
+
+def machine_ticks(proc_stat):
+    """(busy, all) clock ticks of every CPU from a /proc/stat text: busy is
+    all but idle and iowait."""
+    fields = [int(x) for x in proc_stat.splitlines()[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
 def status_field(status, field):
     """The kB figure of FIELD (VmRSS, VmHWM) in a /proc/PID/status text, or ""."""
     for line in status.splitlines():

@@ -70,6 +70,34 @@ class CountSection:
         if r.returncode != 0:
             raise BenchError(f"callgrind_control {' '.join(args)} {pid}: {tail(r.stdout + r.stderr, 3)}")
 
+    def dump_total(self, key, label, pid):
+        """Asks PID (under callgrind, dumps named LABEL) for a dump named KEY:
+        the instructions it executed since its counters were last zeroed."""
+        d = self.callgrind_dir()
+        before = set(glob.glob(os.path.join(d, f"{label}.{pid}.*")))
+        self.callgrind_control(pid, f"--dump={key}")
+
+        # The dump is written by the process itself, just after vgdb returns.
+        def new_dumps():
+            return set(glob.glob(os.path.join(d, f"{label}.{pid}.*"))) - before
+
+        mp_http.wait_until(lambda: bool(new_dumps()), 30, 0.2)
+        files = new_dumps()
+        if not files:
+            raise BenchError(f"{key}: callgrind wrote no dump for pid {pid}")
+        dump = max(files, key=lambda f: int(f.rsplit(".", 1)[1]))
+        ir = None
+        # Wait for the whole file: its totals line comes last.
+        for _ in range(50):
+            ir = callgrind_total(read_text(dump))
+            if ir is not None:
+                break
+            time.sleep(0.2)
+        if ir is None:
+            raise BenchError(f"{key}: no totals in {dump}")
+        self.R[f"{key}.dump.{pid}"] = dump
+        return ir
+
     def count(self, key, label, port, pids, method="GET", path=GET_PATH, body=None):
         """Warm-up requests (uncounted: code translated, pools filled), the
         counters of PIDS zeroed, N requests, a dump: KEY.ir = instructions
@@ -80,31 +108,7 @@ class CountSection:
         for pid in pids:
             self.callgrind_control(pid, "--zero")
         ok = send(port, method, path, body, s.count_requests)
-        total = 0
-        d = self.callgrind_dir()
-        for pid in pids:
-            before = set(glob.glob(os.path.join(d, f"{label}.{pid}.*")))
-            self.callgrind_control(pid, f"--dump={key}")
-            # The dump is written by the process itself, just after vgdb returns.
-            def new_dumps():
-                return set(glob.glob(os.path.join(d, f"{label}.{pid}.*"))) - before
-
-            mp_http.wait_until(lambda: bool(new_dumps()), 30, 0.2)
-            files = new_dumps()
-            if not files:
-                raise BenchError(f"{key}: callgrind wrote no dump for pid {pid}")
-            dump = max(files, key=lambda f: int(f.rsplit(".", 1)[1]))
-            ir = None
-            # Wait for the whole file: its totals line comes last.
-            for _ in range(50):
-                ir = callgrind_total(read_text(dump))
-                if ir is not None:
-                    break
-                time.sleep(0.2)
-            if ir is None:
-                raise BenchError(f"{key}: no totals in {dump}")
-            total += ir
-            R[f"{key}.dump.{pid}"] = dump
+        total = sum(self.dump_total(key, label, pid) for pid in pids)
         if ok != s.count_requests:
             self.record_error(f"{key}: {s.count_requests - ok} of {s.count_requests} requests not answered with a 2xx")
         R[f"{key}.ir"] = fmt(total / s.count_requests, 0)
@@ -145,7 +149,8 @@ class CountSection:
         local.sh gave it (the way the start-up section runs it): (process,
         port, environment)."""
         env = os.environ
-        port = {"inventory-app": env["LOCAL_INVENTORY_PORT"], "api-gateway": env["LOCAL_GATEWAY_PORT"]}[name]
+        port = {"inventory-app": env["LOCAL_INVENTORY_PORT"], "api-gateway": env["LOCAL_GATEWAY_PORT"],
+                "billing-worker": env["LOCAL_BILLING_HEALTH_PORT"]}[name]
         environ = self.service_environ(name)
         self.local("stop", name, log=os.path.join(self.work, "local.log"))
         if binary is None and self.s.profile:
@@ -196,10 +201,85 @@ class CountSection:
                                                                 R.get(f"count.telemetry_off{what}.ir"))
             say(f"    telemetry on against off: {R['count.telemetry_cost']} % per GET, "
                 f"{R['count.telemetry_cost_billing']} % per POST /api/billing")
+        if not s.ci:
+            self.count_worker()
+            self.count_raw_consume()
+            R["count.worker_over_raw"] = ratio(R.get("count.worker.ir"), R.get("count.raw_consume.ir"))
         if s.profile:
             self.annotate()
         if not s.ci:
             self.count_cpu()
+
+    def wait_stored(self, key, count, seconds):
+        """Until COUNT rows are in orders (the worker under callgrind stores
+        ~50 times slower than natively); an error if not within SECONDS."""
+        if not mp_http.wait_until(lambda: self.orders_count() >= count, seconds, 0.5):
+            self.record_error(f"{key}: {self.orders_count()} of {count} orders stored after {seconds} s")
+            return False
+        return True
+
+    def count_worker(self):
+        """Instructions per stored order of billing-worker draining a
+        backlog (count.worker.ir): the worker under callgrind, warmed up by
+        a first backlog, its counters zeroed, then N orders published at
+        once (raw-publish): it falls behind at once, so it takes full
+        batches, as in a drain; a dump when all N are stored. With
+        --profile, the symbol-keeping `profiling` build, for its profile."""
+        s, R = self.s, self.R
+        key, label, log = "count.worker", "worker", os.path.join(self.work, "local.log")
+        binary = None
+        if s.profile:
+            cmd = ["cargo", "build", "--quiet", "--profile", "profiling", "--target", "x86_64-unknown-linux-musl",
+                   "-p", "billing-worker"]
+            say(f"    building the worker's profiling build: {' '.join(cmd)}")
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise BenchError(f"{' '.join(cmd)} failed: {tail(r.stdout + r.stderr, 10)}")
+        self.local("stop", "billing-worker", log=log)
+        self.mgmt.purge("billing_queue")
+        self.orders_sql("-c", "TRUNCATE orders")
+        proc, _, _ = self.service_under_callgrind("billing-worker", label, binary)
+        try:
+            warm, _ = self.publish_backlog(s.count_warmup)
+            if not self.wait_stored(key, warm, 300):
+                return
+            self.callgrind_control(proc.pid, "--zero")
+            n, _ = self.publish_backlog(s.count_requests)
+            if not self.wait_stored(key, warm + n, 600):
+                return
+            R[f"{key}.ir"] = fmt(self.dump_total(key, label, proc.pid) / n, 0)
+            say(f"    {key:<34} {R[f'{key}.ir']:>9} instructions per stored order ({n} orders)")
+        finally:
+            stop_child(proc, 60)
+            self.local("start", "billing-worker", log=log)
+
+    def count_raw_consume(self):
+        """Instructions per message of raw-consume (the drain's broker-alone
+        baseline: the same prefetch and multiple-ack per batch, nothing
+        stored), count.raw_consume.ir: it runs twice under callgrind on a
+        backlog, for a few messages and for N more, and the difference of
+        its totals / N leaves out its start and its connection."""
+        s, R = self.s, self.R
+        key = "count.raw_consume"
+        self.local("stop", "billing-worker", log=os.path.join(self.work, "local.log"))
+        try:
+            totals = []
+            for n in (s.count_warmup, s.count_warmup + s.count_requests):
+                self.mgmt.purge("billing_queue")
+                published, _ = self.publish_backlog(n)
+                label = f"raw-consume-{n}"
+                cmd = self.callgrind_cmd(label) + [os.path.join(self.tools, "raw-consume"), "--count", str(published),
+                                                   "--prefetch", s.prefetch, "--ack-every", s.batch]
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+                dumps = glob.glob(os.path.join(self.callgrind_dir(), f"{label}.*"))
+                if r.returncode != 0 or published != n or len(dumps) != 1:
+                    raise BenchError(f"{key}: raw-consume of {n} under callgrind: {tail(r.stderr, 3)}")
+                totals.append(callgrind_total(read_text(dumps[0])) or 0)
+                R[f"{key}.dump.{n}"] = dumps[0]
+            R[f"{key}.ir"] = fmt((totals[1] - totals[0]) / s.count_requests, 0)
+            say(f"    {key:<34} {R[f'{key}.ir']:>9} instructions per message ({s.count_requests} messages)")
+        finally:
+            self.local("start", "billing-worker", log=os.path.join(self.work, "local.log"))
 
     def count_plan(self):
         """(service, dump label, [(figure key, method, path, body)], binary
@@ -253,7 +333,7 @@ class CountSection:
         whole output) and callgrind/KEY.top.txt, the top entries by their own
         (exclusive) instructions per request, for BENCHMARKS.md."""
         d = self.callgrind_dir()
-        for key in ("count.gateway", "count.gateway_billing"):
+        for key in ("count.gateway", "count.gateway_billing", "count.worker"):
             for dump in [v for k, v in self.R.items() if k.startswith(f"{key}.dump.")]:
                 r = subprocess.run(["callgrind_annotate", "--threshold=100", dump], capture_output=True, text=True,
                                    check=False)

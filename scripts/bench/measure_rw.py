@@ -4,12 +4,13 @@ idle footprint, the read path, the write path and the drain of a backlog.
 
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
 
-from figures import NA, SERVICES, BenchError, fmt, kv_fields, num, status_field
-from processes import ROOT, read_text, rss_kb, say, tail
+from figures import NA, SERVICES, BenchError, cpu_by_group, cpu_us_per, fmt, kv_fields, num, status_field
+from processes import ROOT, cpu_snapshot, read_text, rss_kb, say, tail
 
 
 class ReadWriteSections:
@@ -148,6 +149,29 @@ class DrainSection:
         m = kv_fields(r.stdout)
         return int(m.get("published") or 0), fmt(num(m.get("rate")) or 0, 0)
 
+    def drain_cpu(self, key, n, start, consumer_ticks=None):
+        """Where a drain's CPU went, from START (a cpu_snapshot) to now, in µs
+        per order: KEY.broker (RabbitMQ), KEY.postgres (every PostgreSQL
+        process), KEY.consumer (the worker, or raw-consume's CONSUMER_TICKS),
+        KEY.rest (all else: this program's polling, psql, the other
+        services), KEY.machine (their sum, the machine's busy time); and
+        KEY.busy, how full the cores were (%). On a machine whose cores are
+        full, the drain's rate is the cores' time over the machine's µs per
+        order, whoever spends them."""
+        procs, (busy0, all0) = start
+        procs_now, (busy1, all1) = cpu_snapshot()
+        spent = cpu_by_group(procs, procs_now)
+        consumer = spent.get("worker", 0) if consumer_ticks is None else consumer_ticks
+        machine = busy1 - busy0
+        parts = {"broker": spent.get("broker", 0), "postgres": spent.get("postgres", 0), "consumer": consumer}
+        parts["rest"] = max(0, machine - sum(parts.values()))
+        parts["machine"] = machine
+        for part, ticks in parts.items():
+            self.R[f"{key}.{part}"] = cpu_us_per(ticks, self.clk_tck, n) if n else NA
+        self.R[f"{key}.busy"] = fmt(100 * machine / (all1 - all0), 0) if all1 > all0 else NA
+        say(f"    CPU µs per order: broker {self.R[key + '.broker']}, PostgreSQL {self.R[key + '.postgres']}, "
+            f"consumer {self.R[key + '.consumer']}, rest {self.R[key + '.rest']}; cores {self.R[key + '.busy']} % busy")
+
     def section_drain(self):
         s, R = self.s, self.R
         say(f"3. drain: a backlog of {s.backlog} orders")
@@ -164,16 +188,23 @@ class DrainSection:
         n, R["drain.publish_rps"] = self.publish_backlog(s.backlog)
         err = os.path.join(self.work, "raw-consume.err")
         cmd = [os.path.join(self.tools, "raw-consume"), "--count", str(n), "--prefetch", s.prefetch, "--ack-every", s.batch]
+        start, children = cpu_snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(err, "w") as errf:
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, text=True, check=False)
         if r.returncode != 0:
             self.record_error(f"drain: raw-consume failed: {tail(read_text(err), 2)}")
+        # raw-consume has ended: the snapshot cannot see it, its parent's
+        # account of its children can.
+        ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent = (ended.ru_utime + ended.ru_stime) - (children.ru_utime + children.ru_stime)
+        self.drain_cpu("drain.cpu.raw", n, start, consumer_ticks=spent * self.clk_tck)
         R["drain.consume_rps"] = fmt(num(kv_fields(r.stdout).get("rate")) or 0, 0)
         say(f"    broker: published at {R['drain.publish_rps']}/s, consumed at {R['drain.consume_rps']}/s")
 
         n, _ = self.publish_backlog(s.backlog)
         R["drain.n"] = str(n)
         t_first = t_end = None
+        start = cpu_snapshot()
         t0 = time.time()
         self.local("start", "billing-worker", log=log)
         limit = 60 + n // 200
@@ -186,6 +217,7 @@ class DrainSection:
                 t_end = time.time()
                 break
             time.sleep(0.1)
+        self.drain_cpu("drain.cpu.worker", n, start)
         if t_end is None:
             self.record_error(f"drain: only {self.orders_count()} of {n} orders stored after {limit} s")
         else:

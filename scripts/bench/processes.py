@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # scripts/lib and scripts on sys.path: bench.py, the entry point, puts them there.
 import mp_http  # noqa: E402
-from figures import BenchError, stat_cpu_ticks, status_field  # noqa: E402
+from figures import BenchError, machine_ticks, stat_comm, stat_cpu_ticks, status_field  # noqa: E402
 
 
 def say(msg):
@@ -49,6 +49,18 @@ def cpu_ticks(pids):
         if text:
             total += stat_cpu_ticks(text)
     return total
+
+
+def cpu_snapshot():
+    """Every process's command name and CPU ticks: {pid: (comm, ticks)}, and
+    the machine's (busy, all) ticks, read together."""
+    procs = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            text = read_text(f"/proc/{pid}/stat")
+            if text:
+                procs[pid] = (stat_comm(text), stat_cpu_ticks(text))
+    return procs, machine_ticks(read_text("/proc/stat"))
 
 
 def rss_kb(pid, field):

@@ -152,6 +152,13 @@ def report(R, s, errors):
     o.append(row(v("drain.n"), v("drain.publish_rps") + "/s", v("drain.seconds") + " s", v("drain.rps"),
                  v("drain.first_ms") + " ms", v("drain.steady_rps"), v("drain.consume_rps"), v("drain.insert_rps"),
                  drain_ratio, v.ratio("drain.rps", "drain.consume_rps")) + "\n")
+    o.append("Where the CPU went, in µs per order (every process's CPU time over the drain, from /proc; *rest*: "
+             "all other processes, the bench's own polling included), and how busy the machine's cores were:\n\n")
+    o.append(table("drain", ">RabbitMQ", ">PostgreSQL", ">consumer", ">rest", ">machine", ">cores busy"))
+    for label, k in (("broker alone (`raw-consume`)", "drain.cpu.raw"), ("billing-worker", "drain.cpu.worker")):
+        o.append(row(label, v(k + ".broker"), v(k + ".postgres"), v(k + ".consumer"), v(k + ".rest"),
+                     v(k + ".machine"), v(k + ".busy") + " %"))
+    o.append("\n")
 
     o.append("### 4. Scale (through the gateway, 1 connection)\n\n")
     o.append("p50 / p99 latency in ms. *search, rare*: `?title=<an 8-letter word>` (about one match, no limit); ")
@@ -285,6 +292,13 @@ def report_count(R, s, errors):
         o.append(row(label, v(key + ".ir"), v.ratio(gw, key + ".ir"), cpu_us, cpu_ratio))
     if R.get("count.gateway_billing.ir"):
         o.append(row("the gateway, `POST /api/billing`", v("count.gateway_billing.ir"), NA, NA, NA))
+    if R.get("count.worker.ir"):
+        o.append("\nThe drain: billing-worker's instructions per stored order while it works through a backlog "
+                 "(full batches), against `raw-consume`'s per message (the drain's broker-alone baseline: the "
+                 "same prefetch and acks, nothing stored). Neither counts the broker's or PostgreSQL's work.\n\n")
+        o.append(table("consumer", ">instructions per order", ">worker / this"))
+        o.append(row("billing-worker", v("count.worker.ir"), "1.00"))
+        o.append(row("`raw-consume`", v("count.raw_consume.ir"), v("count.worker_over_raw")))
     target = num(v("count.ratio_log"))
     telemetry = [num(v(f"count.telemetry_cost{what}")) for what in ("", "_billing")]
     if R.get("count.telemetry_on.ir"):

@@ -85,6 +85,16 @@ class Parsing(unittest.TestCase):
         stat = "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 900 0 0 0 173 41 0 0 20 0 5 0 1234 0 0"
         self.assertEqual(figures.stat_cpu_ticks(stat), 214)
 
+    def test_cpu_by_group_counts_new_processes_whole_and_reused_pids_afresh(self):
+        before = {"10": ("beam.smp", 500), "11": ("postgres", 40), "12": ("bash", 9)}
+        after = {"10": ("beam.smp", 650), "11": ("postgres", 70), "13": ("postgres", 25),
+                 "12": ("billing-worker", 30), "14": ("psql", 2)}
+        self.assertEqual(figures.cpu_by_group(before, after), {"broker": 150, "postgres": 55, "worker": 30, "other": 2})
+        self.assertEqual(figures.stat_comm("4242 (tokio (rt) 1) S 1 4242"), "tokio (rt) 1")
+
+    def test_machine_ticks_leave_out_idle_and_iowait(self):
+        self.assertEqual(figures.machine_ticks("cpu  100 5 50 800 45 0 10 0 0 0\ncpu0 1 2 3 4\n"), (165, 1010))
+
     def test_proc_status_field(self):
         status = "Name:\tinventory-app\nVmHWM:\t   21904 kB\nVmRSS:\t    4300 kB\n"
         self.assertEqual(figures.status_field(status, "VmRSS"), "4300")
@@ -138,6 +148,12 @@ class InstructionCounts(unittest.TestCase):
         self.assertIn("| 3.00× | **NOT met** |", block)
         self.assertTrue(block.endswith("<!-- bench-count:end -->\n"))
         self.assertNotIn("telemetry", block)
+        self.assertNotIn("billing-worker", block)
+
+    def test_count_block_has_the_worker_against_raw_consume(self):
+        R = {"count.worker.ir": "52000", "count.raw_consume.ir": "20000", "count.worker_over_raw": "2.60"}
+        block = bench_report.report_count(R, bench_report.Settings(quick=True), [])
+        self.assertIn("| billing-worker | 52000 | 1.00 |\n| `raw-consume` | 20000 | 2.60 |\n", block)
 
     def test_count_block_has_the_telemetry_cost_and_its_verdict(self):
         R = {"count.telemetry_on.ir": "73500", "count.telemetry_off.ir": "70000",
