@@ -110,6 +110,11 @@ class Bench(Instance, WrkRuns, ReadWriteSections, DrainSection, ScaleSections, L
         if self.s.only == "count":
             self.seed_movies(self.s.read_dataset)
             self.section_count()
+        elif self.s.only == "drain":
+            # Section 3 alone, e.g. to compare the worker's settings
+            # (BILLING_PREFETCH, BILLING_BATCH_SIZE in the environment): its
+            # figures are in the work directory's figures.json; no block.
+            self.section_drain()
         elif self.s.only == "listing":
             self.nginx_start()
             self.section_listing()
@@ -159,8 +164,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="short points, smaller data (~4 min): for trying it out")
     p.add_argument("--keep-state", action="store_true", help="reuse .state/bench instead of starting from empty servers")
     p.add_argument("--no-build", action="store_true", help="use dist/ as it is")
-    p.add_argument("--only", choices=["listing", "count"], default="",
-                   help="section 6 or 7 alone; the other results in OUT are kept")
+    p.add_argument("--only", choices=["listing", "count", "drain"], default="",
+                   help="section 6 or 7 alone (the other results in OUT are kept), or 3 alone (no report)")
     p.add_argument("--ci", action="store_true",
                    help="the instruction-count guard: fails on a change of more than 10%% against scripts/bench/ci-baseline.json")
     p.add_argument("--update-baseline", action="store_true", help="with --ci: rewrite the baseline from this run")

@@ -164,6 +164,19 @@ def cpu_by_group(before, after):
     return spent
 
 
+def metric_value(text, name):
+    """The value of the unlabelled sample NAME in a Prometheus text
+    exposition, or None."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == name:
+            try:
+                return float(parts[1])
+            except ValueError:
+                return None
+    return None
+
+
 def machine_ticks(proc_stat):
     """(busy, all) clock ticks of every CPU from a /proc/stat text: busy is
     all but idle and iowait."""

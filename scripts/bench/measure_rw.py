@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 
-from figures import NA, SERVICES, BenchError, cpu_by_group, cpu_us_per, fmt, kv_fields, num, status_field
+import mp_http
+
+from figures import NA, SERVICES, BenchError, cpu_by_group, cpu_us_per, fmt, kv_fields, metric_value, num, status_field
 from processes import ROOT, cpu_snapshot, read_text, rss_kb, say, tail
 
 
@@ -137,6 +139,18 @@ class DrainSection:
     def orders_count(self):
         return int(self.orders_sql("-c", "SELECT count(*) FROM orders"))
 
+    def worker_metrics(self):
+        """The worker's /metrics (its health listener), or "" when it does not answer."""
+        status, body = mp_http.http_get(f"http://127.0.0.1:{os.environ['LOCAL_BILLING_HEALTH_PORT']}/metrics", 2)
+        return body if status == 200 else ""
+
+    def worker_stored(self):
+        """Orders the running worker has stored as new rows since it started
+        (its counter): a cheap reading to poll during the drain, where a psql
+        process and a new PostgreSQL backend per reading took CPU from what
+        is measured; the table's count is read once at the end."""
+        return int(metric_value(self.worker_metrics(), "billing_orders_stored_total") or 0)
+
     def publish_backlog(self, count):
         """COUNT orders into billing_queue with raw-publish (64 publishers on 4
         channels): (published, rate)."""
@@ -210,7 +224,7 @@ class DrainSection:
         limit = 60 + n // 200
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            count = self.orders_count()
+            count = self.worker_stored()
             if t_first is None and count > 0:
                 t_first = time.time()
             if count >= n:
@@ -218,6 +232,18 @@ class DrainSection:
                 break
             time.sleep(0.1)
         self.drain_cpu("drain.cpu.worker", n, start)
+        # How the worker spent the drain: its batches, and the time inside
+        # their store transactions (INSERT and COMMIT, waiting on PostgreSQL).
+        text = self.worker_metrics()
+        batches = metric_value(text, "billing_batch_size_count") or 0
+        if batches and t_end is not None:
+            R["drain.batches"] = fmt(batches, 0)
+            R["drain.batch_mean"] = fmt((metric_value(text, "billing_batch_size_sum") or 0) / batches, 0)
+            commit = metric_value(text, "billing_batch_commit_duration_seconds_sum") or 0
+            R["drain.commit_ms"] = fmt(commit * 1000 / batches, 1)
+            R["drain.commit_share"] = fmt(100 * commit / (t_end - t0), 0)
+            say(f"    worker: {R['drain.batches']} batches of {R['drain.batch_mean']} on average, "
+                f"{R['drain.commit_ms']} ms each in the store transaction ({R['drain.commit_share']} % of the drain)")
         if t_end is None:
             self.record_error(f"drain: only {self.orders_count()} of {n} orders stored after {limit} s")
         else:

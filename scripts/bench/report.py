@@ -158,7 +158,9 @@ def report(R, s, errors):
     for label, k in (("broker alone (`raw-consume`)", "drain.cpu.raw"), ("billing-worker", "drain.cpu.worker")):
         o.append(row(label, v(k + ".broker"), v(k + ".postgres"), v(k + ".consumer"), v(k + ".rest"),
                      v(k + ".machine"), v(k + ".busy") + " %"))
-    o.append("\n")
+    o.append(f"\nThe worker (its metrics): {v('drain.batches')} batches of {v('drain.batch_mean')} orders on average, "
+             f"{v('drain.commit_ms')} ms each inside the store transaction (INSERT and COMMIT), "
+             f"{v('drain.commit_share')} % of the drain.\n\n")
 
     o.append("### 4. Scale (through the gateway, 1 connection)\n\n")
     o.append("p50 / p99 latency in ms. *search, rare*: `?title=<an 8-letter word>` (about one match, no limit); ")

@@ -92,6 +92,13 @@ class Parsing(unittest.TestCase):
         self.assertEqual(figures.cpu_by_group(before, after), {"broker": 150, "postgres": 55, "worker": 30, "other": 2})
         self.assertEqual(figures.stat_comm("4242 (tokio (rt) 1) S 1 4242"), "tokio (rt) 1")
 
+    def test_metric_value_reads_one_unlabelled_sample(self):
+        text = ("# HELP billing_orders_stored Orders stored\nbilling_orders_stored_total 4200\n"
+                "billing_batch_size_sum 4200.0\nbilling_batch_size_bucket{le=\"1.0\"} 3\n")
+        self.assertEqual(figures.metric_value(text, "billing_orders_stored_total"), 4200.0)
+        self.assertEqual(figures.metric_value(text, "billing_batch_size_sum"), 4200.0)
+        self.assertIsNone(figures.metric_value(text, "billing_batch_size_count"))
+
     def test_machine_ticks_leave_out_idle_and_iowait(self):
         self.assertEqual(figures.machine_ticks("cpu  100 5 50 800 45 0 10 0 0 0\ncpu0 1 2 3 4\n"), (165, 1010))
 
