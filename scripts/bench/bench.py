@@ -31,8 +31,8 @@ What it measures (details in BENCHMARKS.md, "How it is measured"):
                  it (update the baseline: --ci --update-baseline). ~1-2 min;
                  builds nothing if dist/ holds the binaries; writes no report.
 
-It runs its OWN instance of the system (state in .state/bench, ports 38080-38082,
-metrics 39101/39102, PostgreSQL 57432/57433, RabbitMQ 57672-57675, nginx 38090; override with
+It runs its OWN instance of the system (state in .state/bench, ports 28080-28082,
+metrics 29101/29102, PostgreSQL 27432/27433, RabbitMQ 27672-27675, nginx 28090; override with
 BENCH_*_PORT) through scripts/local.sh, and stops it at the end, also on failure.
 Exits non-zero if any run had errors: a non-2xx answer, a socket error, a
 failed publish, an incomplete drain.

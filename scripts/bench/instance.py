@@ -40,23 +40,27 @@ class Instance:
         env["LC_ALL"] = "C"
         self.state = os.path.join(ROOT, ".state", "bench")
         env["MP_STATE_DIR"] = self.state
+        # All below Linux's ephemeral range (32768-60999), as scripts/test.sh's:
+        # the drain restarts the worker while clients come and go, and an
+        # outgoing connection that had taken its port as its own stopped it
+        # from listening again (seen: "cannot listen on 127.0.0.1:38082").
         ports = {
-            "LOCAL_GATEWAY_PORT": ("BENCH_GATEWAY_PORT", 38080),
-            "LOCAL_INVENTORY_PORT": ("BENCH_INVENTORY_PORT", 38081),
-            "LOCAL_BILLING_HEALTH_PORT": ("BENCH_BILLING_HEALTH_PORT", 38082),
-            "LOCAL_PG_INVENTORY_PORT": ("BENCH_PG_INVENTORY_PORT", 57432),
-            "LOCAL_PG_BILLING_PORT": ("BENCH_PG_BILLING_PORT", 57433),
-            "LOCAL_RABBITMQ_PORT": ("BENCH_RABBITMQ_PORT", 57672),
-            "LOCAL_RABBITMQ_MGMT_PORT": ("BENCH_RABBITMQ_MGMT_PORT", 57673),
-            "LOCAL_RABBITMQ_DIST_PORT": ("BENCH_RABBITMQ_DIST_PORT", 57674),
-            "LOCAL_EPMD_PORT": ("BENCH_EPMD_PORT", 57675),
+            "LOCAL_GATEWAY_PORT": ("BENCH_GATEWAY_PORT", 28080),
+            "LOCAL_INVENTORY_PORT": ("BENCH_INVENTORY_PORT", 28081),
+            "LOCAL_BILLING_HEALTH_PORT": ("BENCH_BILLING_HEALTH_PORT", 28082),
+            "LOCAL_PG_INVENTORY_PORT": ("BENCH_PG_INVENTORY_PORT", 27432),
+            "LOCAL_PG_BILLING_PORT": ("BENCH_PG_BILLING_PORT", 27433),
+            "LOCAL_RABBITMQ_PORT": ("BENCH_RABBITMQ_PORT", 27672),
+            "LOCAL_RABBITMQ_MGMT_PORT": ("BENCH_RABBITMQ_MGMT_PORT", 27673),
+            "LOCAL_RABBITMQ_DIST_PORT": ("BENCH_RABBITMQ_DIST_PORT", 27674),
+            "LOCAL_EPMD_PORT": ("BENCH_EPMD_PORT", 27675),
             # Not local.sh's defaults: a local run (or a test run) may hold those.
-            "LOCAL_GATEWAY_METRICS_PORT": ("BENCH_GATEWAY_METRICS_PORT", 39101),
-            "LOCAL_INVENTORY_METRICS_PORT": ("BENCH_INVENTORY_METRICS_PORT", 39102),
+            "LOCAL_GATEWAY_METRICS_PORT": ("BENCH_GATEWAY_METRICS_PORT", 29101),
+            "LOCAL_INVENTORY_METRICS_PORT": ("BENCH_INVENTORY_METRICS_PORT", 29102),
         }
         for local_name, (bench_name, default) in ports.items():
             env[local_name] = env.get(bench_name) or str(default)
-        self.nginx_port = env.get("BENCH_NGINX_PORT") or "38090"
+        self.nginx_port = env.get("BENCH_NGINX_PORT") or "28090"
         # The services log at their normal level: logging is part of what is measured.
         env["RUST_LOG"] = env.get("RUST_LOG") or "info"
         settings.rust_log = env["RUST_LOG"]
