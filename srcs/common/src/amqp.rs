@@ -42,6 +42,15 @@ fn default_delivery_limit() -> u32 {
     DEFAULT_DELIVERY_LIMIT
 }
 
+/// The largest AMQP frame this client takes, offered in the handshake (the
+/// broker's own default is 128 KiB, and the smaller of the two wins). lapin
+/// keeps a receive and a send buffer of 32 frames each per connection, filled
+/// with zeroes: at 128 KiB that was 8 MiB, over half of an idle gateway's or
+/// worker's memory (BENCHMARKS.md, "What the gateway's idle memory is"). An
+/// order is a few hundred bytes, one frame at 8 KiB; a larger message is sent
+/// as several frames. 8 KiB is lapin's own starting size: no buffer grows.
+pub const FRAME_MAX: u32 = 8192;
+
 /// Bounds one node's connect (TCP and AMQP handshake), so a node that
 /// accepts the connection but never answers cannot hold up the others.
 const NODE_CONNECT_BUDGET: Duration = Duration::from_secs(5);
@@ -135,6 +144,7 @@ impl AmqpSettings {
                 // when no traffic flows.
                 heartbeat: Some(10),
                 connection_timeout: Some(3_000),
+                frame_max: Some(FRAME_MAX),
                 ..AMQPQueryString::default()
             },
         }

@@ -325,6 +325,25 @@ async fn cut_connection_is_replaced_without_restart() {
 }
 
 #[actix_web::test]
+async fn the_broker_link_takes_frames_of_8_kib_at_most() {
+    // lapin's two buffers are 32 frames each: at the broker's 128 KiB
+    // default, 8 MiB of an idle gateway's memory (common::amqp::FRAME_MAX).
+    let vhost = rabbit::vhost();
+    let gateway = ready_gateway(&vhost).await;
+    accepted_id(&gateway.order(&valid_order()).await);
+    let name = rabbit::only_connection(&vhost.name).await;
+    let (status, body) = rabbit::mgmt(
+        Method::GET,
+        &format!("/connections/{}", rabbit::percent_encode(&name)),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["frame_max"], json!(common::amqp::FRAME_MAX), "{body}");
+    assert_eq!(common::amqp::FRAME_MAX, 8192);
+}
+
+#[actix_web::test]
 async fn connection_closed_by_the_broker_is_replaced_without_restart() {
     let vhost = rabbit::vhost();
     let gateway = ready_gateway(&vhost).await;

@@ -141,7 +141,7 @@ pub async fn close_connection(name: &str) {
     assert!(status.is_success(), "closing {name}: {status} {body}");
 }
 
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
