@@ -47,8 +47,11 @@ fn default_delivery_limit() -> u32 {
 /// keeps a receive and a send buffer of 32 frames each per connection, filled
 /// with zeroes: at 128 KiB that was 8 MiB, over half of an idle gateway's or
 /// worker's memory (BENCHMARKS.md, "What the gateway's idle memory is"). An
-/// order is a few hundred bytes, one frame at 8 KiB; a larger message is sent
-/// as several frames. 8 KiB is lapin's own starting size: no buffer grows.
+/// order is a few hundred bytes, one frame at 8 KiB; a larger body is sent
+/// as several frames. A message's properties and headers must fit in one
+/// frame: ours are under 1 KiB (the ids, the traceparent, and the broker's
+/// x-death entries once dead-lettered). 8 KiB is lapin's own starting size:
+/// no buffer grows.
 pub const FRAME_MAX: u32 = 8192;
 
 /// Bounds one node's connect (TCP and AMQP handshake), so a node that
