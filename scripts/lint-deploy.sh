@@ -81,6 +81,15 @@ mp::check "ruby -c Vagrantfile" ruby -c Vagrantfile
 # Its own dot-dir, so validating leaves nothing in the project.
 mp::check "vagrant validate --ignore-provider" env VAGRANT_DOTFILE_PATH="$WORK/vagrant-dot" VAGRANT_CHECKPOINT_DISABLE=1 \
 	vagrant validate --ignore-provider
+# The HA topology's VMs (docs/ha.md), and one message for an unknown topology.
+mp::check "MP_TOPOLOGY=ha vagrant validate --ignore-provider" env MP_TOPOLOGY=ha \
+	VAGRANT_DOTFILE_PATH="$WORK/vagrant-dot" VAGRANT_CHECKPOINT_DISABLE=1 vagrant validate --ignore-provider
+topology_refused() {
+	! env MP_TOPOLOGY=nonsense VAGRANT_DOTFILE_PATH="$WORK/vagrant-dot" VAGRANT_CHECKPOINT_DISABLE=1 \
+		vagrant validate --ignore-provider >"$WORK/topology.out" 2>&1 &&
+		grep -q "MP_TOPOLOGY=nonsense: expected one of default, ha" "$WORK/topology.out"
+}
+mp::check "MP_TOPOLOGY=nonsense: vagrant stops with the topology's message" topology_refused
 for vm in gateway-vm inventory-vm billing-vm; do
 	grep -q "name: \"$vm\"" Vagrantfile || mp::check::fail "Vagrantfile does not define $vm"
 done
@@ -103,11 +112,18 @@ mp::check ".env resolves; env files and PostgreSQL/RabbitMQ configs render" \
         render_template deploy/rabbitmq/rabbitmq.conf.in "$1/rabbitmq.conf" >/dev/null
         RABBITMQ_DIST_INTERFACE="{127,0,1,1}" render_template deploy/rabbitmq/rabbitmq-env.conf.in "$1/rabbitmq-env.conf" >/dev/null
         for a in gateway worker admin; do [[ "$(rabbitmq_permissions "$a" | wc -l)" == 3 ]] || mp::die "permissions of $a"; done
-        for r in gateway inventory billing; do firewall_ruleset "$r" >"$1/fw-$r.nft"; done
+        for r in gateway inventory billing ha; do firewall_ruleset "$r" >"$1/fw-$r.nft"; done
+        # The HA VMs templates, with the values setup_ha.sh computes.
+        HA_NODE_NAME=ha1-vm HA_NODE_IP=$HA_VM1_IP VRRP_PEER_1=$HA_VM2_IP VRRP_PEER_2=$HA_VM3_IP \
+            VRRP_INTERFACE=eth1 VRRP_PRIORITY=150 \
+            render_template deploy/keepalived/keepalived.conf.in "$1/keepalived.conf" >/dev/null
+        NODE_IP=$HA_VM1_IP RABBITMQ_HA_NODE_1=$HA_VM1_IP RABBITMQ_HA_NODE_2=$HA_VM2_IP RABBITMQ_HA_NODE_3=$HA_VM3_IP \
+            render_template deploy/rabbitmq/ha.conf.in "$1/rabbitmq-ha.conf" >/dev/null
+        render_template deploy/rabbitmq/ha-vm.conf.in "$1/rabbitmq-ha-vm.conf" >/dev/null
     ' lint "$WORK"
 
 # --- nftables -----------------------------------------------------------------
-for r in gateway inventory billing; do
+for r in gateway inventory billing ha; do
 	mp::check "nft -c $r-vm firewall ruleset" unshare --net nft -c -f "$WORK/fw-$r.nft"
 done
 
@@ -117,7 +133,8 @@ done
 tree="$WORK/root"
 mkdir -p "$tree/etc/systemd/system" "$tree/usr/local/bin" "$tree/usr/sbin" "$tree/lib/systemd"
 cp -a /lib/systemd/system "$tree/lib/systemd/"
-for exe in "${SERVICES[@]/#//usr/local/bin/}" /usr/sbin/nft; do
+# /usr/bin/env: pg-autoctl@.service (HA topology) starts pg_autoctl through it.
+for exe in "${SERVICES[@]/#//usr/local/bin/}" /usr/sbin/nft /usr/bin/env; do
 	printf '#!/bin/sh\nexit 0\n' >"$tree$exe"
 	chmod 0755 "$tree$exe"
 done

@@ -276,7 +276,14 @@ install_service() {
 		systemctl daemon-reload
 	fi
 	# Before the service (re)starts: it serves with a role that cannot.
-	run_migrations "/usr/local/bin/$name" "/etc/movie-platform/$name.env" "$prefix"
+	# MIGRATIONS_ELSEWHERE (the HA topology's VMs that do not hold the
+	# database's primary, scripts/setup_ha.sh): the VM that holds it runs
+	# them, once, rather than three VMs at the same time.
+	if [[ " ${MIGRATIONS_ELSEWHERE:-} " == *" $prefix "* ]]; then
+		mp::log::detail "migrations of $name: run by the VM that holds its database's primary"
+	else
+		run_migrations "/usr/local/bin/$name" "/etc/movie-platform/$name.env" "$prefix"
+	fi
 	unit_converge "$name.service" "$changed" "binary, settings or unit"
 	check_service "$name" "$port"
 }
@@ -308,6 +315,10 @@ unit_converge() {
 # .env address say it in the unit itself (billing-worker: localhost only);
 # the gateway, open to everyone as in nftables, has none.
 unit_ip_policy() {
+	if [[ ${MP_PROVISION_ROLE:-} == ha ]]; then
+		ha_unit_ip_policy "$1"
+		return
+	fi
 	case "$1" in
 	inventory-app)
 		printf '%s\n' "# Written by movie-platform provisioning from .env: PostgreSQL on loopback," \
@@ -324,6 +335,34 @@ unit_ip_policy() {
 	api-gateway) ;;
 	*) mp::die "unit_ip_policy: unknown service $1" ;;
 	esac
+}
+
+# ha_unit_ip_policy NAME: the same on the HA topology's VMs, where each
+# service talks to the three VMs (HA_VM1_IP..HA_VM3_IP): the worker to every
+# broker node and both orders nodes, inventory-app to both movies nodes and
+# from every gateway; the gateway, open to everyone, has none.
+ha_unit_ip_policy() {
+	case "$1" in
+	inventory-app | billing-worker)
+		printf '%s\n' "# Written by movie-platform provisioning from .env (HA topology): loopback" \
+			"# and the three VMs of the cluster only (as the nftables rules)." \
+			"[Service]" "IPAddressDeny=any" "IPAddressAllow=localhost $(ha_peers)"
+		;;
+	api-gateway) ;;
+	*) mp::die "ha_unit_ip_policy: unknown service $1" ;;
+	esac
+}
+
+# ha_peers: the HA topology's three addresses, space-separated.
+ha_peers() {
+	local i key
+	for i in 1 2 3; do
+		key=HA_VM${i}_IP
+		[[ ${!key-} =~ ^[0-9]+(\.[0-9]+){3}$ ]] || mp::die "$key must be an IPv4 address (got '${!key-}')"
+		printf '%s' "${!key}"
+		((i == 3)) || printf ' '
+	done
+	printf '\n'
 }
 
 # check_service NAME PORT: listening = OK; running but not listening yet (e.g.
@@ -666,6 +705,11 @@ vm_firewall_sets() {
 	gateway) source_limit_sets gateway ip ip6 ;;
 	inventory) source_limit_sets inventory ip ;;
 	billing) source_limit_sets amqp ip ;;
+	ha)
+		source_limit_sets gateway ip ip6
+		source_limit_sets inventory ip
+		source_limit_sets amqp ip
+		;;
 	*) mp::die "vm_firewall_sets: unknown role $1" ;;
 	esac
 }
@@ -703,8 +747,37 @@ vm_firewall_rules() {
 		printf 'ip saddr %s tcp dport { %s } accept comment "metrics and exporters, from gateway-vm (Prometheus) only"\n' \
 			"$VM_GATEWAY_IP" "$(metrics_ports billing)"
 		;;
+	ha)
+		# The HA topology (docs/ha.md): the gateway's port from anywhere (the
+		# shared address, the host's forward), everything else from the
+		# cluster's three VMs only. No metrics ports: no Prometheus runs there.
+		source_limits gateway "$GATEWAY_PORT" ip "${public[@]}"
+		source_limits gateway "$GATEWAY_PORT" ip6 "${public[@]}"
+		printf 'tcp dport %s accept comment "api-gateway, from anywhere (the shared address, the host port forward)"\n' \
+			"$GATEWAY_PORT"
+		source_limits inventory "$HA_INVENTORY_PORT" ip "${peer[@]}" | sed "s/^/ip saddr { $(ha_peer_set) } /"
+		source_limits amqp "$RABBITMQ_PORT" ip "${peer[@]}" | sed "s/^/ip saddr { $(ha_peer_set) } /"
+		printf 'ip saddr { %s } tcp dport { %s } accept comment "the cluster: inventory-app, AMQP, epmd, Erlang distribution, PostgreSQL nodes and monitor"\n' \
+			"$(ha_peer_set)" "$(ha_cluster_ports)"
+		printf 'ip saddr { %s } ip protocol 112 accept comment "VRRP adverts (keepalived), from the cluster only"\n' \
+			"$(ha_peer_set)"
+		;;
 	*) mp::die "vm_firewall_rules: unknown role $1" ;;
 	esac
+}
+
+# ha_peer_set: ha_peers as the elements of an nftables set.
+ha_peer_set() { ha_peers | sed 's/ /, /g'; }
+
+# ha_cluster_ports: the ports the HA topology's VMs open to each other (comma
+# list, for an nftables set), checked to be numbers: pasted into the ruleset.
+ha_cluster_ports() {
+	local key
+	for key in HA_INVENTORY_PORT RABBITMQ_PORT HA_EPMD_PORT HA_RABBITMQ_DIST_PORT HA_PG_MONITOR_PORT \
+		HA_PG_MOVIES_PORT HA_PG_ORDERS_PORT; do
+		[[ ${!key-} =~ ^[1-9][0-9]{0,4}$ ]] || mp::die "$key must be a port number (got '${!key-}')"
+		printf '%s\n' "${!key}"
+	done | sort -un | paste -sd, - | sed 's/,/, /g'
 }
 
 # metrics_ports ROLE: the ports gateway-vm's Prometheus scrapes on ROLE's VM
@@ -743,6 +816,14 @@ vm_egress_rules() {
 			"$VM_BILLING_IP" "$(metrics_ports billing)"
 		;;
 	inventory | billing) ;;
+	ha)
+		# Each VM's services, broker node, keeper and keepalived talk to the
+		# other two VMs (and, through their own address, to this one).
+		printf 'ip daddr { %s } tcp dport { %s } accept comment "the cluster: gateways, workers, RabbitMQ nodes, pg_auto_failover"\n' \
+			"$(ha_peer_set)" "$(ha_cluster_ports)"
+		printf 'ip daddr { %s } ip protocol 112 accept comment "VRRP adverts (keepalived), to the cluster only"\n' \
+			"$(ha_peer_set)"
+		;;
 	*) mp::die "vm_egress_rules: unknown role $1" ;;
 	esac
 }
@@ -844,6 +925,9 @@ apply_firewall() {
 # health listener is its metrics listener.
 vm_metrics_hosts() {
 	local pair key
+	# The HA topology runs no Prometheus yet: the listeners stay on loopback,
+	# as .env has them.
+	[[ ${MP_PROVISION_ROLE:-} != ha ]] || return 0
 	for pair in GATEWAY_METRICS_HOST=VM_GATEWAY_IP INVENTORY_METRICS_HOST=VM_INVENTORY_IP \
 		BILLING_HEALTH_HOST=VM_BILLING_IP; do
 		key=${pair#*=}
@@ -1082,12 +1166,15 @@ or set MP_ALLOW_DEFAULT_PASSWORDS=1 to deploy the defaults anyway."
 }
 
 # provision_init SCRIPT_DIR ROLE WHAT: the common start of every setup script
-# (ROLE: gateway, inventory or billing): root, paths, settings, then the VM's
+# (ROLE: gateway, inventory, billing, or ha for the HA topology): root, paths, settings, then the VM's
 # firewall (apply_firewall ROLE) first of all, so that nothing listens
 # unprotected, even during the first provisioning; every service unit
 # Requires= it. Then ssh: keys only (harden_ssh).
 provision_init() {
 	require_root
+	# Read by the few functions whose answer depends on the topology
+	# (unit_ip_policy, vm_metrics_hosts: "ha" is the HA topology's VMs).
+	MP_PROVISION_ROLE=$2
 	mp::log::info "$2-vm ($(hostname)): $3"
 	# Predictable modes for what we create; and a working directory every
 	# user can enter (psql runs as postgres, rabbitmqctl as rabbitmq).

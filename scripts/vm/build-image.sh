@@ -19,11 +19,14 @@ SUITE=bookworm
 # VM_IMAGE_FLAVOR=stock: made like the real debian/bookworm64 box instead: none of
 # the packages provisioning installs (they come from the mirror at first
 # provisioning), ifupdown + isc-dhcp-client networking, the apt timers left on.
+# VM_IMAGE_FLAVOR=ha (scripts/vm-test.sh ha): the test image plus the
+# packages of scripts/vm/packages-ha.txt (pg_auto_failover, keepalived).
 FLAVOR=${VM_IMAGE_FLAVOR:-test}
 case $FLAVOR in
 test) PREFIX=image ;;
 stock) PREFIX=stock-image ;;
-*) mp::die "VM_IMAGE_FLAVOR must be test or stock" ;;
+ha) PREFIX=ha-image ;;
+*) mp::die "VM_IMAGE_FLAVOR must be test, stock or ha" ;;
 esac
 ARCH=${VM_ARCH:-amd64}
 case $ARCH in
@@ -39,6 +42,9 @@ if [[ $FLAVOR == stock ]]; then
 else
 	mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' "$VM_LIB_DIR/packages.txt")
 fi
+if [[ $FLAVOR == ha ]]; then
+	mapfile -t -O "${#PACKAGES[@]}" PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' "$VM_LIB_DIR/packages-ha.txt")
+fi
 # packages.txt names the amd64 kernel; every other package is the same on arm64.
 PACKAGES=("${PACKAGES[@]/#linux-image-cloud-amd64/linux-image-cloud-$ARCH}")
 MIRROR=$(apt_mirror_for "$SUITE")
@@ -49,6 +55,8 @@ image_hash() {
 	{
 		printf 'suite=%s mirror=%s security=%s size=%s flavor=%s arch=%s\n' "$SUITE" "$MIRROR" "$SECURITY_MIRROR" "$IMAGE_SIZE" "$FLAVOR" "$ARCH"
 		cat "$VM_LIB_DIR/packages.txt" "$VM_LIB_DIR/build-image.sh"
+		# Only the ha image depends on its list.
+		[[ $FLAVOR != ha ]] || cat "$VM_LIB_DIR/packages-ha.txt"
 		(cd "$VM_LIB_DIR/image" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
 		cat "$(vagrant_insecure_pubkey)"
 	} | sha256sum | cut -c1-16

@@ -93,3 +93,48 @@ module MovieGuest
     s
   end
 end
+
+module MovieGuest
+  # The deployments `vagrant up` can make, chosen by MP_TOPOLOGY: "default"
+  # (the three VMs gateway-vm, inventory-vm, billing-vm; also when unset or
+  # empty) or "ha" (the high-availability topology of docs/ha.md: ha1-vm,
+  # ha2-vm, ha3-vm). Anything else stops Vagrant with one message, before any
+  # VM is defined: a typo must not bring up the default VMs instead.
+  TOPOLOGIES = %w[default ha].freeze
+
+  def self.topology(value)
+    t = value.to_s.strip
+    return "default" if t.empty?
+    return t if TOPOLOGIES.include?(t)
+
+    raise Error, "MP_TOPOLOGY=#{value}: expected one of #{TOPOLOGIES.join(', ')} (unset means default)"
+  end
+
+  # The HA topology's VMs, from the settings (.env): three alike, 2 GB and 2
+  # vCPUs each (6 GB in all, issue 24's budget): a RabbitMQ node (150-250 MB
+  # idle, its memory watermark at 40 % of RAM holds a backlog), up to two
+  # PostgreSQL servers (movies and orders nodes, or the monitor), the three
+  # services and keepalived; ha-test.sh measured 134-192 MiB of PSS per VM
+  # for all of it, the rest is the kernel, page cache and the broker's
+  # headroom. Two vCPUs: the Erlang schedulers and the databases' commits run
+  # at once. The first VM is primary (`vagrant ssh` without a name) and
+  # carries the host's port forward. Listed third VM first: it holds the
+  # pg_auto_failover monitor and creates the broker's accounts, so with a
+  # provider that brings VMs up one at a time (VirtualBox) the database
+  # nodes of the other two find their monitor running.
+  HA_MEMORY_MB = 2048
+  HA_CPUS = 2
+
+  def self.ha_machines(settings, host_port:, guest_port:)
+    [3, 1, 2].map do |i|
+      name = settings.fetch("HA_VM#{i}_NAME") { raise Error, ".env does not define HA_VM#{i}_NAME" }
+      ip = settings.fetch("HA_VM#{i}_IP") { raise Error, ".env does not define HA_VM#{i}_IP" }
+      m = { name: name, ip: ip, memory: HA_MEMORY_MB, cpus: HA_CPUS, script: "scripts/setup_ha.sh" }
+      if i == 1
+        m[:primary] = true
+        m[:forwards] = [{ id: "gateway-http", guest: guest_port, host: host_port }]
+      end
+      m
+    end
+  end
+end

@@ -87,3 +87,50 @@ class GuestQemuTest < Minitest::Test
                    net_device: "virtio-net-pci", qemu_dir: "/usr/share/qemu" }, s)
   end
 end
+
+class GuestTopologyTest < Minitest::Test
+  SETTINGS = {
+    "HA_VM1_NAME" => "ha1-vm", "HA_VM1_IP" => "192.168.56.21",
+    "HA_VM2_NAME" => "ha2-vm", "HA_VM2_IP" => "192.168.56.22",
+    "HA_VM3_NAME" => "ha3-vm", "HA_VM3_IP" => "192.168.56.23",
+  }.freeze
+
+  def test_unset_or_empty_is_the_default
+    assert_equal "default", MovieGuest.topology(nil)
+    assert_equal "default", MovieGuest.topology("")
+    assert_equal "default", MovieGuest.topology("  ")
+    assert_equal "default", MovieGuest.topology("default")
+  end
+
+  def test_ha_is_known
+    assert_equal "ha", MovieGuest.topology("ha")
+    assert_equal "ha", MovieGuest.topology(" ha ")
+  end
+
+  def test_an_unknown_value_fails_with_one_message
+    e = assert_raises(MovieGuest::Error) { MovieGuest.topology("HA") }
+    assert_equal "MP_TOPOLOGY=HA: expected one of default, ha (unset means default)", e.message
+    assert_raises(MovieGuest::Error) { MovieGuest.topology("three") }
+  end
+
+  def test_ha_machines_are_three_alike_within_6_gb
+    ms = MovieGuest.ha_machines(SETTINGS, host_port: 8080, guest_port: 8080)
+    # The monitor's VM first (brought up first by a sequential provider).
+    assert_equal %w[ha3-vm ha1-vm ha2-vm], ms.map { |m| m[:name] }
+    assert_equal %w[192.168.56.23 192.168.56.21 192.168.56.22], ms.map { |m| m[:ip] }
+    assert(ms.all? { |m| m[:script] == "scripts/setup_ha.sh" })
+    assert_operator ms.sum { |m| m[:memory] }, :<=, 6144
+    assert_equal [true], ms.filter_map { |m| m[:primary] }
+    ha1 = ms.find { |m| m[:name] == "ha1-vm" }
+    assert ha1[:primary]
+    assert_equal [{ id: "gateway-http", guest: 8080, host: 8080 }], ha1[:forwards]
+    assert_equal 1, ms.count { |m| m[:forwards] }
+  end
+
+  def test_a_missing_setting_is_named
+    e = assert_raises(MovieGuest::Error) do
+      MovieGuest.ha_machines(SETTINGS.reject { |k, _| k == "HA_VM2_IP" }, host_port: 8080, guest_port: 8080)
+    end
+    assert_equal ".env does not define HA_VM2_IP", e.message
+  end
+end

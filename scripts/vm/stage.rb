@@ -21,6 +21,11 @@ module MovieStage
   class Error < StandardError; end
 
   VMS = %w[gateway-vm inventory-vm billing-vm].freeze
+  # The high-availability topology's VMs (MP_TOPOLOGY=ha, docs/ha.md): the
+  # names of .env's HA_VM1_NAME..HA_VM3_NAME (stage_test.rb checks they
+  # agree). Each runs scripts/setup_ha.sh and every service.
+  HA_VMS = %w[ha1-vm ha2-vm ha3-vm].freeze
+  ALL_VMS = (VMS + HA_VMS).freeze
 
   # Read by every VM's provisioning: the library (scripts/provision/common.sh
   # sources scripts/lib/mp.sh, which sources scripts/lib/dotenv.sh) and the
@@ -61,13 +66,28 @@ module MovieStage
       deploy/rabbitmq/rabbitmq-env.conf.in
       deploy/rabbitmq/enabled_plugins
     ],
-  }.freeze
+  }.merge(HA_VMS.to_h do |vm|
+    [vm, %w[
+      scripts/setup_ha.sh
+      deploy/systemd/api-gateway.service
+      deploy/systemd/inventory-app.service
+      deploy/systemd/billing-worker.service
+      deploy/systemd/pg-autoctl@.service
+      deploy/systemd/rabbitmq-server.service.d/movie-platform.conf
+      deploy/sysctl/60-movie-platform.conf
+      deploy/rabbitmq/ha.conf.in
+      deploy/rabbitmq/ha-vm.conf.in
+      deploy/rabbitmq/ha-enabled_plugins
+      deploy/keepalived/keepalived.conf.in
+    ]]
+  end).freeze
 
+  # A VM's binaries (the HA VMs run all three).
   BINARY = {
     "gateway-vm" => "api-gateway",
     "inventory-vm" => "inventory-app",
     "billing-vm" => "billing-worker",
-  }.freeze
+  }.merge(HA_VMS.to_h { |vm| [vm, %w[api-gateway inventory-app billing-worker]] }).freeze
 
   # The secrets each VM's provisioning needs, and no other. billing-vm holds
   # the broker, so it creates all three RabbitMQ accounts. The MONITOR_*_DB_
@@ -81,7 +101,18 @@ module MovieStage
       BILLING_DB_PASSWORD BILLING_DB_MIGRATION_PASSWORD MONITOR_BILLING_DB_PASSWORD BILLING_RABBITMQ_PASSWORD
       RABBITMQ_GATEWAY_PASSWORD RABBITMQ_WORKER_PASSWORD RABBITMQ_ADMIN_PASSWORD
     ],
-  }.freeze
+  }.merge(HA_VMS.to_h do |vm|
+    # Every service and a node of every engine: each VM may be the one that
+    # creates the broker's accounts and the databases' roles (the first VM,
+    # or whichever holds a database's primary). No exporter runs there yet,
+    # so no MONITOR_* password.
+    [vm, %w[
+      GATEWAY_RABBITMQ_PASSWORD INVENTORY_DB_PASSWORD INVENTORY_DB_MIGRATION_PASSWORD
+      BILLING_DB_PASSWORD BILLING_DB_MIGRATION_PASSWORD BILLING_RABBITMQ_PASSWORD
+      RABBITMQ_GATEWAY_PASSWORD RABBITMQ_WORKER_PASSWORD RABBITMQ_ADMIN_PASSWORD
+      RABBITMQ_HA_COOKIE_PASSWORD
+    ]]
+  end).freeze
 
   # A setting is a secret when its name says so. Every secret .env defines
   # must be given to some VM (stage_test.rb checks it), so a new password
@@ -91,7 +122,7 @@ module MovieStage
   end
 
   def self.check_vm(vm)
-    raise Error, "unknown VM #{vm.inspect} (known: #{VMS.join(', ')})" unless VMS.include?(vm)
+    raise Error, "unknown VM #{vm.inspect} (known: #{ALL_VMS.join(', ')})" unless ALL_VMS.include?(vm)
   end
 
   def self.files(vm)
@@ -110,10 +141,12 @@ module MovieStage
       copy(File.join(root, rel), File.join(dest, rel))
       staged << rel
     end
-    Dir.glob(File.join(root, "dist", "*", BINARY.fetch(vm))).sort.each do |bin|
-      rel = File.join("dist", File.basename(File.dirname(bin)), BINARY.fetch(vm))
-      copy(bin, File.join(dest, rel))
-      staged << rel
+    Array(BINARY.fetch(vm)).each do |name|
+      Dir.glob(File.join(root, "dist", "*", name)).sort.each do |bin|
+        rel = File.join("dist", File.basename(File.dirname(bin)), name)
+        copy(bin, File.join(dest, rel))
+        staged << rel
+      end
     end
     staged
   end

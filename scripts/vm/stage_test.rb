@@ -14,9 +14,12 @@ OTHER_DEPLOYMENTS = %r{\Adeploy/(docker|swarm|k8s|grafana)/}.freeze
 # The alert rules' tests and runbooks: read by people and `scripts/test.sh
 # observability`, never by a VM (gateway-vm gets the rules and the console).
 NOT_ON_VMS = %w[deploy/prometheus/alerts_test.yml deploy/prometheus/runbooks.md].freeze
-# Files of the high-availability topology, which only scripts/ha-test.sh runs so
-# far (no VM layout uses them yet: docs/ha.md); the default VMs must not get them.
-HA_ONLY = %w[deploy/rabbitmq/ha.conf.in].freeze
+# Files of the high-availability topology (its VMs and scripts/ha-test.sh);
+# the default VMs must not get them.
+HA_ONLY = %w[
+  deploy/rabbitmq/ha.conf.in deploy/rabbitmq/ha-vm.conf.in deploy/rabbitmq/ha-enabled_plugins
+  deploy/keepalived/keepalived.conf.in deploy/systemd/pg-autoctl@.service
+].freeze
 
 # A literal path under $DEPLOY_DIR (one built from a variable is left to the
 # manifest, and proven by the real `vagrant up` in scripts/test.sh vagrant).
@@ -45,7 +48,7 @@ class StageTest < Minitest::Test
         FileUtils.cp(src, dst, preserve: true)
       end
     end
-    MovieStage::BINARY.each_value do |bin|
+    MovieStage::BINARY.values.flatten.uniq.each do |bin|
       ARCHES.each do |arch|
         FileUtils.mkdir_p(File.join(@root, "dist", arch))
         File.write(File.join(@root, "dist", arch, bin), "#{bin} #{arch}")
@@ -71,7 +74,7 @@ class StageTest < Minitest::Test
   end
 
   def test_only_regular_files_and_folders
-    MovieStage::VMS.each do |vm|
+    MovieStage::ALL_VMS.each do |vm|
       _, entries = staged_tree(vm)
       odd = entries.reject { |_, st| st.file? || st.directory? }.keys
       assert_empty odd, "#{vm}: staged entries that are neither file nor folder"
@@ -79,11 +82,11 @@ class StageTest < Minitest::Test
   end
 
   def test_exactly_the_files_of_the_vm_and_its_binary
-    MovieStage::VMS.each do |vm|
+    MovieStage::ALL_VMS.each do |vm|
       _, entries = staged_tree(vm)
       files = entries.select { |_, st| st.file? }.keys.sort
-      bin = MovieStage::BINARY.fetch(vm)
-      expected = (MovieStage.files(vm) + ARCHES.map { |a| "dist/#{a}/#{bin}" }).sort
+      bins = Array(MovieStage::BINARY.fetch(vm))
+      expected = (MovieStage.files(vm) + bins.product(ARCHES).map { |b, a| "dist/#{a}/#{b}" }).sort
       assert_equal expected, files, vm
     end
   end
@@ -91,7 +94,7 @@ class StageTest < Minitest::Test
   def test_no_env_no_secret_no_other_deployment
     secrets = @settings.select { |k, _| MovieStage.secret?(k) }.values
     refute_empty secrets
-    MovieStage::VMS.each do |vm|
+    MovieStage::ALL_VMS.each do |vm|
       dest, entries = staged_tree(vm)
       entries.each_key do |rel|
         refute_equal ".env", File.basename(rel), "#{vm}: #{rel}"
@@ -110,7 +113,7 @@ class StageTest < Minitest::Test
   # VM deployment file in the repository goes to some VM (a new one cannot be
   # forgotten here).
   def test_every_file_provisioning_reads_is_staged
-    MovieStage::VMS.each do |vm|
+    MovieStage::ALL_VMS.each do |vm|
       files = MovieStage.files(vm)
       script = files.find { |f| f.start_with?("scripts/setup_") }
       File.read(File.join(ROOT, script)).scan(DEPLOY_REF).flatten.each do |ref|
@@ -122,13 +125,15 @@ class StageTest < Minitest::Test
         end
       end
     end
-    all = MovieStage::VMS.flat_map { |vm| MovieStage.files(vm) }
+    default = MovieStage::VMS.flat_map { |vm| MovieStage.files(vm) }
+    all = MovieStage::ALL_VMS.flat_map { |vm| MovieStage.files(vm) }
     File.read(File.join(ROOT, "scripts/provision/common.sh")).scan(DEPLOY_REF).flatten.each do |ref|
       assert all.any? { |f| f == "deploy/#{ref}" || f.start_with?("deploy/#{ref}/") }, "scripts/provision/common.sh reads deploy/#{ref}"
     end
     vm_deploy = tracked_files.grep(%r{\Adeploy/}).grep_v(OTHER_DEPLOYMENTS) - HA_ONLY - NOT_ON_VMS
     assert_empty vm_deploy - all, "deployment files no VM receives"
-    assert_empty all & HA_ONLY, "the HA topology's files reach a default VM"
+    assert_empty HA_ONLY - all, "HA files no HA VM receives"
+    assert_empty default & HA_ONLY, "the HA topology's files reach a default VM"
   end
 
   def test_a_symlink_is_refused
@@ -147,7 +152,7 @@ class StageTest < Minitest::Test
 
   def test_each_vm_gets_its_own_secrets_and_no_other
     given = []
-    MovieStage::VMS.each do |vm|
+    MovieStage::ALL_VMS.each do |vm|
       mine = MovieStage.settings(vm, @settings)
       secret_keys = mine.keys.select { |k| MovieStage.secret?(k) }
       assert_equal MovieStage::SECRETS.fetch(vm).sort, secret_keys.sort, vm
@@ -174,11 +179,16 @@ class StageTest < Minitest::Test
     assert_equal values, MovieDotenv.load(path)
     assert_equal 0o600, File.stat(path).mode & 0o777
     assert_equal 0o700, File.stat(File.dirname(path)).mode & 0o777
-    %w[gateway-vm inventory-vm billing-vm].each do |vm|
+    MovieStage::ALL_VMS.each do |vm|
       mine = MovieStage.settings(vm, @settings)
       MovieStage.write_settings(path, mine)
       assert_equal mine, MovieDotenv.load(path), vm
     end
+  end
+
+  # The VM names the Vagrantfile takes from .env are the ones staged for.
+  def test_the_ha_vm_names_of_env_are_the_staged_ones
+    assert_equal MovieStage::HA_VMS, (1..3).map { |i| @settings.fetch("HA_VM#{i}_NAME") }
   end
 
   def test_values_that_cannot_be_written_are_refused
