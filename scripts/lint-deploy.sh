@@ -131,7 +131,7 @@ done
 # systemd-analyze verify needs the units' dependencies and ExecStart binaries:
 # a tree with the system's unit directory, our units and stand-in executables.
 tree="$WORK/root"
-mkdir -p "$tree/etc/systemd/system" "$tree/usr/local/bin" "$tree/usr/sbin" "$tree/lib/systemd"
+mkdir -p "$tree/etc/systemd/system" "$tree/usr/local/bin" "$tree/usr/bin" "$tree/usr/sbin" "$tree/lib/systemd"
 cp -a /lib/systemd/system "$tree/lib/systemd/"
 # /usr/bin/env: pg-autoctl@.service (HA topology) starts pg_autoctl through it.
 for exe in "${SERVICES[@]/#//usr/local/bin/}" /usr/sbin/nft /usr/bin/env; do
