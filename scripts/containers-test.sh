@@ -241,15 +241,19 @@ expect_inspect() {
 check_restart_policy() { expect_inspect "restart policy" '{{.HostConfig.RestartPolicy}}' "{on-failure 0}"; }
 
 check_names() {
-	local n bad=0
+	local n bad=0 volumes images
+	# Listed first, matched after: under pipefail, `docker ... | grep -q` fails
+	# when grep exits on its match before docker has written everything.
+	volumes=$(docker volume ls -q)
+	images=$(docker images --format '{{.Repository}}')
 	for n in "${VOLUMES[@]}"; do
-		docker volume ls -q | grep -qxF "$n" || {
+		grep -qxF "$n" <<<"$volumes" || {
 			echo "no volume $n"
 			bad=1
 		}
 	done
 	for n in "${IMAGES[@]}"; do
-		docker images --format '{{.Repository}}' | grep -qxF "$n" || {
+		grep -qxF "$n" <<<"$images" || {
 			echo "no image $n"
 			bad=1
 		}
@@ -533,7 +537,10 @@ check_no_secret_in_images() {
 	sort -u -o "$TMP/secrets" "$TMP/secrets"
 	echo "searching for $(wc -l <"$TMP/secrets") distinct passwords"
 	[[ -s $TMP/secrets ]] || return 1
-	docker container inspect inventory-database | grep -qF -f "$TMP/secrets" || {
+	# Read whole, then searched: `inspect | grep -q` fails under pipefail when
+	# grep exits on its first match and docker's next write gets SIGPIPE.
+	docker container inspect inventory-database >"$TMP/inspect.json" || return 1
+	grep -qF -f "$TMP/secrets" "$TMP/inspect.json" || {
 		echo "control failed: the container's config should hold its password"
 		return 1
 	}
@@ -908,7 +915,7 @@ check_monitor_role() {
 		echo "$db: $user: SELECT count(*) FROM $table: $out"
 		[[ $out == *"permission denied for table $table"* ]] || bad=1
 		e=$db-database-exporter
-		if docker exec "$e" cat /proc/1/cmdline | tr '\0' ' ' | grep -qF "$pw"; then
+		if [[ $(docker exec "$e" cat /proc/1/cmdline | tr '\0' ' ') == *"$pw"* ]]; then
 			echo "$e: the password is on its command line"
 			bad=1
 		fi

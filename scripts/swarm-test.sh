@@ -83,7 +83,7 @@ expect_status() {
 
 containers_of() { docker ps -q --filter "label=com.docker.stack.namespace=$STACK" "$@"; }
 no_containers() { [[ -z $(containers_of -a) ]]; }
-task_container() { docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_$1" | head -n 1; }
+task_container() { docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_$1" | awk 'NR == 1'; }
 
 remove_volumes() {
 	local v

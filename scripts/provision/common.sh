@@ -588,6 +588,13 @@ rabbitmq_permissions() {
 	esac
 }
 
+# rabbitmq_user_exists USER
+rabbitmq_user_exists() {
+	local users
+	users=$("${RABBITMQCTL[@]}" -s list_users) || return 1
+	awk -v u="$1" '$1 == u { found = 1 } END { exit !found }' <<<"$users"
+}
+
 # rabbitmq_ensure_user VHOST USER PASSWORD ACCOUNT TAGS
 # Creates USER or resets its password only when needed, sets exactly TAGS
 # (may be empty) and the permissions of ACCOUNT (rabbitmq_permissions) on
@@ -596,11 +603,13 @@ rabbitmq_permissions() {
 rabbitmq_ensure_user() {
 	local vhost="$1" user="$2" password="$3" account="$4" tags="$5" perms
 	mp::log::info "RabbitMQ: vhost $vhost, user $user ($account)"
-	if ! "${RABBITMQCTL[@]}" -s list_vhosts name | grep -qxF -- "$vhost"; then
+	# Listed whole, then matched: `rabbitmqctl ... | grep -q` fails under
+	# pipefail when grep exits on its match before the list is written.
+	if ! grep -qxF -- "$vhost" <<<"$("${RABBITMQCTL[@]}" -s list_vhosts name)"; then
 		"${RABBITMQCTL[@]}" -q add_vhost "$vhost" >/dev/null
 		mp::log::detail "created vhost $vhost"
 	fi
-	if ! "${RABBITMQCTL[@]}" -s list_users | awk '{print $1}' | grep -qxF -- "$user"; then
+	if ! rabbitmq_user_exists "$user"; then
 		printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q add_user "$user" >/dev/null
 		mp::log::detail "created user $user"
 	elif ! printf '%s\n' "$password" | "${RABBITMQCTL[@]}" -q authenticate_user "$user" >/dev/null 2>&1; then
@@ -623,7 +632,7 @@ rabbitmq_accounts() {
 	rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_GATEWAY_USER" "$RABBITMQ_GATEWAY_PASSWORD" gateway ""
 	rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_WORKER_USER" "$RABBITMQ_WORKER_PASSWORD" worker ""
 	rabbitmq_ensure_user "$RABBITMQ_VHOST" "$RABBITMQ_ADMIN_USER" "$RABBITMQ_ADMIN_PASSWORD" admin management
-	if "${RABBITMQCTL[@]}" -s list_users | awk '{print $1}' | grep -qxF guest; then
+	if rabbitmq_user_exists guest; then
 		"${RABBITMQCTL[@]}" -q delete_user guest >/dev/null
 		mp::log::detail "deleted user guest"
 	fi

@@ -300,7 +300,7 @@ fault() {
 	case $what in
 	leader) n=$(leader_vm) || n=1 ;;
 	orders-primary) n=$(primary_vm orders) || n=1 ;;
-	vip) n=$(vip_holders | head -n 1) && [[ -n $n ]] || n=1 ;;
+	vip) n=$(vip_holders | awk 'NR == 1') && [[ -n $n ]] || n=1 ;;
 	esac
 	log "$name: powering off ${NAME[$n]} (leader $(leader_vm || echo '?'), orders primary $(primary_vm orders || echo '?'), VIP on $(vip_holders | tr '\n' ' '))"
 	fault_at=$("$PY" -c 'import time; print(time.monotonic())')

@@ -116,7 +116,7 @@ export MP_VAGRANT_BOX=$BOX_NAME
 
 ensure_box() {
 	local dir=$RUN_DIR/box size_gb
-	if vagrant box list 2>/dev/null | grep -q "^$BOX_NAME "; then
+	if [[ $'\n'$(vagrant box list 2>/dev/null) == *$'\n'"$BOX_NAME "* ]]; then
 		log "box $BOX_NAME already added ($VAGRANT_HOME)"
 		return 0
 	fi
