@@ -692,43 +692,20 @@ pg_check_rejoined() {
 # --- the gateways' shared address: keepalived (VRRP) -------------------------------
 # From here on the client reaches the gateways through one virtual IP, as a
 # real client would: keepalived on n1 and n2 holds it on the host whose
-# gateway answers /ready (checked every second), and moves it when that
+# gateway answers /ready (the VMs' file, checked every second), and moves it when that
 # stops. The faults above keep the client-side failover (load.py goes to
 # the other gateway): they kill every process of a host, keepalived and the
 # address with it, which the VM test covers.
 VIP="$NET.10"
 declare -A VRRP_PRIORITY=([n1]=150 [n2]=100)
 for h in "${GATEWAYS[@]}"; do
-	# nopreempt: a gateway that comes back does not take the address back
-	# (that would be a second move, and a second break, for nothing).
-	cat >"$WORK/keepalived-$h.conf" <<EOF
-global_defs {
-	router_id mp_$h
-	enable_script_security
-	script_user nobody nogroup
-}
-vrrp_script gateway_ready {
-	script "/usr/bin/curl -fsS -o /dev/null -m 1 http://127.0.0.1:$GATEWAY_PORT/ready"
-	interval 1
-	timeout 2
-	fall 2
-	rise 2
-}
-vrrp_instance gateways {
-	state BACKUP
-	nopreempt
-	interface eth0
-	virtual_router_id 51
-	priority ${VRRP_PRIORITY[$h]}
-	advert_int 1
-	virtual_ipaddress {
-		$VIP/24 dev eth0
-	}
-	track_script {
-		gateway_ready
-	}
-}
-EOF
+	# The VMs' file (deploy/keepalived/keepalived.conf.in), unicast to the
+	# two other hosts (n3 runs no keepalived: its adverts are dropped).
+	peers=()
+	for p in n1 n2 n3; do [[ $p == "$h" ]] || peers+=("${IP[$p]}"); done
+	HA_NODE_NAME=$h HA_NODE_IP=${IP[$h]} VRRP_PEER_1=${peers[0]} VRRP_PEER_2=${peers[1]} VRRP_INTERFACE=eth0 \
+		VRRP_PRIORITY=${VRRP_PRIORITY[$h]} HA_VIP=$VIP HA_VRRP_ROUTER_ID=51 \
+		render_template "$ROOT/deploy/keepalived/keepalived.conf.in" "$WORK/keepalived-$h.conf" 0644 >/dev/null
 	in_ns "$h" keepalived --dont-fork --log-console --log-detail --use-file "$WORK/keepalived-$h.conf" \
 		--pid "$WORK/keepalived-$h.pid" --vrrp_pid "$WORK/keepalived-$h-vrrp.pid" \
 		--checkers_pid "$WORK/keepalived-$h-checkers.pid" >>"$WORK/keepalived-$h.log" 2>&1 &

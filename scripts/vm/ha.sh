@@ -44,6 +44,13 @@ declare -A QEMU_PID=()
 HA_MEM=2048
 HA_CPUS=${VM_TEST_HA_CPUS:-2}
 MAX_OUTAGE=${VM_TEST_HA_MAX_OUTAGE:-10}
+# The load's clients: each posts one order at a time and, when no answer comes
+# within LOAD_TIMEOUT s (the gateway answers within its 5 s publish timeout),
+# sends it once more with the same Idempotency-Key, as docs/api.md asks
+# clients to do. A request in flight on a VM that dies never gets an answer;
+# without the retry, the client's own timeout would be the outage measured.
+LOAD_CLIENTS=${VM_TEST_HA_LOAD_CLIENTS:-4}
+LOAD_TIMEOUT=${VM_TEST_HA_LOAD_TIMEOUT:-8}
 REJOIN_WAIT=${VM_TEST_HA_REJOIN_WAIT:-1800}
 SSH_KEY=$RUN_DIR/id_ed25519
 BRIDGE=br-mp
@@ -294,7 +301,8 @@ fault() {
 	local name=$1 what=$2 n load fault_at rejoin_from load_pid
 	load=$RUN_DIR/load-$what.txt
 	rm -f "$RUN_DIR/load.stop"
-	"$PY" "$PROJECT_ROOT/scripts/ha/load.py" "$load" "$RUN_DIR/load.stop" 2 "$VIP_URL" &
+	HA_LOAD_TIMEOUT=$LOAD_TIMEOUT "$PY" "$PROJECT_ROOT/scripts/ha/load.py" "$load" "$RUN_DIR/load.stop" \
+		"$LOAD_CLIENTS" "$VIP_URL" "$VIP_URL" &
 	load_pid=$!
 	sleep 20
 	case $what in
@@ -326,7 +334,25 @@ fault() {
 	else
 		mp::check::fail "$name: orders lost, stored twice, or longer than $MAX_OUTAGE s without an accepted order"
 	fi
+	evidence "$what"
 	TOTAL_LOADS+=("$load")
+}
+
+# evidence WHAT: what each VM's services said during the fault, into
+# RUN_DIR/evidence-WHAT.txt; the VIP's moves also into the log.
+evidence() {
+	local out=$RUN_DIR/evidence-$1.txt n
+	: >"$out"
+	for n in "${VMS[@]}"; do
+		{
+			echo "=== ${NAME[$n]}"
+			VM_CMD_TIMEOUT=120 vm "$n" "sudo journalctl -q --no-pager --since '30 min ago' -u keepalived \
+				-u api-gateway -u billing-worker | grep -E 'Entering|VRRP_Script|WARN|ERROR' | tail -n 150
+				sudo grep -hiE 'partition|paus|nodedown|node down|leader|election' /var/log/rabbitmq/*.log |
+				tail -n 60" 2>&1 || echo "(no answer from ${NAME[$n]})"
+		} >>"$out"
+	done
+	grep -E '^===|Entering [A-Z]+ STATE|VRRP_Script.*(failed|succeeded)' "$out" | sed 's/^/  /' || true
 }
 
 # -----------------------------------------------------------------------------------------
