@@ -236,21 +236,8 @@ pgaf mon pg_autoctl create monitor --pgdata "$PG_DIR/mon/data" --pgport "$POSTGR
 	tail -n 20 "$PG_DIR/mon/create.log" >&2
 	abort "create the pg_auto_failover monitor"
 }
-# The monitor's timeouts, tuned (docs/ha.md): a node is checked every 1 s
-# and considered failed 3 s after its last report instead of 20 s. The
-# primary is given 12 s to demote itself before the standby is promoted:
-# more than the keepers' network_partition_timeout (10 s, set below), after
-# which a primary that reaches neither the monitor nor its standby stops
-# taking writes. Shorter than that, a primary that is only cut off could
-# still be writable when the standby is promoted: two primaries.
-cat >>"$PG_DIR/mon/data/postgresql.conf" <<EOF
-pgautofailover.health_check_period = 1000
-pgautofailover.health_check_timeout = 1000
-pgautofailover.health_check_max_retries = 1
-pgautofailover.health_check_retry_delay = 500
-pgautofailover.node_considered_unhealthy_timeout = 3000
-pgautofailover.primary_demote_timeout = 12000
-EOF
+# The monitor's failover timeouts (docs/ha.md; why, in the file).
+cat "$ROOT/deploy/pg_auto_failover/monitor.conf" >>"$PG_DIR/mon/data/postgresql.conf"
 pgaf_run mon
 MONITOR_URI="postgres://autoctl_node@${IP[mon]}:$POSTGRES_PORT/pg_auto_failover?sslmode=disable"
 monitor_up() { mon_sql "SELECT 1" >/dev/null 2>&1; }

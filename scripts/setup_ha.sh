@@ -170,19 +170,8 @@ if ((ME == 3)); then
 		pgaf monitor pg_autoctl create monitor --pgdata "$PGAF_ROOT/monitor/data" --pgport "$HA_PG_MONITOR_PORT" \
 			--hostname "$MY_IP" --listen "$MY_IP" --auth trust --no-ssl ||
 			mp::die "pg_autoctl create monitor failed (above)"
-		# The monitor's timeouts as in scripts/ha-test.sh and docs/ha.md: a
-		# node is called failed 3 s after its last report, a primary gets
-		# 12 s to demote itself, above the keepers' network_partition_timeout
-		# (10 s): no two primaries after a network cut.
-		cat >>"$PGAF_ROOT/monitor/data/postgresql.conf" <<EOF
-# movie-platform (scripts/setup_ha.sh): the failover timeouts of docs/ha.md.
-pgautofailover.health_check_period = 1000
-pgautofailover.health_check_timeout = 1000
-pgautofailover.health_check_max_retries = 1
-pgautofailover.health_check_retry_delay = 500
-pgautofailover.node_considered_unhealthy_timeout = 3000
-pgautofailover.primary_demote_timeout = 12000
-EOF
+		# The failover timeouts of docs/ha.md (and of scripts/ha-test.sh).
+		cat "$DEPLOY_DIR/pg_auto_failover/monitor.conf" >>"$PGAF_ROOT/monitor/data/postgresql.conf"
 		touch "$PGAF_ROOT/monitor/created"
 	fi
 	unit_converge pg-autoctl@monitor.service 0 "data"

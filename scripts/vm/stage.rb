@@ -79,6 +79,7 @@ module MovieStage
       deploy/rabbitmq/ha-vm.conf.in
       deploy/rabbitmq/ha-enabled_plugins
       deploy/keepalived/keepalived.conf.in
+      deploy/pg_auto_failover/monitor.conf
     ]]
   end).freeze
 
