@@ -7,6 +7,18 @@
 //! requests share the current channel (lapin channels are concurrent) and each
 //! awaits its own confirm.
 //!
+//! A channel whose confirm does not come within [`confirm_patience`] (or that
+//! answers with a nack) is suspect: the loop opens a fresh channel on the same
+//! connection and swaps it in, and the order is published again on it. A
+//! quorum queue's publisher (the channel, inside RabbitMQ) that had sent to a
+//! leader whose machine then died can stay stuck after the new leader is
+//! elected (RabbitMQ fixed such cases in later releases: rabbitmq-server
+//! #13095, #14589). The VM test of the HA topology saw it on 3.10: after a
+//! power-off of the leader's VM the queue had a new leader within 5 s, yet
+//! the gateway's channel confirmed nothing for 146 s. A fresh channel starts
+//! with a clean slate; its cost is the order published twice, which the
+//! worker stores once.
+//!
 //! Resource alarms: RabbitMQ (3.10 measured) sends `connection.blocked` to a
 //! connection only when that connection publishes during an alarm, and then
 //! holds that publish until the alarm clears. So were orders the only
@@ -17,6 +29,7 @@
 //! reported blocked within that period, and from then on orders and `/ready`
 //! get 503 at once, until `connection.unblocked`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,7 +40,7 @@ use common::topology::{self, Topology};
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionStatus, Event};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -49,6 +62,17 @@ const CONNECT_BUDGET: Duration = Duration::from_secs(10);
 /// Pause before an order is published again after a nack or a lost
 /// confirm: a quorum queue's election takes a moment.
 const REPUBLISH_PAUSE: Duration = Duration::from_millis(100);
+/// Bounds opening a fresh channel on a live connection; a connection that
+/// cannot open one in this time is treated as lost.
+const RENEW_BUDGET: Duration = Duration::from_secs(2);
+
+/// How long one publish waits for its confirm before its channel is
+/// replaced and the order published again: two fifths of the publish
+/// timeout (2 s of the default 5 s), which leaves the rest for the fresh
+/// channel. A quorum queue confirms within milliseconds when healthy.
+pub fn confirm_patience(publish_timeout: Duration) -> Duration {
+    publish_timeout * 2 / 5
+}
 /// How often the loop looks at the link's state besides the error events.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often the alarm probe is published (see the module comment): about
@@ -70,6 +94,11 @@ pub struct Broker {
 
 struct Shared {
     link: RwLock<Option<Link>>,
+    /// Asks the loop for a fresh channel on the current connection (see the
+    /// module comment); several requests asking at once make one.
+    renew: Arc<Notify>,
+    /// The generation a fresh channel was asked for (0: none).
+    renew_for: AtomicU64,
     publish_timeout: Duration,
     metrics: GatewayMetrics,
     /// What the re-declaration after a returned order declares.
@@ -96,14 +125,17 @@ impl Broker {
     ///
     /// [`stop`]: Broker::stop
     pub fn start(config: &Config, metrics: GatewayMetrics) -> (Self, JoinHandle<()>) {
+        let renew = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             link: RwLock::new(None),
+            renew: Arc::clone(&renew),
+            renew_for: AtomicU64::new(0),
             publish_timeout: config.publish_timeout(),
             metrics,
             topology: config.rabbitmq.topology(),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(Arc::downgrade(&shared), config.clone(), stopped));
+        let task = tokio::spawn(run(Arc::downgrade(&shared), config.clone(), stopped, renew));
         let broker = Self {
             shared,
             stop: Arc::new(stop),
@@ -175,15 +207,26 @@ impl Broker {
                 Err(Error::BrokerUnavailable("not connected to RabbitMQ".into())),
             );
         };
+        let patience = confirm_patience(timeout);
         let mut tries = 0u32;
         loop {
             tries += 1;
             let attempt = tokio::time::timeout_at(
-                deadline,
+                deadline.min(tokio::time::Instant::now() + patience),
                 self.publish_once(&link, order, &payload, request_id),
             );
             let (outcome, retry_after) = match attempt.await {
-                Err(_) => return (Publish::Timeout, Err(timed_out())),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return (Publish::Timeout, Err(timed_out()))
+                }
+                Err(_) => {
+                    log::warn!(
+                        "order {} not confirmed within {patience:?}; publishing it again on a fresh channel {request_id}",
+                        order.order_id
+                    );
+                    self.shared.suspect(link.generation);
+                    (Publish::Timeout, timed_out())
+                }
                 Ok(Attempt::Done(outcome, result)) => {
                     if tries > 1 && result.is_ok() {
                         log::info!(
@@ -205,10 +248,14 @@ impl Broker {
                 }
             };
             tokio::time::sleep(REPUBLISH_PAUSE).await;
-            // The same link after a nack; a new one after a lost confirm.
+            // The fresh channel once the loop has it (after a nack or a late
+            // confirm), or a new connection after a lost one.
+            let stale = link.generation;
             link = loop {
                 if let Some(l) = self.shared.current().filter(Link::is_usable) {
-                    break l;
+                    if l.generation != stale || !self.shared.renewing(stale) {
+                        break l;
+                    }
                 }
                 if tokio::time::Instant::now() + REPUBLISH_PAUSE >= deadline {
                     return (outcome, Err(retry_after));
@@ -266,14 +313,17 @@ impl Broker {
                     }),
                 )
             }
-            Ok(Confirmation::Nack(_)) => Attempt::Again {
-                outcome: Publish::Nacked,
-                why: "nack".to_owned(),
-                last: Error::OrderNotQueued {
-                    order_id: order.order_id,
-                    reason: "negatively acknowledged (nack)".into(),
-                },
-            },
+            Ok(Confirmation::Nack(_)) => {
+                self.shared.suspect(link.generation);
+                Attempt::Again {
+                    outcome: Publish::Nacked,
+                    why: "nack".to_owned(),
+                    last: Error::OrderNotQueued {
+                        order_id: order.order_id,
+                        reason: "negatively acknowledged (nack)".into(),
+                    },
+                }
+            }
             Ok(Confirmation::NotRequested) => {
                 self.shared.mark_broken(link.generation);
                 Attempt::Done(
@@ -337,6 +387,20 @@ impl Shared {
     fn holds(&self, generation: u64) -> bool {
         self.current().is_some_and(|l| l.generation == generation)
     }
+
+    /// The channel of `generation` missed a confirm or nacked: asks the loop
+    /// for a fresh one, once per generation.
+    fn suspect(&self, generation: u64) {
+        if self.holds(generation) && self.renew_for.swap(generation, Ordering::AcqRel) != generation
+        {
+            self.renew.notify_one();
+        }
+    }
+
+    /// Whether a fresh channel is on its way to replace `generation`'s.
+    fn renewing(&self, generation: u64) -> bool {
+        self.renew_for.load(Ordering::Acquire) == generation && self.holds(generation)
+    }
 }
 
 impl Link {
@@ -347,7 +411,12 @@ impl Link {
 
 /// Connects, keeps the link while it is healthy, and reconnects with capped
 /// exponential backoff whenever it is lost, until asked to stop.
-async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<bool>) {
+async fn run(
+    shared: Weak<Shared>,
+    config: Config,
+    mut stop: watch::Receiver<bool>,
+    renew: Arc<Notify>,
+) {
     let target = format!("{:?}", config.rabbitmq);
     let mut backoff = Backoff::new(AMQP_RETRY_INITIAL, AMQP_RETRY_MAX);
     let mut generation = 0u64;
@@ -359,7 +428,7 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
             _ = stop.changed() => return,
         };
         match connected {
-            Ok((connection, channel, probe)) => {
+            Ok((connection, mut channel, probe)) => {
                 generation += 1;
                 let Some(strong) = shared.upgrade() else {
                     close(&connection).await;
@@ -382,10 +451,11 @@ async fn run(shared: Weak<Shared>, config: Config, mut stop: watch::Receiver<boo
                 let lost = watch_link(
                     &shared,
                     &connection,
-                    &channel,
+                    &mut channel,
                     &probe,
-                    generation,
+                    &mut generation,
                     &mut stop,
+                    &renew,
                 )
                 .await;
                 if let Some(strong) = shared.upgrade() {
@@ -428,10 +498,7 @@ async fn connect(config: &Config) -> Result<(Connection, Channel, Channel), Stri
         .await
         .map_err(|e| e.to_string())?;
     let setup = async {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = confirm_channel(&connection).await?;
         topology::declare(&channel, &config.rabbitmq.topology()).await?;
         let probe = connection.create_channel().await?;
         Ok::<_, lapin::Error>((channel, probe))
@@ -445,6 +512,15 @@ async fn connect(config: &Config) -> Result<(Connection, Channel, Channel), Stri
     }
 }
 
+/// A new channel in confirm mode, for the orders.
+async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
 enum Lost {
     /// The gateway is stopping (or every handle is gone).
     Stop,
@@ -452,14 +528,16 @@ enum Lost {
     Broken(String),
 }
 
-/// Waits until the link of `generation` is no longer usable and says why.
+/// Waits until the link is no longer usable and says why. Meanwhile swaps in
+/// a fresh channel (and a new `generation`) whenever one is asked for.
 async fn watch_link(
     shared: &Weak<Shared>,
     connection: &Connection,
-    channel: &Channel,
+    channel: &mut Channel,
     probe: &Channel,
-    generation: u64,
+    generation: &mut u64,
     stop: &mut watch::Receiver<bool>,
+    renew: &Notify,
 ) -> Lost {
     let mut events = Box::pin(connection.events_listener());
     let mut tick = tokio::time::interval(CHECK_EVERY);
@@ -471,6 +549,34 @@ async fn watch_link(
     loop {
         tokio::select! {
             _ = stop.changed() => return Lost::Stop,
+            _ = renew.notified() => {
+                let Some(strong) = shared.upgrade() else {
+                    return Lost::Stop;
+                };
+                if !strong.renewing(*generation) {
+                    continue; // asked for an older channel, already replaced
+                }
+                let fresh = tokio::time::timeout(RENEW_BUDGET, confirm_channel(connection)).await;
+                match fresh {
+                    Ok(Ok(fresh)) => {
+                        *generation += 1;
+                        strong.set(Some(Link {
+                            generation: *generation,
+                            channel: fresh.clone(),
+                            connection: connection.status().clone(),
+                        }));
+                        let old = std::mem::replace(channel, fresh);
+                        log::warn!("RabbitMQ channel {} missed a confirm or nacked; publishing on a fresh channel {}", old.id(), channel.id());
+                        // Its publishes still waiting fail now and go again
+                        // on the fresh channel. Best effort: it may be stuck.
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(RENEW_BUDGET, old.close(200, "replaced".into())).await;
+                        });
+                    }
+                    Ok(Err(e)) => return Lost::Broken(format!("a fresh channel failed: {e}")),
+                    Err(_) => return Lost::Broken(format!("no fresh channel within {RENEW_BUDGET:?}")),
+                }
+            }
             _ = probe_tick.tick() => {
                 let idle = probing.as_ref().is_none_or(JoinHandle::is_finished);
                 if idle && !connection.status().blocked() {
@@ -492,7 +598,7 @@ async fn watch_link(
                 let Some(strong) = shared.upgrade() else {
                     return Lost::Stop;
                 };
-                if !strong.holds(generation) {
+                if !strong.holds(*generation) {
                     return Lost::Broken("a publish on it failed".to_owned());
                 }
                 if !connection.status().connected() {

@@ -12,39 +12,13 @@
 #[path = "api/support/mod.rs"]
 mod support;
 
-use std::process::Command;
-
 use actix_web::http::StatusCode;
 use api_gateway::billing::order_id_for_key;
 use serde_json::{json, Value};
 use support::orders::{amount, Worker};
-use support::rabbit;
+use support::rabbit::{self, rabbitmqctl};
 use support::upstream::spawn_upstream;
 use support::{config, spawn_app, wait_for, Reply, TestApp};
-
-/// Runs rabbitmqctl on the test broker; returns its standard output.
-fn rabbitmqctl(args: &[&str]) -> String {
-    let command = std::env::var("TEST_RABBITMQCTL").unwrap_or_else(|_| {
-        panic!(
-            "TEST_RABBITMQCTL is not set: the command running rabbitmqctl on the test broker, \
-             e.g. \"scripts/local.sh rabbitmqctl\" with the environment of scripts/test.sh"
-        )
-    });
-    let mut parts = command.split_whitespace();
-    let program = parts.next().expect("TEST_RABBITMQCTL is empty");
-    let out = Command::new(program)
-        .args(parts)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {command}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The node's live status (the management API's figures lag by seconds,
 /// which would read back a limit a previous run had just restored).

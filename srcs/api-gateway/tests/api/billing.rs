@@ -373,7 +373,84 @@ async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
     reply.assert_error(504, "broker_timeout", None);
     relay.set_paused(false);
 
-    accepted_id(&gateway.order(&valid_order()).await);
+    // No fresh channel could be opened on the silent connection either, so
+    // the gateway took it for lost and connects again (503 meanwhile).
+    order_until_accepted(&gateway).await;
+}
+
+/// Suspends a RabbitMQ channel process (it takes no more frames: no confirm
+/// comes, while its connection and other channels live on, as a quorum
+/// queue's publisher stuck after its leader's machine died); resumes it when
+/// dropped, also when the test fails.
+struct StuckChannel(String);
+
+impl StuckChannel {
+    /// The gateway's confirm-mode channel in `vhost` (the alarm probe's is
+    /// not in confirm mode).
+    fn of_gateway(vhost: &str) -> Self {
+        let listed = rabbit::rabbitmqctl(&[
+            "list_channels",
+            "-q",
+            "--formatter",
+            "json",
+            "pid",
+            "vhost",
+            "confirm",
+        ]);
+        let channels: Vec<Value> = serde_json::from_str(&listed).unwrap();
+        let pids: Vec<&str> = channels
+            .iter()
+            .filter(|c| c["vhost"] == vhost && c["confirm"] == true)
+            .map(|c| c["pid"].as_str().unwrap())
+            .collect();
+        assert_eq!(pids.len(), 1, "confirm channels in {vhost}: {listed}");
+        let stuck = Self(pids[0].to_owned());
+        stuck.sys("suspend");
+        stuck
+    }
+
+    fn sys(&self, call: &str) {
+        let pid = &self.0;
+        rabbit::rabbitmqctl(&[
+            "eval",
+            &format!("sys:{call}(rabbit_misc:string_to_pid(\"{pid}\"))."),
+        ]);
+    }
+}
+
+impl Drop for StuckChannel {
+    fn drop(&mut self) {
+        self.sys("resume");
+    }
+}
+
+#[actix_web::test]
+async fn a_channel_that_stops_confirming_is_replaced_and_the_order_accepted() {
+    let vhost = rabbit::vhost();
+    let gateway = ready_gateway(&vhost).await;
+    let first = accepted_id(&gateway.order(&valid_order()).await);
+
+    let stuck = StuckChannel::of_gateway(&vhost.name);
+    // No confirm within the patience (2 s of the 5 s publish timeout): the
+    // order goes again on a fresh channel, and is accepted in time.
+    let second = accepted_id(&gateway.order(&valid_order()).await);
+    let third = accepted_id(&gateway.order(&valid_order()).await);
+    // Resumed, the old channel delivers the first publish of `second` it
+    // held: the broker has that order twice, as after a failover, and the
+    // worker stores it once (ON CONFLICT (order_id)).
+    drop(stuck);
+    let mut queued = Vec::new();
+    for _ in 0..100 {
+        queued.extend(ids(&rabbit::drain(&vhost.name).await));
+        if queued.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    queued.sort();
+    let mut want = vec![first, second, second, third];
+    want.sort();
+    assert_eq!(queued, want);
 }
 
 #[actix_web::test]

@@ -11,6 +11,7 @@ use lapin::types::AMQPValue;
 use lapin::{Channel, Connection};
 use secrecy::SecretString;
 use serde_json::Value;
+use std::process::Command;
 
 use super::{env_port, send, wait_for};
 
@@ -150,4 +151,29 @@ pub fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Runs rabbitmqctl on the test broker (`TEST_RABBITMQCTL`, which
+/// scripts/test.sh sets); returns its standard output.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let command = std::env::var("TEST_RABBITMQCTL").unwrap_or_else(|_| {
+        panic!(
+            "TEST_RABBITMQCTL is not set: the command running rabbitmqctl on the test broker, \
+             e.g. \"scripts/local.sh rabbitmqctl\" with the environment of scripts/test.sh"
+        )
+    });
+    let mut parts = command.split_whitespace();
+    let program = parts.next().expect("TEST_RABBITMQCTL is empty");
+    let out = Command::new(program)
+        .args(parts)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {command}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
