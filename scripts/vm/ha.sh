@@ -301,6 +301,7 @@ fault() {
 	local name=$1 what=$2 n load fault_at rejoin_from load_pid
 	load=$RUN_DIR/load-$what.txt
 	rm -f "$RUN_DIR/load.stop"
+	FAULT_WALL=$(date -u '+%Y-%m-%d %H:%M:%S')
 	HA_LOAD_TIMEOUT=$LOAD_TIMEOUT "$PY" "$PROJECT_ROOT/scripts/ha/load.py" "$load" "$RUN_DIR/load.stop" \
 		"$LOAD_CLIENTS" "$VIP_URL" "$VIP_URL" &
 	load_pid=$!
@@ -346,8 +347,10 @@ evidence() {
 	for n in "${VMS[@]}"; do
 		{
 			echo "=== ${NAME[$n]}"
-			VM_CMD_TIMEOUT=120 vm "$n" "sudo journalctl -q --no-pager --since '30 min ago' -u keepalived \
-				-u api-gateway -u billing-worker | grep -E 'Entering|VRRP_Script|WARN|ERROR' | tail -n 150
+			VM_CMD_TIMEOUT=120 vm "$n" "sudo journalctl -q --no-pager --since '$FAULT_WALL UTC' -u keepalived |
+				grep -E 'Entering|VRRP_Script'
+				sudo journalctl -q --no-pager --since '$FAULT_WALL UTC' -u api-gateway -u billing-worker |
+				grep -E 'WARN|ERROR' | grep -v 'publishing it again' | tail -n 80
 				sudo grep -hiE 'partition|paus|nodedown|node down|leader|election' /var/log/rabbitmq/*.log |
 				tail -n 60" 2>&1 || echo "(no answer from ${NAME[$n]})"
 		} >>"$out"
