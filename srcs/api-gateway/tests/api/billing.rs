@@ -388,33 +388,29 @@ impl StuckChannel {
     /// The gateway's confirm-mode channel in `vhost` (the alarm probe's is
     /// not in confirm mode).
     fn of_gateway(vhost: &str) -> Self {
-        let listed = rabbit::rabbitmqctl(&[
-            "list_channels",
-            "-q",
-            "--formatter",
-            "json",
-            "pid",
-            "vhost",
-            "confirm",
+        // Found and suspended inside the node (the CLI shows pids in a form
+        // the node cannot read back); the pid comes back as "<0.N.M>".
+        let out = rabbit::rabbitmqctl(&[
+            "eval",
+            &format!(
+                "Ps = [P || P <- rabbit_channel:list_local(), \
+                 [{{vhost, V}}, {{confirm, true}}] <- [rabbit_channel:info(P, [vhost, confirm])], \
+                 V =:= <<\"{vhost}\">>], \
+                 [sys:suspend(P) || P <- Ps], [pid_to_list(P) || P <- Ps]."
+            ),
         ]);
-        let channels: Vec<Value> = serde_json::from_str(&listed).unwrap();
-        let pids: Vec<&str> = channels
-            .iter()
-            .filter(|c| c["vhost"] == vhost && c["confirm"] == true)
-            .map(|c| c["pid"].as_str().unwrap())
+        let pids: Vec<&str> = out
+            .split('"')
+            .filter(|p| p.starts_with('<') && p.ends_with('>'))
             .collect();
-        assert_eq!(pids.len(), 1, "confirm channels in {vhost}: {listed}");
-        let stuck = Self(pids[0].to_owned());
-        stuck.sys("suspend");
-        stuck
+        let stuck = pids.iter().map(|p| Self((*p).to_owned())).next();
+        assert_eq!(pids.len(), 1, "confirm channels in {vhost}: {out}");
+        stuck.unwrap()
     }
 
     fn sys(&self, call: &str) {
         let pid = &self.0;
-        rabbit::rabbitmqctl(&[
-            "eval",
-            &format!("sys:{call}(rabbit_misc:string_to_pid(\"{pid}\"))."),
-        ]);
+        rabbit::rabbitmqctl(&["eval", &format!("sys:{call}(list_to_pid(\"{pid}\")).")]);
     }
 }
 
