@@ -6,8 +6,6 @@ use crate::topology::{QueueType, Topology, DEFAULT_DELIVERY_LIMIT};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A service's RabbitMQ settings, read once here for both services that use
@@ -18,8 +16,12 @@ use std::time::Duration;
 /// `HOST` may name the nodes of a cluster, comma-separated, each optionally
 /// with its own port (`10.0.0.1,10.0.0.2,10.0.0.3` or `a:5672,b:5673`); an
 /// entry without a port uses `PORT`. [`AmqpSettings::connect`] tries them in
-/// turn, starting after the one it reached last time, so a service whose
-/// node died moves to a live one on its next reconnect.
+/// the order given, so the list is a preference: the HA VMs list their own
+/// node first, and a service whose node died moves to the next live one on
+/// its reconnect, and back to its own on a later one. (Starting after the
+/// node reached last time, as before, spread the gateways over the other
+/// VMs' nodes: the VM test then saw the gateway holding the shared address
+/// lose its link when another VM was powered off.)
 #[derive(Clone, Deserialize)]
 pub struct AmqpSettings {
     pub host: String,
@@ -33,9 +35,6 @@ pub struct AmqpSettings {
     /// Quorum queues only: see [`Topology::delivery_limit`].
     #[serde(default = "default_delivery_limit")]
     pub delivery_limit: u32,
-    /// Where the next connect starts in the node list; shared by clones.
-    #[serde(skip)]
-    pub next_node: Arc<AtomicUsize>,
 }
 
 fn default_delivery_limit() -> u32 {
@@ -71,7 +70,6 @@ impl Default for AmqpSettings {
             vhost: String::new(),
             queue_type: QueueType::default(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
-            next_node: Arc::default(),
         }
     }
 }
@@ -154,15 +152,12 @@ impl AmqpSettings {
     }
 
     /// Connects with the service name shown in RabbitMQ's connection list,
-    /// to the first node that answers, starting after the node reached last
-    /// time (one node: always that one). The last node's error when none
-    /// answers.
+    /// to the first node of the list that answers. The last node's error
+    /// when none answers.
     pub async fn connect(&self, service: &str) -> lapin::Result<lapin::Connection> {
         let nodes = self.nodes();
-        let start = self.next_node.load(Ordering::Relaxed);
         let mut last = None;
-        for i in (0..nodes.len()).map(|k| (start + k) % nodes.len()) {
-            let (host, port) = nodes[i].clone();
+        for (host, port) in nodes.iter().cloned() {
             let props = lapin::ConnectionProperties::default().with_connection_name(service.into());
             let attempt = tokio::time::timeout(
                 NODE_CONNECT_BUDGET,
@@ -177,7 +172,6 @@ impl AmqpSettings {
             });
             match attempt {
                 Ok(connection) => {
-                    self.next_node.store(i + 1, Ordering::Relaxed);
                     if nodes.len() > 1 {
                         log::info!("{service}: connected to RabbitMQ node {host}:{port}");
                     }
