@@ -46,8 +46,8 @@ HA_CPUS=${VM_TEST_HA_CPUS:-2}
 MAX_OUTAGE=${VM_TEST_HA_MAX_OUTAGE:-10}
 # The load's clients: each posts one order at a time and, when no answer comes
 # within LOAD_TIMEOUT s (the gateway answers within its 5 s publish timeout),
-# sends it once more with the same Idempotency-Key, as docs/api.md asks
-# clients to do. A request in flight on a VM that dies never gets an answer;
+# sends it once more with the same Idempotency-Key, which docs/api.md
+# makes safe. A request in flight on a VM that dies never gets an answer;
 # without the retry, the client's own timeout would be the outage measured.
 LOAD_CLIENTS=${VM_TEST_HA_LOAD_CLIENTS:-4}
 LOAD_TIMEOUT=${VM_TEST_HA_LOAD_TIMEOUT:-8}
@@ -298,10 +298,10 @@ POWER_OFFS=0 REJOINED=0
 # fault NAME WHAT: orders through HA_VIP, VM (WHAT: leader, orders-primary or
 # vip) powered off, 60 s down, started again; it must rejoin; verdict.
 fault() {
-	local name=$1 what=$2 n load fault_at rejoin_from load_pid
+	local name=$1 what=$2 n load fault_at rejoin_from load_pid since
 	load=$RUN_DIR/load-$what.txt
 	rm -f "$RUN_DIR/load.stop"
-	FAULT_WALL=$(date -u '+%Y-%m-%d %H:%M:%S')
+	since=$(date -u '+%Y-%m-%d %H:%M:%S')
 	HA_LOAD_TIMEOUT=$LOAD_TIMEOUT "$PY" "$PROJECT_ROOT/scripts/ha/load.py" "$load" "$RUN_DIR/load.stop" \
 		"$LOAD_CLIENTS" "$VIP_URL" "$VIP_URL" &
 	load_pid=$!
@@ -335,21 +335,22 @@ fault() {
 	else
 		mp::check::fail "$name: orders lost, stored twice, or longer than $MAX_OUTAGE s without an accepted order"
 	fi
-	evidence "$what"
+	evidence "$what" "$since"
 	TOTAL_LOADS+=("$load")
 }
 
-# evidence WHAT: what each VM's services said during the fault, into
-# RUN_DIR/evidence-WHAT.txt; the VIP's moves also into the log.
+# evidence WHAT SINCE: what each VM's services said from SINCE (UTC, the
+# fault's start) on, into RUN_DIR/evidence-WHAT.txt; the VIP's moves also
+# into the log.
 evidence() {
-	local out=$RUN_DIR/evidence-$1.txt n
+	local out=$RUN_DIR/evidence-$1.txt since=$2 n
 	: >"$out"
 	for n in "${VMS[@]}"; do
 		{
 			echo "=== ${NAME[$n]}"
-			VM_CMD_TIMEOUT=120 vm "$n" "sudo journalctl -q --no-pager --since '$FAULT_WALL UTC' -u keepalived |
+			VM_CMD_TIMEOUT=120 vm "$n" "sudo journalctl -q --no-pager --since '$since UTC' -u keepalived |
 				grep -E 'Entering|VRRP_Script'
-				sudo journalctl -q --no-pager --since '$FAULT_WALL UTC' -u api-gateway -u billing-worker |
+				sudo journalctl -q --no-pager --since '$since UTC' -u api-gateway -u billing-worker |
 				grep -E 'WARN|ERROR' | grep -v 'publishing it again' | tail -n 80
 				sudo grep -hiE 'partition|paus|nodedown|node down|leader|election' /var/log/rabbitmq/*.log |
 				tail -n 60" 2>&1 || echo "(no answer from ${NAME[$n]})"
