@@ -6,7 +6,7 @@
 # database's, m1 and m2) and one for the client, all linked by a bridge in a
 # namespace of its own. Each broker host runs:
 #   - a node of a 3-node RabbitMQ cluster (Debian's rabbitmq-server:
-#     classic_config peer discovery, pause_minority, net_ticktime 15);
+#     classic_config peer discovery, pause_minority, net_ticktime from .env);
 #   - a billing-worker that knows every node (its own first);
 #   - n1 and n2 also an inventory-app (the movies database's nodes listed)
 #     and an api-gateway that knows every broker node and both inventory
@@ -180,7 +180,7 @@ rmq_env() {
 	printf '%s\n' HOME="$RMQ_HOME" RABBITMQ_USE_LONGNAME=true RABBITMQ_NODENAME="rabbit@${IP[$1]}" \
 		RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
 		RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" RABBITMQ_PID_FILE="$d/rabbitmq.pid" \
-		RABBITMQ_CONF_ENV_FILE=/dev/null
+		RABBITMQ_CONF_ENV_FILE=/dev/null RABBITMQ_CTL_ERL_ARGS="-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME"
 }
 rmqctl() {
 	local host="$1"

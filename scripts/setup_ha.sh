@@ -3,7 +3,7 @@
 # up; docs/ha.md): the design scripts/ha-test.sh proves in namespaces, on
 # three VMs alike (.env's HA_VM1..HA_VM3):
 #   - a node of the 3-node RabbitMQ cluster (deploy/rabbitmq/ha.conf.in:
-#     classic_config peer discovery, pause_minority, net_ticktime 15; nodes
+#     classic_config peer discovery, pause_minority, net_ticktime from .env; nodes
 #     named rabbit@<address>), billing_queue a quorum queue;
 #   - pg_auto_failover: on the first two VMs a node of each database (movies,
 #     orders), on the third the monitor of both (a monitor must not share a
@@ -83,7 +83,10 @@ rabbit_conf() {
 # VMs is needed; the distribution port fixed, so the firewall can name it.
 rabbit_env() {
 	printf '%s\n' "# Managed by scripts/setup_ha.sh (HA topology); overwritten by the next provisioning." \
-		"NODENAME=rabbit@$MY_IP" "USE_LONGNAME=true" "DIST_PORT=$HA_RABBITMQ_DIST_PORT"
+		"NODENAME=rabbit@$MY_IP" "USE_LONGNAME=true" "DIST_PORT=$HA_RABBITMQ_DIST_PORT" \
+		"# rabbitmqctl is an Erlang node too: with the nodes' tick, a call that waits" \
+		"# (await_startup) is not dropped as a silent peer." \
+		"CTL_ERL_ARGS=\"-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME\""
 }
 COOKIE=/var/lib/rabbitmq/.erlang.cookie
 # A node whose name or cookie changes must be stopped with the old ones

@@ -352,7 +352,7 @@ evidence() {
 				grep -E 'Entering|VRRP_Script'
 				sudo journalctl -q --no-pager --since '$since UTC' -u api-gateway -u billing-worker |
 				grep -E 'WARN|ERROR' | grep -v 'publishing it again' | tail -n 80
-				sudo grep -hiE 'partition|paus|nodedown|node down|leader|election' /var/log/rabbitmq/*.log |
+				sudo grep -hiE 'partition|paus|nodedown|node down|down: |leader|election' /var/log/rabbitmq/*.log |
 				tail -n 60" 2>&1 || echo "(no answer from ${NAME[$n]})"
 		} >>"$out"
 	done
