@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use crate::support::rabbit;
 use crate::support::relay::Relay;
 use crate::support::{
-    closed_port, gateway_behind_relay, gateway_on, ready_gateway, send, valid_order, wait_for,
-    Reply, TestApp,
+    closed_port, gateway_behind_relay, gateway_on, gateway_with, ready_gateway, send, valid_order,
+    wait_for, Reply, TestApp,
 };
 use actix_web::http::{Method, StatusCode};
 use common::order::OrderMessage;
@@ -373,9 +373,41 @@ async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
     reply.assert_error(504, "broker_timeout", None);
     relay.set_paused(false);
 
-    // No fresh channel could be opened on the silent connection either, so
-    // the gateway took it for lost and connects again (503 meanwhile).
+    // Once the broker answers again, orders are accepted again.
     order_until_accepted(&gateway).await;
+}
+
+/// A fresh channel that does not come within its budget (3 s: a busy node)
+/// leaves the connection up: the order goes again on the current channel,
+/// and is accepted once the broker answers, with no reconnect (which in the
+/// HA VMs failed the gateway's /ready and moved the shared address).
+#[actix_web::test]
+async fn a_late_fresh_channel_keeps_the_connection_and_the_order_is_accepted() {
+    let vhost = rabbit::vhost();
+    let relay = Relay::start(rabbit::amqp_port(), true).await;
+    // 12 s to confirm: after 4.8 s of patience the gateway asks for a fresh
+    // channel, gives up on it at ~7.9 s and publishes again on the current
+    // one; the broker's answers, all held until 9.5 s, then confirm that.
+    let gateway = gateway_with(&vhost, relay.port, |c| c.publish_timeout_ms = 12_000).await;
+    gateway.wait_ready().await;
+    let first = accepted_id(&gateway.order(&valid_order()).await);
+    assert_eq!(relay.relayed(), 1);
+
+    relay.set_paused(true);
+    let order = valid_order();
+    let (reply, ()) = tokio::join!(gateway.order(&order), async {
+        tokio::time::sleep(std::time::Duration::from_millis(9_500)).await;
+        relay.set_paused(false);
+    });
+    let second = accepted_id(&reply);
+    let third = accepted_id(&gateway.order(&valid_order()).await);
+    assert_eq!(relay.relayed(), 1, "the gateway kept its one connection");
+    // `second` twice: its first publish, confirmed too late, and the one
+    // that was confirmed (the worker stores it once: ON CONFLICT (order_id)).
+    assert_eq!(
+        ids(&rabbit::drain(&vhost.name).await),
+        vec![first, second, second, third]
+    );
 }
 
 /// Suspends a RabbitMQ channel process (it takes no more frames: no confirm

@@ -84,7 +84,7 @@ pub async fn gateway_on(vhost: &rabbit::Vhost, amqp_port: u16) -> TestApp {
     gateway_with(vhost, amqp_port, |_| {}).await
 }
 
-async fn gateway_with(
+pub async fn gateway_with(
     vhost: &rabbit::Vhost,
     amqp_port: u16,
     edit: impl FnOnce(&mut Config),

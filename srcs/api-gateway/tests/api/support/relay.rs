@@ -3,7 +3,7 @@
 //! back everything the broker sends (no confirms) without touching the
 //! broker that other tests share.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +23,8 @@ struct State {
     paused: watch::Sender<bool>,
     /// Bumped to close every live connection.
     cut: watch::Sender<u64>,
+    /// Connections relayed so far (refused ones not counted).
+    relayed: AtomicUsize,
 }
 
 impl Relay {
@@ -35,11 +37,13 @@ impl Relay {
             forward: AtomicBool::new(forward),
             paused: watch::Sender::new(false),
             cut: watch::Sender::new(0),
+            relayed: AtomicUsize::new(0),
         });
         let accepting = state.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if accepting.forward.load(Ordering::SeqCst) {
+                    accepting.relayed.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(relay(client, accepting.clone()));
                 }
                 // else: `client` is dropped, closing the connection.
@@ -54,6 +58,12 @@ impl Relay {
 
     pub fn set_paused(&self, paused: bool) {
         self.state.paused.send_replace(paused);
+    }
+
+    /// How many connections it has relayed (or is relaying): which node a
+    /// client picked, and whether it reconnected.
+    pub fn relayed(&self) -> usize {
+        self.state.relayed.load(Ordering::SeqCst)
     }
 
     /// Closes every connection relayed so far (new ones are still accepted
