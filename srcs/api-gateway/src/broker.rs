@@ -7,8 +7,8 @@
 //! requests share the current channel (lapin channels are concurrent) and each
 //! awaits its own confirm.
 //!
-//! A channel whose confirm does not come within [`confirm_patience`] (or that
-//! answers with a nack) is suspect: the loop opens a fresh channel on the same
+//! A channel whose confirm does not come within [`confirm_patience`] (once
+//! the connection has had a confirm), or that answers with a nack, is suspect: the loop opens a fresh channel on the same
 //! connection and swaps it in, and the order is published again on it. A
 //! quorum queue's publisher (the channel, inside RabbitMQ) that had sent to a
 //! leader whose machine then died can stay stuck after the new leader is
@@ -29,7 +29,7 @@
 //! reported blocked within that period, and from then on orders and `/ready`
 //! get 503 at once, until `connection.unblocked`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,8 @@ const RENEW_BUDGET: Duration = Duration::from_secs(3);
 /// How long one publish waits for its confirm before its channel is
 /// replaced and the order published again: two fifths of the publish
 /// timeout (2 s of the default 5 s), which leaves the rest for the fresh
-/// channel. A quorum queue confirms within milliseconds when healthy.
+/// channel. A quorum queue confirms within milliseconds when healthy. Only
+/// once the connection has had a confirm (see `Link::confirmed`).
 pub fn confirm_patience(publish_timeout: Duration) -> Duration {
     publish_timeout * 2 / 5
 }
@@ -115,6 +116,12 @@ struct Link {
     generation: u64,
     channel: Channel,
     connection: ConnectionStatus,
+    /// Whether any publish on this connection has been confirmed. Until one
+    /// is, a slow confirm says nothing about the channel: the first order a
+    /// quorum queue takes from a connection can take seconds (the VM test saw
+    /// one confirmed only after 5 s), and a fresh channel would start that
+    /// over. So before the first confirm a publish waits its whole timeout.
+    confirmed: Arc<AtomicBool>,
 }
 
 impl Broker {
@@ -212,13 +219,21 @@ impl Broker {
         let mut tries = 0u32;
         loop {
             tries += 1;
+            let wait_until = if link.confirmed.load(Ordering::Acquire) {
+                deadline.min(tokio::time::Instant::now() + patience)
+            } else {
+                deadline
+            };
             let attempt = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + patience),
+                wait_until,
                 self.publish_once(&link, order, &payload, request_id),
             );
             let (outcome, retry_after) = match attempt.await {
                 Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return (Publish::Timeout, Err(timed_out()))
+                    // Not confirmed at all: the next order gets a fresh
+                    // channel (a no-op if one is already on its way).
+                    self.shared.suspect(link.generation);
+                    return (Publish::Timeout, Err(timed_out()));
                 }
                 Err(_) => {
                     log::warn!(
@@ -292,7 +307,10 @@ impl Broker {
             self.shared.metrics.confirm_took(started);
         }
         match confirmed {
-            Ok(Confirmation::Ack(None)) => Attempt::Done(Publish::Confirmed, Ok(())),
+            Ok(Confirmation::Ack(None)) => {
+                link.confirmed.store(true, Ordering::Release);
+                Attempt::Done(Publish::Confirmed, Ok(()))
+            }
             Ok(Confirmation::Ack(Some(returned))) => {
                 // The queue is gone (deleted by hand?): declare it again so
                 // the next order finds it.
@@ -448,6 +466,7 @@ async fn run(
                     generation,
                     channel: channel.clone(),
                     connection: connection.status().clone(),
+                    confirmed: Arc::default(),
                 }));
                 drop(strong);
                 let failed = backoff.attempt() - 1;
@@ -570,10 +589,12 @@ async fn watch_link(
                 match fresh {
                     Ok(Ok(fresh)) => {
                         *generation += 1;
+                        let confirmed = strong.current().map(|l| l.confirmed).unwrap_or_default();
                         strong.set(Some(Link {
                             generation: *generation,
                             channel: fresh.clone(),
                             connection: connection.status().clone(),
+                            confirmed,
                         }));
                         let old = std::mem::replace(channel, fresh);
                         log::warn!("RabbitMQ channel {} missed a confirm or nacked; publishing on a fresh channel {}", old.id(), channel.id());

@@ -377,6 +377,34 @@ async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
     order_until_accepted(&gateway).await;
 }
 
+/// Until a connection has had a confirm, a slow one says nothing about the
+/// channel (a quorum queue's first order from a connection can take
+/// seconds): the order waits its whole timeout on the one channel, published
+/// once, rather than on fresh channels that each start over.
+#[actix_web::test]
+async fn the_first_order_on_a_connection_waits_its_whole_timeout_on_one_channel() {
+    let vhost = rabbit::vhost();
+    let relay = Relay::start(rabbit::amqp_port(), true).await;
+    let gateway = gateway_with(&vhost, relay.port, |c| c.publish_timeout_ms = 5_000).await;
+    gateway.wait_ready().await;
+
+    // Everything from the broker held for 3.5 s: past the 2 s patience of a
+    // connection that had confirms, within the 5 s timeout.
+    relay.set_paused(true);
+    let order = valid_order();
+    let (reply, ()) = tokio::join!(gateway.order(&order), async {
+        tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+        relay.set_paused(false);
+    });
+    let first = accepted_id(&reply);
+    assert_eq!(relay.relayed(), 1);
+    assert_eq!(
+        ids(&rabbit::drain(&vhost.name).await),
+        vec![first],
+        "published once"
+    );
+}
+
 /// A fresh channel that does not come within its budget (3 s: a busy node)
 /// leaves the connection up: the order goes again on the current channel,
 /// and is accepted once the broker answers, with no reconnect (which in the
