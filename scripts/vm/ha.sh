@@ -356,6 +356,14 @@ evidence() {
 				tail -n 60" 2>&1 || echo "(no answer from ${NAME[$n]})"
 		} >>"$out"
 	done
+	# What the databases' monitor decided (the fourth run saw no failover of
+	# the orders database when its primary's VM was powered off).
+	{
+		echo "=== pg_auto_failover events since the fault (monitor on ${NAME[3]})"
+		monitor_sql "SELECT eventtime, formationid, nodeid, reportedstate, goalstate, description
+			FROM pgautofailover.event WHERE eventtime >= '$since UTC' ORDER BY eventid" ||
+			echo "(no answer from the monitor)"
+	} >>"$out"
 	grep -E '^===|Entering [A-Z]+ STATE|VRRP_Script.*(failed|succeeded)' "$out" | sed 's/^/  /' || true
 }
 
