@@ -8,8 +8,9 @@
 //! awaits its own confirm.
 //!
 //! A channel whose confirm does not come within [`confirm_patience`] (once
-//! the connection has had a confirm), or that answers with a nack, is suspect: the loop opens a fresh channel on the same
-//! connection and swaps it in, and the order is published again on it. A
+//! the connection has had a confirm), or that answers with a nack, is
+//! suspect: the loop opens a fresh channel on the same connection and swaps
+//! it in, and the order is published again on it. A
 //! quorum queue's publisher (the channel, inside RabbitMQ) that had sent to a
 //! leader whose machine then died can stay stuck after the new leader is
 //! elected (RabbitMQ fixed such cases in later releases: rabbitmq-server

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use crate::support::rabbit;
 use crate::support::relay::Relay;
 use crate::support::{
-    closed_port, gateway_behind_relay, gateway_on, gateway_with, ready_gateway, send, valid_order,
-    wait_for, Reply, TestApp,
+    closed_port, gateway_behind_relay, gateway_on, ready_gateway, send, valid_order, wait_for,
+    Reply, TestApp,
 };
 use actix_web::http::{Method, StatusCode};
 use common::order::OrderMessage;
@@ -364,7 +364,7 @@ async fn connection_closed_by_the_broker_is_replaced_without_restart() {
 #[actix_web::test]
 async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
     let vhost = rabbit::vhost();
-    let (relay, gateway) = gateway_behind_relay(&vhost).await;
+    let (relay, gateway) = gateway_behind_relay(&vhost, 500).await;
     accepted_id(&gateway.order(&valid_order()).await);
 
     // The broker's answers (the confirm among them) are held back.
@@ -377,6 +377,18 @@ async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
     order_until_accepted(&gateway).await;
 }
 
+/// One order sent while everything from the broker is held for `hold_ms`
+/// (the relay paused, then resumed), and its answer.
+async fn order_with_broker_held(gateway: &TestApp, relay: &Relay, hold_ms: u64) -> Reply {
+    relay.set_paused(true);
+    let order = valid_order();
+    let (reply, ()) = tokio::join!(gateway.order(&order), async {
+        tokio::time::sleep(std::time::Duration::from_millis(hold_ms)).await;
+        relay.set_paused(false);
+    });
+    reply
+}
+
 /// Until a connection has had a confirm, a slow one says nothing about the
 /// channel (a quorum queue's first order from a connection can take
 /// seconds): the order waits its whole timeout on the one channel, published
@@ -384,19 +396,11 @@ async fn unconfirmed_order_times_out_with_504_and_is_not_reported_accepted() {
 #[actix_web::test]
 async fn the_first_order_on_a_connection_waits_its_whole_timeout_on_one_channel() {
     let vhost = rabbit::vhost();
-    let relay = Relay::start(rabbit::amqp_port(), true).await;
-    let gateway = gateway_with(&vhost, relay.port, |c| c.publish_timeout_ms = 5_000).await;
-    gateway.wait_ready().await;
+    let (relay, gateway) = gateway_behind_relay(&vhost, 5_000).await;
 
     // Everything from the broker held for 3.5 s: past the 2 s patience of a
     // connection that had confirms, within the 5 s timeout.
-    relay.set_paused(true);
-    let order = valid_order();
-    let (reply, ()) = tokio::join!(gateway.order(&order), async {
-        tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
-        relay.set_paused(false);
-    });
-    let first = accepted_id(&reply);
+    let first = accepted_id(&order_with_broker_held(&gateway, &relay, 3_500).await);
     assert_eq!(relay.relayed(), 1);
     assert_eq!(
         ids(&rabbit::drain(&vhost.name).await),
@@ -412,22 +416,14 @@ async fn the_first_order_on_a_connection_waits_its_whole_timeout_on_one_channel(
 #[actix_web::test]
 async fn a_late_fresh_channel_keeps_the_connection_and_the_order_is_accepted() {
     let vhost = rabbit::vhost();
-    let relay = Relay::start(rabbit::amqp_port(), true).await;
     // 12 s to confirm: after 4.8 s of patience the gateway asks for a fresh
     // channel, gives up on it at ~7.9 s and publishes again on the current
     // one; the broker's answers, all held until 9.5 s, then confirm that.
-    let gateway = gateway_with(&vhost, relay.port, |c| c.publish_timeout_ms = 12_000).await;
-    gateway.wait_ready().await;
+    let (relay, gateway) = gateway_behind_relay(&vhost, 12_000).await;
     let first = accepted_id(&gateway.order(&valid_order()).await);
     assert_eq!(relay.relayed(), 1);
 
-    relay.set_paused(true);
-    let order = valid_order();
-    let (reply, ()) = tokio::join!(gateway.order(&order), async {
-        tokio::time::sleep(std::time::Duration::from_millis(9_500)).await;
-        relay.set_paused(false);
-    });
-    let second = accepted_id(&reply);
+    let second = accepted_id(&order_with_broker_held(&gateway, &relay, 9_500).await);
     let third = accepted_id(&gateway.order(&valid_order()).await);
     assert_eq!(relay.relayed(), 1, "the gateway kept its one connection");
     // `second` twice: its first publish, confirmed too late, and the one

@@ -74,7 +74,7 @@ async fn fifty_concurrent_tries_of_one_key_give_one_order_id_and_one_row() {
 async fn a_key_whose_first_try_timed_out_is_stored_once_when_retried() {
     let vhost = rabbit::vhost();
     let worker = Worker::start(&vhost.name).await;
-    let (relay, gateway) = gateway_behind_relay(&vhost).await;
+    let (relay, gateway) = gateway_behind_relay(&vhost, 500).await;
 
     let key = key();
     let body = json!({"user_id": "u-504", "number_of_items": 1, "total_amount": "9.99"});

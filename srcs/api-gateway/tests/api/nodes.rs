@@ -3,9 +3,19 @@
 //! node dies. Two relays to the one test broker stand for two nodes.
 
 use crate::support::relay::Relay;
-use crate::support::{config, rabbit, spawn_app, valid_order, wait_for};
+use crate::support::{config, rabbit, spawn_app, valid_order, wait_for, TestApp};
 use actix_web::http::StatusCode;
 use uuid::Uuid;
+
+/// One order: its id if answered 200 (while the gateway moves between nodes,
+/// any other answer means "not yet").
+async fn order_accepted(gateway: &TestApp) -> Option<Uuid> {
+    let reply = gateway.order(&valid_order()).await;
+    match reply.status {
+        StatusCode::OK => Some(Uuid::parse_str(reply.json()["order_id"].as_str()?).ok()?),
+        _ => None,
+    }
+}
 
 #[actix_web::test]
 async fn orders_move_to_the_next_node_when_the_first_dies() {
@@ -16,14 +26,7 @@ async fn orders_move_to_the_next_node_when_the_first_dies() {
     let mut settings = config("http://127.0.0.1:9", first.port, &vhost.name);
     settings.rabbitmq.host = format!("127.0.0.1:{},127.0.0.1:{}", first.port, second.port);
     let gateway = spawn_app(settings).await;
-
-    let accepted = || async {
-        let reply = gateway.order(&valid_order()).await;
-        match reply.status {
-            StatusCode::OK => Some(Uuid::parse_str(reply.json()["order_id"].as_str()?).ok()?),
-            _ => None,
-        }
-    };
+    let accepted = || order_accepted(&gateway);
     let a = wait_for("an order through the first node", accepted).await;
 
     // The first node dies (its connections cut, new ones refused), the
@@ -60,13 +63,7 @@ async fn every_reconnect_tries_the_nodes_in_their_listed_order() {
         .collect::<Vec<_>>()
         .join(",");
     let gateway = spawn_app(settings).await;
-    let accepted = || async {
-        let reply = gateway.order(&valid_order()).await;
-        match reply.status {
-            StatusCode::OK => Some(Uuid::parse_str(reply.json()["order_id"].as_str()?).ok()?),
-            _ => None,
-        }
-    };
+    let accepted = || order_accepted(&gateway);
     let relayed = || nodes.iter().map(Relay::relayed).collect::<Vec<_>>();
 
     let a = wait_for("an order through the first node", accepted).await;

@@ -84,7 +84,7 @@ pub async fn gateway_on(vhost: &rabbit::Vhost, amqp_port: u16) -> TestApp {
     gateway_with(vhost, amqp_port, |_| {}).await
 }
 
-pub async fn gateway_with(
+async fn gateway_with(
     vhost: &rabbit::Vhost,
     amqp_port: u16,
     edit: impl FnOnce(&mut Config),
@@ -103,10 +103,16 @@ pub async fn ready_gateway(vhost: &rabbit::Vhost) -> TestApp {
 }
 
 /// A ready gateway whose broker traffic goes through a forwarding relay,
-/// with a 500 ms publish timeout: pausing the relay holds back the confirm.
-pub async fn gateway_behind_relay(vhost: &rabbit::Vhost) -> (relay::Relay, TestApp) {
+/// with that publish timeout: pausing the relay holds back the confirm.
+pub async fn gateway_behind_relay(
+    vhost: &rabbit::Vhost,
+    publish_timeout_ms: u64,
+) -> (relay::Relay, TestApp) {
     let relay = relay::Relay::start(rabbit::amqp_port(), true).await;
-    let gateway = gateway_with(vhost, relay.port, |c| c.publish_timeout_ms = 500).await;
+    let gateway = gateway_with(vhost, relay.port, |c| {
+        c.publish_timeout_ms = publish_timeout_ms
+    })
+    .await;
     gateway.wait_ready().await;
     (relay, gateway)
 }
