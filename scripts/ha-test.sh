@@ -18,6 +18,9 @@
 #   - kill -9 of everything on the node of billing_queue's leader (repeated
 #     HA_TEST_KILLS times, the node started again in between);
 #   - one node cut off the network for 30 s, then healed (pause_minority);
+#   - the orders database's primary cut off the network while the workers
+#     drain a backlog (as a power-off: no RST; their TCP keepalives end the
+#     statements it will never answer), then healed: it rejoins as standby;
 #   - kill -9 of the orders database's primary (keeper and PostgreSQL) while
 #     the workers drain a backlog: pg_auto_failover promotes the synchronous
 #     standby, the workers' libpq multi-host string finds it, and the old
@@ -175,12 +178,16 @@ for h in "${NODES[@]}"; do
 	printf 'default_user = mp\ndefault_pass = %s\nloopback_users = none\n' "$AMQP_PASSWORD" >>"$d/rabbitmq.conf"
 	echo '[].' >"$d/enabled_plugins"
 done
+# rmq_env HOST: the node's environment. As on the VMs (scripts/setup_ha.sh):
+# the tick for the CLI too, and no busy-waiting schedulers (three nodes
+# share this machine's cores with everything else).
 rmq_env() {
 	local d="$WORK/rabbitmq-$1"
 	printf '%s\n' HOME="$RMQ_HOME" RABBITMQ_USE_LONGNAME=true RABBITMQ_NODENAME="rabbit@${IP[$1]}" \
 		RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
 		RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" RABBITMQ_PID_FILE="$d/rabbitmq.pid" \
-		RABBITMQ_CONF_ENV_FILE=/dev/null RABBITMQ_CTL_ERL_ARGS="-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME"
+		RABBITMQ_CONF_ENV_FILE=/dev/null RABBITMQ_CTL_ERL_ARGS="-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME" \
+		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"
 }
 rmqctl() {
 	local host="$1"
@@ -630,22 +637,27 @@ first_write_after() {
 		FROM $2 WHERE created_at > to_timestamp($3)" 2>/dev/null
 }
 wrote_after() { [[ -n "$(first_write_after "$@")" ]]; }
-# pg_recover FORMATION TABLE WHAT: waits for a row written after the kill
-# (the standby promoted and found by the service), notes how long it took
-# in FAULT_NOTE, and starts the old primary's keeper again. Whether it
-# rejoins is checked at the end (pg_check_rejoined): when pg_rewind fails,
-# the keeper copies the whole database instead, which on a loaded machine
-# took 2 minutes, and the next faults need not wait for it.
+# pg_first_write FORMATION TABLE WHAT FAULT WITHIN: waits WITHIN seconds for
+# a row written after DB_KILLED_AT (the standby promoted and found by the
+# service), and notes how long it took in FAULT_NOTE.
+pg_first_write() {
+	local took
+	MP_WAIT_INTERVAL=1 mp::wait_until "$5" "a committed $3 after the $4" wrote_after "$1" "$2" "$DB_KILLED_AT" ||
+		mp::check::fail "${3}s are stored again within $5 s of the $1 primary's $4"
+	took="$(first_write_after "$1" "$2" "$DB_KILLED_AT")"
+	FAULT_NOTE="first committed $3 ${took:-never} s after the $4, new primary $(pg_primary "$1")"
+}
+# pg_recover FORMATION TABLE WHAT: pg_first_write after a kill, then starts
+# the old primary's keeper again. Whether it rejoins is checked at the end
+# (pg_check_rejoined): when pg_rewind fails, the keeper copies the whole
+# database instead, which on a loaded machine took 2 minutes, and the next
+# faults need not wait for it.
 declare -A REJOINING=() REJOIN_FROM=()
 pg_recover() {
-	local f="$1" took
-	MP_WAIT_INTERVAL=1 mp::wait_until 90 "a committed $3 after the kill" wrote_after "$f" "$2" "$DB_KILLED_AT" ||
-		mp::check::fail "${3}s are stored again after the $f primary's kill"
-	took="$(first_write_after "$f" "$2" "$DB_KILLED_AT")"
-	FAULT_NOTE="first committed $3 ${took:-never} s after the kill, new primary $(pg_primary "$f")"
+	pg_first_write "$1" "$2" "$3" kill 90
 	pgaf_run "$DB_KILLED"
-	REJOINING[$f]="$DB_KILLED"
-	REJOIN_FROM[$f]="$SECONDS"
+	REJOINING[$1]="$DB_KILLED"
+	REJOIN_FROM[$1]="$SECONDS"
 }
 # pg_rejoin_step FORMATION NODE PRIMARY: true once NODE is in sync. A
 # keeper whose pg_rewind failed copies the database with pg_basebackup,
@@ -736,7 +748,7 @@ mp::log::info "memory (PSS, MiB): vm1 $((RSS[n1] + RSS[m1] + RSS[o1])) (n1 ${RSS
 	"vm2 $((RSS[n2] + RSS[m2] + RSS[o2])) (n2 ${RSS[n2]}, m2 ${RSS[m2]}, o2 ${RSS[o2]})," \
 	"vm3 $((RSS[n3] + RSS[mon])) (n3 ${RSS[n3]}, mon ${RSS[mon]})"
 
-# --- fault: kill -9 of the orders database's primary during the drain -------------
+# --- the orders database's faults ----------------------------------------------------
 orders_count() { sql orders "SELECT count(*) FROM orders" 2>/dev/null; }
 count_grew() { [[ "$(orders_count)" -gt "$1" ]] 2>/dev/null; }
 # queue_messages: billing_queue's length, as the first node that answers
@@ -748,22 +760,58 @@ queue_messages() {
 	done
 	echo "?"
 }
-kill_orders_primary() {
-	local h pid before primary
-	# A backlog: the workers stop (TERM: they finish what they hold) while
-	# the orders keep coming, then start again.
+# orders_backlog: a backlog, and the workers draining it: they stop (TERM:
+# they finish what they hold) while the orders keep coming, then start
+# again. Sets ORDERS_PRIMARY, looked up before they start: they drain a
+# backlog of 10 s in a few seconds, and the fault must come while they do.
+ORDERS_PRIMARY=""
+orders_backlog() {
+	local h pid before
 	for h in "${NODES[@]}"; do
 		for pid in $(service_pids "$h" billing-worker); do mp::stop_pid "$pid" "billing-worker on $h" 30; done
 	done
 	sleep 10
-	# Looked up first: the workers drain a backlog of 10 s in a few seconds,
-	# and the kill must come while they do.
-	primary="$(pg_primary orders)"
+	ORDERS_PRIMARY="$(pg_primary orders)"
 	before="$(orders_count)" || before=0
 	for h in "${NODES[@]}"; do svc_start "$h" billing-worker BILLING_; done
 	MP_WAIT_INTERVAL=0.1 mp::wait_until 60 "the workers storing the backlog" count_grew "$before" ||
 		mp::check::fail "the workers started storing the backlog"
-	pg_kill_primary orders "$primary"
+}
+
+# --- fault: the orders database's primary cut off the network during the drain ---
+# What a power-off looks like to its peers: no RST. The statements the
+# workers have in flight on it get no answer; the TCP keepalives of their
+# connection string (srcs/common/src/db.rs) end those connections about 11 s
+# later, and the next connection finds the promoted standby. Without them a
+# worker waits for its answer forever (the fourth VM run: 999 orders left
+# unstored in the queue), and this fault fails: nothing is stored until the
+# heal. The cut primary's keeper demotes it by itself
+# (network_partition_timeout); healed, it rejoins as the standby, which the
+# kill that follows needs.
+cut_orders_primary() {
+	orders_backlog
+	DB_KILLED="$ORDERS_PRIMARY"
+	mp::log::info "cutting the orders database's primary $DB_KILLED off the network"
+	cut "$DB_KILLED"
+	DB_KILLED_AT="$(date +%s.%N)"
+}
+heal_orders_primary() {
+	local primary
+	pg_first_write orders orders order cut 60
+	heal "$DB_KILLED"
+	primary="$(pg_primary orders)"
+	if MP_WAIT_INTERVAL=1 mp::wait_until 300 "$DB_KILLED back as standby" pg_rejoin_step orders "$DB_KILLED" "$primary"; then
+		mp::check::pass "the cut orders primary $DB_KILLED, healed, rejoined as the standby of $primary"
+	else
+		mp::check::fail "the cut orders primary $DB_KILLED, healed, rejoined as standby within 300 s (states: $(pg_states orders))"
+	fi
+}
+run_fault "orders primary cut" cut_orders_primary heal_orders_primary
+
+# --- fault: kill -9 of the orders database's primary during the drain -------------
+kill_orders_primary() {
+	orders_backlog
+	pg_kill_primary orders "$ORDERS_PRIMARY"
 	mp::log::info "billing_queue after the kill: $(queue_messages) orders waiting"
 }
 rejoin_orders_primary() { pg_recover orders orders order; }

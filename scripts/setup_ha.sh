@@ -86,7 +86,10 @@ rabbit_env() {
 		"NODENAME=rabbit@$MY_IP" "USE_LONGNAME=true" "DIST_PORT=$HA_RABBITMQ_DIST_PORT" \
 		"# rabbitmqctl is an Erlang node too: with the nodes' tick, a call that waits" \
 		"# (await_startup) is not dropped as a silent peer." \
-		"CTL_ERL_ARGS=\"-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME\""
+		"CTL_ERL_ARGS=\"-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME\"" \
+		"# No busy-waiting schedulers: idle, they would spin on CPU that this VM's" \
+		"# gateway, worker and databases need (as scripts/ha-test.sh's nodes; docs/ha.md)." \
+		"SERVER_ADDITIONAL_ERL_ARGS=\"+sbwt none +sbwtdcpu none +sbwtdio none\""
 }
 COOKIE=/var/lib/rabbitmq/.erlang.cookie
 # A node whose name or cookie changes must be stopped with the old ones

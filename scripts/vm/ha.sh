@@ -353,15 +353,22 @@ evidence() {
 				sudo journalctl -q --no-pager --since '$since UTC' -u api-gateway -u billing-worker |
 				grep -E 'WARN|ERROR' | grep -v 'publishing it again' | tail -n 80
 				sudo grep -hiE 'partition|paus|nodedown|node down|down: |leader|election' /var/log/rabbitmq/*.log |
-				tail -n 60" 2>&1 || echo "(no answer from ${NAME[$n]})"
+				tail -n 60
+				sudo journalctl -q --no-pager --since '$since UTC' -u 'pg-autoctl@*' |
+				grep -vE ' (DEBUG|TRACE) ' | tail -n 80" 2>&1 || echo "(no answer from ${NAME[$n]})"
 		} >>"$out"
 	done
-	# What the databases' monitor decided (the fourth run saw no failover of
-	# the orders database when its primary's VM was powered off).
+	# What the databases' monitor decided, and what the keepers logged (the
+	# fourth run saw no failover of the orders database when its primary's
+	# VM was powered off).
 	{
 		echo "=== pg_auto_failover events since the fault (monitor on ${NAME[3]})"
 		monitor_sql "SELECT eventtime, formationid, nodeid, reportedstate, goalstate, description
 			FROM pgautofailover.event WHERE eventtime >= '$since UTC' ORDER BY eventid" ||
+			echo "(no answer from the monitor)"
+		echo "=== pg_auto_failover nodes now"
+		monitor_sql "SELECT formationid, nodeid, nodehost, reportedstate, goalstate, health, healthchecktime,
+			reporttime, reportedlsn, candidatepriority FROM pgautofailover.node ORDER BY formationid, nodeid" ||
 			echo "(no answer from the monitor)"
 	} >>"$out"
 	grep -E '^===|Entering [A-Z]+ STATE|VRRP_Script.*(failed|succeeded)' "$out" | sed 's/^/  /' || true
