@@ -12,7 +12,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 mp::env::load "$PROJECT_ROOT/.env"
 
 VMS=(gateway inventory billing)
-IMAGE_HASH=${IMAGE_DIR##*/image-}
+# MP_TOPOLOGY=ha (`MP_TOPOLOGY=ha scripts/vm-test.sh vagrant-up`): the
+# Vagrantfile's high-availability topology instead, checked as
+# scripts/vm/ha.sh checks its own VMs (scripts/vm/ha-cluster.sh).
+TOPOLOGY=${MP_TOPOLOGY:-default}
+declare -A NAME=() VM_IP=()
+if [[ $TOPOLOGY == ha ]]; then
+	VMS=(ha1 ha2 ha3)
+	NAME=([ha1]=$HA_VM1_NAME [ha2]=$HA_VM2_NAME [ha3]=$HA_VM3_NAME)
+	VM_IP=([ha1]=$HA_VM1_IP [ha2]=$HA_VM2_IP [ha3]=$HA_VM3_IP)
+	MONITOR_VM=ha3 PY=python3 VIP_URL=http://$HA_VIP:$GATEWAY_PORT
+fi
+# (image-HASH, or ha-image-HASH for MP_TOPOLOGY=ha)
+IMAGE_HASH=${IMAGE_DIR##*image-}
 LV=$RUN_DIR/libvirt
 # Kept across runs: Vagrant's boxes, and libvirt's copy of the box in its pool.
 export VAGRANT_HOME=$VM_CACHE/vagrant.d
@@ -140,7 +152,7 @@ ensure_box() {
 vm() {
 	local name=$1
 	shift
-	(cd "$PROJECT_ROOT" && timeout "${VM_CMD_TIMEOUT:-600}" vagrant ssh "$name-vm" -c "bash -c $(printf '%q' "$*")" 2>>"$RUN_DIR/vagrant-ssh.log")
+	(cd "$PROJECT_ROOT" && timeout "${VM_CMD_TIMEOUT:-600}" vagrant ssh "${NAME[$name]:-$name-vm}" -c "bash -c $(printf '%q' "$*")" 2>>"$RUN_DIR/vagrant-ssh.log")
 }
 
 # vagrant_provision VM LOG: `vagrant provision` of VM-vm, its output in LOG.
@@ -265,6 +277,31 @@ fi
 
 phase "secrets: none in Vagrant's log, each VM only its own"
 check_vagrant_secrets
+
+if [[ $TOPOLOGY == ha ]]; then
+	# shellcheck source=scripts/vm/ha-cluster.sh
+	source "$VM_LIB_DIR/ha-cluster.sh"
+	# shellcheck disable=SC2317 # called by ha-cluster.sh's functions
+	vm_up() { true; }
+	# The admin's password for the management API, as the Vagrantfile made it.
+	mp::env::load "$VAGRANT_DOTFILE_PATH/movie-platform-secrets.env"
+	phase "HA: the cluster formed by itself"
+	MP_WAIT_INTERVAL=5 mp::check "billing_queue: a quorum queue with 3 members online" \
+		mp::wait_until 300 "3 queue members online" members_online
+	for f in movies orders; do
+		MP_WAIT_INTERVAL=5 mp::check "the $f database: primary and synchronous standby" \
+			mp::wait_until 300 "$f primary and secondary" in_sync "$f"
+	done
+	MP_WAIT_INTERVAL=5 mp::check "one gateway holds the virtual IP $HA_VIP" mp::wait_until 120 "one VIP holder" one_vip_holder
+	mp::check "the gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT" \
+		mp::wait_until 120 "the forwarded port" curl -fsS -m 10 "http://127.0.0.1:$HOST_GATEWAY_PORT/api/movies"
+	phase "the audit walk through the shared address $HA_VIP"
+	run=$(cat /proc/sys/kernel/random/uuid)
+	mp::walk::run havm "vha-${run:0:8}"
+	phase_end
+	checks_failed && exit 1
+	exit 0
+fi
 
 phase "network across the bridge"
 check_network
