@@ -15,6 +15,9 @@
 #   scripts/vm-test.sh ha        the high-availability topology (ha1-vm..ha3-vm, MP_TOPOLOGY=ha),
 #                                qemu TCG, the walk through the shared address, then one VM
 #                                powered off at a time under orders: verdict of issue 24's promise
+#   MP_TOPOLOGY=ha scripts/vm-test.sh vagrant-up
+#                                the real Vagrantfile's HA topology: `vagrant up` of the three,
+#                                the cluster formed by itself, the walk through the shared address
 #   scripts/vm-test.sh image     only build (or find in the cache) the VM image
 #   scripts/vm-test.sh clean     remove the image cache (.cache/vm)
 #
@@ -31,7 +34,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/vm/lib.sh"
 
 usage() {
-	sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -60,8 +63,11 @@ if [[ $MODE == stock ]]; then
 	export VM_IMAGE_FLAVOR=stock VM_STOCK=1
 fi
 [[ $MODE == arm64 ]] && export VM_ARCH=arm64
-# The HA image: the test image plus pg_auto_failover and keepalived.
-[[ $MODE == ha ]] && export VM_IMAGE_FLAVOR=ha
+# The HA image: the test image plus pg_auto_failover and keepalived (ha mode,
+# and the Vagrantfile's HA topology).
+if [[ $MODE == ha || ($MODE == vagrant* && ${MP_TOPOLOGY:-default} == ha) ]]; then
+	export VM_IMAGE_FLAVOR=ha
+fi
 ARCH=${VM_ARCH:-amd64}
 
 # shellcheck disable=SC2317 # run by the EXIT trap

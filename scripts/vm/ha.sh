@@ -171,93 +171,11 @@ provision() {
 		<"$RUN_DIR/settings/$n.env" >"$logfile" 2>&1
 }
 
-# --- reading the cluster's state --------------------------------------------------------
-# queue_field N FIELD: billing_queue's FIELD (leader, members, online,
-# messages) from VM N's management API on loopback (the admin's password on
-# curl's standard input, never in a command line); a list joined by commas.
-queue_field() {
-	printf 'user = "%s:%s"\n' "$RABBITMQ_ADMIN_USER" "$RABBITMQ_ADMIN_PASSWORD" |
-		VM_CMD_TIMEOUT=60 vm "$1" "curl -fsS -m 30 -K - http://127.0.0.1:$RABBITMQ_MANAGEMENT_PORT/api/queues/%2F/billing_queue" 2>/dev/null |
-		"$PY" -c 'import json, sys
-v = json.load(sys.stdin).get(sys.argv[1], "")
-print(",".join(v) if isinstance(v, list) else v)' "$2" 2>/dev/null
-}
-# any_queue_field FIELD: from the first live VM that answers.
-any_queue_field() {
-	local n out
-	for n in "${VMS[@]}"; do
-		vm_up "$n" || continue
-		out=$(queue_field "$n" "$1") && [[ -n $out ]] && echo "$out" && return 0
-	done
-	return 1
-}
-# vm_of_ip IP: the VM number holding IP.
-vm_of_ip() {
-	local n
-	for n in "${VMS[@]}"; do [[ ${VM_IP[$n]} == "$1" ]] && echo "$n" && return 0; done
-	return 1
-}
-leader_vm() {
-	local node
-	node=$(any_queue_field leader) || return 1
-	vm_of_ip "${node#rabbit@}"
-}
-members_online() { [[ "$(any_queue_field online | tr ',' '\n' | grep -c .)" == 3 ]]; }
-# monitor_sql SQL: on the pg_auto_failover monitor (third VM).
-monitor_sql() {
-	VM_CMD_TIMEOUT=60 vm 3 "sudo -u postgres psql -X -qtA 'postgres://autoctl_node@$HA_VM3_IP:$HA_PG_MONITOR_PORT/pg_auto_failover?sslmode=disable&connect_timeout=5' -c $(printf '%q' "$1")" 2>/dev/null
-}
-# primary_vm FORMATION: the VM of the formation's primary (as ha-test.sh's pg_primary).
-primary_vm() {
-	local host
-	host=$(monitor_sql "SELECT nodehost FROM pgautofailover.node WHERE formationid = '$1'
-		AND reportedstate IN ('single', 'wait_primary', 'primary') AND goalstate IN ('single', 'wait_primary', 'primary')") || return 1
-	vm_of_ip "$(tr -d '[:space:]' <<<"$host")"
-}
-in_sync() { [[ "$(monitor_sql "SELECT string_agg(reportedstate::text, ' ' ORDER BY reportedstate::text) FROM pgautofailover.node WHERE formationid = '$1'")" == "primary secondary" ]]; }
-vip_holders() {
-	local n
-	for n in "${VMS[@]}"; do
-		vm_up "$n" || continue
-		# shellcheck disable=SC2016 # expanded in the VM
-		[[ "$(VM_CMD_TIMEOUT=30 vm "$n" "ip -o -4 addr show | grep -c ' $HA_VIP/'" 2>/dev/null)" == 1 ]] && echo "$n"
-	done
-	return 0
-}
-one_vip_holder() { [[ "$(vip_holders | wc -l)" == 1 ]]; }
-# db_psql FORMATION SQL: as postgres on the VM holding the formation's primary.
-db_psql() {
-	local f=$1 n port=$HA_PG_ORDERS_PORT db=$BILLING_DB_NAME
-	[[ $f == movies ]] && port=$HA_PG_MOVIES_PORT db=$INVENTORY_DB_NAME
-	n=$(primary_vm "$f") || return 1
-	VM_CMD_TIMEOUT=120 vm "$n" "sudo -u postgres psql -X -qtA -p $port -d $db -v ON_ERROR_STOP=1 -c $(printf '%q' "$2")"
-}
-
-# --- the audit walk's transport: the shared address, psql and the API in the VMs --------
-havm::http() {
-	mp::walk::curl "$VIP_URL" -- "$@"
-	printf '%s %s -> %s %s\n' "$1" "$2" "$WALK_STATUS" "$WALK_BODY" >>"$RUN_DIR/api.log"
-}
-havm::sql() {
-	case $1 in
-	inventory) db_psql movies "$2" ;;
-	billing) db_psql orders "$2" ;;
-	*) return 1 ;;
-	esac
-}
-havm::queued() { any_queue_field messages; }
-# Every worker: with one left running, nothing would wait in the queue.
-havm::worker() {
-	local n want=active out
-	[[ $1 == stop ]] && want=inactive
-	for n in "${VMS[@]}"; do
-		out=$(vm "$n" "sudo systemctl $1 billing-worker; systemctl is-active billing-worker" 2>&1) || true
-		[[ $(tail -n 1 <<<"$out") == "$want" ]] || {
-			echo "${NAME[$n]}: systemctl $1 billing-worker: $out"
-			return 1
-		}
-	done
-}
+# The cluster's state and the walk's transport (shared with vagrant.sh's HA
+# mode), through the vm function above.
+MONITOR_VM=3
+# shellcheck source=scripts/vm/ha-cluster.sh
+source "$VM_LIB_DIR/ha-cluster.sh"
 
 # --- faults: power-off under orders -------------------------------------------------------
 # stored_counts: user_id and count of every stored order (tried a few times:
