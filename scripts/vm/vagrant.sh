@@ -283,8 +283,14 @@ if [[ $TOPOLOGY == ha ]]; then
 	source "$VM_LIB_DIR/ha-cluster.sh"
 	# shellcheck disable=SC2317 # called by ha-cluster.sh's functions
 	vm_up() { true; }
-	# The admin's password for the management API, as the Vagrantfile made it.
-	mp::env::load "$VAGRANT_DOTFILE_PATH/movie-platform-secrets.env"
+	# The passwords as the Vagrantfile made them (the admin's, for the
+	# management API). dotenv_load keeps a value already set, and .env's
+	# placeholders are: unset first (a run that skipped this got 401s).
+	secrets=$VAGRANT_DOTFILE_PATH/movie-platform-secrets.env
+	while IFS='=' read -r key _; do
+		[[ $key =~ ^[A-Z0-9_]+$ ]] && unset "$key"
+	done <"$secrets"
+	mp::env::load "$secrets"
 	phase "HA: the cluster formed by itself"
 	MP_WAIT_INTERVAL=5 mp::check "billing_queue: a quorum queue with 3 members online" \
 		mp::wait_until 300 "3 queue members online" members_online
