@@ -283,16 +283,21 @@ mod tests {
     use super::*;
     use crate::config::tests::vars;
 
-    #[test]
-    fn conninfo_quotes_every_value() {
-        let t = PgSettings {
+    /// Settings for one server on 127.0.0.1:5432, database movies, user u.
+    fn settings(password: &str) -> PgSettings {
+        PgSettings {
             host: "127.0.0.1".into(),
             port: 5432,
             name: "movies".into(),
             user: "u".into(),
-            password: SecretString::from("it's a \\secret"),
+            password: SecretString::from(password),
             pool_size: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn conninfo_quotes_every_value() {
+        let t = settings("it's a \\secret");
         let info = t.conninfo();
         assert!(info.contains(r"password='it\'s a \\secret'"), "{info}");
         assert!(info.contains("dbname='movies'"), "{info}");
@@ -300,14 +305,7 @@ mod tests {
 
     #[test]
     fn a_server_that_vanishes_ends_its_connections() {
-        let t = PgSettings {
-            host: "127.0.0.1".into(),
-            port: 5432,
-            name: "movies".into(),
-            user: "u".into(),
-            password: SecretString::from("p"),
-            pool_size: 1,
-        };
+        let t = settings("p");
         let info = t.conninfo();
         for setting in [
             "keepalives=1 ",
@@ -322,14 +320,7 @@ mod tests {
 
     #[test]
     fn several_servers_make_a_multi_host_conninfo_that_picks_the_primary() {
-        let mut t = PgSettings {
-            host: "127.0.0.1".into(),
-            port: 5432,
-            name: "movies".into(),
-            user: "u".into(),
-            password: SecretString::from("p"),
-            pool_size: 1,
-        };
+        let mut t = settings("p");
         assert!(t
             .conninfo()
             .starts_with("host='127.0.0.1' port=5432 dbname="));
