@@ -72,6 +72,23 @@ db_psql() {
 	VM_CMD_TIMEOUT=120 vm "$n" "sudo -u postgres psql -X -qtA -p $port -d $db -v ON_ERROR_STOP=1 -c $(printf '%q' "$2")"
 }
 
+# check_cluster_formed CLUSTER_WAIT VIP_WAIT API_WAIT: the cluster formed by
+# itself: billing_queue's 3 members online and each database in sync (each
+# waited for up to CLUSTER_WAIT seconds), one holder of the address
+# (VIP_WAIT), the API answering through it (API_WAIT).
+check_cluster_formed() {
+	mp::check "RabbitMQ: billing_queue a quorum queue with 3 members online" \
+		mp::wait_until "$1" "billing_queue's 3 members online" members_online
+	local f
+	for f in movies orders; do
+		mp::check "pg_auto_failover: the $f database has a primary and a synchronous standby" \
+			mp::wait_until "$1" "$f in sync" in_sync "$f"
+	done
+	mp::check "keepalived: one VM holds $HA_VIP" mp::wait_until "$2" "one holder of $HA_VIP" one_vip_holder
+	mp::check "orders and the catalogue through $VIP_URL (from the host side of the private network)" \
+		mp::wait_until "$3" "GET $VIP_URL/api/movies" curl -fsS -m 20 -o /dev/null "$VIP_URL/api/movies"
+}
+
 # --- the audit walk's transport: the shared address, psql and the API in the VMs --------
 havm::http() {
 	mp::walk::curl "$VIP_URL" -- "$@"

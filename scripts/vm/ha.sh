@@ -328,15 +328,7 @@ done
 ((ok)) || exit 1
 
 phase "the cluster formed by itself"
-mp::check "RabbitMQ: billing_queue a quorum queue with 3 members online" \
-	mp::wait_until 900 "billing_queue's 3 members online" members_online
-for f in movies orders; do
-	mp::check "pg_auto_failover: the $f database has a primary and a synchronous standby" \
-		mp::wait_until 900 "$f in sync" in_sync "$f"
-done
-mp::check "keepalived: one VM holds $HA_VIP" mp::wait_until 300 "one holder of $HA_VIP" one_vip_holder
-mp::check "orders and the catalogue through $VIP_URL (from the host side of the private network)" \
-	mp::wait_until 600 "GET $VIP_URL/api/movies" curl -fsS -m 20 -o /dev/null "$VIP_URL/api/movies"
+check_cluster_formed 900 300 600
 
 phase "the audit walk through the shared address $HA_VIP"
 run=$(cat /proc/sys/kernel/random/uuid)

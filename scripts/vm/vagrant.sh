@@ -292,13 +292,8 @@ if [[ $TOPOLOGY == ha ]]; then
 	done <"$secrets"
 	mp::env::load "$secrets"
 	phase "HA: the cluster formed by itself"
-	MP_WAIT_INTERVAL=5 mp::check "billing_queue: a quorum queue with 3 members online" \
-		mp::wait_until 300 "3 queue members online" members_online
-	for f in movies orders; do
-		MP_WAIT_INTERVAL=5 mp::check "the $f database: primary and synchronous standby" \
-			mp::wait_until 300 "$f primary and secondary" in_sync "$f"
-	done
-	MP_WAIT_INTERVAL=5 mp::check "one gateway holds the virtual IP $HA_VIP" mp::wait_until 120 "one VIP holder" one_vip_holder
+	# Every 5 s: each look is a `vagrant ssh`.
+	MP_WAIT_INTERVAL=5 check_cluster_formed 300 120 120
 	mp::check "the gateway answers on the forwarded port 127.0.0.1:$HOST_GATEWAY_PORT" \
 		mp::wait_until 120 "the forwarded port" curl -fsS -m 10 "http://127.0.0.1:$HOST_GATEWAY_PORT/api/movies"
 	phase "the audit walk through the shared address $HA_VIP"
