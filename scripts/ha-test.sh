@@ -18,6 +18,8 @@
 #   - kill -9 of everything on the node of billing_queue's leader (repeated
 #     HA_TEST_KILLS times, the node started again in between);
 #   - one node cut off the network for 30 s, then healed (pause_minority);
+#   - a gateway's broker node gone silent (its packets dropped, no RST): a
+#     third gateway, in the client's namespace, leaves it within 10 s;
 #   - the orders database's primary cut off the network while the workers
 #     drain a backlog (as a power-off: no RST; their TCP keepalives end the
 #     statements it will never answer), then healed: it rejoins as standby;
@@ -71,7 +73,7 @@ declare -A NS=()
 for h in "${!IP[@]}"; do NS[$h]="$TAG-$h"; done
 NS_BRIDGE="$TAG-bridge"
 
-mp::netns::preflight ha-test postgresql-15 postgresql-15-auto-failover pg-auto-failover-cli rabbitmq-server \
+mp::netns::preflight ha-test postgresql-15 postgresql-15-auto-failover pg-auto-failover-cli rabbitmq-server nftables \
 	keepalived curl python3 iproute2 util-linux
 
 WORK="$(mktemp -d /tmp/mp-ha.XXXXXX)"
@@ -485,7 +487,7 @@ run_fault() {
 		"$FAULT_MAX_OUTAGE"; then
 		mp::check::pass "$name: nothing lost or stored twice"
 	else
-		mp::check::fail "$name: orders lost or stored twice"
+		mp::check::fail "$name: orders lost or stored twice${FAULT_MAX_OUTAGE:+, or over $FAULT_MAX_OUTAGE s without an accepted order}"
 	fi
 }
 
@@ -614,6 +616,53 @@ heal_node() {
 		mp::check::fail "billing_queue has 3 members online again after $CUT was healed and its RabbitMQ restarted"
 }
 [[ ${HA_TEST_CUT:-1} == 0 ]] || run_fault "node cut 30 s" cut_node heal_node
+
+# --- fault: a gateway's broker node goes silent ---------------------------------------
+# A gateway connected to another host's node, which then vanishes without a
+# RST (that host loses power or its cable): the fifth VM run saw the gateway
+# holding the shared address answer no order for 21 s, until two missed AMQP
+# heartbeats ended its connection. Here a third gateway, in the client's
+# namespace, lists n1's node first; the fault drops every packet between it
+# and that node (nft), n1 itself carrying on. Its socket's TCP_USER_TIMEOUT
+# (5 s, srcs/common/src/amqp.rs) ends the connection, the reconnect leaves
+# the silent node after 1 s without a SYN answer, and n2's node takes it:
+# orders through it must be accepted again within 10 s.
+SILENT_GW_LOG="$WORK/client-api-gateway.log"
+# Its ports above the client's ephemeral range (1024-65000, set above): the
+# load's own connections may hold 8080 or 9101 as their local port, and a
+# listener cannot bind it then (a run saw "Address in use").
+SILENT_GW_URL="http://${IP[client]}:65080"
+silent_node_connected() { [[ "$(grep "connected to RabbitMQ node" "$SILENT_GW_LOG" | tail -n 1)" == *" ${IP[n1]}:"* ]]; }
+silence_broker_node() {
+	mp::log::info "dropping every packet between the client's gateway and n1's RabbitMQ node"
+	in_ns client nft -f - <<-EOF
+		table inet mp_silent {
+			chain out { type filter hook output priority 0; ip daddr ${IP[n1]} tcp dport $RABBITMQ_PORT drop; }
+			chain in { type filter hook input priority 0; ip saddr ${IP[n1]} tcp sport $RABBITMQ_PORT drop; }
+		}
+	EOF
+	# Longer than the heartbeat's 20 s: the outage must not be its doing.
+	sleep 25
+}
+unsilence_broker_node() {
+	in_ns client nft delete table inet mp_silent
+	FAULT_NOTE="$(grep -cE "RabbitMQ connection lost" "$SILENT_GW_LOG") connection(s) lost; then $(grep "connected to RabbitMQ node" "$SILENT_GW_LOG" | tail -n 1 | sed 's/.*: connected/connected/')"
+}
+GATEWAY_RABBITMQ_HOST="$ALL_NODES" GATEWAY_PORT=65080 GATEWAY_METRICS_PORT=65081 render_service_env GATEWAY_ "$WORK/client-GATEWAY_.env" 0600 >/dev/null
+svc_start client api-gateway GATEWAY_
+MP_WAIT_INTERVAL=1 mp::wait_until 60 "the client's gateway accepting orders" accepts_orders "$SILENT_GW_URL" ||
+	mp::check::fail "the client's gateway accepts orders"
+if silent_node_connected; then
+	SAVED_URLS=("${GW_URLS[@]}")
+	GW_URLS=("$SILENT_GW_URL")
+	FAULT_MAX_OUTAGE=10
+	run_fault "broker node silent" silence_broker_node unsilence_broker_node
+	FAULT_MAX_OUTAGE=""
+	GW_URLS=("${SAVED_URLS[@]}")
+else
+	mp::check::fail "the client's gateway connected to n1's node first ($(grep "RabbitMQ node" "$SILENT_GW_LOG" | tail -n 2))"
+fi
+for pid in $(service_pids client api-gateway); do mp::stop_pid "$pid" "the client's api-gateway" 15; done
 
 # pg_kill_primary FORMATION [NODE]: kill -9 of everything in the namespace
 # of the formation's primary, its keeper and PostgreSQL (NODE: the primary,

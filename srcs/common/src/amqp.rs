@@ -57,6 +57,25 @@ pub const FRAME_MAX: u32 = 8192;
 /// accepts the connection but never answers cannot hold up the others.
 const NODE_CONNECT_BUDGET: Duration = Duration::from_secs(5);
 
+/// Bounds the TCP handshake with one node. A live node answers a SYN within
+/// milliseconds, even on a busy emulated VM (the kernel answers it, not
+/// RabbitMQ); a powered-off or cut-off one never does, and lapin's async
+/// connect has no timeout of its own (`connection_timeout` in the URI serves
+/// only its blocking connect). A second spent on a dead node is a second more
+/// before the next live one is tried.
+const TCP_CONNECT_BUDGET: Duration = Duration::from_secs(1);
+
+/// How long data sent to the broker may stay unacknowledged before the
+/// kernel drops the connection (Linux's `TCP_USER_TIMEOUT`). A node whose
+/// machine loses power or its network sends no RST: without this, only the
+/// AMQP heartbeat (2 missed 10 s beats) ends the connection, and the VM test
+/// saw the gateway holding the shared address wait 21 s for it, answering
+/// no order. The gateway's alarm probe (every 100 ms) and the heartbeats keep
+/// data in flight, so a dead peer shows within this time; the service then
+/// reconnects to the next node. Same idea and same reason as the database
+/// connections' `tcp_user_timeout` (`crate::db`).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Empty settings, only so that a service's config struct can mark the field
 /// `#[serde(skip)]` (envy cannot read nested structs) and fill it with
 /// [`AmqpSettings::from_vars`] right after.
@@ -144,7 +163,8 @@ impl AmqpSettings {
                 // Detect a dead broker or a cut network within ~30 s even
                 // when no traffic flows.
                 heartbeat: Some(10),
-                connection_timeout: Some(3_000),
+                // (No `connection_timeout`: lapin's async connect ignores
+                // it; see TCP_CONNECT_BUDGET.)
                 frame_max: Some(FRAME_MAX),
                 ..AMQPQueryString::default()
             },
@@ -161,7 +181,7 @@ impl AmqpSettings {
             let props = lapin::ConnectionProperties::default().with_connection_name(service.into());
             let attempt = tokio::time::timeout(
                 NODE_CONNECT_BUDGET,
-                lapin::Connection::connect_uri(self.node_uri(host.clone(), port), props),
+                connect_node(self.node_uri(host.clone(), port), props),
             )
             .await
             .unwrap_or_else(|_| {
@@ -192,6 +212,39 @@ impl AmqpSettings {
             ))
         }))
     }
+}
+
+/// lapin's own connect (`lapin::Connect for AMQPUri`), plain TCP only, with
+/// the TCP handshake bounded and [`TCP_USER_TIMEOUT`] set on the socket.
+async fn connect_node(
+    uri: AMQPUri,
+    props: lapin::ConnectionProperties,
+) -> lapin::Result<lapin::Connection> {
+    use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, TLSConfig};
+    let runtime = lapin::runtime::default_runtime()?;
+    lapin::Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let tcp = uri.connect_with_config_async(TLSConfig::default(), &runtime);
+            let stream = tokio::time::timeout(TCP_CONNECT_BUDGET, tcp)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no TCP answer within {TCP_CONNECT_BUDGET:?}"),
+                    ))
+                })?;
+            #[cfg(target_os = "linux")]
+            if let AsyncTcpStream::Plain(tcp) = &stream {
+                socket2::SockRef::from(tcp.get_ref())
+                    .set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
+            }
+            Ok(stream)
+        },
+        props,
+    )
+    .await
 }
 
 impl std::fmt::Debug for AmqpSettings {
@@ -270,6 +323,27 @@ mod tests {
             let err = with_host(bad, &[]).unwrap_err();
             assert!(err.to_string().contains("W_HOST"), "{bad}: {err}");
         }
+    }
+
+    /// A node whose machine is gone answers no SYN; lapin's async connect
+    /// would wait for the kernel's own timeout (minutes). A listener whose
+    /// accept queue is full drops SYNs the same way, on loopback.
+    #[tokio::test]
+    async fn a_node_that_answers_no_syn_is_left_after_the_tcp_budget() {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        // Never accepted: the accept queue (of one) is full from here on.
+        let _queued = std::net::TcpStream::connect(addr).unwrap();
+        let s = with_host(&format!("127.0.0.1:{}", addr.port()), &[]).unwrap();
+        let err = s.connect("amqp-tests").await.unwrap_err();
+        assert!(
+            err.to_string().contains("no TCP answer within 1s"),
+            "not the TCP handshake's budget: {err}"
+        );
     }
 
     #[test]
