@@ -72,10 +72,22 @@ db_psql() {
 	VM_CMD_TIMEOUT=120 vm "$n" "sudo -u postgres psql -X -qtA -p $port -d $db -v ON_ERROR_STOP=1 -c $(printf '%q' "$2")"
 }
 
+# replicas_ready: every VM's inventory-app answers /ready (its pool holds a
+# connection to the movies primary), asked from inside each VM.
+replicas_ready() {
+	local n
+	for n in "${VMS[@]}"; do
+		VM_CMD_TIMEOUT=30 vm "$n" "curl -fsS -m 5 -o /dev/null http://${VM_IP[$n]}:$HA_INVENTORY_PORT/ready" 2>/dev/null || return 1
+	done
+}
 # check_cluster_formed CLUSTER_WAIT VIP_WAIT API_WAIT: the cluster formed by
 # itself: billing_queue's 3 members online and each database in sync (each
 # waited for up to CLUSTER_WAIT seconds), one holder of the address
-# (VIP_WAIT), the API answering through it (API_WAIT).
+# (VIP_WAIT), every inventory replica ready and the API answering through
+# the address (API_WAIT each). (A replica whose first connections failed
+# while its database was forming takes a few seconds more: one run's walk,
+# started 3 s after the formation was in sync, had its first POST answered
+# 503 by a replica whose pool was still empty.)
 check_cluster_formed() {
 	mp::check "RabbitMQ: billing_queue a quorum queue with 3 members online" \
 		mp::wait_until "$1" "billing_queue's 3 members online" members_online
@@ -85,6 +97,7 @@ check_cluster_formed() {
 			mp::wait_until "$1" "$f in sync" in_sync "$f"
 	done
 	mp::check "keepalived: one VM holds $HA_VIP" mp::wait_until "$2" "one holder of $HA_VIP" one_vip_holder
+	mp::check "inventory-app ready on every VM" mp::wait_until "$3" "every inventory replica ready" replicas_ready
 	mp::check "orders and the catalogue through $VIP_URL (from the host side of the private network)" \
 		mp::wait_until "$3" "GET $VIP_URL/api/movies" curl -fsS -m 20 -o /dev/null "$VIP_URL/api/movies"
 }
