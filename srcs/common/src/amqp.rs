@@ -221,7 +221,7 @@ async fn connect_node(
     uri: AMQPUri,
     props: lapin::ConnectionProperties,
 ) -> lapin::Result<lapin::Connection> {
-    use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, TLSConfig};
+    use lapin::tcp::{AMQPUriTcpExt, TLSConfig};
     let runtime = lapin::runtime::default_runtime()?;
     lapin::Connection::connector(
         uri,
@@ -237,7 +237,7 @@ async fn connect_node(
                     ))
                 })?;
             #[cfg(target_os = "linux")]
-            if let AsyncTcpStream::Plain(tcp) = &stream {
+            if let lapin::tcp::AsyncTcpStream::Plain(tcp) = &stream {
                 socket2::SockRef::from(tcp.get_ref())
                     .set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
             }
