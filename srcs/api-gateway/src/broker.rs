@@ -7,9 +7,8 @@
 //! requests share the current channel (lapin channels are concurrent) and each
 //! awaits its own confirm.
 //!
-//! A channel whose confirm does not come within [`confirm_patience`] (once
-//! the connection has had a confirm), or that answers with a nack, is
-//! suspect: the loop opens a fresh channel on the same connection and swaps
+//! A channel whose confirm does not come within [`confirm_patience`], or
+//! that answers with a nack, is suspect: the loop opens a fresh channel on the same connection and swaps
 //! it in, and the order is published again on it. A
 //! quorum queue's publisher (the channel, inside RabbitMQ) that had sent to a
 //! leader whose machine then died can stay stuck after the new leader is
@@ -30,7 +29,7 @@
 //! reported blocked within that period, and from then on orders and `/ready`
 //! get 503 at once, until `connection.unblocked`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -71,8 +70,16 @@ const RENEW_BUDGET: Duration = Duration::from_secs(3);
 /// How long one publish waits for its confirm before its channel is
 /// replaced and the order published again: two fifths of the publish
 /// timeout (2 s of the default 5 s), which leaves the rest for the fresh
-/// channel. A quorum queue confirms within milliseconds when healthy. Only
-/// once the connection has had a confirm (see `Link::confirmed`).
+/// channel. A quorum queue confirms within milliseconds when healthy.
+///
+/// Also before a connection's first confirm. An earlier rule let a
+/// connection's first publishes wait their whole timeout (a quorum queue's
+/// first order once took 5 s to be confirmed in the VM test), but a gateway
+/// that had taken no order yet (one that has just been handed the shared
+/// address) then waited out the whole timeout on a channel stuck on a dead
+/// leader: 13 s without an accepted order where 10 s is promised
+/// (docs/ha.md). A slow but healthy first confirm costs the order published
+/// twice, which the worker stores once.
 pub fn confirm_patience(publish_timeout: Duration) -> Duration {
     publish_timeout * 2 / 5
 }
@@ -117,12 +124,6 @@ struct Link {
     generation: u64,
     channel: Channel,
     connection: ConnectionStatus,
-    /// Whether any publish on this connection has been confirmed. Until one
-    /// is, a slow confirm says nothing about the channel: the first order a
-    /// quorum queue takes from a connection can take seconds (the VM test saw
-    /// one confirmed only after 5 s), and a fresh channel would start that
-    /// over. So before the first confirm a publish waits its whole timeout.
-    confirmed: Arc<AtomicBool>,
 }
 
 impl Broker {
@@ -220,11 +221,7 @@ impl Broker {
         let mut tries = 0u32;
         loop {
             tries += 1;
-            let wait_until = if link.confirmed.load(Ordering::Acquire) {
-                deadline.min(tokio::time::Instant::now() + patience)
-            } else {
-                deadline
-            };
+            let wait_until = deadline.min(tokio::time::Instant::now() + patience);
             let attempt = tokio::time::timeout_at(
                 wait_until,
                 self.publish_once(&link, order, &payload, request_id),
@@ -308,10 +305,7 @@ impl Broker {
             self.shared.metrics.confirm_took(started);
         }
         match confirmed {
-            Ok(Confirmation::Ack(None)) => {
-                link.confirmed.store(true, Ordering::Release);
-                Attempt::Done(Publish::Confirmed, Ok(()))
-            }
+            Ok(Confirmation::Ack(None)) => Attempt::Done(Publish::Confirmed, Ok(())),
             Ok(Confirmation::Ack(Some(returned))) => {
                 // The queue is gone (deleted by hand?): declare it again so
                 // the next order finds it.
@@ -467,7 +461,6 @@ async fn run(
                     generation,
                     channel: channel.clone(),
                     connection: connection.status().clone(),
-                    confirmed: Arc::default(),
                 }));
                 drop(strong);
                 let failed = backoff.attempt() - 1;
@@ -590,12 +583,10 @@ async fn watch_link(
                 match fresh {
                     Ok(Ok(fresh)) => {
                         *generation += 1;
-                        let confirmed = strong.current().map(|l| l.confirmed).unwrap_or_default();
                         strong.set(Some(Link {
                             generation: *generation,
                             channel: fresh.clone(),
                             connection: connection.status().clone(),
-                            confirmed,
                         }));
                         let old = std::mem::replace(channel, fresh);
                         log::warn!("RabbitMQ channel {} missed a confirm or nacked; publishing on a fresh channel {}", old.id(), channel.id());
