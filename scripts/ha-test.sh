@@ -180,16 +180,15 @@ for h in "${NODES[@]}"; do
 	printf 'default_user = mp\ndefault_pass = %s\nloopback_users = none\n' "$AMQP_PASSWORD" >>"$d/rabbitmq.conf"
 	echo '[].' >"$d/enabled_plugins"
 done
-# rmq_env HOST: the node's environment. As on the VMs (scripts/setup_ha.sh):
-# the tick for the CLI too, and no busy-waiting schedulers (three nodes
-# share this machine's cores with everything else).
+# rmq_env HOST: the node's environment, with the VMs' Erlang flags
+# (scripts/provision/common.sh).
 rmq_env() {
 	local d="$WORK/rabbitmq-$1"
 	printf '%s\n' HOME="$RMQ_HOME" RABBITMQ_USE_LONGNAME=true RABBITMQ_NODENAME="rabbit@${IP[$1]}" \
 		RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins" \
 		RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" RABBITMQ_PID_FILE="$d/rabbitmq.pid" \
-		RABBITMQ_CONF_ENV_FILE=/dev/null RABBITMQ_CTL_ERL_ARGS="-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME" \
-		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"
+		RABBITMQ_CONF_ENV_FILE=/dev/null RABBITMQ_CTL_ERL_ARGS="$(ha_rabbit_ctl_erl_args)" \
+		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$(ha_rabbit_server_erl_args)"
 }
 rmqctl() {
 	local host="$1"
@@ -248,7 +247,7 @@ pgaf mon pg_autoctl create monitor --pgdata "$PG_DIR/mon/data" --pgport "$POSTGR
 # The monitor's failover timeouts (docs/ha.md; why, in the file).
 cat "$ROOT/deploy/pg_auto_failover/monitor.conf" >>"$PG_DIR/mon/data/postgresql.conf"
 pgaf_run mon
-MONITOR_URI="postgres://autoctl_node@${IP[mon]}:$POSTGRES_PORT/pg_auto_failover?sslmode=disable"
+MONITOR_URI="$(pgaf_monitor_uri "${IP[mon]}" "$POSTGRES_PORT")"
 monitor_up() { mon_sql "SELECT 1" >/dev/null 2>&1; }
 MP_WAIT_INTERVAL=1 mp::wait_until 60 "the pg_auto_failover monitor" monitor_up || abort "the pg_auto_failover monitor runs"
 # pg_states FORMATION: its nodes' reported states, sorted ("primary
@@ -631,7 +630,8 @@ SILENT_GW_LOG="$WORK/client-api-gateway.log"
 # Its ports above the client's ephemeral range (1024-65000, set above): the
 # load's own connections may hold 8080 or 9101 as their local port, and a
 # listener cannot bind it then (a run saw "Address in use").
-SILENT_GW_URL="http://${IP[client]}:65080"
+SILENT_GW_PORT=65080
+SILENT_GW_URL="http://${IP[client]}:$SILENT_GW_PORT"
 silent_node_connected() { [[ "$(grep "connected to RabbitMQ node" "$SILENT_GW_LOG" | tail -n 1)" == *" ${IP[n1]}:"* ]]; }
 silence_broker_node() {
 	mp::log::info "dropping every packet between the client's gateway and n1's RabbitMQ node"
@@ -648,7 +648,7 @@ unsilence_broker_node() {
 	in_ns client nft delete table inet mp_silent
 	FAULT_NOTE="$(grep -cE "RabbitMQ connection lost" "$SILENT_GW_LOG") connection(s) lost; then $(grep "connected to RabbitMQ node" "$SILENT_GW_LOG" | tail -n 1 | sed 's/.*: connected/connected/')"
 }
-GATEWAY_RABBITMQ_HOST="$ALL_NODES" GATEWAY_PORT=65080 GATEWAY_METRICS_PORT=65081 render_service_env GATEWAY_ "$WORK/client-GATEWAY_.env" 0600 >/dev/null
+GATEWAY_RABBITMQ_HOST="$ALL_NODES" GATEWAY_PORT=$SILENT_GW_PORT GATEWAY_METRICS_PORT=$((SILENT_GW_PORT + 1)) render_service_env GATEWAY_ "$WORK/client-GATEWAY_.env" 0600 >/dev/null
 svc_start client api-gateway GATEWAY_
 MP_WAIT_INTERVAL=1 mp::wait_until 60 "the client's gateway accepting orders" accepts_orders "$SILENT_GW_URL" ||
 	mp::check::fail "the client's gateway accepts orders"
@@ -855,8 +855,47 @@ heal_orders_primary() {
 }
 run_fault "orders primary cut" cut_orders_primary heal_orders_primary
 
+# --- the monitor's machine lost while every keeper waits on it ---------------------
+# What the sixth and seventh VM runs met: the monitor's VM powered off while
+# keepers waited for its answer; with no RST and no keepalives they waited
+# for good, and the next primary lost was never replaced. Made here on
+# purpose: a transaction on the monitor holds the node table, so every
+# keeper's next call (one a second) waits for its answer; then mon is cut
+# off, its processes killed and its sockets destroyed (`ss -K`: the resets
+# die on the downed link), as a power-off leaves them, and it comes back.
+# The keepers' TCP keepalives (pgaf_monitor_uri) end their dead connections
+# and they report again; without them this check fails, and the kill of the
+# orders primary that follows is never failed over.
+keepers_reported() {
+	[[ "$(mon_sql "SELECT count(*) FROM pgautofailover.node WHERE reporttime > pg_postmaster_start_time()" 2>/dev/null)" == 4 ]]
+}
+monitor_lost() {
+	local pid left back
+	mp::log::info "the monitor's machine lost while every keeper waits on it"
+	pgaf mon psql -X -q -p "$POSTGRES_PORT" -d pg_auto_failover \
+		-c "BEGIN; LOCK TABLE pgautofailover.node IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)" >/dev/null 2>&1 &
+	sleep 3
+	cut mon
+	for pid in $(ip netns pids "${NS[mon]}"); do kill -9 "$pid" 2>/dev/null || true; done
+	in_ns mon ss -K -tan >/dev/null 2>&1 || true
+	left="$(in_ns mon ss -Htan | grep -vc LISTEN)" || true
+	[[ $left == 0 ]] || abort "mon still has $left TCP sockets after ss -K (a kernel without CONFIG_INET_DIAG_DESTROY?)"
+	sleep 2
+	heal mon
+	pgaf_run mon
+	MP_WAIT_INTERVAL=1 mp::wait_until 60 "the pg_auto_failover monitor" monitor_up || abort "the monitor is back"
+	back=$SECONDS
+	if MP_WAIT_INTERVAL=1 mp::wait_until 30 "every keeper reporting to the monitor again" keepers_reported; then
+		mp::check::pass "the 4 keepers report to the monitor again $((SECONDS - back)) s after its return (its machine lost mid-call)"
+	else
+		mp::check::fail "every keeper reports to the monitor within 30 s of its return ($(mon_sql "SELECT string_agg(nodename || ' ' || reporttime, ', ') FROM pgautofailover.node" 2>/dev/null))"
+	fi
+}
+
 # --- fault: kill -9 of the orders database's primary during the drain -------------
+# After the monitor's loss above: its failover needs keepers that report.
 kill_orders_primary() {
+	monitor_lost
 	orders_backlog
 	pg_kill_primary orders "$ORDERS_PRIMARY"
 	mp::log::info "billing_queue after the kill: $(queue_messages) orders waiting"

@@ -53,7 +53,7 @@ declare -A PG_OWNER=([movies]=$INVENTORY_DB_MIGRATION_USER [orders]=$BILLING_DB_
 declare -A PG_PREFIX=([movies]=INVENTORY_ [orders]=BILLING_)
 PGAF_ROOT=/var/lib/postgresql/movie-platform
 PG_BIN=/usr/lib/postgresql/15/bin
-MONITOR_URI="postgres://autoctl_node@$MONITOR_IP:$HA_PG_MONITOR_PORT/pg_auto_failover?sslmode=disable&connect_timeout=5"
+MONITOR_URI="$(pgaf_monitor_uri "$MONITOR_IP" "$HA_PG_MONITOR_PORT")"
 # Under emulation (vm-test's TCG) or on a loaded laptop the other VMs may
 # take long to come up: how long a step waits for them.
 HA_WAIT=${HA_WAIT_SECONDS:-1800}
@@ -81,15 +81,16 @@ rabbit_conf() {
 }
 # Nodes named by address (as in ha-test.sh): no name resolution between the
 # VMs is needed; the distribution port fixed, so the firewall can name it.
+# Its text is compared with the file's (below): changed, it restarts the node.
 rabbit_env() {
 	printf '%s\n' "# Managed by scripts/setup_ha.sh (HA topology); overwritten by the next provisioning." \
 		"NODENAME=rabbit@$MY_IP" "USE_LONGNAME=true" "DIST_PORT=$HA_RABBITMQ_DIST_PORT" \
 		"# rabbitmqctl is an Erlang node too: with the nodes' tick, a call that waits" \
 		"# (await_startup) is not dropped as a silent peer." \
-		"CTL_ERL_ARGS=\"-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME\"" \
+		"CTL_ERL_ARGS=\"$(ha_rabbit_ctl_erl_args)\"" \
 		"# No busy-waiting schedulers: idle, they would spin on CPU that this VM's" \
 		"# gateway, worker and databases need (as scripts/ha-test.sh's nodes; docs/ha.md)." \
-		"SERVER_ADDITIONAL_ERL_ARGS=\"+sbwt none +sbwtdcpu none +sbwtdio none\""
+		"SERVER_ADDITIONAL_ERL_ARGS=\"$(ha_rabbit_server_erl_args)\""
 }
 COOKIE=/var/lib/rabbitmq/.erlang.cookie
 # A node whose name or cookie changes must be stopped with the old ones
@@ -227,6 +228,13 @@ if [[ " ${DATA_VMS[*]} " == *" $ME "* ]]; then
 			# The keepers' side of the monitor's timeouts (above).
 			pgaf "$f" pg_autoctl config set --pgdata "$data" timeout.network_partition_timeout 10 >/dev/null
 			touch "$PGAF_ROOT/$f/created"
+		fi
+		# A node made by an earlier version has the monitor's URI without
+		# the keepalives (pgaf_monitor_uri): set it; pg_autoctl reloads it.
+		if [[ "$(pgaf "$f" pg_autoctl config get --pgdata "$data" pg_autoctl.monitor 2>/dev/null)" != "$MONITOR_URI" ]]; then
+			pgaf "$f" pg_autoctl config set --pgdata "$data" pg_autoctl.monitor "$MONITOR_URI" >/dev/null ||
+				mp::die "pg_autoctl config set pg_autoctl.monitor ($f) failed (above)"
+			mp::log::detail "the $f keeper's monitor URI updated (TCP keepalives)"
 		fi
 		# pg_autoctl writes trust rules for its own roles, from the other
 		# node only. The services (from any of the three VMs) log in with a

@@ -365,6 +365,32 @@ ha_peers() {
 	printf '\n'
 }
 
+# The Erlang flags of an HA topology's RabbitMQ node, for rabbitmq-env.conf
+# (scripts/setup_ha.sh) and scripts/ha-test.sh's nodes alike. The CLI
+# (rabbitmqctl is an Erlang node too) gets the nodes' tick, so a call that
+# waits (await_startup) is not dropped as a silent peer; the node gets no
+# busy-waiting schedulers: idle, they would spin on CPU that the gateway,
+# worker and databases beside it need (docs/ha.md).
+ha_rabbit_ctl_erl_args() { printf '%s\n' "-kernel net_ticktime $RABBITMQ_HA_NET_TICKTIME"; }
+ha_rabbit_server_erl_args() { printf '%s\n' "+sbwt none +sbwtdcpu none +sbwtdio none"; }
+
+# pgaf_monitor_uri HOST PORT: the pg_auto_failover monitor's URI, as the
+# keepers (pg_autoctl) and the scripts reach it. The keepers hold one
+# connection to the monitor and wait on it without a timeout of their own
+# (pg_auto_failover 2.0, Debian 12's): when the monitor's machine vanishes
+# mid-call (a power-off: no RST), they waited for good (the kernel's
+# keepalive timer is 2 hours), and a keeper that waits promotes no standby.
+# libpq's keepalives end such a connection ~11 s after the last answer, the
+# TCP user timeout one whose request was never acknowledged; the keeper
+# then connects again. The same values as the services' database
+# connections (srcs/common/src/db.rs); upstream pg_auto_failover later set
+# them itself on its monitor connections. docs/ha.md, "A server that
+# vanishes".
+pgaf_monitor_uri() {
+	printf 'postgres://autoctl_node@%s:%s/pg_auto_failover?sslmode=disable&connect_timeout=5%s\n' "$1" "$2" \
+		'&keepalives=1&keepalives_idle=5&keepalives_interval=2&keepalives_count=3&tcp_user_timeout=10000'
+}
+
 # check_service NAME PORT: listening = OK; running but not listening yet (e.g.
 # still waiting for a dependency on another VM) = warning; anything else fails.
 check_service() {
