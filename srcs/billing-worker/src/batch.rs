@@ -20,11 +20,13 @@ use uuid::Uuid;
 
 pub enum Next {
     Batch(Vec<Delivery>),
+    /// No delivery for the `idle` period.
+    Idle,
     Stop,
 }
 
-/// Waits for the next delivery (or a stop request), then takes what else is
-/// already buffered, up to `max` deliveries in all.
+/// Waits for the next delivery (or a stop request, or `idle` without any),
+/// then takes what else is already buffered, up to `max` deliveries in all.
 ///
 /// A consumer error or the end of the stream is returned as an error, and
 /// deliveries collected so far are dropped unacknowledged: their channel is
@@ -33,11 +35,13 @@ pub async fn collect(
     consumer: &mut Consumer,
     max: usize,
     shutdown: &Shutdown,
+    idle: std::time::Duration,
 ) -> Result<Next, Error> {
     let first = tokio::select! {
         biased;
         () = shutdown.requested() => return Ok(Next::Stop),
         next = consumer.next() => next,
+        () = tokio::time::sleep(idle) => return Ok(Next::Idle),
     };
     let mut batch = Vec::with_capacity(max.min(1024));
     batch.push(delivery(first)?);

@@ -17,6 +17,7 @@ use common::retry::Backoff;
 use common::topology::{self, BILLING_QUEUE};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,22 @@ const AMQP_RETRY_MAX: Duration = Duration::from_secs(3);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound on each step of a graceful close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After this long without a delivery the worker swaps its channel for a
+/// fresh one (cancel, close, open, consume). Why: a quorum queue's consumer
+/// can be left holding deliveries it never receives. The HA VM test saw it
+/// on RabbitMQ 3.10 (Debian 12's): after a power-off of the queue leader's
+/// VM, a worker on a surviving node stopped receiving anything, while the
+/// new leader counted 1000 orders (its whole prefetch window) as delivered
+/// to it: unacknowledged, so never given to another worker, for as long as
+/// the channel lived (over 10 minutes). Closing the channel returns them to
+/// the queue. An idle worker pays a channel open and close each period; a
+/// busy one never renews. A channel that does not close within
+/// [`RENEW_CLOSE_TIMEOUT`] ends the whole connection instead.
+pub const IDLE_RENEW: Duration = Duration::from_secs(30);
+/// Bound on cancelling and closing the idle channel: two round trips to the
+/// node, which a loaded machine (the tests' beside everything else) can
+/// slow to seconds; past it the channel is taken for hung.
+const RENEW_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Consumer {
     pub config: Arc<Config>,
@@ -90,22 +107,10 @@ impl Consumer {
         let target = &self.config.rabbitmq;
         let setup = async {
             let connection = target.connect(CONNECTION_NAME).await?;
-            let channel = connection.create_channel().await?;
-            topology::declare(&channel, &target.topology()).await?;
-            channel
-                .basic_qos(self.config.prefetch, BasicQosOptions::default())
-                .await?;
-            let consumer = channel
-                .basic_consume(
-                    BILLING_QUEUE.into(),
-                    CONSUMER_TAG.into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            let (channel, consumer) = self.subscribe(&connection, true).await?;
             Ok::<_, Error>((connection, channel, consumer))
         };
-        let (connection, channel, mut consumer) = tokio::select! {
+        let (connection, mut channel, mut consumer) = tokio::select! {
             () = self.shutdown.requested() => return Ok(()),
             setup = tokio::time::timeout(SETUP_TIMEOUT, setup) => {
                 setup.map_err(|_| Error::AmqpTimeout("connect"))??
@@ -120,8 +125,27 @@ impl Consumer {
         );
 
         loop {
-            match batch::collect(&mut consumer, self.config.batch_size, &self.shutdown).await? {
+            let next = batch::collect(
+                &mut consumer,
+                self.config.batch_size,
+                &self.shutdown,
+                IDLE_RENEW,
+            )
+            .await?;
+            match next {
                 Next::Stop => break,
+                Next::Idle => {
+                    if let Err(e) = self.renew(&connection, &mut channel, &mut consumer).await {
+                        // The broker frees the old channel's deliveries
+                        // once the connection is gone.
+                        close_step(
+                            "connection close",
+                            connection.close(200, "channel renewal failed".into()),
+                        )
+                        .await;
+                        return Err(e);
+                    }
+                }
                 Next::Batch(deliveries) => match processor.process(deliveries).await? {
                     Outcome::Settled => {}
                     Outcome::Abandoned => break,
@@ -149,6 +173,63 @@ impl Consumer {
             connection.close(200, "worker stopping".into()),
         )
         .await;
+        Ok(())
+    }
+
+    /// A channel with the prefetch window and the consumer on
+    /// `billing_queue` (the topology declared first when `declare`).
+    async fn subscribe(
+        &self,
+        connection: &Connection,
+        declare: bool,
+    ) -> Result<(Channel, lapin::Consumer), Error> {
+        let channel = connection.create_channel().await?;
+        if declare {
+            topology::declare(&channel, &self.config.rabbitmq.topology()).await?;
+        }
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                BILLING_QUEUE.into(),
+                CONSUMER_TAG.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    /// Swaps an idle channel for a fresh one ([`IDLE_RENEW`]). Everything
+    /// received on it is settled by now, so closing it returns only what the
+    /// broker counts as delivered and the worker never received.
+    async fn renew(
+        &self,
+        connection: &Connection,
+        channel: &mut Channel,
+        consumer: &mut lapin::Consumer,
+    ) -> Result<(), Error> {
+        let old = channel.clone();
+        let tag = consumer.tag();
+        let closed = tokio::time::timeout(RENEW_CLOSE_TIMEOUT, async move {
+            old.basic_cancel(tag, BasicCancelOptions::default()).await?;
+            old.close(200, "idle: renewing the channel".into()).await
+        })
+        .await
+        .map_err(|_| Error::AmqpTimeout("closing an idle channel"))?;
+        closed?;
+        let (fresh, fresh_consumer) =
+            tokio::time::timeout(SETUP_TIMEOUT, self.subscribe(connection, false))
+                .await
+                .map_err(|_| Error::AmqpTimeout("opening a fresh channel"))??;
+        log::debug!(
+            "no delivery for {IDLE_RENEW:?}: channel {} renewed as channel {}",
+            channel.id(),
+            fresh.id()
+        );
+        *channel = fresh;
+        *consumer = fresh_consumer;
         Ok(())
     }
 }

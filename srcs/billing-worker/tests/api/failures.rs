@@ -226,3 +226,73 @@ async fn orders_published_while_the_worker_is_stopped_appear_once_when_it_starts
     );
     assert_eq!(publisher.queued().await, 0);
 }
+
+/// (connection name, channel number) of every consumer on billing_queue.
+fn billing_consumers(vhost: &crate::support::TestVhost) -> Vec<(String, u64)> {
+    let (status, list) = vhost.mgmt("GET", "/consumers/{vhost}", None);
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["queue"]["name"] == "billing_queue")
+        .map(|c| {
+            let channel = &c["channel_details"];
+            (
+                channel["connection_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                channel["number"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// An idle worker swaps its channel for a fresh one on the same connection
+/// (`IDLE_RENEW`: a quorum queue's consumer left holding deliveries it
+/// never receives gets them back to the queue that way), and goes on
+/// consuming on it.
+#[actix_web::test]
+async fn an_idle_worker_renews_its_channel_and_goes_on_consuming() {
+    let (db, vhost, publisher, worker) = system().await;
+    let first = publisher.publish_orders(3).await;
+    eventually("the first orders to be stored", || async {
+        db.count() == 3
+    })
+    .await;
+    let before = std::cell::RefCell::new(Vec::new());
+    eventually("the worker's consumer to be listed", || async {
+        *before.borrow_mut() = billing_consumers(&vhost);
+        before.borrow().len() == 1
+    })
+    .await;
+    let (connection, channel) = before.into_inner().remove(0);
+
+    tokio::time::sleep(billing_worker::consumer::IDLE_RENEW + std::time::Duration::from_secs(3))
+        .await;
+    eventually("the consumer on a fresh channel", || async {
+        let now = billing_consumers(&vhost);
+        // Shown if the wait fails: what the broker lists instead.
+        eprintln!("billing_queue's consumers: {now:?}; before: {connection:?} channel {channel}");
+        now.len() == 1 && now[0].0 == connection && now[0].1 != channel
+    })
+    .await;
+    assert_eq!(
+        worker.counter("rabbitmq_reconnects").await,
+        0,
+        "the same connection"
+    );
+
+    let second = publisher.publish_orders(3).await;
+    eventually("the later orders to be stored", || async {
+        db.count() == 6
+    })
+    .await;
+    worker.stop().await;
+    let stored: HashSet<Uuid> = db.rows().into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        stored,
+        first.into_iter().chain(second).collect::<HashSet<_>>()
+    );
+    assert_eq!(publisher.queued().await, 0);
+}
