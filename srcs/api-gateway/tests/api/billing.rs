@@ -456,6 +456,20 @@ impl Drop for StuckChannel {
     }
 }
 
+/// The order ids in `vhost`'s billing_queue, drained until there are `n`
+/// (a resumed channel delivers what it held a moment later), or 10 s.
+async fn drain_at_least(vhost: &str, n: usize) -> Vec<Uuid> {
+    let mut queued = Vec::new();
+    for _ in 0..100 {
+        queued.extend(ids(&rabbit::drain(vhost).await));
+        if queued.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    queued
+}
+
 #[actix_web::test]
 async fn a_channel_that_stops_confirming_is_replaced_and_the_order_accepted() {
     let vhost = rabbit::vhost();
@@ -471,14 +485,7 @@ async fn a_channel_that_stops_confirming_is_replaced_and_the_order_accepted() {
     // held: the broker has that order twice, as after a failover, and the
     // worker stores it once (ON CONFLICT (order_id)).
     drop(stuck);
-    let mut queued = Vec::new();
-    for _ in 0..100 {
-        queued.extend(ids(&rabbit::drain(&vhost.name).await));
-        if queued.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let mut queued = drain_at_least(&vhost.name, 4).await;
     queued.sort();
     let mut want = vec![first, second, second, third];
     want.sort();
@@ -499,14 +506,7 @@ async fn a_channel_stuck_before_its_connections_first_confirm_is_replaced_too() 
     // stuck one would end in 504 at the 5 s timeout.
     let first = accepted_id(&gateway.order(&valid_order()).await);
     drop(stuck);
-    let mut queued = Vec::new();
-    for _ in 0..100 {
-        queued.extend(ids(&rabbit::drain(&vhost.name).await));
-        if queued.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let queued = drain_at_least(&vhost.name, 2).await;
     assert_eq!(queued, vec![first, first], "published on both channels");
 }
 
